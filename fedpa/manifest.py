@@ -1,0 +1,140 @@
+"""The bundle manifest (SPEC §6), torch-free so the aggregator can read published models.
+
+A bundle is a directory: ``manifest.json`` plus the files it lists with their sha256. The manifest
+is the single description of a model's feature schema, architecture, shared-state tensors and
+program inputs/outputs; every other component reads these facts from here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from fedpa.errors import BundleError
+from fedpa.state import SharedStateSpec
+
+__all__ = [
+    "FORMAT_VERSION",
+    "FileEntry",
+    "Manifest",
+    "PrivacySettings",
+    "ProgramSpec",
+    "TensorIO",
+    "read_manifest",
+    "sha256_file",
+]
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+
+class FileEntry(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(ge=0)
+
+
+class TensorIO(BaseModel):
+    """One input or output of an exported program; a ``-1`` dimension is dynamic (the batch)."""
+
+    model_config = ConfigDict(frozen=True)
+    name: str
+    shape: tuple[int, ...]
+    dtype: Literal["float32", "int64"]
+    group: Literal["input", "private", "group", "gate", "output", "loss", "label"] = "input"
+
+
+class ProgramSpec(BaseModel):
+    """An exported program file and its calling convention (inputs in order, outputs in order)."""
+
+    model_config = ConfigDict(frozen=True)
+    file: str
+    runtime: Literal["executorch", "onnxruntime"]
+    kind: Literal["inference", "training"]
+    inputs: tuple[TensorIO, ...]
+    outputs: tuple[TensorIO, ...]
+
+
+class PrivacySettings(BaseModel):
+    """The LDP defaults the publisher asks devices to apply (devices may be stricter)."""
+
+    model_config = ConfigDict(frozen=True)
+    mechanism: Literal["gaussian", "laplace", "none"] = "gaussian"
+    clip_norm: float = Field(1.0, gt=0)
+    noise_multiplier: float = Field(1.0, ge=0)
+    delta: float = Field(1e-5, gt=0, lt=1)
+    epsilon_budget: float | None = Field(None, gt=0)
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    format_version: Literal[1] = FORMAT_VERSION
+    model_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    model_version: int = Field(ge=1)
+    created_at: str
+    feature_schema: dict[str, Any]  # fedpa.data.FeatureSchema.to_dict()
+    backbone: dict[str, Any]  # fedpa.model.BackboneConfig.to_dict()
+    adapter: dict[str, Any]  # fedpa.model.AdapterConfig.to_dict()
+    shared_state: SharedStateSpec
+    private_tensors: tuple[TensorIO, ...]  # initial values ship in the bundle, never uploaded
+    privacy: PrivacySettings = PrivacySettings()
+    programs: dict[str, ProgramSpec] = {}
+    files: dict[str, FileEntry] = {}
+    metrics: dict[str, Any] = {}  # teacher / student test metrics at export time
+
+    @property
+    def shared_state_bytes(self) -> int:
+        return sum(4 * t.numel for t in self.shared_state.tensors)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_manifest(bundle_dir: str | Path, *, verify_files: bool = True) -> Manifest:
+    """Parse ``manifest.json`` and (by default) check every listed file's size and sha256.
+
+    Raises BundleError naming the file at fault: missing, tampered, unknown format version.
+    """
+    bundle_dir = Path(bundle_dir)
+    path = bundle_dir / MANIFEST_NAME
+    if not path.is_file():
+        raise BundleError(f"{path}: no manifest.json (not a FedPA bundle)")
+    try:
+        raw = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise BundleError(f"{path}: manifest must be a JSON object")
+    version = raw.get("format_version")
+    if version != FORMAT_VERSION:
+        raise BundleError(
+            f"{path}: unknown format_version {version!r}; this FedPA reads format_version {FORMAT_VERSION}"
+        )
+    try:
+        manifest = Manifest.model_validate(raw)
+    except ValidationError as exc:
+        raise BundleError(f"{path}: manifest does not match the schema: {exc}") from exc
+    if verify_files:
+        for name, entry in manifest.files.items():
+            file = bundle_dir / name
+            if not file.is_file():
+                raise BundleError(f"{file}: listed in the manifest but missing")
+            if file.stat().st_size != entry.size:
+                raise BundleError(f"{file}: size {file.stat().st_size} != manifest's {entry.size}")
+            actual = sha256_file(file)
+            if actual != entry.sha256:
+                raise BundleError(f"{file}: sha256 {actual} != manifest's {entry.sha256} (corrupt or tampered)")
+    return manifest

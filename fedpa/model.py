@@ -1,0 +1,308 @@
+"""The FedPA model, parts to whole: LoRA → gate → FedPA layer → recommender (SPEC §2).
+
+One file, read top to bottom. Every tensor op here broadcasts over optional *leading client
+dimensions*: called through ``torch.func.functional_call`` with personalisation tensors stacked as
+``[U, ...]`` and inputs shaped ``[U, L, F]``, one forward pass serves U clients at once (the
+simulation harness); called plainly with ``[L, F]`` inputs it is one user's on-device model (export).
+That is why biases of trainable modules are stored as ``[1, n]`` rows and matrices are applied with
+``x @ W.mT`` instead of ``nn.Linear``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from fedpa.errors import ConfigError
+
+__all__ = [
+    "AdapterConfig",
+    "Backbone",
+    "BackboneConfig",
+    "FedPALayer",
+    "FedPARecommender",
+    "Gate",
+    "LoRA",
+    "ParamGroup",
+    "PrivateUserEmbedding",
+    "parameter_groups",
+    "student_config",
+    "teacher_config",
+]
+
+GateMode = Literal["paper", "residual"]
+LoRAInit = Literal["normal", "zero"]
+
+
+class ParamGroup(StrEnum):
+    """Who owns a tensor. The rest of the system selects tensors by these groups, never by name."""
+
+    FROZEN = "frozen"  # backbone, embeddings, head: shipped in the bundle, never trained
+    PRIVATE = "private"  # user-level adapter (+ optional user-embedding delta): never leaves the device
+    GROUP = "group"  # user-group-level adapters: averaged by the server within one group value
+    GATE = "gate"  # adaptive gate: averaged by the server across all reporters
+
+
+# ----------------------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """Architecture of a foundation model (teacher) or its on-device student."""
+
+    cardinalities: tuple[int, ...]  # vocabulary size (incl. OOV code 0) of every categorical feature
+    n_user_features: int  # the first n columns of x are user features (the rest item features)
+    embedding_dim: int = 8
+    hidden: tuple[int, ...] = (32, 8)  # the paper's student tower
+
+    def __post_init__(self) -> None:
+        if not self.cardinalities or min(self.cardinalities) < 1:
+            raise ConfigError(f"cardinalities must be non-empty and ≥ 1, got {self.cardinalities}")
+        if not 0 <= self.n_user_features <= len(self.cardinalities):
+            raise ConfigError(f"n_user_features={self.n_user_features} out of range")
+        if self.embedding_dim < 1 or not self.hidden or min(self.hidden) < 1:
+            raise ConfigError(f"bad sizes: embedding_dim={self.embedding_dim}, hidden={self.hidden}")
+
+    @property
+    def input_dim(self) -> int:
+        return len(self.cardinalities) * self.embedding_dim
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BackboneConfig:
+        return cls(
+            cardinalities=tuple(data["cardinalities"]),
+            n_user_features=int(data["n_user_features"]),
+            embedding_dim=int(data["embedding_dim"]),
+            hidden=tuple(data["hidden"]),
+        )
+
+
+def teacher_config(cardinalities: tuple[int, ...], n_user_features: int) -> BackboneConfig:
+    """The default foundation model: clearly larger than the student (≈ 10× its tower)."""
+    return BackboneConfig(cardinalities, n_user_features, embedding_dim=16, hidden=(256, 128, 64))
+
+
+def student_config(cardinalities: tuple[int, ...], n_user_features: int) -> BackboneConfig:
+    """The paper's on-device student: embedding dim 8, hidden layers 32 and 8."""
+    return BackboneConfig(cardinalities, n_user_features, embedding_dim=8, hidden=(32, 8))
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    """Personalisation on top of a frozen backbone (SPEC §2)."""
+
+    group_attributes: tuple[str, ...]  # user features that define groups, e.g. ("reco_active_level",)
+    group_cardinalities: tuple[int, ...]  # number of values (incl. OOV 0) of each grouping attribute
+    rank: int = 4
+    alpha: float = 8.0  # adapter outputs are scaled by alpha / rank (peft convention)
+    gate_mode: GateMode = "paper"
+    gate_hidden: int = 8
+    lora_init: LoRAInit = "normal"  # "zero" reproduces the research code's dead adapters; never use it
+    private_user_embeddings: bool = False  # fine-tune the user's feature embeddings as private tensors
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)  # free-form notes for manifests
+
+    def __post_init__(self) -> None:
+        if len(self.group_attributes) != len(self.group_cardinalities):
+            raise ConfigError(
+                f"{len(self.group_attributes)} group attributes but "
+                f"{len(self.group_cardinalities)} cardinalities"
+            )
+        if self.rank < 1:
+            raise ConfigError(f"rank must be ≥ 1, got {self.rank}")
+        if self.gate_mode not in ("paper", "residual"):
+            raise ConfigError(f"gate_mode must be 'paper' or 'residual', got {self.gate_mode!r}")
+        if self.lora_init not in ("normal", "zero"):
+            raise ConfigError(f"lora_init must be 'normal' or 'zero', got {self.lora_init!r}")
+
+    @property
+    def n_branches(self) -> int:
+        """Gate outputs: paper mode weighs common+user+groups, residual mode only user+groups."""
+        k = len(self.group_attributes)
+        return 2 + k if self.gate_mode == "paper" else 1 + k
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AdapterConfig:
+        data = dict(data)
+        data["group_attributes"] = tuple(data["group_attributes"])
+        data["group_cardinalities"] = tuple(data["group_cardinalities"])
+        return cls(**data)
+
+
+# ----------------------------------------------------------------------------- backbone
+
+
+class Backbone(nn.Module):
+    """Embeddings → MLP tower → one logit. Teacher and student differ only in their config."""
+
+    def __init__(self, config: BackboneConfig) -> None:
+        super().__init__()
+        self.config = config
+        # One table for all features; each feature's codes are shifted by its offset.
+        offsets = torch.tensor([0, *config.cardinalities[:-1]]).cumsum(0)
+        self.register_buffer("offsets", offsets, persistent=False)
+        self.embedding = nn.Embedding(sum(config.cardinalities), config.embedding_dim)
+        nn.init.normal_(self.embedding.weight, std=0.05)
+        sizes = (config.input_dim, *config.hidden)
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(sizes))
+        self.head = nn.Linear(config.hidden[-1], 1)
+
+    def embed(self, x: Tensor) -> Tensor:
+        """Codes ``[..., F]`` → per-feature embeddings ``[..., F, d]``."""
+        return self.embedding(x + self.offsets)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.embed(x).flatten(-2)  # [..., F*d]
+        for layer in self.layers:
+            h = torch.relu(layer(h))
+        return self.head(h).squeeze(-1)  # [...] logits
+
+
+# ----------------------------------------------------------------------------- adapters
+
+
+class LoRA(nn.Module):
+    """Low-rank branch ``(alpha/r)·B(A x)``; A ~ N(0, 1/in), B = 0 so it starts silent but alive."""
+
+    def __init__(self, in_dim: int, out_dim: int, *, rank: int, alpha: float, init: LoRAInit,
+                 role: ParamGroup) -> None:
+        super().__init__()
+        self.role = role
+        self.r = rank
+        self.alpha = alpha
+        self.scale = alpha / rank
+        self.lora_A = nn.Parameter(torch.zeros(rank, in_dim))
+        self.lora_B = nn.Parameter(torch.zeros(out_dim, rank))
+        if init == "normal":
+            # With B = 0 the gradient w.r.t. B is (B-independent) non-zero, so both factors learn;
+            # with A = B = 0 (research code) both gradients vanish forever.
+            nn.init.normal_(self.lora_A, std=1.0 / math.sqrt(in_dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x @ self.lora_A.mT) @ self.lora_B.mT * self.scale  # [..., L, out]
+
+
+class Gate(nn.Module):
+    """Per-sample branch logits ``G₂ relu(G₁ x)``, shared by all users (SPEC §2)."""
+
+    def __init__(self, in_dim: int, n_branches: int, *, hidden: int) -> None:
+        super().__init__()
+        self.role = ParamGroup.GATE
+        self.w1 = nn.Parameter(torch.empty(hidden, in_dim))
+        nn.init.kaiming_uniform_(self.w1, a=math.sqrt(5))
+        self.b1 = nn.Parameter(torch.zeros(1, hidden))  # [1, n] rows broadcast over client dims
+        self.w2 = nn.Parameter(torch.empty(n_branches, hidden))
+        nn.init.normal_(self.w2, std=0.01)  # near-uniform branch weights at start
+        self.b2 = nn.Parameter(torch.zeros(1, n_branches))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.relu(x @ self.w1.mT + self.b1) @ self.w2.mT + self.b2  # [..., L, n_branches]
+
+
+class FedPALayer(nn.Module):
+    """A frozen hidden layer plus user, group and gate branches.
+
+    paper:    π₀·c + π₁·u + Σ_k π_{1+k}·h_k with π = softmax(gate(x))
+    residual: c + σ(g₀)·u + Σ_k σ(g_k)·h_k, which equals the backbone exactly while B = 0.
+    """
+
+    def __init__(self, base: nn.Linear, config: AdapterConfig) -> None:
+        super().__init__()
+        self.base = base
+        self.gate_mode = config.gate_mode
+        kw = dict(rank=config.rank, alpha=config.alpha, init=config.lora_init)
+        self.user = LoRA(base.in_features, base.out_features, role=ParamGroup.PRIVATE, **kw)
+        self.groups = nn.ModuleDict(
+            {a: LoRA(base.in_features, base.out_features, role=ParamGroup.GROUP, **kw)
+             for a in config.group_attributes}
+        )
+        self.gate = Gate(base.in_features, config.n_branches, hidden=config.gate_hidden)
+
+    def forward(self, x: Tensor) -> Tensor:
+        common = torch.relu(self.base(x))
+        branches = [self.user(x), *(g(x) for g in self.groups.values())]
+        logits = self.gate(x)  # [..., L, n_branches]
+        if self.gate_mode == "paper":
+            weights = torch.softmax(logits, dim=-1)
+            out = weights[..., 0:1] * common
+            for i, branch in enumerate(branches):
+                out = out + weights[..., i + 1 : i + 2] * branch
+            return out
+        weights = torch.sigmoid(logits)
+        out = common
+        for i, branch in enumerate(branches):
+            out = out + weights[..., i : i + 1] * branch
+        return out
+
+
+class PrivateUserEmbedding(nn.Module):
+    """A private additive delta on the user's feature embeddings (zero at start)."""
+
+    def __init__(self, n_user_features: int, embedding_dim: int) -> None:
+        super().__init__()
+        self.role = ParamGroup.PRIVATE
+        self.delta = nn.Parameter(torch.zeros(n_user_features, embedding_dim))
+
+
+# ----------------------------------------------------------------------------- whole model
+
+
+class FedPARecommender(nn.Module):
+    """One user's personalised recommender: a frozen backbone with FedPA layers.
+
+    The group adapters held here are the ones of *this user's* group values; the bank of all
+    values lives in the shared state (``fedpa.state``), which the server averages per value.
+    """
+
+    def __init__(self, backbone: Backbone, config: AdapterConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = backbone
+        self.backbone.requires_grad_(False)
+        self.layers = nn.ModuleList(FedPALayer(base, config) for base in backbone.layers)
+        bc = backbone.config
+        self.user_embedding = (
+            PrivateUserEmbedding(bc.n_user_features, bc.embedding_dim)
+            if config.private_user_embeddings else None
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        e = self.backbone.embed(x)  # [..., L, F, d]
+        if self.user_embedding is not None:
+            n = self.backbone.config.n_user_features
+            user_part = e[..., :n, :] + self.user_embedding.delta.unsqueeze(-3)  # [..., L, Fu, d]
+            e = torch.cat([user_part, e[..., n:, :]], dim=-2)
+        h = e.flatten(-2)  # [..., L, F*d]
+        for layer in self.layers:
+            h = layer(h)
+        return self.backbone.head(h).squeeze(-1)  # [..., L]
+
+
+def _roles(model: nn.Module) -> Iterator[tuple[str, nn.Parameter, ParamGroup]]:
+    for module_name, module in model.named_modules():
+        role = getattr(module, "role", ParamGroup.FROZEN)
+        for name, param in module.named_parameters(recurse=False):
+            yield (f"{module_name}.{name}" if module_name else name), param, role
+
+
+def parameter_groups(model: nn.Module) -> dict[ParamGroup, dict[str, nn.Parameter]]:
+    """Every parameter of ``model`` by owner group, in registration order.
+
+    Usage: ``trainable = {**groups[ParamGroup.PRIVATE], **groups[ParamGroup.GROUP]}``.
+    """
+    groups: dict[ParamGroup, dict[str, nn.Parameter]] = {g: {} for g in ParamGroup}
+    for name, param, role in _roles(model):
+        groups[role][name] = param
+    return groups

@@ -1,0 +1,122 @@
+"""The shared state's shape: which tensors the server holds and averages (torch-free).
+
+The server keeps one *bank*: the gate tensors once, and every group-adapter tensor once per value
+of its grouping attribute. A device holds its model's parameters under their plain names
+(``layers.0.groups.reco_active_level.lora_A``); on the wire and in the bank a group tensor is
+suffixed with the value (``…lora_A@3``). Nothing outside this module builds or parses those names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from fedpa.errors import PayloadError
+
+__all__ = ["SharedStateSpec", "TensorSpec", "wire_name"]
+
+SharedRole = Literal["gate", "group"]
+
+
+def wire_name(param: str, value: int | None) -> str:
+    """Bank/wire name of a model parameter for one group value (None for gate tensors)."""
+    return param if value is None else f"{param}@{value}"
+
+
+class TensorSpec(BaseModel):
+    """One tensor of the shared bank, as the manifest declares it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str  # wire name
+    param: str  # the model parameter it loads into on a device
+    shape: tuple[int, ...]
+    dtype: Literal["float32"] = "float32"
+    role: SharedRole
+    attribute: str | None = None  # set for role "group"
+    value: int | None = None  # group value code (0 = OOV/unknown), set for role "group"
+
+    @property
+    def numel(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+class SharedStateSpec(BaseModel):
+    """The complete list of shared tensors plus the lookups the server and devices need."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tensors: tuple[TensorSpec, ...]
+
+    def by_name(self) -> dict[str, TensorSpec]:
+        return {t.name: t for t in self.tensors}
+
+    @property
+    def attributes(self) -> dict[str, int]:
+        """Grouping attribute → number of values."""
+        out: dict[str, int] = {}
+        for t in self.tensors:
+            if t.role == "group":
+                out[t.attribute] = max(out.get(t.attribute, 0), t.value + 1)  # type: ignore[index,operator]
+        return out
+
+    def for_groups(self, groups: Mapping[str, int]) -> tuple[TensorSpec, ...]:
+        """The tensors a device with these group values downloads and updates."""
+        self.check_groups(groups)
+        return tuple(t for t in self.tensors if t.role == "gate" or groups[t.attribute] == t.value)
+
+    def check_groups(self, groups: Mapping[str, int]) -> None:
+        known = self.attributes
+        if set(groups) != set(known):
+            raise PayloadError(
+                f"groups must name exactly the attributes {sorted(known)}, got {sorted(groups)}"
+            )
+        for attribute, value in groups.items():
+            if not isinstance(value, int) or not 0 <= value < known[attribute]:
+                raise PayloadError(
+                    f"group value {value!r} of {attribute!r} out of range 0..{known[attribute] - 1}"
+                )
+
+    def validate(self, arrays: Mapping[str, np.ndarray], *, groups: Mapping[str, int]) -> None:
+        """Refuse anything but exactly this device's tensors with the declared shapes, dtype, finite."""
+        expected = {t.name: t for t in self.for_groups(groups)}
+        missing = sorted(set(expected) - set(arrays))
+        unknown = sorted(set(arrays) - set(expected))
+        if unknown:
+            raise PayloadError(f"unexpected tensors for groups {dict(groups)}: {unknown[:5]}")
+        if missing:
+            raise PayloadError(f"missing tensors: {missing[:5]}")
+        for name, array in arrays.items():
+            spec = expected[name]
+            if tuple(array.shape) != spec.shape:
+                raise PayloadError(f"tensor {name!r} has shape {tuple(array.shape)}, expected {spec.shape}")
+            if array.dtype != np.dtype(spec.dtype):
+                raise PayloadError(f"tensor {name!r} has dtype {array.dtype}, expected {spec.dtype}")
+            if not np.isfinite(array).all():
+                raise PayloadError(f"tensor {name!r} contains NaN or infinite values")
+
+    def to_params(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Wire names → model parameter names (for the device's own tensors)."""
+        specs = self.by_name()
+        return {specs[name].param: array for name, array in arrays.items()}
+
+    def from_params(self, params: Mapping[str, np.ndarray], *, groups: Mapping[str, int]
+                    ) -> dict[str, np.ndarray]:
+        """Model parameter names → wire names, for a device with these group values."""
+        by_param = {t.param: t.name for t in self.for_groups(groups)}
+        return {by_param[p]: a for p, a in params.items() if p in by_param}
+
+    @staticmethod
+    def build(gate: Iterable[tuple[str, tuple[int, ...]]],
+              group: Iterable[tuple[str, str, tuple[int, ...]]],
+              cardinalities: Mapping[str, int]) -> SharedStateSpec:
+        """From (param, shape) gate tensors and (param, attribute, shape) group tensors."""
+        tensors = [TensorSpec(name=p, param=p, shape=s, role="gate") for p, s in gate]
+        for param, attribute, shape in group:
+            for value in range(cardinalities[attribute]):
+                tensors.append(TensorSpec(name=wire_name(param, value), param=param, shape=shape,
+                                          role="group", attribute=attribute, value=value))
+        return SharedStateSpec(tensors=tuple(tensors))
