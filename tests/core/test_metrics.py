@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+from sklearn.metrics import log_loss, precision_score, roc_auc_score
+
+from fedpa.metrics import auc, evaluate, gauc, logloss, weighted_precision
+
+
+@pytest.fixture
+def scored():
+    rng = np.random.default_rng(7)
+    n = 2000
+    user = rng.integers(0, 40, n)
+    y = (rng.random(n) < 0.3 + 0.01 * user).astype(np.float32)
+    prob = np.round(np.clip(0.4 * y + 0.6 * rng.random(n), 0, 1), 2)  # rounding creates ties
+    return user, y, prob
+
+
+def test_auc_matches_sklearn_with_ties(scored):
+    _, y, prob = scored
+    assert auc(y, prob) == pytest.approx(roc_auc_score(y, prob), abs=1e-12)
+
+
+def test_gauc_is_impression_weighted_mean_of_per_user_auc(scored):
+    user, y, prob = scored
+    total = weight = 0.0
+    for u in np.unique(user):
+        m = user == u
+        if 0 < y[m].sum() < m.sum():
+            total += roc_auc_score(y[m], prob[m]) * m.sum()
+            weight += m.sum()
+    assert gauc(user, y, prob) == pytest.approx(total / weight, abs=1e-12)
+
+
+def test_gauc_ignores_per_user_bias_that_pooled_auc_rewards(scored):
+    user, y, _ = scored
+    ctr = np.array([y[user == u].mean() for u in user])  # "user's own click rate" score
+    assert auc(y, ctr) > 0.55
+    assert gauc(user, y, ctr) == pytest.approx(0.5)
+
+
+def test_logloss_and_weighted_precision_match_sklearn(scored):
+    _, y, prob = scored
+    assert logloss(y, prob) == pytest.approx(log_loss(y, np.clip(prob, 1e-7, 1 - 1e-7)), abs=1e-12)
+    assert weighted_precision(y, prob) == pytest.approx(
+        precision_score(y, prob >= 0.5, average="weighted"), abs=1e-12)
+
+
+def test_single_class_auc_is_nan_and_evaluate_takes_logits(scored):
+    assert np.isnan(auc(np.ones(5), np.arange(5)))
+    user, y, prob = scored
+    logits = np.log(np.clip(prob, 1e-6, 1 - 1e-6) / np.clip(1 - prob, 1e-6, 1))
+    result = evaluate(user, y, logits)
+    assert result["auc"] == pytest.approx(roc_auc_score(y, prob), abs=1e-3)
+    assert result["n"] == len(y)
