@@ -68,12 +68,13 @@ def canonical_strings(values: Sequence[Any] | np.ndarray | pd.Series) -> np.ndar
     their integer text, other floats ``repr``; strings are stripped; ``""``, NaN and None are missing.
     Strings are not parsed as numbers (``"007"`` stays ``"007"``).
     """
-    if isinstance(values, pd.Series):
-        arr = values.to_numpy(dtype=object, na_value=None) if values.dtype == object or isinstance(
-            values.dtype, pd.StringDtype
-        ) else values.to_numpy()
+    if isinstance(values, pd.Series | pd.Index):
+        plain_numeric = isinstance(values.dtype, np.dtype) and values.dtype.kind in "iufb"
+        arr = values.to_numpy() if plain_numeric else values.to_numpy(dtype=object)
+    elif isinstance(values, np.ndarray):
+        arr = values
     else:
-        arr = np.asarray(values, dtype=object if not isinstance(values, np.ndarray) else None)
+        arr = np.asarray(list(values), dtype=object)
     arr = arr.reshape(-1)
     if arr.dtype.kind in "iub":
         return arr.astype(np.int64).astype(str).astype(object)
