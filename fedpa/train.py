@@ -7,6 +7,7 @@ methods must beat.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -98,7 +99,7 @@ def _fit(model: Backbone, ds: Dataset, loss_fn: Callable[[Tensor, Tensor, Tensor
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
         val = _evaluate(model, ds.open_val)
         history.append({"epoch": epoch, "train_loss": total / len(order), "val_auc": val["auc"]})
         log.info("%s epoch %d loss %.4f open-val AUC %.4f", tag, epoch, total / len(order), val["auc"])
@@ -196,10 +197,11 @@ def save_checkpoint(path: str | Path, model: Backbone, schema: FeatureSchema, *,
     torch.save({
         "format": "fedpa-checkpoint/1",
         "kind": kind,
-        "config": model.config.to_dict(),
-        "schema": schema.to_dict(),
+        # JSON strings keep the file loadable with weights_only=True (no pickled numpy scalars)
+        "config": json.dumps(model.config.to_dict()),
+        "schema": json.dumps(schema.to_dict()),
         "state_dict": model.state_dict(),
-        "metrics": metrics or {},
+        "metrics": json.dumps(metrics or {}, default=float),
     }, tmp)
     tmp.replace(path)
     return path
@@ -219,8 +221,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     found_format = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
     if found_format != "fedpa-checkpoint/1":
         raise ConfigError(f"{path}: not a FedPA checkpoint (format {found_format!r})")
-    config = BackboneConfig.from_dict(raw["config"])
-    schema = FeatureSchema.from_dict(raw["schema"])
+    config = BackboneConfig.from_dict(json.loads(raw["config"]))
+    schema = FeatureSchema.from_dict(json.loads(raw["schema"]))
     if tuple(schema.cardinalities) != config.cardinalities:
         raise ConfigError(f"{path}: feature schema cardinalities {schema.cardinalities} "
                           f"do not match the model's {config.cardinalities}")
@@ -233,4 +235,4 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
                           f"{[(k, found.get(k), expected.get(k)) for k in diff[:3]]} (found, expected)")
     model.load_state_dict(raw["state_dict"])
     model.eval()
-    return Checkpoint(model=model, schema=schema, kind=raw["kind"], metrics=raw["metrics"])
+    return Checkpoint(model=model, schema=schema, kind=raw["kind"], metrics=json.loads(raw["metrics"]))
