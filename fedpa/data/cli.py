@@ -63,7 +63,7 @@ def stats(
         ds = load_dataset(dataset, data_dir, split=split, seed=seed,  # type: ignore[arg-type]
                           item_id_buckets=item_id_buckets, max_users=max_users)
     except FedPAError as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        Console(stderr=True).print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)
         raise typer.Exit(code=1) from exc
     table = Table(title=f"{ds.name} ({split} split, seed {seed})")
     for col in ("split", "users", "items", "interactions", "positive rate"):

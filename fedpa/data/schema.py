@@ -141,7 +141,7 @@ class CategoricalFeature:
         if self.bucket_edges is not None:
             return self._encode_numeric(raw)
         strings = canonical_strings(raw)
-        codes = pd.Categorical(strings, categories=list(self.vocabulary)).codes
+        codes = pd.Index(self.vocabulary, dtype=object).get_indexer(strings)
         return codes.astype(np.int64) + 1  # -1 (unseen or missing) becomes 0
 
     def _encode_numeric(self, raw: Sequence[Any] | np.ndarray | pd.Series) -> np.ndarray:
