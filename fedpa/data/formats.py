@@ -234,6 +234,9 @@ def read_csv_layout(
         else tuple(c for c in item_features if not c.startswith(NUMERIC_PREFIX))
     ncols = tuple(c for c in (all_icols if item_features is None else item_features)
                   if c.startswith(NUMERIC_PREFIX))
+    unknown = [c for c in ucols if c not in _all_columns(user_path, "user_id")]
+    if unknown:
+        raise DataError(f"{user_path.name}: missing required column {unknown[0]!r} (option user_features)")
     users = _feature_table(user_path, "user_id", _all_columns(user_path, "user_id"), rename_id="user_id")
     items = _feature_table(item_path, "item_id", (*icols, *ncols), rename_id="item_id")
     for c in ncols:

@@ -100,6 +100,15 @@ def stable_hash_codes(values: Sequence[Any] | np.ndarray, buckets: int) -> np.nd
     return out
 
 
+def _as_float(values: Sequence[Any] | np.ndarray | pd.Series) -> np.ndarray:
+    """Numbers as float64, NaN where missing or not a number (numeric arrays skip the slow path)."""
+    arr = values.to_numpy() if isinstance(values, pd.Series) else np.asarray(values)
+    if arr.dtype.kind in "iufb":
+        return arr.astype(np.float64).reshape(-1)
+    coerced = pd.to_numeric(pd.Series(arr.astype(object).reshape(-1)), errors="coerce")
+    return coerced.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
 @dataclass(frozen=True)
 class CategoricalFeature:
     """One model input column: a vocabulary, bucket edges or a hash, with 0 = OOV/missing."""
@@ -145,8 +154,7 @@ class CategoricalFeature:
         return codes.astype(np.int64) + 1  # -1 (unseen or missing) becomes 0
 
     def _encode_numeric(self, raw: Sequence[Any] | np.ndarray | pd.Series) -> np.ndarray:
-        values = pd.to_numeric(pd.Series(np.asarray(raw, dtype=object).reshape(-1)), errors="coerce")
-        v = values.to_numpy(dtype=np.float64, na_value=np.nan)
+        v = _as_float(raw)
         out = np.zeros(v.shape, dtype=np.int64)
         ok = np.isfinite(v)
         logv = np.log1p(np.maximum(v[ok], 0.0))
@@ -193,8 +201,7 @@ def fit_vocabulary(values: Sequence[Any] | np.ndarray | pd.Series, *, min_count:
 
 def fit_bucket_edges(values: Sequence[Any] | np.ndarray | pd.Series, *, n_buckets: int = 10) -> tuple[float, ...]:
     """Distinct inner quantile edges of ``log1p(max(v, 0))`` over the finite values."""
-    v = pd.to_numeric(pd.Series(np.asarray(values, dtype=object).reshape(-1)), errors="coerce")
-    v = v.to_numpy(dtype=np.float64, na_value=np.nan)
+    v = _as_float(values)
     v = np.log1p(np.maximum(v[np.isfinite(v)], 0.0))
     if v.size == 0 or n_buckets < 2:
         return ()
