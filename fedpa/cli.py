@@ -21,6 +21,10 @@ app = typer.Typer(
 )
 console = Console()
 
+from fedpa.data.cli import data_app  # noqa: E402  (torch-free, cheap to import)
+
+app.add_typer(data_app, name="data", help="Inspect datasets: `fedpa data stats --dataset NAME --data-dir DIR`.")
+
 DatasetOpt = Annotated[str, typer.Option(help="kuaisar-r | kuairand | csv | synthetic")]
 DataDirOpt = Annotated[Path | None, typer.Option(help="Directory with the dataset's files (not needed for synthetic).")]
 SplitOpt = Annotated[str, typer.Option(help="Open/private user split: 'attribute' (paper rule) or 'time'.")]

@@ -1,0 +1,99 @@
+"""Pre-training, distillation, checkpoints and the `fedpa pretrain/distill` CLI on synthetic data."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from fedpa.cli import app
+from fedpa.data import load_dataset
+from fedpa.errors import ConfigError
+from fedpa.model import Backbone, student_config
+from fedpa.train import (
+    TrainConfig,
+    adapter_config_for,
+    distill,
+    load_checkpoint,
+    predict,
+    pretrain,
+    save_checkpoint,
+    train_from_scratch,
+)
+
+FAST = TrainConfig(epochs=4, patience=2)
+
+
+@pytest.fixture(scope="module")
+def ds():
+    torch.set_num_threads(1)
+    return load_dataset("synthetic", seed=0, n_users=200, interactions_per_user=30)
+
+
+@pytest.fixture(scope="module")
+def teacher(ds):
+    return pretrain(ds, train=FAST, seed=0)
+
+
+def test_pretrain_learns_and_reports_private_test_metrics(ds, teacher):
+    m = teacher.metrics
+    torch.manual_seed(0)
+    untrained = Backbone(teacher.model.config)
+    from fedpa.metrics import auc
+    assert m["open_val"]["auc"] > auc(ds.open_val.y, predict(untrained, ds.open_val.x)) + 0.03
+    assert 1 <= m["best_epoch"] <= m["epochs_run"] <= FAST.epochs
+    assert {"auc", "gauc", "logloss", "precision"} <= m["private_test"].keys()
+    assert m["parameters"] > 5 * sum(p.numel() for p in Backbone(student_config(
+        ds.schema.cardinalities, len(ds.schema.user_feature_positions))).parameters())
+
+
+def test_early_stopping_keeps_the_best_validation_epoch(ds, teacher):
+    history = teacher.metrics["history"]
+    best = max(history, key=lambda h: h["val_auc"])
+    assert best["epoch"] == teacher.metrics["best_epoch"]
+    assert teacher.metrics["open_val"]["auc"] == pytest.approx(best["val_auc"], abs=1e-9)
+
+
+def test_distillation_matches_teacher_better_than_scratch(ds, teacher):
+    student = distill(ds, teacher.model, train=FAST, seed=0)
+    scratch = train_from_scratch(ds, train=FAST, seed=0)
+    t = predict(teacher.model, ds.open_val.x)
+    gap_distilled = np.abs(predict(student.model, ds.open_val.x) - t).mean()
+    gap_scratch = np.abs(predict(scratch.model, ds.open_val.x) - t).mean()
+    assert gap_distilled < gap_scratch  # soft targets pull the student towards the teacher
+    assert student.metrics["kind"] == "student-distilled"
+
+
+def test_checkpoint_round_trip_and_mismatch(ds, teacher, tmp_path):
+    path = save_checkpoint(tmp_path / "t.pt", teacher.model, ds.schema, kind="teacher", metrics=teacher.metrics)
+    ckpt = load_checkpoint(path)
+    assert ckpt.kind == "teacher" and ckpt.schema == ds.schema
+    assert np.array_equal(predict(ckpt.model, ds.open_val.x), predict(teacher.model, ds.open_val.x))
+    raw = torch.load(path, weights_only=True)
+    raw["state_dict"]["layers.0.weight"] = torch.zeros(3, 3)
+    torch.save(raw, tmp_path / "bad.pt")
+    with pytest.raises(ConfigError, match=r"weights do not match architecture"):
+        load_checkpoint(tmp_path / "bad.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="not a readable FedPA checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
+
+
+def test_adapter_config_uses_schema_groups(ds):
+    cfg = adapter_config_for(ds.schema, rank=2)
+    assert cfg.group_attributes == ds.schema.group_attributes and cfg.rank == 2
+    assert cfg.group_cardinalities == tuple(ds.schema.cardinalities[p] for p in ds.schema.group_positions)
+
+
+def test_cli_pretrain_then_distill_writes_checkpoints_and_json(tmp_path):
+    runner = CliRunner()
+    opts = ["--dataset", "synthetic", "--epochs", "2"]
+    result = runner.invoke(app, ["pretrain", *opts, "--out", str(tmp_path / "t.pt")])
+    assert result.exit_code == 0, result.output
+    student_out = str(tmp_path / "s.pt")
+    result = runner.invoke(app, ["distill", "--teacher", str(tmp_path / "t.pt"), *opts, "--out", student_out])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "s.json").read_text())
+    assert {"teacher", "scratch", "private_test"} <= metrics.keys()
+    assert load_checkpoint(tmp_path / "s.pt").kind == "student"
