@@ -1,0 +1,237 @@
+"""REST client of the aggregator (docs/api.md) with retries, for devices, fleets and admin scripts.
+
+Phones lose the network all the time, so every call retries transport errors, 5xx and 429 with
+exponential backoff and jitter, then gives up with :class:`ServerUnreachable`. A 4xx is the
+server's considered answer and is never retried: it becomes :class:`Refused` carrying the
+server's error code, so the caller decides (a stale base version means "download and try again
+next round"; a replayed nonce means the server already holds the upload).
+
+Usage: ``client = AggregatorClient("http://127.0.0.1:8000"); client.health()``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from edge.store import atomic_write
+from fedpa.errors import SyncError
+from fedpa.manifest import MANIFEST_NAME, read_manifest
+from fedpa.payload import decode_tensors
+
+__all__ = ["AggregatorClient", "Refused", "RetryPolicy", "ServerUnreachable", "StateDownload"]
+
+log = logging.getLogger(__name__)
+
+
+class ServerUnreachable(SyncError):
+    """The aggregator could not be reached (or kept failing with 5xx/429) after all retries."""
+
+
+class Refused(SyncError):
+    """The aggregator answered with a 4xx: it stored nothing, and resending the same request won't help."""
+
+    def __init__(self, status: int, code: str, detail: str, *, method: str, url: str) -> None:
+        super().__init__(f"{method} {url} refused with {status} {code}: {detail}")
+        self.status = status
+        self.code = code
+        self.detail = detail
+
+    @property
+    def stale(self) -> bool:
+        """409 because the device trained on an old shared state (or an old model version)."""
+        text = f"{self.code} {self.detail}".lower()
+        return self.status == 409 and not self.replayed and ("stale" in text or "version" in text)
+
+    @property
+    def replayed(self) -> bool:
+        """409 because this nonce was already accepted: the upload is on the server."""
+        text = f"{self.code} {self.detail}".lower()
+        return self.status == 409 and ("replay" in text or "nonce" in text)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff: delay ``base · factor^attempt`` capped at ``max_delay``, ±``jitter``."""
+
+    attempts: int = 6
+    base_delay: float = 0.2
+    factor: float = 2.0
+    max_delay: float = 10.0
+    jitter: float = 0.25  # fraction of the delay; spreads a fleet's retries so they don't stampede
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        d = min(self.max_delay, self.base_delay * self.factor**attempt)
+        return d * (1.0 + self.jitter * (2.0 * rng.random() - 1.0))
+
+
+@dataclass(frozen=True)
+class StateDownload:
+    """The shared tensors of one device's groups (None when the server answered 304 Not Modified)."""
+
+    tensors: dict[str, np.ndarray] | None
+    state_version: int
+    model_version: int
+    etag: str | None
+    nbytes: int
+
+
+_RETRY_STATUS = {429, 500, 502, 503, 504}
+
+
+class AggregatorClient:
+    """Thin typed wrapper over the endpoints of docs/api.md; inject ``http`` in tests."""
+
+    def __init__(self, base_url: str, *, token: str | None = None, http: httpx.Client | None = None,
+                 retry: RetryPolicy | None = None, timeout: float = 30.0,
+                 sleep: Callable[[float], None] = time.sleep, seed: int | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self._own_http = http is None
+        self.http = http or httpx.Client(timeout=timeout)
+        self.retry = retry or RetryPolicy()
+        self._sleep = sleep
+        self._rng = random.Random(seed)
+        self.bytes_up = 0
+        self.bytes_down = 0
+
+    def close(self) -> None:
+        if self._own_http:
+            self.http.close()
+
+    def __enter__(self) -> AggregatorClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ core
+
+    def request(self, method: str, path: str, *, token: str | None = None, ok: tuple[int, ...] = (200,),
+                **kwargs: Any) -> httpx.Response:
+        """One call with retries; returns a response whose status is in ``ok`` or raises."""
+        url = f"{self.base_url}{path}"
+        headers = dict(kwargs.pop("headers", {}) or {})
+        auth = token or self.token
+        if auth:
+            headers["Authorization"] = f"Bearer {auth}"
+        last: str = ""
+        for attempt in range(self.retry.attempts):
+            wait_at_least = 0.0
+            try:
+                response = self.http.request(method, url, headers=headers, **kwargs)
+            except httpx.TransportError as exc:  # connect refused, reset, timeout: try again
+                last = f"{type(exc).__name__}: {exc}"
+            else:
+                self.bytes_down += len(response.content)
+                self.bytes_up += _request_size(response.request)
+                if response.status_code in ok:
+                    return response
+                if response.status_code not in _RETRY_STATUS and 400 <= response.status_code < 500:
+                    code, detail = _error_body(response)
+                    raise Refused(response.status_code, code, detail, method=method, url=url)
+                last = f"HTTP {response.status_code}"
+                wait_at_least = _retry_after(response)
+            if attempt + 1 < self.retry.attempts:
+                delay = max(wait_at_least, self.retry.delay(attempt, self._rng))
+                log.info("%s %s failed (%s); retry %d in %.2fs", method, url, last, attempt + 1, delay)
+                self._sleep(delay)
+        raise ServerUnreachable(f"{method} {url} failed after {self.retry.attempts} attempts: {last}")
+
+    # ------------------------------------------------------------------ endpoints
+
+    def health(self) -> dict[str, Any]:
+        return self.request("GET", "/healthz").json()
+
+    def register(self, model_id: str) -> tuple[str, str]:
+        """A new device identity scoped to ``model_id``; stores the token for later calls."""
+        body = self.request("POST", "/v1/devices", json={"model_id": model_id}, ok=(200, 201)).json()
+        self.token = body["token"]
+        return body["device_id"], body["token"]
+
+    def manifest(self, model_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/v1/models/{model_id}").json()
+
+    def file(self, model_id: str, name: str) -> bytes:
+        return self.request("GET", f"/v1/models/{model_id}/files/{name}").content
+
+    def download_bundle(self, model_id: str, dest: str | Path) -> Path:
+        """Every file the manifest lists plus ``manifest.json`` into ``dest`` (verify afterwards)."""
+        dest = Path(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        raw = self.manifest(model_id)
+        for name in raw.get("files", {}):
+            atomic_write(dest / name, self.file(model_id, name))
+        atomic_write(dest / MANIFEST_NAME, json.dumps(raw, indent=2).encode())
+        return dest
+
+    def state(self, model_id: str, groups: Mapping[str, int] | None = None, *,
+              etag: str | None = None) -> StateDownload:
+        """Gate + the groups' adapters (wire names); ``etag`` turns an unchanged state into a 304."""
+        params = {"groups": ",".join(f"{k}:{v}" for k, v in groups.items())} if groups is not None else {}
+        headers = {"If-None-Match": etag} if etag else {}
+        r = self.request("GET", f"/v1/models/{model_id}/state", params=params, headers=headers, ok=(200, 304))
+        tensors = None if r.status_code == 304 else decode_tensors(r.content)
+        return StateDownload(
+            tensors=tensors,
+            state_version=int(r.headers.get("X-FedPA-State-Version", -1)),
+            model_version=int(r.headers.get("X-FedPA-Model-Version", -1)),
+            etag=r.headers.get("ETag", etag),
+            nbytes=len(r.content),
+        )
+
+    def upload(self, model_id: str, body: bytes) -> dict[str, Any]:
+        """POST one update (safetensors with ``fedpa.update`` metadata); 202 → the server's receipt."""
+        return self.request("POST", f"/v1/models/{model_id}/updates", content=body, ok=(200, 201, 202),
+                            headers={"Content-Type": "application/octet-stream"}).json()
+
+    def status(self, model_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/v1/models/{model_id}/status").json()
+
+    def aggregate(self, model_id: str) -> dict[str, Any]:
+        """Admin: close the current round now."""
+        return self.request("POST", f"/v1/models/{model_id}/aggregate", ok=(200, 201, 202)).json()
+
+    def publish(self, bundle_dir: str | Path, *, config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Admin: upload every file of a bundle (multipart, docs/api.md) → model id/version."""
+        bundle_dir = Path(bundle_dir)
+        manifest = read_manifest(bundle_dir)
+        names = [MANIFEST_NAME, *manifest.files]
+        files = [("files", (name, (bundle_dir / name).read_bytes(), "application/octet-stream")) for name in names]
+        data = {"config": json.dumps(dict(config))} if config else None
+        return self.request("POST", "/v1/models", files=files, data=data, ok=(200, 201)).json()
+
+
+def _retry_after(response: httpx.Response) -> float:
+    """Seconds a 429/503 asks us to wait (0 when absent or an HTTP date we don't parse)."""
+    try:
+        return max(0.0, float(response.headers.get("Retry-After", 0)))
+    except ValueError:
+        return 0.0
+
+
+def _request_size(request: httpx.Request) -> int:
+    try:
+        return len(request.content)
+    except httpx.RequestNotRead:  # streamed multipart: count what we can
+        return 0
+
+
+def _error_body(response: httpx.Response) -> tuple[str, str]:
+    try:
+        body = response.json()
+    except ValueError:
+        return "http_error", response.text[:500]
+    if isinstance(body, dict):
+        detail = body.get("detail", "")
+        return str(body.get("error", "http_error")), detail if isinstance(detail, str) else str(detail)
+    return "http_error", str(body)[:500]

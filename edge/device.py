@@ -1,0 +1,299 @@
+"""One device: download and verify the bundle, train locally, upload a private (LDP) update.
+
+A round on a device (SPEC §3, §4):
+
+1. fetch the gate and *its* groups' adapters (``GET …/state?groups=…``);
+2. refuse early if one more upload would exceed the ε budget (nothing is trained or sent);
+3. train private adapter + gate + group adapters with the bundle's **training program**
+   (ExecuTorch runtime), mini-batches from :func:`fedpa.schedule.local_batches`;
+4. deltas of the shared tensors only → clip to C → noise (``fedpa.privacy.clip_and_noise``);
+5. stage the upload in the local store (ε charged here, once), then POST it; on 2xx the round's
+   private adapter becomes current, on a 4xx the local state is left exactly as before the round.
+
+The private adapter exists only in ``private.safetensors`` and the training program's inputs;
+nothing that builds a request ever reads it.
+
+Usage: ``device = Device(store, client, privacy=PrivacyConfig(epsilon_budget=8)); device.run_round()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from edge.client import AggregatorClient, Refused, ServerUnreachable
+from edge.programs import LocalPrograms
+from edge.store import LocalStore, PendingUpload
+from fedpa.errors import ConfigError
+from fedpa.manifest import Manifest, read_manifest
+from fedpa.payload import encode_tensors
+from fedpa.privacy import PrivacyConfig, clip_and_noise
+from fedpa.protocol import UpdateMeta, UpdatePrivacy
+from fedpa.schedule import local_batches, round_rng
+
+__all__ = ["UNBOUNDED", "Device", "LocalTraining", "RoundResult"]
+
+log = logging.getLogger(__name__)
+
+# What an update without LDP reports as its clip norm and ε: the protocol wants finite numbers,
+# and "no bound at all" is the honest value (never 0, which would claim perfect privacy).
+UNBOUNDED = sys.float_info.max
+
+RoundStatus = Literal["accepted", "stale", "refused", "skipped"]
+
+
+@dataclass(frozen=True)
+class LocalTraining:
+    """Local SGD settings; the simulation harness must use the same values for parity."""
+
+    epochs: int = 1
+    batch_size: int = 64
+    lr: float = 0.05
+    seed: int = 0  # with the device's client index, fixes the batch order of every round
+    client: int = 0  # the device's index in its fleet (any stable non-negative integer)
+
+
+@dataclass
+class RoundResult:
+    status: RoundStatus
+    base_version: int
+    example_count: int = 0
+    loss: float = float("nan")
+    epsilon: float = 0.0
+    bytes_up: int = 0
+    bytes_down: int = 0
+    clip_norm_before: float = float("nan")
+    receipt: dict[str, Any] = field(default_factory=dict)
+    detail: str = ""
+
+
+class Device:
+    """A phone's FedPA client over a local store and an aggregator connection."""
+
+    def __init__(self, store: LocalStore, client: AggregatorClient, *, model_id: str,
+                 privacy: PrivacyConfig | None = None, training: LocalTraining | None = None,
+                 programs: Callable[[Path], LocalPrograms] = LocalPrograms.open,
+                 noise_rng: np.random.Generator | None = None, backend: str = "pte") -> None:
+        self.store = store
+        self.client = client
+        self.model_id = model_id
+        self.privacy = privacy  # None: LDP off (simulation parity, debugging) — raw deltas are sent
+        self.training = training or LocalTraining()
+        self._open_programs = programs  # a fleet passes a cache so its devices share loaded programs
+        self._programs: LocalPrograms | None = None
+        # Real devices draw noise from OS entropy: seeded noise is predictable noise. Tests and
+        # fleets pass a seeded generator for reproducibility.
+        self.noise_rng = noise_rng if noise_rng is not None else np.random.default_rng()
+        self.backend = backend
+        self._shared: dict[str, np.ndarray] | None = None  # wire names, last downloaded
+        self._etag: str | None = None
+        self._cached: tuple[int, str | None] | None = None  # (version, etag) in the store's shared.safetensors
+        if store.state.token:
+            client.token = store.state.token
+
+    # ------------------------------------------------------------------ setup
+
+    @property
+    def state(self) -> Any:
+        return self.store.state
+
+    @property
+    def bundle_dir(self) -> Path:
+        return self.store.root / "bundle"
+
+    def setup(self, *, groups: Mapping[str, int] | None = None, user: str | None = None) -> None:
+        """Register (once), download and verify the bundle (once per model version), set groups."""
+        st = self.store.state
+        changed = False
+        if groups is not None and dict(groups) != st.groups:
+            st.groups = {k: int(v) for k, v in groups.items()}
+            changed = True
+        if user is not None and user != st.user:
+            st.user, changed = user, True
+        if st.token is None or st.model_id != self.model_id or st.server != self.client.base_url:
+            st.device_id, st.token = self.client.register(self.model_id)
+            st.model_id, st.server = self.model_id, self.client.base_url
+            changed = True
+        self.client.token = st.token
+        remote = self.client.manifest(self.model_id)
+        if st.model_version != remote["model_version"] or not (self.bundle_dir / "manifest.json").is_file():
+            self._download_bundle()
+            st.model_version = int(remote["model_version"])
+            changed = True
+        if changed:
+            self.store.commit()
+
+    def _download_bundle(self) -> None:
+        """Into a fresh folder, verified, then swapped in: a crash never leaves half a bundle in use."""
+        import shutil
+
+        incoming = self.store.root / "bundle.incoming"
+        shutil.rmtree(incoming, ignore_errors=True)
+        before = self.client.bytes_down
+        self.client.download_bundle(self.model_id, incoming)
+        read_manifest(incoming)  # every file's sha256, or BundleError
+        old = self.store.root / "bundle.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if self.bundle_dir.exists():
+            self.bundle_dir.rename(old)
+        incoming.rename(self.bundle_dir)
+        shutil.rmtree(old, ignore_errors=True)
+        self.store.state.bytes_down += self.client.bytes_down - before
+        self._programs = None
+        self.store.save_private(self.programs.private_init())  # a new model starts a new adapter
+
+    @property
+    def programs(self) -> LocalPrograms:
+        if self._programs is None:
+            self._programs = self._open_programs(self.bundle_dir)
+        return self._programs
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.programs.manifest
+
+    # ------------------------------------------------------------------ tensors
+
+    def private(self) -> dict[str, np.ndarray]:
+        stored = self.store.load_private()
+        return stored if stored is not None else self.programs.private_init()
+
+    def sync_state(self) -> int:
+        """Download the gate + this device's group adapters if they changed; returns the state version."""
+        before = self.client.bytes_down
+        dl = self.client.state(self.model_id, self.state.groups, etag=self._etag if self._shared else None)
+        self.state.bytes_down += self.client.bytes_down - before
+        if dl.tensors is not None:
+            self.manifest.shared_state.validate(dl.tensors, groups=self.state.groups)
+            if (dl.state_version, dl.etag) != self._cached:  # rewrite the offline cache only on change
+                self.store.save_shared(dl.tensors, version=dl.state_version, etag=dl.etag)
+                self._cached = (dl.state_version, dl.etag)
+            self._shared, self._etag = dl.tensors, dl.etag
+        self.state.last_state_version = dl.state_version
+        return dl.state_version
+
+    def personalisation(self, *, offline: bool = False) -> dict[str, np.ndarray]:
+        """Private adapter + gate + this device's group adapters, by model parameter name.
+
+        ``offline`` uses the last downloaded shared state (a phone ranks without a network).
+        """
+        if self._shared is None and offline:
+            cached = self.store.load_shared()
+            if cached is None:
+                raise ConfigError(f"{self.store.root}: no shared state downloaded yet; run a round online first")
+            self._shared = cached[0]
+        if self._shared is None:
+            self.sync_state()
+        assert self._shared is not None
+        return {**self.private(), **self.manifest.shared_state.to_params(self._shared)}
+
+    def score(self, x: np.ndarray, *, offline: bool = False) -> np.ndarray:
+        """Logits of encoded candidate rows ``[N, F]`` with the current personalisation."""
+        return self.programs.score(np.asarray(x, np.int64), self.personalisation(offline=offline),
+                                   backend=self.backend)
+
+    def recommend(self, candidates: np.ndarray, *, k: int = 10, offline: bool = False
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """Indices (into ``candidates``) and logits of the top-k rows."""
+        logits = self.score(candidates, offline=offline)
+        top = np.argsort(-logits, kind="stable")[:k]
+        return top, logits[top]
+
+    # ------------------------------------------------------------------ one round
+
+    def run_round(self) -> RoundResult:
+        """Resume a pending upload if there is one, else train and upload one update."""
+        if self.state.pending is not None:
+            return self._send_pending()
+        if not self.state.groups:
+            raise ConfigError("device has no groups: call setup(groups=...) first")
+        data = self.store.load_log()
+        if data is None or len(data[1]) == 0:
+            return RoundResult("skipped", self.state.last_state_version or 0, detail="no local interactions")
+        x, y, _ = data
+        eps = self._epsilon_for_next()  # PrivacyBudgetError here: nothing trained, nothing sent
+        base_version = self.sync_state()
+        assert self._shared is not None
+        spec = self.manifest.shared_state
+        shared = spec.to_params(self._shared)
+        t = self.training
+        batches = local_batches(len(y), batch_size=t.batch_size, epochs=t.epochs, seed=t.seed,
+                                client=t.client, round=self.state.rounds_completed + self.state.refused)
+        trained, loss = self.programs.train({**self.private(), **shared}, x, y, batches, lr=t.lr)
+        deltas = spec.from_params({p: trained[p] - shared[p] for p in shared}, groups=self.state.groups)
+        upload, privacy, norm = self._privatise(deltas, eps)
+        nonce = secrets.token_urlsafe(24)
+        meta = UpdateMeta(model_id=self.model_id, model_version=int(self.state.model_version or 1),
+                          base_version=base_version, groups=self.state.groups, example_count=len(y),
+                          nonce=nonce, privacy=privacy)
+        body = encode_tensors(upload, metadata={"fedpa.update": meta.model_dump_json()})
+        private_names = set(self.private())
+        new_private = {p: v for p, v in trained.items() if p in private_names}
+        pending = PendingUpload(nonce=nonce, base_version=base_version, round=self.state.rounds_completed,
+                                example_count=len(y), epsilon_after=privacy.epsilon_spent
+                                if self.privacy is not None else self.state.epsilon_spent,
+                                created_at=time.time())
+        self.store.stage_upload(pending, body, new_private)
+        result = self._send_pending()
+        result.loss, result.clip_norm_before = loss, norm
+        return result
+
+    def _epsilon_for_next(self) -> float:
+        if self.privacy is None or self.privacy.mechanism == "none":
+            return UNBOUNDED
+        return self.privacy.check_budget(self.state.uploads_sent)
+
+    def _privatise(self, deltas: dict[str, np.ndarray], eps: float
+                   ) -> tuple[dict[str, np.ndarray], UpdatePrivacy, float]:
+        norm = float(np.sqrt(sum(float(np.square(d, dtype=np.float64).sum()) for d in deltas.values())))
+        p = self.privacy
+        if p is None:
+            return ({k: v.astype(np.float32) for k, v in deltas.items()},
+                    UpdatePrivacy(mechanism="none", clip_norm=UNBOUNDED, noise_multiplier=0.0,
+                                  epsilon_spent=UNBOUNDED, delta=1e-5), norm)
+        sigma = p.noise_multiplier if p.mechanism != "none" else 0.0
+        noised, report = clip_and_noise(deltas, clip_norm=p.clip_norm, noise_multiplier=p.noise_multiplier,
+                                        rng=self.noise_rng, mechanism=p.mechanism)
+        return noised, UpdatePrivacy(mechanism=p.mechanism, clip_norm=p.clip_norm, noise_multiplier=sigma,
+                                     epsilon_spent=min(eps, UNBOUNDED), delta=p.delta), report.norm_before
+
+    def _send_pending(self) -> RoundResult:
+        pending = self.state.pending
+        assert pending is not None
+        body = self.store.pending_body()
+        record = {"round": pending.round, "base_version": pending.base_version, "nonce": pending.nonce,
+                  "epsilon": pending.epsilon_after, "bytes": len(body)}
+        result = RoundResult("accepted", pending.base_version, example_count=pending.example_count,
+                             epsilon=pending.epsilon_after, bytes_up=len(body))
+        try:
+            result.receipt = self.client.upload(self.model_id, body)
+        except Refused as exc:
+            if exc.replayed:  # our earlier attempt got through; only its answer was lost
+                self.store.finish_upload(accepted=True, record={**record, "status": "accepted (replay)"})
+                return result
+            status: RoundStatus = "stale" if exc.stale else "refused"
+            self.store.finish_upload(accepted=False, record={**record, "status": status, "detail": str(exc)})
+            if exc.stale:
+                self._shared, self._etag = None, None  # re-download before the next round
+            log.warning("device %s: upload refused: %s", self.state.device_id, exc)
+            result.status, result.detail = status, str(exc)
+            return result
+        except ServerUnreachable:
+            log.warning("device %s: server unreachable; upload %s kept for resume",
+                        self.state.device_id, pending.nonce)
+            raise
+        self.store.finish_upload(accepted=True, record={**record, "status": "accepted"})
+        return result
+
+
+def noise_rng_for(seed: int, client: int) -> np.random.Generator:
+    """A reproducible noise generator for simulated fleets (real devices use OS entropy)."""
+    return round_rng(seed, client, 0, stream=1)

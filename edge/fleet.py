@@ -1,0 +1,234 @@
+"""A fleet of simulated devices (one per private user of a dataset) against a real aggregator.
+
+Each device is a full :class:`edge.device.Device` with its own store folder, token and bundle
+copy, talking HTTP to the server; only the loaded programs are shared between devices (read-only),
+so a few hundred devices fit in one process. Rounds are driven from here: every device trains and
+uploads, then the round closes (the server closes it by itself when ``round_size`` updates arrived;
+with an admin token the fleet closes it explicitly), then every device re-downloads and scores
+its validation and test rows. Test metrics are reported at the round with the best validation AUC
+(SPEC §3).
+
+Usage: ``report = run_fleet(ds, Path("runs/fleet"), FleetConfig(server=url, model_id="demo"))``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from edge.client import AggregatorClient, RetryPolicy
+from edge.device import Device, LocalTraining, RoundResult, noise_rng_for
+from edge.programs import LocalPrograms
+from edge.store import LocalStore
+from fedpa.errors import FedPAError, SyncError
+from fedpa.manifest import read_manifest
+from fedpa.metrics import evaluate
+from fedpa.privacy import PrivacyConfig
+
+__all__ = ["FleetConfig", "FleetReport", "ProgramCache", "build_devices", "run_fleet"]
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    server: str
+    model_id: str
+    rounds: int = 3
+    workers: int = 4  # threads; each runs one device's round at a time
+    max_devices: int | None = None  # None: every private user of the dataset
+    privacy: PrivacyConfig | None = None  # None: LDP off
+    training: LocalTraining = field(default_factory=LocalTraining)
+    seed: int = 0
+    admin_token: str | None = None  # lets the fleet close rounds itself; else it waits for the server
+    round_timeout_s: float = 300.0
+    backend: str = "pte"
+    evaluate: bool = True
+    fresh: bool = True  # wipe device folders first (a new experiment) instead of resuming them
+
+
+@dataclass
+class FleetReport:
+    devices: int
+    rounds: list[dict[str, Any]] = field(default_factory=list)  # per round: statuses, metrics, versions
+    initial: dict[str, dict[str, float]] = field(default_factory=dict)  # val/test metrics before round 1
+    best_round: int = 0
+    best: dict[str, dict[str, float]] = field(default_factory=dict)  # val/test at the best val-AUC round
+    bytes_up: int = 0
+    bytes_down: int = 0
+    epsilon_max: float = 0.0
+    failed_rounds: int = 0
+    errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _Member:
+    device: Device
+    user: int
+    val: tuple[np.ndarray, np.ndarray]
+    test: tuple[np.ndarray, np.ndarray]
+
+
+def _rows(split: Any, user: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    mask = split.user == user
+    return split.x[mask], split.y[mask], split.ts[mask]
+
+
+class ProgramCache:
+    """Loaded programs shared by every device whose bundle has the same manifest (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_digest: dict[str, LocalPrograms] = {}
+
+    def __call__(self, bundle_dir: Path) -> LocalPrograms:
+        digest = hashlib.sha256((bundle_dir / "manifest.json").read_bytes()).hexdigest()
+        with self._lock:
+            if digest not in self._by_digest:
+                self._by_digest[digest] = LocalPrograms.open(bundle_dir)
+            else:
+                read_manifest(bundle_dir)  # still verify this device's own copy of every file
+            return self._by_digest[digest]
+
+
+def build_devices(ds: Any, root: Path, config: FleetConfig, *, http: httpx.Client,
+                  programs: ProgramCache | None = None) -> list[_Member]:
+    """One store per private user (log = its train split), not yet registered."""
+    users = np.asarray(ds.private_users, np.int64)
+    if config.max_devices is not None:
+        users = users[: config.max_devices]
+    attributes = list(ds.schema.group_attributes)
+    members = []
+    for user in users:
+        folder = root / f"device-{int(user)}"
+        if config.fresh:
+            shutil.rmtree(folder, ignore_errors=True)
+        store = LocalStore.open(folder)
+        if store.load_log() is None:
+            store.save_log(*_rows(ds.private_train, int(user)))
+        client = AggregatorClient(config.server, http=http, seed=config.seed * 1_000_003 + int(user),
+                                  retry=RetryPolicy())
+        device = Device(store, client, model_id=config.model_id, privacy=config.privacy,
+                        training=replace(config.training, seed=config.seed, client=int(user)),
+                        programs=programs or ProgramCache(), noise_rng=noise_rng_for(config.seed, int(user)),
+                        backend=config.backend)
+        groups = {a: int(v) for a, v in zip(attributes, ds.user_groups[user], strict=True)}
+        device.store.state.groups = groups
+        device.store.state.user = str(ds.user_ids[user])
+        val, test = _rows(ds.private_val, int(user)), _rows(ds.private_test, int(user))
+        members.append(_Member(device, int(user), val[:2], test[:2]))
+    return members
+
+
+def _evaluate(members: list[_Member], pool: ThreadPoolExecutor) -> dict[str, dict[str, float]]:
+    def one(m: _Member) -> tuple[np.ndarray, ...]:
+        m.device.sync_state()
+        xs = np.concatenate([m.val[0], m.test[0]])
+        logits = m.device.score(xs) if len(xs) else np.zeros(0, np.float32)
+        n = len(m.val[0])
+        return logits[:n], logits[n:]
+
+    outs = list(pool.map(one, members))
+    result = {}
+    for k, name in enumerate(("val", "test")):
+        user = np.concatenate([np.full(len(getattr(m, name)[1]), m.user) for m in members])
+        y = np.concatenate([getattr(m, name)[1] for m in members])
+        result[name] = evaluate(user, y, np.concatenate([o[k] for o in outs]))
+    return result
+
+
+def _wait_for_version(admin: AggregatorClient, model_id: str, before: int, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = admin.status(model_id)
+        if status["state_version"] > before or time.monotonic() > deadline:
+            return status
+        time.sleep(0.1)
+
+
+def run_fleet(ds: Any, root: str | Path, config: FleetConfig, *, http: httpx.Client | None = None,
+              progress: Progress | None = None) -> FleetReport:
+    """Set up every device, run ``config.rounds`` rounds over HTTP, evaluate; never raises per device."""
+    start = time.perf_counter()
+    root = Path(root)
+    own_http = http is None
+    http = http or httpx.Client(timeout=60.0, limits=httpx.Limits(max_connections=max(8, 2 * config.workers)))
+    tick = progress or (lambda stage, done, total: None)
+    members = build_devices(ds, root, config, http=http, programs=ProgramCache())
+    report = FleetReport(devices=len(members))
+
+    def setup(m: _Member) -> None:
+        m.device.setup()
+
+    observer = AggregatorClient(config.server, http=http, token=config.admin_token)
+    try:
+        with ThreadPoolExecutor(max_workers=config.workers) as pool:
+            for i, _ in enumerate(pool.map(setup, members)):
+                tick("setup", i + 1, len(members))
+            if not config.admin_token:
+                observer.token = members[0].device.state.token
+            if config.evaluate:
+                report.initial = _evaluate(members, pool)
+            best_auc = -np.inf
+            for r in range(1, config.rounds + 1):
+                before = observer.status(config.model_id)["state_version"]
+                results: list[RoundResult | str] = []
+                for m, res in zip(members, pool.map(_safe_round, members), strict=True):
+                    results.append(res)
+                    tick(f"round {r}", len(results), len(members))
+                    if isinstance(res, str):
+                        report.errors.append(f"round {r} device {m.user}: {res}")
+                status = observer.status(config.model_id)
+                if status["state_version"] == before and config.admin_token and status["pending_updates"]:
+                    status = observer.aggregate(config.model_id)
+                status = _wait_for_version(observer, config.model_id, before, config.round_timeout_s)
+                statuses = [r_.status if isinstance(r_, RoundResult) else "error" for r_ in results]
+                row: dict[str, Any] = {
+                    "round": r, "state_version": status["state_version"],
+                    "closed": status["state_version"] > before,
+                    "statuses": {s: statuses.count(s) for s in sorted(set(statuses))},
+                    "loss": float(np.nanmean([x.loss for x in results if isinstance(x, RoundResult)] or [np.nan])),
+                }
+                if not row["closed"] or row["statuses"].get("accepted", 0) == 0:
+                    report.failed_rounds += 1
+                if config.evaluate:
+                    row.update(_evaluate(members, pool))
+                    if row["val"]["auc"] > best_auc:
+                        best_auc, report.best_round = row["val"]["auc"], r
+                        report.best = {"val": row["val"], "test": row["test"]}
+                report.rounds.append(row)
+                log.info("round %d: %s", r, row)
+    finally:
+        observer.close()
+        if own_http:
+            http.close()
+    report.bytes_up = sum(m.device.state.bytes_up for m in members)
+    report.bytes_down = sum(m.device.state.bytes_down for m in members)
+    report.epsilon_max = max((m.device.state.epsilon_spent for m in members), default=0.0)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _safe_round(m: _Member) -> RoundResult | str:
+    """A device's round; its failure (network, budget, refusal) is reported, not raised."""
+    try:
+        return m.device.run_round()
+    except (FedPAError, SyncError) as exc:
+        return f"{type(exc).__name__}: {exc}"

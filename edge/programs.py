@@ -1,0 +1,81 @@
+"""The bundle's exported programs as a device uses them: train and score through the runtime.
+
+Devices never run eager PyTorch (STYLE §10): training goes through the bundle's training ``.pte``
+(ExecuTorch), scoring through the inference ``.pte`` or ``.onnx``, both via ``fedpa.runtime``.
+Loaded programs are immutable and shared; the mutable per-call state (a trainer's tensors) lives
+in one instance per thread, so a fleet of simulated devices can share one loaded bundle.
+
+Usage: ``programs = LocalPrograms.open(bundle_dir); new, loss = programs.train(t, x, y, batches, lr=0.05)``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedpa.errors import ConfigError
+from fedpa.manifest import Manifest
+
+__all__ = ["LocalPrograms"]
+
+
+class LocalPrograms:
+    """A verified bundle's programs plus per-thread trainers and scorers."""
+
+    def __init__(self, bundle: Any, path: Path) -> None:
+        self.bundle = bundle
+        self.path = path
+        self.manifest: Manifest = bundle.manifest
+        self._local = threading.local()
+        self._private_init: dict[str, np.ndarray] | None = None
+
+    @classmethod
+    def open(cls, bundle_dir: str | Path) -> LocalPrograms:
+        """Open and verify (sha256 of every file) a bundle folder."""
+        from fedpa.runtime import Bundle
+
+        path = Path(bundle_dir)
+        return cls(Bundle.open(path), path)
+
+    def private_init(self) -> dict[str, np.ndarray]:
+        """The bundle's initial private adapter (by parameter name): a new device's starting point."""
+        if self._private_init is None:
+            self._private_init = self.bundle.private_init()
+        return {k: v.copy() for k, v in self._private_init.items()}
+
+    @property
+    def max_batch(self) -> int | None:
+        """The training program's largest batch (ExecuTorch plans its memory for it)."""
+        return self.manifest.programs["training"].max_batch
+
+    def _trainer(self, lr: float) -> Any:
+        cache = self._local.__dict__.setdefault("trainers", {})
+        if lr not in cache:
+            cache[lr] = self.bundle.trainer(lr=lr)
+        return cache[lr]
+
+    def _scorer(self, backend: str) -> Any:
+        cache = self._local.__dict__.setdefault("scorers", {})
+        if backend not in cache:
+            cache[backend] = self.bundle.scorer(backend=backend)
+        return cache[backend]
+
+    def train(self, tensors: Mapping[str, np.ndarray], x: np.ndarray, y: np.ndarray,
+              batches: Sequence[np.ndarray], *, lr: float) -> tuple[dict[str, np.ndarray], float]:
+        """Plain SGD over ``batches`` (row indices) from ``tensors``; returns the trained tensors and mean loss."""
+        trainer = self._trainer(lr)
+        if self.max_batch is not None and any(len(b) > self.max_batch for b in batches):
+            raise ConfigError(f"local batch size above the training program's max_batch {self.max_batch}")
+        trainer.write(dict(tensors))
+        losses = [float(trainer.step(x[idx], y[idx])) for idx in batches]
+        trained = {k: np.array(v, np.float32, copy=True) for k, v in trainer.read().items()}
+        return trained, float(np.mean(losses)) if losses else float("nan")
+
+    def score(self, x: np.ndarray, personalisation: Mapping[str, np.ndarray], *, backend: str = "pte"
+              ) -> np.ndarray:
+        """Logits ``[N]`` of encoded rows ``x`` with the given personalisation tensors."""
+        return np.asarray(self._scorer(backend).score(x, dict(personalisation)), np.float32).reshape(-1)
