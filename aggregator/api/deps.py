@@ -1,0 +1,86 @@
+"""Dependencies: the app's database and caches, and authentication — in one place.
+
+``Authenticate`` is the one auth dependency: it reads the bearer token once and answers for
+admin (constant-time compare with ``FEDPA_ADMIN_TOKEN``) or device (sha256 lookup, cached per
+worker). A device token only opens routes of its own model (403 otherwise).
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
+
+from aggregator.core.errors import ForbiddenError, Unauthorized
+from aggregator.services.devices import DeviceAuth, hash_token
+from aggregator.services.runtime import Runtime
+
+__all__ = [
+    "AdminDep",
+    "Authenticate",
+    "DeviceDep",
+    "Principal",
+    "ReaderDep",
+    "RuntimeDep",
+    "get_runtime",
+]
+
+_bearer = HTTPBearer(auto_error=False, description="Admin token (FEDPA_ADMIN_TOKEN) or a device token")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the admin, or one device (scoped to ``device.model_id``)."""
+
+    admin: bool = False
+    device: DeviceAuth | None = None
+
+
+def get_runtime(request: Request) -> Runtime:
+    """The worker's runtime (database, caches, metrics), built once by the app factory."""
+    return request.app.state.runtime
+
+
+class Authenticate:
+    """Bearer-token auth for routes that accept the admin, devices, or both."""
+
+    def __init__(self, *, admin: bool, device: bool) -> None:
+        self.admin = admin
+        self.device = device
+
+    async def __call__(self, request: Request,
+                       credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
+        if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+            raise Unauthorized("missing bearer token (Authorization: Bearer <token>)", code="missing_token")
+        token = credentials.credentials
+        runtime: Runtime = request.app.state.runtime
+        settings = runtime.settings
+        admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
+        if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
+            if self.admin:
+                return Principal(admin=True)
+            raise ForbiddenError("this route is for devices; the admin token cannot use it", code="device_only")
+        cache = runtime.tokens
+        token_hash = hash_token(token)
+        hit, device = cache.cached(token_hash)
+        if not hit:
+            device = await run_in_threadpool(cache.lookup, token_hash)
+        if device is None:
+            raise Unauthorized("invalid or revoked token", code="invalid_token")
+        if not self.device:
+            raise ForbiddenError("this route needs the admin token", code="admin_only")
+        model_id = request.path_params.get("model_id")
+        if model_id is not None and model_id != device.model_id:
+            raise ForbiddenError(f"this device token is scoped to model {device.model_id!r}, not {model_id!r}",
+                                 code="wrong_model")
+        return Principal(device=device)
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+AdminDep = Annotated[Principal, Depends(Authenticate(admin=True, device=False))]
+DeviceDep = Annotated[Principal, Depends(Authenticate(admin=False, device=True))]
+ReaderDep = Annotated[Principal, Depends(Authenticate(admin=True, device=True))]

@@ -1,0 +1,47 @@
+"""Shared-state download: the gate plus a device's groups' adapters, versioned, with ETag."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from aggregator.api.deps import ReaderDep, RuntimeDep
+from aggregator.schemas import ErrorBody
+from aggregator.services.bank import StateDownload, parse_groups
+from fedpa.errors import PayloadError
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["state"])
+
+_GROUPS = Query(description="attr:value pairs, comma-separated; value '*' = every value of the attribute. "
+                            "Devices must send it; the admin may omit it for the whole bank.",
+                examples=["reco_active_level:3,gender:1"], max_length=4096)
+
+
+@router.get("/v1/models/{model_id}/state", responses={
+    **{code: {"model": ErrorBody} for code in (401, 403, 404, 422)},
+    200: {"content": {"application/octet-stream": {}}, "description": "safetensors (wire names)"},
+    304: {"description": "Not modified (If-None-Match matched the ETag)"}})
+async def get_state(model_id: str, request: Request, principal: ReaderDep, runtime: RuntimeDep,
+                    groups: Annotated[str | None, _GROUPS] = None) -> Response:
+    """Current shared tensors; headers ``X-FedPA-State-Version``, ``X-FedPA-Model-Version``, ``ETag``."""
+    def load() -> StateDownload:
+        with runtime.db.sessions() as session:
+            info, state_version = runtime.catalog.snapshot(session, model_id)
+            if groups is None and not principal.admin:
+                raise PayloadError("devices must name their groups: ?groups=attr:value,…")
+            selection = parse_groups(groups, info.spec) if groups is not None else None
+            return runtime.states.get(session, info, state_version, selection)
+
+    download = await run_in_threadpool(load)
+    headers = {"ETag": download.etag, "X-FedPA-State-Version": str(download.state_version),
+               "X-FedPA-Model-Version": str(download.model_version)}
+    if request.headers.get("if-none-match") == download.etag:
+        runtime.metrics.state_downloads.labels(model_id, "304").inc()
+        return Response(status_code=304, headers=headers)
+    runtime.metrics.state_downloads.labels(model_id, "200").inc()
+    return Response(download.body, media_type="application/octet-stream", headers=headers)

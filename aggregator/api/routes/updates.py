@@ -1,0 +1,33 @@
+"""Update upload: safetensors deltas with ``fedpa.update`` metadata → 202 once committed."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from aggregator.api.deps import DeviceDep, RuntimeDep
+from aggregator.schemas import ErrorBody, UpdateAccepted
+from aggregator.services.intake import accept_update
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["updates"])
+
+_ERRORS = {code: {"model": ErrorBody} for code in (401, 403, 404, 409, 413, 422, 429)}
+_BODY = {"requestBody": {"required": True, "content": {"application/octet-stream": {"schema": {
+    "type": "string", "format": "binary",
+    "description": "safetensors of the deltas (wire names); __metadata__['fedpa.update'] = UpdateMeta JSON"}}}}}
+
+
+@router.post("/v1/models/{model_id}/updates", status_code=202, response_model=UpdateAccepted,
+             responses=_ERRORS, openapi_extra=_BODY)
+async def upload_update(model_id: str, request: Request, principal: DeviceDep, runtime: RuntimeDep) -> Response:
+    """Validate and store one update; the 202 comes after the commit, so it survives a crash."""
+    body = await request.body()
+    receipt = await run_in_threadpool(accept_update, runtime.db, runtime.catalog, principal.device, model_id,
+                                      body, limits=runtime.limits)
+    runtime.metrics.accepted(model_id, len(body))
+    runtime.scheduler.notify()
+    # A plain JSONResponse: skips re-validating our own receipt on the hottest route.
+    return JSONResponse(receipt.model_dump(), status_code=202)

@@ -1,0 +1,166 @@
+"""``fedpa-aggregator``: serve, migrate, and admin commands that act directly on the database.
+
+Thin: flags become ``FEDPA_*`` settings, logic lives in ``aggregator.services``; admin commands
+need no running server (they use the same database the server uses).
+
+Usage: ``fedpa-aggregator serve --workers 2 --database-url postgresql+psycopg://postgres@127.0.0.1/test``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from aggregator.core.config import Settings
+from fedpa.errors import FedPAError
+
+if TYPE_CHECKING:  # the runtime pulls in SQLAlchemy & co.; imported lazily so --help stays fast
+    from aggregator.services.runtime import Runtime
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+__all__ = ["app"]
+
+app = typer.Typer(help="FedPA aggregator server and admin tools.", no_args_is_help=True)
+admin = typer.Typer(help="Admin commands, run directly against the database.", no_args_is_help=True)
+app.add_typer(admin, name="admin")
+console = Console()
+
+DbUrl = Annotated[str | None, typer.Option("--database-url", help="overrides FEDPA_DATABASE_URL")]
+
+
+def _settings(database_url: str | None) -> Settings:
+    if database_url:
+        os.environ["FEDPA_DATABASE_URL"] = database_url
+    return Settings()
+
+
+def _friendly(fn: Callable[P, R]) -> Callable[P, R]:
+    """Print FedPA refusals (bad bundle, unknown model, …) as one line and exit 1, no traceback."""
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except (FedPAError, ValidationError) as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1) from exc
+    return wrapper
+
+
+def _runtime(database_url: str | None) -> Runtime:
+    from aggregator.services.runtime import Runtime
+
+    runtime = Runtime.build(_settings(database_url))
+    runtime.db.migrate()
+    return runtime
+
+
+@app.command()
+@_friendly
+def serve(host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
+          port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+          workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes")] = 1,
+          database_url: DbUrl = None,
+          access_log: Annotated[bool, typer.Option(help="log every request")] = False,
+          log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info") -> None:
+    """Run the HTTP server (uvicorn, uvloop + httptools); migrates the database first."""
+    import uvicorn
+
+    from aggregator.db import Database
+
+    settings = _settings(database_url)  # validates (refuses unsafe production settings) before forking
+    db = Database(settings)
+    db.migrate()
+    db.dispose()
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="fedpa-metrics-")
+    os.environ["FEDPA_AUTO_MIGRATE"] = "false"  # done above, once
+    uvicorn.run("aggregator.main:create_app", factory=True, host=host, port=port, workers=workers,
+                loop="uvloop", http="httptools", access_log=access_log, log_level=log_level, backlog=4096)
+
+
+@app.command()
+@_friendly
+def migrate(database_url: DbUrl = None) -> None:
+    """Create or upgrade the database schema (alembic upgrade head)."""
+    from aggregator.db import Database
+
+    db = Database(_settings(database_url))
+    db.migrate()
+    db.dispose()
+    console.print("database at head")
+
+
+@admin.command("create-token")
+def create_token() -> None:
+    """Print a fresh random admin token to put in FEDPA_ADMIN_TOKEN."""
+    from aggregator.services.devices import new_admin_token
+
+    print(new_admin_token())
+
+
+@admin.command("register-device")
+@_friendly
+def register(model_id: str, database_url: DbUrl = None) -> None:
+    """Register a device for MODEL_ID and print its id and token as JSON (the token is shown once)."""
+    from aggregator.services.devices import register_device
+
+    runtime = _runtime(database_url)
+    created = register_device(runtime.db, model_id, burst=runtime.settings.rate_limit_burst)
+    print(created.model_dump_json())
+
+
+@admin.command()
+@_friendly
+def publish(bundle_dir: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="bundle directory")],
+            config: Annotated[str | None, typer.Option(help="round settings as JSON, e.g. '{\"round_size\": 50}'")]
+            = None,
+            database_url: DbUrl = None) -> None:
+    """Verify a bundle and publish it (or a newer version of its model)."""
+    from aggregator.services.publishing import publish_bundle
+
+    runtime = _runtime(database_url)
+    overrides = json.loads(config) if config else None
+    result = publish_bundle(runtime.db, bundle_dir, config=overrides, defaults=runtime.settings.default_round)
+    print(result.model_dump_json())
+
+
+@admin.command()
+@_friendly
+def status(model_id: Annotated[str | None, typer.Argument(help="one model (default: all)")] = None,
+           database_url: DbUrl = None) -> None:
+    """Print the status of one or every model as JSON."""
+    from aggregator.services.status import list_models, model_status
+
+    runtime = _runtime(database_url)
+    ids = [model_id] if model_id else list_models(runtime.db)
+    print(json.dumps([model_status(runtime.db, runtime.catalog, m).model_dump() for m in ids], indent=2))
+
+
+@admin.command()
+@_friendly
+def aggregate(model_id: str, database_url: DbUrl = None) -> None:
+    """Close MODEL_ID's open round now (safe while servers run: same locks)."""
+    from aggregator.services.status import model_status
+
+    runtime = _runtime(database_url)
+    with runtime.db.sessions() as session:
+        info = runtime.catalog.current(session, model_id)
+    result = runtime.close_round(info.pk, trigger="admin", force=True)
+    console.print(f"closed round {result.round} → state version {result.state_version}" if result
+                  else "nothing pending")
+    print(model_status(runtime.db, runtime.catalog, model_id).model_dump_json())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

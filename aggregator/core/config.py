@@ -1,0 +1,81 @@
+"""Server settings from the environment (``FEDPA_*``), validated once, cached.
+
+pydantic-settings maps ``FEDPA_DATABASE_URL`` → ``database_url``; nested round defaults use ``__``
+(``FEDPA_DEFAULT_ROUND__MODE=async``). In production the settings refuse to start with unsafe
+defaults (no or short admin token, the implicit SQLite file) rather than run insecurely.
+
+Usage: ``settings = get_settings()`` (the CLI maps its flags onto the environment first).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from aggregator.schemas import RoundConfig
+from fedpa.errors import ConfigError
+
+__all__ = ["DEFAULT_DATABASE_URL", "MIN_ADMIN_TOKEN_CHARS", "Settings", "get_settings"]
+
+DEFAULT_DATABASE_URL = "sqlite:///./fedpa-aggregator.db"
+MIN_ADMIN_TOKEN_CHARS = 32
+
+
+class Settings(BaseSettings):
+    """Everything the server reads from its environment; the CLI only maps flags onto these."""
+
+    model_config = SettingsConfigDict(env_prefix="FEDPA_", env_nested_delimiter="__", extra="ignore")
+
+    env: Literal["development", "production"] = "development"
+    database_url: str = DEFAULT_DATABASE_URL
+    # Admin bearer token; with none configured every admin endpoint answers 401.
+    admin_token: SecretStr | None = None
+    # If set, POST /v1/devices needs it as bearer token (closed registration).
+    registration_key: SecretStr | None = None
+
+    max_upload_bytes: int = Field(1 << 20, ge=1024)  # one update body (safetensors)
+    max_bundle_bytes: int = Field(512 << 20, ge=1024)  # one publish request (multipart)
+    # Per-device token bucket, held in the database so it is exact across workers; 0 disables.
+    rate_limit_per_minute: float = Field(60.0, ge=0)
+    rate_limit_burst: int = Field(10, ge=1)
+    # Device-token lookups are cached per worker this long; a revoked token lives at most this.
+    token_cache_s: float = Field(10.0, ge=0)
+
+    default_round: RoundConfig = RoundConfig()
+    keep_state_versions: int = Field(5, ge=1)  # old shared-state versions kept for late downloads
+    keep_update_payloads: bool = False  # drop an update's tensors once aggregated (privacy)
+
+    scheduler_enabled: bool = True  # per-worker background task closing due rounds
+    scheduler_interval_s: float = Field(0.05, ge=0)  # minimum gap between two checks of a worker
+    scheduler_tick_s: float = Field(1.0, gt=0)  # idle re-check, for deadlines
+    auto_migrate: bool = True  # alembic upgrade head at startup (under a lock, safe with N workers)
+
+    db_pool_size: int = Field(10, ge=1)
+    db_max_overflow: int = Field(10, ge=0)
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Settings:
+        if self.env != "production":
+            return self
+        token = self.admin_token.get_secret_value() if self.admin_token else ""
+        if len(token) < MIN_ADMIN_TOKEN_CHARS:
+            raise ConfigError(
+                f"FEDPA_ENV=production needs FEDPA_ADMIN_TOKEN of at least {MIN_ADMIN_TOKEN_CHARS} characters "
+                f"(got {len(token)}); create one with `fedpa-aggregator admin create-token`"
+            )
+        if self.database_url == DEFAULT_DATABASE_URL:
+            raise ConfigError("FEDPA_ENV=production needs an explicit FEDPA_DATABASE_URL (e.g. PostgreSQL)")
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read from the environment once."""
+    return Settings()

@@ -1,0 +1,145 @@
+"""The API's refusals and the ONE handler that turns any of them into ``{"error", "detail"}``.
+
+Services raise ``fedpa.errors`` exceptions (``PayloadError`` for bad tensors, ``BundleError`` for a
+bad bundle) or the HTTP-flavoured subclasses below; routes never build error responses themselves.
+FastAPI's own validation errors and Starlette's 404/405 go through the same handler, so a client
+sees one error shape for every refusal.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from fedpa.errors import BundleError, ConfigError, FedPAError, PayloadError
+
+__all__ = [
+    "ApiError",
+    "ConflictError",
+    "ForbiddenError",
+    "NotFoundError",
+    "PayloadTooLarge",
+    "RateLimited",
+    "Unauthorized",
+    "Unprocessable",
+    "error_response",
+    "handle_error",
+    "is_upload",
+    "rejection_reason",
+]
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(FedPAError):
+    """A refusal with its HTTP status and a stable machine-readable code."""
+
+    status_code = 400
+    code = "bad_request"
+
+    def __init__(self, detail: str, *, code: str | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if code is not None:
+            self.code = code
+        self.headers = headers or {}
+
+
+class Unauthorized(ApiError):
+    status_code = 401
+    code = "unauthorized"
+
+    def __init__(self, detail: str, *, code: str | None = None) -> None:
+        super().__init__(detail, code=code, headers={"WWW-Authenticate": "Bearer"})
+
+
+class ForbiddenError(ApiError):
+    status_code = 403
+    code = "forbidden"
+
+
+class NotFoundError(ApiError):
+    status_code = 404
+    code = "not_found"
+
+
+class ConflictError(ApiError):
+    """409: wrong model version, stale base version or replayed nonce (``code`` says which)."""
+
+    status_code = 409
+    code = "conflict"
+
+
+class Unprocessable(ApiError):
+    """422 for a well-formed request the server will not accept (e.g. weaker privacy than required)."""
+
+    status_code = 422
+    code = "unprocessable"
+
+
+class PayloadTooLarge(ApiError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class RateLimited(ApiError):
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, detail: str, *, retry_after_s: float) -> None:
+        super().__init__(detail, headers={"Retry-After": str(max(1, int(retry_after_s + 0.999)))})
+
+
+# fedpa.errors outside the ApiError branch → (status, code).
+_CORE_ERRORS: tuple[tuple[type[FedPAError], int, str], ...] = (
+    (PayloadError, 422, "invalid_payload"),
+    (BundleError, 422, "invalid_bundle"),
+    (ConfigError, 422, "invalid_config"),
+)
+
+
+def _classify(exc: Exception) -> tuple[int, str, str, dict[str, str]]:
+    if isinstance(exc, ApiError):
+        return exc.status_code, exc.code, exc.detail, exc.headers
+    for cls, status, code in _CORE_ERRORS:
+        if isinstance(exc, cls):
+            return status, code, str(exc), {}
+    if isinstance(exc, FedPAError):
+        return 400, "bad_request", str(exc), {}
+    if isinstance(exc, RequestValidationError):
+        parts = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}" for e in exc.errors()]
+        return 422, "invalid_request", "; ".join(parts) or "invalid request", {}
+    if isinstance(exc, StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return exc.status_code, code, str(exc.detail), dict(exc.headers or {})
+    raise TypeError(f"not an error the API maps: {type(exc).__name__}")  # pragma: no cover
+
+
+def rejection_reason(exc: Exception) -> str:
+    """The metrics label of a refused upload (the error code)."""
+    return _classify(exc)[1]
+
+
+def error_response(exc: Exception) -> JSONResponse:
+    status, code, detail, headers = _classify(exc)
+    return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
+
+
+async def handle_error(request: Request, exc: Exception) -> JSONResponse:
+    """The one exception handler, registered for FedPAError, validation errors and HTTP errors."""
+    response = error_response(exc)
+    if response.status_code >= 500:  # pragma: no cover - only unexpected HTTPExceptions
+        log.error("%s %s failed: %s", request.method, request.url.path, exc)
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None and is_upload(request.method, request.url.path):
+        metrics.rejected(rejection_reason(exc))
+    return response
+
+
+def is_upload(method: str, path: str) -> bool:
+    """Whether a request is an update upload (its refusals are counted by reason)."""
+    return method == "POST" and path.startswith("/v1/models/") and path.endswith("/updates")

@@ -1,0 +1,121 @@
+"""Engine, sessions, migrations and the two locks that make aggregation exactly-once.
+
+PostgreSQL (production, several workers) and SQLite (embedded default) behave the same to the
+services:
+
+* ``lock_round(session, pk, exclusive=False)`` is taken by a synchronous-mode upload before it
+  reads the round and inserts; ``exclusive=True`` by aggregation. On PostgreSQL these are
+  transaction-scoped advisory locks, so uploads never block each other while an aggregation waits
+  for the in-flight uploads of the round it closes and holds new ones back until it commits; no
+  update can slip into a round that is already closed.
+* On SQLite every write transaction starts with ``BEGIN IMMEDIATE``, which serialises writers
+  outright (the locks are no-ops there).
+
+Usage: ``db = Database(settings); with db.begin() as session: ...``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from aggregator.core.config import Settings
+
+__all__ = ["Database", "alembic_config", "make_engine", "run_migrations"]
+
+log = logging.getLogger(__name__)
+
+_LOCK_CLASS = 0x46504100  # "FPA\0": namespace of our advisory locks (first key of the pair)
+_MIGRATION_LOCK = 0x7FFF  # second key of the migration lock (model pks are small positive ints)
+_ALEMBIC_DIR = Path(__file__).with_name("alembic")
+
+
+def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> Engine:
+    """An engine with our per-dialect setup (SQLite: WAL, foreign keys, BEGIN IMMEDIATE)."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
+                               pool_size=pool_size, max_overflow=max_overflow)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_connect(dbapi_conn, _record) -> None:  # noqa: ANN001
+            dbapi_conn.isolation_level = None  # let SQLAlchemy's "begin" hook below issue BEGIN
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")  # durable commit before we answer 202
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn) -> None:  # noqa: ANN001
+            conn.exec_driver_sql("BEGIN IMMEDIATE")  # take the write lock up front: no upgrade deadlocks
+
+        return engine
+    return create_engine(url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True)
+
+
+def alembic_config() -> Config:
+    """Alembic config pointing at the packaged migrations (no alembic.ini needed)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_ALEMBIC_DIR))
+    return cfg
+
+
+def run_migrations(engine: Engine) -> None:
+    """``alembic upgrade head``, safe when several workers start at once.
+
+    PostgreSQL: a session advisory lock around the upgrade; SQLite: the upgrade runs inside one
+    ``BEGIN IMMEDIATE`` transaction, so a second process waits and then finds the schema at head.
+    """
+    cfg = alembic_config()
+    postgres = engine.dialect.name == "postgresql"
+    with engine.connect() as conn:
+        if postgres:
+            conn.execute(text("SELECT pg_advisory_lock(:c, :k)"), {"c": _LOCK_CLASS, "k": _MIGRATION_LOCK})
+            conn.commit()
+        try:
+            with conn.begin():
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+        finally:
+            if postgres:
+                conn.execute(text("SELECT pg_advisory_unlock(:c, :k)"), {"c": _LOCK_CLASS, "k": _MIGRATION_LOCK})
+                conn.commit()
+
+
+class Database:
+    """The engine, a session factory and dialect-specific locking; one per app (per worker)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.engine = make_engine(settings.database_url, pool_size=settings.db_pool_size,
+                                  max_overflow=settings.db_max_overflow)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.is_postgres = self.engine.dialect.name == "postgresql"
+
+    @contextmanager
+    def begin(self) -> Iterator[Session]:
+        """A session in one transaction: committed on success, rolled back on any exception."""
+        with self.sessions.begin() as session:
+            yield session
+
+    def lock_round(self, session: Session, model_pk: int, *, exclusive: bool) -> None:
+        """Transaction-scoped round lock: shared for sync uploads, exclusive for aggregation."""
+        if self.is_postgres:
+            fn = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+            session.execute(text(f"SELECT {fn}(:c, :k)"), {"c": _LOCK_CLASS, "k": model_pk})
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def migrate(self) -> None:
+        run_migrations(self.engine)
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,105 @@
+"""What the server knows about a published model version, parsed once per worker.
+
+A model version's manifest and round configuration never change once published (a new
+configuration is a new version), so ``(model_id, model_version)`` is an exact cache key: the hot
+upload path validates tensors without parsing JSON or touching the database. Whether the version
+is still *current* is re-checked inside the upload's transaction, never taken from the cache.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from aggregator.core.errors import ConflictError, NotFoundError
+from aggregator.models import Model
+from aggregator.schemas import RoundConfig
+from fedpa.manifest import Manifest, PrivacySettings
+from fedpa.state import SharedStateSpec, TensorSpec
+
+__all__ = ["Catalog", "ModelInfo", "model_version_conflict", "round_config_json"]
+
+_MAX_ENTRIES = 64
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One published model version, as the services need it."""
+
+    pk: int
+    model_id: str
+    model_version: int
+    spec: SharedStateSpec
+    config: RoundConfig
+    privacy: PrivacySettings
+
+    @property
+    def tensors(self) -> dict[str, TensorSpec]:
+        return self.spec.by_name()
+
+
+def _parse(row: Model) -> ModelInfo:
+    manifest = Manifest.model_validate_json(row.manifest_json)
+    return ModelInfo(pk=row.id, model_id=row.model_id, model_version=row.model_version,
+                     spec=manifest.shared_state, config=RoundConfig.model_validate_json(row.config_json),
+                     privacy=manifest.privacy)
+
+
+class Catalog:
+    """Per-worker cache of parsed model versions (thread-safe; bounded)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, int], ModelInfo] = {}
+        self._lock = threading.Lock()
+
+    def _put(self, info: ModelInfo) -> ModelInfo:
+        with self._lock:
+            if len(self._entries) >= _MAX_ENTRIES:
+                self._entries.pop(next(iter(self._entries)))
+            self._entries[(info.model_id, info.model_version)] = info
+        return info
+
+    def current(self, session: Session, model_id: str) -> ModelInfo:
+        """The model's current version (one indexed read; the parse is cached). 404 if unknown."""
+        return self.snapshot(session, model_id)[0]
+
+    def snapshot(self, session: Session, model_id: str) -> tuple[ModelInfo, int]:
+        """The current version and its shared-state version, read together (one row)."""
+        row = session.execute(select(Model.id, Model.model_version, Model.state_version)
+                              .where(Model.model_id == model_id)).one_or_none()
+        if row is None:
+            raise NotFoundError(f"unknown model {model_id!r}", code="unknown_model")
+        cached = self._entries.get((model_id, row.model_version))
+        if cached is None:
+            cached = self._put(_parse(session.get_one(Model, row.id)))
+        return cached, row.state_version
+
+    def version(self, session: Session, model_id: str, model_version: int) -> ModelInfo:
+        """A specific version for validating an upload: cached, else it must be the current one (409)."""
+        cached = self._entries.get((model_id, model_version))
+        if cached is not None:
+            return cached
+        info = self.current(session, model_id)
+        if info.model_version != model_version:
+            raise model_version_conflict(model_id, model_version, info.model_version)
+        return info
+
+    def by_pk(self, session: Session, model_pk: int) -> ModelInfo:
+        row = session.get(Model, model_pk)
+        if row is None:
+            raise NotFoundError(f"unknown model pk {model_pk}", code="unknown_model")
+        return self._entries.get((row.model_id, row.model_version)) or self._put(_parse(row))
+
+
+def model_version_conflict(model_id: str, sent: int, current: int) -> ConflictError:
+    return ConflictError(
+        f"model {model_id!r} is at model_version {current}, the update says {sent}; download the new bundle",
+        code="model_version_mismatch")
+
+
+def round_config_json(config: RoundConfig) -> str:
+    return json.dumps(config.model_dump(), sort_keys=True)

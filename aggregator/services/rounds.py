@@ -1,0 +1,145 @@
+"""Rounds: when a model's pending updates become a new shared state, exactly once.
+
+Sync mode closes round ``r`` (trained on state ``r``) once ``round_size`` updates arrived or
+``deadline_s`` passed since its first update; async mode (FedBuff-style) applies the buffer once
+``buffer_size`` updates arrived (or the deadline passed), weighting each by
+``(1 + staleness)^-staleness_exponent``. The maths is ``fedpa.aggregation.aggregate_bank`` — the
+same function the simulation harness calls.
+
+Exactly-once: ``aggregate_model`` runs in ONE transaction that takes the exclusive round lock
+(waiting out in-flight sync uploads), locks the model row ``FOR UPDATE``, re-checks that the
+round is due, writes the new bank version, marks the updates it used ``aggregated`` by id and
+bumps the version. Any number of workers may call it concurrently; a crash anywhere rolls the
+whole step back and leaves the updates pending for the next try.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from aggregator.db import Database
+from aggregator.models import Aggregation, Model, Update
+from aggregator.schemas import AggregationInfo
+from aggregator.services.bank import load_bank, prune_bank, store_bank
+from aggregator.services.catalog import Catalog, ModelInfo
+from fedpa.aggregation import ClientUpdate, aggregate_bank, make_strategy
+from fedpa.payload import decode_tensors
+
+__all__ = ["aggregate_model", "due_models", "last_aggregation"]
+
+log = logging.getLogger(__name__)
+_ID_CHUNK = 500  # ids per UPDATE … WHERE id IN (…) statement
+
+
+def _pending_filter(info: ModelInfo, round_: int) -> list:
+    conds = [Update.model_pk == info.pk, Update.status == "pending", Update.model_version == info.model_version]
+    if info.config.mode == "sync":
+        conds.append(Update.round == round_)
+    return conds
+
+
+def _is_due(info: ModelInfo, count: int, oldest: float | None, now: float) -> str | None:
+    """The trigger that makes this model due, if any."""
+    if count == 0:
+        return None
+    size = info.config.round_size if info.config.mode == "sync" else info.config.buffer_size
+    if count >= size:
+        return "size"
+    deadline = info.config.deadline_s
+    if deadline is not None and oldest is not None and oldest + deadline <= now:
+        return "deadline"
+    return None
+
+
+def due_models(db: Database, catalog: Catalog, *, now: float) -> list[tuple[int, str]]:
+    """(model pk, trigger) of every model whose round should close now; one cheap grouped query."""
+    with db.sessions() as session:
+        rows = session.execute(
+            select(Update.model_pk, Update.model_version, Update.round, func.count(), func.min(Update.received_at))
+            .where(Update.status == "pending")
+            .group_by(Update.model_pk, Update.model_version, Update.round)).all()
+        pending: dict[int, list] = {}
+        for pk, version, round_, count, oldest in rows:
+            pending.setdefault(pk, []).append((version, round_, count, oldest))
+        out = []
+        for pk, groups in pending.items():
+            info = catalog.by_pk(session, pk)
+            count = sum(c for v, r, c, _ in groups if v == info.model_version)
+            oldest = min((o for v, r, _, o in groups if v == info.model_version), default=None)
+            trigger = _is_due(info, count, oldest, now)
+            if trigger:
+                out.append((pk, trigger))
+        return out
+
+
+def aggregate_model(db: Database, catalog: Catalog, model_pk: int, *, trigger: str, force: bool = False,
+                    keep_versions: int = 5, keep_payloads: bool = False,
+                    now: float | None = None) -> AggregationInfo | None:
+    """Close the model's open round if it is due (or ``force``); None when there was nothing to do."""
+    start = time.perf_counter()
+    with db.begin() as session:
+        db.lock_round(session, model_pk, exclusive=True)
+        model = session.execute(select(Model).where(Model.id == model_pk).with_for_update()).scalar_one()
+        info = catalog.by_pk(session, model_pk)
+        now = time.time() if now is None else now
+        conds = _pending_filter(info, model.round)
+        rows = session.execute(
+            select(Update.id, Update.base_version, Update.example_count, Update.tensors, Update.received_at)
+            .where(*conds).order_by(Update.id)).all()
+        if not rows:
+            return None
+        if not force:
+            trigger = _is_due(info, len(rows), min(r.received_at for r in rows), now) or ""
+            if not trigger:
+                return None  # another worker closed it, or it is not due after all
+        cfg = info.config
+        updates = [ClientUpdate(deltas=decode_tensors(r.tensors), weight=float(r.example_count),
+                                staleness=max(0, model.state_version - r.base_version)) for r in rows]
+        bank = load_bank(session, info, model.state_version)
+        new_bank, report = aggregate_bank(
+            bank, updates, info.spec, strategy=make_strategy(cfg.strategy, trim_beta=cfg.trim_beta),
+            server_lr=cfg.server_lr, min_reporters=cfg.min_reporters, weight_cap=cfg.weight_cap,
+            norm_bound=cfg.norm_bound, staleness_exponent=cfg.staleness_exponent if cfg.mode == "async" else 0.0)
+        new_version = model.state_version + 1
+        store_bank(session, info, new_version, new_bank, now=now)
+        ids = [r.id for r in rows]
+        values: dict = {"status": "aggregated", "aggregated_into": new_version}
+        if not keep_payloads:
+            values["tensors"] = None
+        marked = 0
+        for i in range(0, len(ids), _ID_CHUNK):
+            marked += session.execute(update(Update).where(Update.id.in_(ids[i : i + _ID_CHUNK]),
+                                                           Update.status == "pending").values(**values)).rowcount
+        if marked != len(ids):  # cannot happen while we hold the locks; refuse to double-count
+            raise RuntimeError(f"marked {marked} of {len(ids)} updates aggregated; rolling back")
+        closed_round = model.round
+        model.state_version, model.round, model.updated_at = new_version, model.round + 1, now
+        duration = time.perf_counter() - start
+        report_json = json.dumps({"reporters": report.reporters, "skipped_groups": report.skipped_groups})
+        session.add(Aggregation(model_pk=model_pk, model_version=info.model_version, round=closed_round,
+                                from_state_version=new_version - 1, to_state_version=new_version,
+                                updates=len(ids), report_json=report_json, trigger=trigger,
+                                duration_s=duration, created_at=now))
+        prune_bank(session, info, keep_from=new_version - keep_versions + 1)
+    log.info("model %s: round %d closed (%s) with %d updates in %.1f ms → state version %d",
+             info.model_id, closed_round, trigger, len(ids), 1000 * duration, new_version)
+    return AggregationInfo(round=closed_round, state_version=new_version, updates=len(ids),
+                           reporters=report.reporters, skipped_groups=report.skipped_groups,
+                           trigger=trigger, duration_ms=1000 * duration, at=now)  # type: ignore[arg-type]
+
+
+def last_aggregation(session: Session, model_pk: int, model_version: int) -> AggregationInfo | None:
+    row = session.execute(select(Aggregation).where(Aggregation.model_pk == model_pk,
+                                                    Aggregation.model_version == model_version)
+                          .order_by(Aggregation.id.desc()).limit(1)).scalar_one_or_none()
+    if row is None:
+        return None
+    report = json.loads(row.report_json)
+    return AggregationInfo(round=row.round, state_version=row.to_state_version, updates=row.updates,
+                           reporters=report["reporters"], skipped_groups=report["skipped_groups"],
+                           trigger=row.trigger, duration_ms=1000 * row.duration_s, at=row.created_at)  # type: ignore[arg-type]

@@ -1,0 +1,98 @@
+"""Fixtures: a database per test (SQLite file, or a fresh PostgreSQL schema), bundles, apps."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+# The suite runs with --import-mode=importlib (no test dir on sys.path): make our helper
+# module (uniquely named, so it cannot shadow another suite's) importable by the test files.
+sys.path.insert(0, str(Path(__file__).parent))
+from agg_helpers import ADMIN_TOKEN, write_bundle
+
+from aggregator.core.config import Settings
+from aggregator.main import create_app
+from aggregator.schemas import RoundConfig
+
+PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _pg_available() -> bool:
+    try:
+        with psycopg.connect(PG_DSN, connect_timeout=2):
+            return True
+    except psycopg.OperationalError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def pg_available() -> bool:
+    return _pg_available()
+
+
+@pytest.fixture
+def pg_url(pg_available: bool) -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a brand-new schema, dropped afterwards."""
+    if not pg_available:
+        pytest.skip("PostgreSQL not reachable on 127.0.0.1:5432")
+    schema = f"agg_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/test?options=-csearch_path%3D{schema}"
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'agg.db'}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Runs the test once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        return request.getfixturevalue("sqlite_url")
+    return request.getfixturevalue("pg_url")
+
+
+def make_settings(database_url: str, *, round_config: RoundConfig | None = None, **overrides: object) -> Settings:
+    base: dict[str, object] = {
+        "database_url": database_url, "admin_token": ADMIN_TOKEN, "rate_limit_per_minute": 0.0,
+        "scheduler_interval_s": 0.0, "scheduler_tick_s": 0.05, "max_upload_bytes": 64 * 1024,
+        "default_round": round_config or RoundConfig(round_size=1000, deadline_s=None, min_reporters=1),
+    }
+    base.update(overrides)
+    return Settings(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def bundle(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
+    root = tmp_path / "bundle"
+    return root, write_bundle(root)
+
+
+AppFactory = Callable[..., TestClient]
+
+
+@pytest.fixture
+def app_client(db_url: str) -> Iterator[AppFactory]:
+    """Factory of TestClients (lifespan started: migrations, scheduler) over this test's database."""
+    clients: list[TestClient] = []
+
+    def factory(**overrides: object) -> TestClient:
+        client = TestClient(create_app(make_settings(db_url, **overrides)))
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield factory
+    for client in clients:
+        client.__exit__(None, None, None)
