@@ -1,0 +1,396 @@
+package org.fedpa.core;
+
+import java.io.File;
+import java.io.FileOutputStream;
+import java.io.IOException;
+import java.security.SecureRandom;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Random;
+import org.json.JSONException;
+import org.json.JSONObject;
+
+/**
+ * A phone's FedPA client (the Java twin of {@code edge.device.Device}): register, download and
+ * verify the bundle, rank the feed, record taps and skips, and run a round —
+ * fetch the gate + this user's group adapters, train them and the private adapter locally,
+ * clip + noise the shared deltas, stage the upload in the store (epsilon charged once), send it.
+ *
+ * <p>Not thread-safe: the app calls it from one background thread at a time.
+ */
+public final class FedPAClient {
+    /** Where a long operation is, for a progress bar. */
+    public interface Progress {
+        void update(String message, double fraction);
+    }
+
+    private static final Progress SILENT = new Progress() {
+        @Override
+        public void update(String message, double fraction) {
+        }
+    };
+
+    /** What a round did. */
+    public static final class RoundResult {
+        public String status = "skipped"; // accepted | stale | refused | skipped
+        public int examples;
+        public float lossBefore = Float.NaN;
+        public float lossAfter = Float.NaN;
+        public double epsilon;
+        public double clipNormBefore = Double.NaN;
+        public String updateId;
+        public int baseVersion = -1;
+        public String detail = "";
+    }
+
+    private final LocalStore store;
+    private final Random noise;
+    private final TrainingConfig training;
+    private final int timeoutMs;
+    private DeviceState state;
+    private Model model;
+
+    /** Usage: {@code new FedPAClient(new LocalStore(dir), new SecureRandom(), TrainingConfig.defaults(), 15000)}. */
+    public FedPAClient(LocalStore store, Random noise, TrainingConfig training, int timeoutMs) throws StoreException {
+        this.store = store;
+        this.noise = noise != null ? noise : new SecureRandom();
+        this.training = training;
+        this.timeoutMs = timeoutMs;
+        this.state = store.loadState();
+    }
+
+    public DeviceState state() {
+        return state;
+    }
+
+    public LocalStore store() {
+        return store;
+    }
+
+    /** Point the device at a server/model; a change forgets the old registration (not the data). */
+    public void configure(String serverUrl, String modelId) throws StoreException {
+        if (!serverUrl.equals(state.serverUrl) || !modelId.equals(state.modelId)) {
+            state.serverUrl = serverUrl;
+            state.modelId = modelId;
+            state.token = null;
+            state.deviceId = null;
+            store.saveState(state);
+        }
+    }
+
+    public void setUserCodes(long[] codes) throws FedPAException {
+        if (model != null && codes.length != model.manifest().config.nUserFeatures) {
+            throw new PayloadException("user needs " + model.manifest().config.nUserFeatures + " feature codes, got "
+                    + codes.length);
+        }
+        state.userCodes = codes.clone();
+        store.saveState(state);
+    }
+
+    private ApiClient api() throws SyncException {
+        return new ApiClient(state.serverUrl, state.token, timeoutMs);
+    }
+
+    // ------------------------------------------------------------------ setup
+
+    /** The verified local model (opens and checks the bundle on first use). */
+    public Model model() throws FedPAException {
+        if (model == null) {
+            if (!new File(store.bundleDir(), Bundle.MANIFEST).isFile()) {
+                throw new BundleException("no model on this device yet: set the server in Settings and sync");
+            }
+            model = new Model(Bundle.open(store.bundleDir()));
+            if (state.userCodes == null || state.userCodes.length != model.manifest().config.nUserFeatures) {
+                state.userCodes = Catalog.syntheticUser(model.manifest(), System.nanoTime());
+                store.saveState(state);
+            }
+        }
+        return model;
+    }
+
+    /** Register (once) and download + verify the bundle (once per model version). */
+    public void setup(Progress progress) throws FedPAException {
+        progress = progress != null ? progress : SILENT;
+        ApiClient api = api();
+        if (state.token == null) {
+            progress.update("registering with " + api.baseUrl(), 0.02);
+            JSONObject reg = api.register(state.modelId);
+            state.deviceId = reg.optString("device_id");
+            state.token = reg.optString("token");
+            store.saveState(state);
+        }
+        progress.update("checking the model", 0.05);
+        Manifest remote = Manifest.parse(api.manifest(state.modelId));
+        boolean haveBundle = new File(store.bundleDir(), Bundle.MANIFEST).isFile();
+        if (!haveBundle || state.modelVersion != remote.modelVersion) {
+            downloadBundle(api, remote, progress);
+            state.modelVersion = remote.modelVersion;
+            model = null;
+            store.savePrivate(model().bundle().privateInit()); // a new model starts a new adapter
+            store.saveState(state);
+        }
+    }
+
+    /** Into a fresh folder, every file verified, then swapped in: the old bundle stays until then. */
+    private void downloadBundle(ApiClient api, Manifest remote, Progress progress) throws FedPAException {
+        File incoming = new File(store.dir(), "bundle.incoming");
+        deleteTree(incoming);
+        if (!incoming.mkdirs()) {
+            throw new StoreException("cannot create " + incoming);
+        }
+        int i = 0;
+        for (String name : remote.fileSha256.keySet()) {
+            progress.update("downloading " + name, 0.05 + 0.2 * i++ / remote.fileSha256.size());
+            if (name.contains("/") || name.contains("\\") || name.startsWith(".")) {
+                throw new BundleException("manifest lists an unsafe file name '" + name + "'");
+            }
+            byte[] data = api.file(state.modelId, name);
+            String sha = Bundle.sha256(data);
+            if (!sha.equals(remote.fileSha256.get(name))) {
+                deleteTree(incoming);
+                throw new BundleException("server sent " + name + " with sha256 " + sha + " but the manifest says "
+                        + remote.fileSha256.get(name) + " (corrupt or tampered); the current model is kept");
+            }
+            writeFile(new File(incoming, name), data);
+        }
+        writeFile(new File(incoming, Bundle.MANIFEST), remote.json.getBytes(java.nio.charset.Charset.forName("UTF-8")));
+        Bundle.open(incoming); // the whole bundle, as the app will open it
+        File old = new File(store.dir(), "bundle.old");
+        deleteTree(old);
+        if (store.bundleDir().exists() && !store.bundleDir().renameTo(old)) {
+            throw new StoreException("cannot move the old bundle aside");
+        }
+        if (!incoming.renameTo(store.bundleDir())) {
+            throw new StoreException("cannot install the new bundle");
+        }
+        deleteTree(old);
+    }
+
+    // ------------------------------------------------------------------ serving
+
+    public Map<String, Integer> groups() throws FedPAException {
+        return SharedState.groupsOf(model().manifest(), state.userCodes);
+    }
+
+    /** Private adapter + gate + this user's group adapters, by parameter name (copies). */
+    public Map<String, Tensor> personalisation() throws FedPAException {
+        Manifest m = model().manifest();
+        Map<String, Integer> groups = groups();
+        Map<String, Tensor> priv = store.loadPrivate();
+        if (priv == null) {
+            priv = model().bundle().privateInit();
+        }
+        Map<String, Tensor> out = Model.copy(priv);
+        out.putAll(SharedState.toParams(m, sharedWire(groups), groups));
+        return out;
+    }
+
+    /** The last downloaded shared tensors if they are this user's groups, else the bundle's initial ones. */
+    private Map<String, Tensor> sharedWire(Map<String, Integer> groups) throws FedPAException {
+        SafeTensors cached = store.loadShared();
+        Manifest m = model().manifest();
+        if (cached != null && String.valueOf(m.modelVersion).equals(cached.metadata().get("model_version"))) {
+            try {
+                SharedState.validate(m, cached.tensors(), groups);
+                return cached.tensors();
+            } catch (PayloadException e) {
+                // other groups (the user changed profile) or a different model: fall through
+            }
+        }
+        return SharedState.slice(m, model().bundle().sharedState(), groups);
+    }
+
+    /** The top-k items for the local user, best first, with their click probabilities. */
+    public List<Object[]> feed(List<Catalog.Item> items, int k) throws FedPAException {
+        List<long[]> codes = new ArrayList<long[]>();
+        for (Catalog.Item it : items) {
+            codes.add(it.codes);
+        }
+        Model mdl = model();
+        float[] logits = mdl.engine().score(mdl.rows(state.userCodes, codes), items.size(), personalisation());
+        List<Object[]> out = new ArrayList<Object[]>();
+        for (int i : mdl.topK(logits, k)) {
+            out.add(new Object[] {items.get(i), 1.0 / (1.0 + Math.exp(-logits[i]))});
+        }
+        return out;
+    }
+
+    public List<Interaction> label(Catalog.Item item, int label) throws StoreException {
+        return store.addInteraction(new Interaction(item.key, item.codes, label, System.currentTimeMillis()));
+    }
+
+    // ------------------------------------------------------------------ one round
+
+    /** Resume a pending upload if there is one, else train and upload one update. */
+    public RoundResult trainAndSync(Progress progress) throws FedPAException {
+        progress = progress != null ? progress : SILENT;
+        setup(progress);
+        if (state.pendingNonce != null) {
+            progress.update("resending the pending upload", 0.9);
+            return sendPending(new RoundResult());
+        }
+        RoundResult result = new RoundResult();
+        List<Interaction> log = store.loadInteractions();
+        if (log.isEmpty()) {
+            result.detail = "no taps or skips yet: label a few items first";
+            return result;
+        }
+        Model mdl = model();
+        Manifest m = mdl.manifest();
+        Privacy privacy = m.privacy;
+        double eps = "none".equals(privacy.mechanism) ? Double.MAX_VALUE : privacy.checkBudget(state.uploadsCharged);
+        Map<String, Integer> groups = groups();
+        progress.update("downloading the shared adapters", 0.3);
+        ApiClient api = api();
+        ApiClient.Response r = api.state(state.modelId, groups, null);
+        Map<String, Tensor> base = SafeTensors.decode(r.body).tensors();
+        SharedState.validate(m, base, groups);
+        int baseVersion = parseInt(r.header("X-FedPA-State-Version"), -1);
+        Map<String, String> meta = new LinkedHashMap<String, String>();
+        meta.put("state_version", String.valueOf(baseVersion));
+        meta.put("model_version", String.valueOf(m.modelVersion));
+        store.saveShared(base, meta);
+        state.lastStateVersion = baseVersion;
+
+        List<long[]> items = new ArrayList<long[]>();
+        float[] y = new float[log.size()];
+        for (int i = 0; i < log.size(); i++) {
+            items.add(log.get(i).itemCodes);
+            y[i] = log.get(i).label;
+        }
+        long[] x = mdl.rows(state.userCodes, items);
+        Map<String, Tensor> priv = store.loadPrivate();
+        Map<String, Tensor> params = Model.copy(priv != null ? priv : mdl.bundle().privateInit());
+        List<String> privateNames = new ArrayList<String>(params.keySet());
+        params.putAll(SharedState.toParams(m, base, groups));
+        final Progress p = progress;
+        Model.Fit fit = mdl.fit(x, y, params, training, state.roundsCompleted + state.refused, new Model.StepListener() {
+            @Override
+            public void step(int done, int total, float loss) {
+                p.update(String.format(java.util.Locale.ROOT, "training: step %d/%d, loss %.4f", done, total, loss),
+                        0.35 + 0.45 * done / total);
+            }
+        });
+        Map<String, Tensor> deltas = SharedState.deltas(m, params, base, groups);
+        Ldp.Result noised = Ldp.clipAndNoise(deltas, privacy, noise);
+        String nonce = nonce();
+        byte[] body = SafeTensors.encode(noised.update, updateMeta(m, baseVersion, groups, log.size(), nonce, privacy, eps));
+        Map<String, Tensor> newPrivate = new LinkedHashMap<String, Tensor>();
+        for (String name : privateNames) {
+            newPrivate.put(name, params.get(name));
+        }
+        state.pendingNonce = nonce;
+        state.pendingBaseVersion = baseVersion;
+        state.pendingExamples = log.size();
+        state.uploadsCharged += 1;
+        if (!"none".equals(privacy.mechanism)) {
+            state.epsilonSpent = eps;
+        }
+        progress.update("uploading " + body.length + " bytes", 0.85);
+        store.stagePending(body, newPrivate, state);
+        result.lossBefore = fit.lossBefore;
+        result.lossAfter = fit.lossAfter;
+        result.clipNormBefore = noised.report.normBefore;
+        return sendPending(result);
+    }
+
+    private RoundResult sendPending(RoundResult result) throws FedPAException {
+        byte[] body = store.pendingBody();
+        result.examples = state.pendingExamples;
+        result.baseVersion = state.pendingBaseVersion;
+        result.epsilon = state.epsilonSpent;
+        try {
+            JSONObject receipt = api().upload(state.modelId, body);
+            result.updateId = receipt.optString("update_id", null);
+            result.status = "accepted";
+        } catch (SyncException e) {
+            String text = (e.code() + " " + e.getMessage()).toLowerCase(java.util.Locale.ROOT);
+            if (e.status() == 0 || e.status() >= 500 || e.status() == 429) {
+                throw e; // kept pending: resent verbatim next time
+            }
+            boolean replayed = e.status() == 409 && (text.contains("replay") || text.contains("nonce"));
+            if (replayed) {
+                result.status = "accepted"; // our earlier attempt got through; only its answer was lost
+            } else {
+                result.status = e.status() == 409 ? "stale" : "refused";
+                result.detail = e.getMessage();
+                state.refused += 1;
+                store.finishPending(false, state);
+                return result;
+            }
+        }
+        state.roundsCompleted += 1;
+        store.finishPending(true, state);
+        return result;
+    }
+
+    private static Map<String, String> updateMeta(Manifest m, int baseVersion, Map<String, Integer> groups, int examples,
+                                                  String nonce, Privacy privacy, double eps) throws FedPAException {
+        try {
+            JSONObject p = new JSONObject();
+            boolean none = "none".equals(privacy.mechanism);
+            p.put("mechanism", privacy.mechanism);
+            p.put("clip_norm", none ? Double.MAX_VALUE : privacy.clipNorm); // no bound: never claim one
+            p.put("noise_multiplier", none ? 0.0 : privacy.noiseMultiplier);
+            p.put("epsilon_spent", eps);
+            p.put("delta", privacy.delta);
+            JSONObject g = new JSONObject();
+            for (Map.Entry<String, Integer> e : groups.entrySet()) {
+                g.put(e.getKey(), e.getValue().intValue());
+            }
+            JSONObject o = new JSONObject();
+            o.put("model_id", m.modelId);
+            o.put("model_version", m.modelVersion);
+            o.put("base_version", Math.max(0, baseVersion));
+            o.put("groups", g);
+            o.put("example_count", examples);
+            o.put("nonce", nonce);
+            o.put("privacy", p);
+            Map<String, String> meta = new LinkedHashMap<String, String>();
+            meta.put("fedpa.update", o.toString());
+            return meta;
+        } catch (JSONException e) {
+            throw new PayloadException("cannot build update metadata: " + e.getMessage(), e);
+        }
+    }
+
+    private static String nonce() {
+        byte[] b = new byte[16];
+        new SecureRandom().nextBytes(b);
+        return Bundle.hex(b);
+    }
+
+    private static int parseInt(String s, int fallback) {
+        try {
+            return s == null ? fallback : Integer.parseInt(s.trim());
+        } catch (NumberFormatException e) {
+            return fallback;
+        }
+    }
+
+    private static void writeFile(File f, byte[] data) throws StoreException {
+        try {
+            FileOutputStream out = new FileOutputStream(f);
+            try {
+                out.write(data);
+                out.getFD().sync();
+            } finally {
+                out.close();
+            }
+        } catch (IOException e) {
+            throw new StoreException("cannot write " + f + ": " + e.getMessage(), e);
+        }
+    }
+
+    static void deleteTree(File f) {
+        File[] children = f.listFiles();
+        if (children != null) {
+            for (File c : children) {
+                deleteTree(c);
+            }
+        }
+        f.delete();
+    }
+}

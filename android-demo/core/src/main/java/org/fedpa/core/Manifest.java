@@ -1,0 +1,199 @@
+package org.fedpa.core;
+
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.Iterator;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import org.json.JSONArray;
+import org.json.JSONException;
+import org.json.JSONObject;
+
+/**
+ * The bundle's {@code manifest.json} (schema: {@code fedpa/manifest.py}), reduced to what a
+ * device needs: architecture, feature schema, shared-state layout, privacy defaults and hashes.
+ */
+public final class Manifest {
+    public static final int FORMAT_VERSION = 1;
+
+    /** One tensor of the shared bank ({@code fedpa.state.TensorSpec}). */
+    public static final class SharedTensor {
+        public final String name; // wire name, e.g. layers.0.groups.age.lora_A@3
+        public final String param; // model parameter it loads into
+        public final int[] shape;
+        public final String role; // "gate" or "group"
+        public final String attribute; // null for gate tensors
+        public final int value; // group value code, -1 for gate tensors
+
+        SharedTensor(String name, String param, int[] shape, String role, String attribute, int value) {
+            this.name = name;
+            this.param = param;
+            this.shape = shape;
+            this.role = role;
+            this.attribute = attribute;
+            this.value = value;
+        }
+    }
+
+    /** One categorical input column ({@code fedpa.data.schema.CategoricalFeature}). */
+    public static final class Feature {
+        public final String name;
+        public final String side; // "user" or "item"
+        public final List<String> vocabulary;
+        public final int cardinality;
+
+        Feature(String name, String side, List<String> vocabulary, int cardinality) {
+            this.name = name;
+            this.side = side;
+            this.vocabulary = vocabulary;
+            this.cardinality = cardinality;
+        }
+
+        /** Human-readable label of a code (0 is OOV/unknown). */
+        public String label(long code) {
+            if (code >= 1 && code <= vocabulary.size()) {
+                return vocabulary.get((int) code - 1);
+            }
+            return code == 0 ? "?" : "#" + code;
+        }
+    }
+
+    public final String json;
+    public final String modelId;
+    public final int modelVersion;
+    public final ModelConfig config;
+    public final List<Feature> features;
+    public final List<SharedTensor> sharedTensors;
+    public final Map<String, int[]> privateTensors; // parameter name -> shape
+    public final Privacy privacy;
+    public final Map<String, String> fileSha256;
+    public final Map<String, Long> fileSize;
+    public final JSONObject programs;
+
+    private Manifest(String json, JSONObject o) throws JSONException, BundleException {
+        this.json = json;
+        this.modelId = o.getString("model_id");
+        this.modelVersion = o.getInt("model_version");
+        this.config = ModelConfig.fromJson(o.getJSONObject("backbone"), o.getJSONObject("adapter"));
+        this.features = parseFeatures(o.optJSONObject("feature_schema"));
+        List<SharedTensor> shared = new ArrayList<SharedTensor>();
+        JSONArray tensors = o.getJSONObject("shared_state").getJSONArray("tensors");
+        for (int i = 0; i < tensors.length(); i++) {
+            JSONObject t = tensors.getJSONObject(i);
+            String role = t.getString("role");
+            shared.add(new SharedTensor(t.getString("name"), t.getString("param"), ints(t.getJSONArray("shape")), role,
+                    "group".equals(role) ? t.getString("attribute") : null,
+                    "group".equals(role) ? t.getInt("value") : -1));
+        }
+        this.sharedTensors = Collections.unmodifiableList(shared);
+        Map<String, int[]> priv = new LinkedHashMap<String, int[]>();
+        JSONArray pt = o.getJSONArray("private_tensors");
+        for (int i = 0; i < pt.length(); i++) {
+            JSONObject t = pt.getJSONObject(i);
+            priv.put(t.getString("name"), ints(t.getJSONArray("shape")));
+        }
+        this.privateTensors = Collections.unmodifiableMap(priv);
+        this.privacy = Privacy.fromJson(o.optJSONObject("privacy"));
+        this.fileSha256 = new LinkedHashMap<String, String>();
+        this.fileSize = new LinkedHashMap<String, Long>();
+        JSONObject files = o.optJSONObject("files");
+        if (files != null) {
+            Iterator<String> names = files.keys();
+            while (names.hasNext()) {
+                String name = names.next();
+                JSONObject entry = files.getJSONObject(name);
+                fileSha256.put(name, entry.getString("sha256"));
+                fileSize.put(name, entry.getLong("size"));
+            }
+        }
+        JSONObject progs = o.optJSONObject("programs");
+        this.programs = progs != null ? progs : new JSONObject();
+    }
+
+    /** Parse manifest JSON; any schema problem is a BundleException naming the field. */
+    public static Manifest parse(String json) throws BundleException {
+        JSONObject o;
+        try {
+            o = new JSONObject(json);
+        } catch (JSONException e) {
+            throw new BundleException("manifest.json is not valid JSON: " + e.getMessage(), e);
+        }
+        int version = o.optInt("format_version", -1);
+        if (version != FORMAT_VERSION) {
+            throw new BundleException("manifest.json has unknown format_version " + o.opt("format_version")
+                    + "; this app reads format_version " + FORMAT_VERSION);
+        }
+        try {
+            return new Manifest(json, o);
+        } catch (JSONException e) {
+            throw new BundleException("manifest.json does not match the schema: " + e.getMessage(), e);
+        }
+    }
+
+    /** The shared tensors a device with these group values downloads and updates. */
+    public List<SharedTensor> sharedFor(Map<String, Integer> groups) throws PayloadException {
+        checkGroups(groups);
+        List<SharedTensor> out = new ArrayList<SharedTensor>();
+        for (SharedTensor t : sharedTensors) {
+            if ("gate".equals(t.role) || groups.get(t.attribute) == t.value) {
+                out.add(t);
+            }
+        }
+        return out;
+    }
+
+    /** Refuse group maps that do not name exactly the grouping attributes with in-range values. */
+    public void checkGroups(Map<String, Integer> groups) throws PayloadException {
+        List<String> attrs = config.groupAttributes;
+        if (groups.size() != attrs.size() || !groups.keySet().containsAll(attrs)) {
+            throw new PayloadException("groups must name exactly the attributes " + attrs + ", got " + groups.keySet());
+        }
+        for (int k = 0; k < attrs.size(); k++) {
+            int v = groups.get(attrs.get(k));
+            if (v < 0 || v >= config.groupCardinalities[k]) {
+                throw new PayloadException("group value " + v + " of '" + attrs.get(k) + "' out of range 0.."
+                        + (config.groupCardinalities[k] - 1));
+            }
+        }
+    }
+
+    /** Column index of a feature by name, or -1. */
+    public int featureIndex(String name) {
+        for (int i = 0; i < features.size(); i++) {
+            if (features.get(i).name.equals(name)) {
+                return i;
+            }
+        }
+        return -1;
+    }
+
+    private static List<Feature> parseFeatures(JSONObject schema) throws JSONException {
+        List<Feature> out = new ArrayList<Feature>();
+        if (schema == null) {
+            return out;
+        }
+        JSONArray feats = schema.getJSONArray("features");
+        for (int i = 0; i < feats.length(); i++) {
+            JSONObject f = feats.getJSONObject(i);
+            List<String> vocab = new ArrayList<String>();
+            JSONArray v = f.optJSONArray("vocabulary");
+            for (int j = 0; v != null && j < v.length(); j++) {
+                vocab.add(v.getString(j));
+            }
+            JSONArray edges = f.optJSONArray("bucket_edges");
+            int hash = f.optInt("hash_buckets", 0);
+            int card = hash > 0 ? hash + 1 : edges != null ? edges.length() + 2 : vocab.size() + 1;
+            out.add(new Feature(f.getString("name"), f.getString("side"), Collections.unmodifiableList(vocab), card));
+        }
+        return Collections.unmodifiableList(out);
+    }
+
+    static int[] ints(JSONArray a) throws JSONException {
+        int[] out = new int[a.length()];
+        for (int i = 0; i < out.length; i++) {
+            out[i] = a.getInt(i);
+        }
+        return out;
+    }
+}

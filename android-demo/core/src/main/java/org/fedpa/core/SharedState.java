@@ -1,0 +1,106 @@
+package org.fedpa.core;
+
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * Moving shared tensors between wire names ({@code layers.0.groups.g.lora_A@3}) and the model's
+ * parameter names, for one device's groups ({@code fedpa.state.SharedStateSpec} in Java), and the
+ * validation the server also applies: exactly this device's tensors, declared shapes, finite.
+ */
+public final class SharedState {
+    private SharedState() {
+    }
+
+    /** The group values of a user: the codes of the grouping attributes among its features. */
+    public static Map<String, Integer> groupsOf(Manifest manifest, long[] userCodes) throws PayloadException {
+        Map<String, Integer> groups = new LinkedHashMap<String, Integer>();
+        for (String attr : manifest.config.groupAttributes) {
+            int col = manifest.featureIndex(attr);
+            if (col < 0 || col >= userCodes.length) {
+                throw new PayloadException("grouping attribute '" + attr + "' is not among the user's "
+                        + userCodes.length + " feature codes");
+            }
+            groups.put(attr, (int) userCodes[col]);
+        }
+        manifest.checkGroups(groups);
+        return groups;
+    }
+
+    /** Refuse anything but exactly this device's shared tensors with the declared shapes, finite. */
+    public static void validate(Manifest manifest, Map<String, Tensor> wire, Map<String, Integer> groups)
+            throws PayloadException {
+        List<Manifest.SharedTensor> expected = manifest.sharedFor(groups);
+        for (Manifest.SharedTensor t : expected) {
+            Tensor v = wire.get(t.name);
+            if (v == null) {
+                throw new PayloadException("missing tensor '" + t.name + "' for groups " + groups);
+            }
+            if (!Tensor.F32.equals(v.dtype()) || !v.sameShape(t.shape)) {
+                throw new PayloadException("tensor '" + t.name + "' is " + v + ", expected F32 "
+                        + java.util.Arrays.toString(t.shape));
+            }
+            for (float f : v.data()) {
+                if (Float.isNaN(f) || Float.isInfinite(f)) {
+                    throw new PayloadException("tensor '" + t.name + "' contains NaN or infinite values");
+                }
+            }
+        }
+        if (wire.size() != expected.size()) {
+            for (String name : wire.keySet()) {
+                boolean known = false;
+                for (Manifest.SharedTensor t : expected) {
+                    known |= t.name.equals(name);
+                }
+                if (!known) {
+                    throw new PayloadException("unexpected tensor '" + name + "' for groups " + groups);
+                }
+            }
+        }
+    }
+
+    /** Wire names → parameter names (copies), for this device's groups. */
+    public static Map<String, Tensor> toParams(Manifest manifest, Map<String, Tensor> wire, Map<String, Integer> groups)
+            throws PayloadException {
+        Map<String, Tensor> out = new LinkedHashMap<String, Tensor>();
+        for (Manifest.SharedTensor t : manifest.sharedFor(groups)) {
+            Tensor v = wire.get(t.name);
+            if (v == null) {
+                throw new PayloadException("missing tensor '" + t.name + "' for groups " + groups);
+            }
+            out.put(t.param, v.copy());
+        }
+        return out;
+    }
+
+    /** The wire-named slice of a full bank (e.g. the bundle's initial shared state) for these groups. */
+    public static Map<String, Tensor> slice(Manifest manifest, Map<String, Tensor> bank, Map<String, Integer> groups)
+            throws PayloadException {
+        Map<String, Tensor> out = new LinkedHashMap<String, Tensor>();
+        for (Manifest.SharedTensor t : manifest.sharedFor(groups)) {
+            Tensor v = bank.get(t.name);
+            if (v == null) {
+                throw new PayloadException("shared bank lacks tensor '" + t.name + "'");
+            }
+            out.put(t.name, v);
+        }
+        return out;
+    }
+
+    /** Deltas {@code trained - base} of the shared parameters, keyed by wire name. */
+    public static Map<String, Tensor> deltas(Manifest manifest, Map<String, Tensor> trained, Map<String, Tensor> baseWire,
+                                             Map<String, Integer> groups) throws PayloadException {
+        Map<String, Tensor> out = new LinkedHashMap<String, Tensor>();
+        for (Manifest.SharedTensor t : manifest.sharedFor(groups)) {
+            float[] now = trained.get(t.param).data();
+            float[] base = baseWire.get(t.name).data();
+            float[] d = new float[now.length];
+            for (int i = 0; i < d.length; i++) {
+                d[i] = now[i] - base[i];
+            }
+            out.put(t.name, Tensor.of(d, t.shape));
+        }
+        return out;
+    }
+}

@@ -1,0 +1,81 @@
+package org.fedpa.core;
+
+import static org.junit.Assert.assertEquals;
+import static org.junit.Assert.fail;
+
+import java.io.File;
+import java.io.IOException;
+import java.util.Arrays;
+import java.util.LinkedHashMap;
+import java.util.Map;
+import org.json.JSONObject;
+import org.junit.Assume;
+
+/** Paths handed over by test.sh (system properties) and shared assertions. */
+final class Fixtures {
+    private Fixtures() {
+    }
+
+    /** Reference files written by tools/make_fixtures.py. */
+    static File fixture(String name) {
+        return new File(required("fedpa.fixtures"), name);
+    }
+
+    /** The bundle test.sh built with fedpa-export. */
+    static File bundleDir() {
+        return new File(required("fedpa.bundle"));
+    }
+
+    static String required(String property) {
+        String v = System.getProperty(property);
+        if (v == null || v.isEmpty()) {
+            fail("system property " + property + " is not set (run the tests through android-demo/test.sh)");
+        }
+        return v;
+    }
+
+    /** Skip (not pass) a test whose external input test.sh could not provide. */
+    static String optional(String property) {
+        String v = System.getProperty(property);
+        Assume.assumeTrue(property + " not set", v != null && !v.isEmpty());
+        return v;
+    }
+
+    static SafeTensors read(File f) throws IOException, PayloadException {
+        return SafeTensors.decode(Bundle.readFile(f));
+    }
+
+    static ModelConfig config(SafeTensors st) throws Exception {
+        JSONObject o = new JSONObject(st.metadata().get("config"));
+        return ModelConfig.fromJson(o.getJSONObject("backbone"), o.getJSONObject("adapter"));
+    }
+
+    /** Tensors whose name starts with {@code prefix}, prefix removed. */
+    static Map<String, Tensor> prefixed(SafeTensors st, String prefix) {
+        Map<String, Tensor> out = new LinkedHashMap<String, Tensor>();
+        for (Map.Entry<String, Tensor> e : st.tensors().entrySet()) {
+            if (e.getKey().startsWith(prefix)) {
+                out.put(e.getKey().substring(prefix.length()), e.getValue());
+            }
+        }
+        return out;
+    }
+
+    /** |a - b| <= atol + rtol·|b| elementwise, with the worst offender in the message. */
+    static void assertClose(String what, float[] expected, float[] actual, double atol, double rtol) {
+        assertEquals(what + ": length", expected.length, actual.length);
+        double worst = 0;
+        int at = -1;
+        for (int i = 0; i < expected.length; i++) {
+            double err = Math.abs(expected[i] - actual[i]) - (atol + rtol * Math.abs(expected[i]));
+            if (err > worst || Double.isNaN(actual[i])) {
+                worst = Double.isNaN(actual[i]) ? Double.POSITIVE_INFINITY : err;
+                at = i;
+            }
+        }
+        if (at >= 0) {
+            fail(what + ": element " + at + " expected " + expected[at] + " got " + actual[at] + " (atol " + atol
+                    + ", rtol " + rtol + "); first values " + Arrays.toString(Arrays.copyOf(actual, Math.min(4, actual.length))));
+        }
+    }
+}

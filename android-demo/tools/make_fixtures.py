@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""Reference data for the Java host tests, written with the project's own Python code.
+
+1. ``engine-<mode>.safetensors``: a small FedPA recommender (paper gate; residual gate with a
+   private user-embedding delta) with *every* personalisation tensor randomised (so each branch
+   and gradient is non-trivial), a batch of inputs, and what eager torch computes for it: logits,
+   BCE loss (mean), the gradient of each personalisation tensor, and the tensors after 3 SGD steps.
+   The Java engine must reproduce all of it.
+2. ``roundtrip.safetensors`` + ``roundtrip.json``: tensors and metadata written by
+   ``fedpa.payload.encode_tensors`` with their values in JSON, for the safetensors reader.
+3. ``epsilon.json``: ``fedpa.privacy.epsilon_after`` for a grid of (sigma, rounds, delta).
+4. ``model.onnx`` + ``model-frozen.safetensors``: the inference ONNX of ``export.lower`` for the
+   paper model and its frozen tensors, for the ONNX initializer reader.
+
+Usage: ``python tools/make_fixtures.py OUT_DIR``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fedpa.model import AdapterConfig, Backbone, BackboneConfig, FedPARecommender, ParamGroup, parameter_groups
+from fedpa.payload import encode_tensors
+
+SGD_STEPS = 3
+LR = 0.1
+
+
+def build(mode: str, *, private_emb: bool, seed: int) -> FedPARecommender:
+    torch.manual_seed(seed)
+    backbone = Backbone(BackboneConfig(cardinalities=(4, 3, 6, 7, 5), n_user_features=2, embedding_dim=4,
+                                       hidden=(12, 6)))
+    adapter = AdapterConfig(group_attributes=("u0", "u1"), group_cardinalities=(4, 3), rank=3, alpha=6.0,
+                            gate_mode=mode, gate_hidden=5, private_user_embeddings=private_emb)
+    model = FedPARecommender(backbone, adapter)
+    groups = parameter_groups(model)
+    with torch.no_grad():
+        for g in (ParamGroup.PRIVATE, ParamGroup.GROUP, ParamGroup.GATE):
+            for p in groups[g].values():
+                p.copy_(torch.randn_like(p) * 0.3)  # B ≠ 0 and a non-uniform gate: every branch matters
+    return model
+
+
+def engine_fixture(model: FedPARecommender, n: int, seed: int) -> dict[str, np.ndarray]:
+    gen = torch.Generator().manual_seed(seed)
+    cards = model.backbone.config.cardinalities
+    x = torch.stack([torch.randint(0, c, (n,), generator=gen) for c in cards], dim=1)
+    y = (torch.rand(n, generator=gen) < 0.4).float()
+    groups = parameter_groups(model)
+    names = [n_ for g in (ParamGroup.PRIVATE, ParamGroup.GROUP, ParamGroup.GATE) for n_ in groups[g]]
+    params = {n_: p for g in (ParamGroup.PRIVATE, ParamGroup.GROUP, ParamGroup.GATE) for n_, p in groups[g].items()}
+    out: dict[str, np.ndarray] = {"x": x.numpy().astype(np.int64), "y": y.numpy()}
+    out.update({f"frozen.{k}": v.detach().numpy() for k, v in groups[ParamGroup.FROZEN].items()})
+    out.update({f"param.{k}": params[k].detach().numpy().copy() for k in names})
+    logits = model(x)
+    loss = F.binary_cross_entropy_with_logits(logits, y)
+    grads = torch.autograd.grad(loss, [params[k] for k in names])
+    out["logits"] = logits.detach().numpy()
+    out["loss"] = loss.detach().reshape(1).numpy()
+    out.update({f"grad.{k}": g.numpy() for k, g in zip(names, grads, strict=True)})
+    opt = torch.optim.SGD([params[k] for k in names], lr=LR)
+    for _ in range(SGD_STEPS):
+        opt.zero_grad()
+        F.binary_cross_entropy_with_logits(model(x), y).backward()
+        opt.step()
+    out.update({f"after.{k}": params[k].detach().numpy().copy() for k in names})
+    out["lr"] = np.array([LR], np.float32)
+    out["steps"] = np.array([SGD_STEPS], np.int64)
+    return {k: np.ascontiguousarray(v) for k, v in out.items()}
+
+
+def config_json(model: FedPARecommender) -> str:
+    return json.dumps({"backbone": model.backbone.config.to_dict(), "adapter": model.config.to_dict()})
+
+
+def main() -> int:
+    out = Path(sys.argv[1])
+    out.mkdir(parents=True, exist_ok=True)
+    for mode, private_emb, seed in (("paper", False, 1), ("residual", True, 2)):
+        model = build(mode, private_emb=private_emb, seed=seed)
+        data = engine_fixture(model, n=9, seed=seed + 10)
+        (out / f"engine-{mode}.safetensors").write_bytes(encode_tensors(data, metadata={"config": config_json(model)}))
+
+    rng = np.random.default_rng(3)
+    tensors = {
+        "layers.0.gate.w1": rng.normal(size=(5, 7)).astype(np.float32),
+        "layers.0.groups.age.lora_A@3": rng.normal(size=(3, 7)).astype(np.float32),
+        "scalar": np.array(2.5, np.float32),
+        "codes": np.array([[0, 1, -2], [3, 2**40, 5]], np.int64),
+        "empty": np.zeros((0, 4), np.float32),
+    }
+    meta = {"fedpa.update": json.dumps({"nonce": "abcdefghijklmnop", "groups": {"age": 3}}), "note": "héllo"}
+    (out / "roundtrip.safetensors").write_bytes(encode_tensors(tensors, metadata=meta))
+    (out / "roundtrip.json").write_text(json.dumps({
+        "tensors": {k: {"shape": list(v.shape), "values": v.ravel().tolist()} for k, v in tensors.items()},
+        "metadata": meta,
+    }))
+
+    from fedpa.privacy import PrivacyConfig, epsilon_after
+
+    grid = []
+    for sigma in (0.5, 1.0, 1.1, 4.0):
+        for rounds in (1, 5, 30):
+            for delta in (1e-5, 1e-3):
+                eps = epsilon_after(rounds, PrivacyConfig(noise_multiplier=sigma, delta=delta))
+                grid.append({"sigma": sigma, "rounds": rounds, "delta": delta, "epsilon": eps})
+    (out / "epsilon.json").write_text(json.dumps(grid))
+
+    from export.lower import lower_onnx
+
+    model = build("paper", private_emb=False, seed=1)
+    onnx_bytes, _ = lower_onnx(model, max_batch=64)
+    (out / "model.onnx").write_bytes(onnx_bytes)
+    frozen = {k: v.detach().numpy() for k, v in parameter_groups(model)[ParamGroup.FROZEN].items()}
+    (out / "model-frozen.safetensors").write_bytes(encode_tensors(frozen, metadata={"config": config_json(model)}))
+    print(f"fixtures written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
