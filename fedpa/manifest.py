@@ -57,6 +57,8 @@ class ProgramSpec(BaseModel):
     kind: Literal["inference", "training"]
     inputs: tuple[TensorIO, ...]
     outputs: tuple[TensorIO, ...]
+    # ExecuTorch plans memory for the largest batch; bigger batches must be split (or refused)
+    max_batch: int | None = Field(None, ge=1)
 
 
 class PrivacySettings(BaseModel):
@@ -86,6 +88,7 @@ class Manifest(BaseModel):
     programs: dict[str, ProgramSpec] = {}
     files: dict[str, FileEntry] = {}
     metrics: dict[str, Any] = {}  # teacher / student test metrics at export time
+    toolchain: dict[str, str] = {}  # versions that wrote the programs (torch, executorch, onnx opset, ...)
 
     @property
     def shared_state_bytes(self) -> int:
