@@ -91,7 +91,7 @@ def main() -> int:
     tensors = {
         "layers.0.gate.w1": rng.normal(size=(5, 7)).astype(np.float32),
         "layers.0.groups.age.lora_A@3": rng.normal(size=(3, 7)).astype(np.float32),
-        "scalar": np.array(2.5, np.float32),
+        "one": np.array([2.5], np.float32),  # (0-d arrays become 1-d in encode_tensors: ascontiguousarray)
         "codes": np.array([[0, 1, -2], [3, 2**40, 5]], np.int64),
         "empty": np.zeros((0, 4), np.float32),
     }

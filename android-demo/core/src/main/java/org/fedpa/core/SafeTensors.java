@@ -81,11 +81,12 @@ public final class SafeTensors {
         } catch (JSONException e) {
             throw new PayloadException("safetensors header is malformed: " + e.getMessage(), e);
         }
-        // Sort by start offset: the file's order, whatever order the JSON object gave us.
+        // Sort by (start, end) offset: the file's order, whatever order the JSON object gave us.
         Collections.sort(entries, new java.util.Comparator<Object[]>() {
             @Override
             public int compare(Object[] a, Object[] b) {
-                return Long.compare((Long) a[2], (Long) b[2]);
+                int c = Long.compare((Long) a[2], (Long) b[2]);
+                return c != 0 ? c : Long.compare((Long) a[3], (Long) b[3]); // empty tensors first
             }
         });
         Map<String, Tensor> out = new LinkedHashMap<String, Tensor>();

@@ -1,0 +1,186 @@
+package org.fedpa.core;
+
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.util.ArrayList;
+import java.util.Iterator;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import org.json.JSONArray;
+import org.json.JSONException;
+import org.json.JSONObject;
+
+/**
+ * The bundle's golden vectors ({@code golden.json}, {@code fedpa.runtime.golden}) replayed on the
+ * pure-Java engine: a few inference cases and one SGD step from the golden personalisation,
+ * each compared within {@code atol + rtol·|expected|}. The app runs this once per installed
+ * bundle, so a phone never ranks with an engine that disagrees with the exported programs.
+ */
+public final class Golden {
+    /** One comparison. */
+    public static final class Check {
+        public final String name;
+        public final double maxAbsError;
+        public final boolean ok;
+
+        Check(String name, double maxAbsError, boolean ok) {
+            this.name = name;
+            this.maxAbsError = maxAbsError;
+            this.ok = ok;
+        }
+
+        @Override
+        public String toString() {
+            return (ok ? "ok   " : "FAIL ") + name + " (max |error| " + maxAbsError + ")";
+        }
+    }
+
+    private Golden() {
+    }
+
+    /** Replay {@code golden.json} of the bundle on {@code model}; every check, passed or not. */
+    public static List<Check> replay(Model model) throws BundleException {
+        JSONObject g;
+        try {
+            g = new JSONObject(new String(Bundle.readFile(model.bundle().file("golden.json")), "UTF-8"));
+        } catch (java.io.IOException e) {
+            throw new BundleException("golden.json: cannot read (" + e.getMessage() + ")", e);
+        } catch (JSONException e) {
+            throw new BundleException("golden.json is not valid JSON: " + e.getMessage(), e);
+        }
+        try {
+            return replay(model, g);
+        } catch (JSONException e) {
+            throw new BundleException("golden.json is malformed: " + e.getMessage(), e);
+        }
+    }
+
+    private static List<Check> replay(Model model, JSONObject g) throws JSONException, BundleException {
+        if (g.optInt("format_version", -1) != 1) {
+            throw new BundleException("golden.json: unknown format_version " + g.opt("format_version"));
+        }
+        double atol = g.optDouble("atol", 1e-5);
+        double rtol = g.optDouble("rtol", 1e-4);
+        int nf = model.manifest().config.nFeatures();
+        Map<String, Tensor> personalisation = tensors(g.getJSONObject("personalisation"));
+        List<Check> checks = new ArrayList<Check>();
+        JSONArray cases = g.getJSONArray("inference");
+        for (int c = 0; c < cases.length(); c++) {
+            JSONObject kase = cases.getJSONObject(c);
+            long[] x = rows(kase.getJSONArray("x"), nf);
+            float[] want = floats(kase.getJSONArray("logits"));
+            float[] got = model.engine().score(x, want.length, personalisation);
+            checks.add(compare("inference case " + c + " (" + want.length + " rows)", want, got, atol, rtol));
+        }
+        JSONObject t = g.getJSONObject("training");
+        long[] x = rows(t.getJSONArray("x"), nf);
+        float[] y = floats(t.getJSONArray("y"));
+        Map<String, Tensor> params = Model.copy(personalisation);
+        Trainer.Result r = model.trainer().gradients(x, y, y.length, params);
+        checks.add(compare("training loss", new float[] {(float) t.getDouble("loss")}, new float[] {r.loss}, atol, rtol));
+        Map<String, Tensor> grads = tensors(t.getJSONObject("gradients"));
+        for (Map.Entry<String, Tensor> e : grads.entrySet()) {
+            float[] got = r.gradients.get(e.getKey());
+            if (got == null) {
+                checks.add(new Check("gradient " + e.getKey() + " (not a personalisation tensor here)", Double.NaN, false));
+                continue;
+            }
+            checks.add(compare("gradient " + e.getKey(), e.getValue().data(), got, atol, rtol));
+        }
+        float lr = (float) t.getDouble("lr");
+        List<String> names = new ArrayList<String>(params.keySet());
+        model.trainer().step(x, y, y.length, params, names, lr);
+        float after = Trainer.bceLoss(model.engine().score(x, y.length, params), y);
+        checks.add(compare("loss after one SGD step", new float[] {(float) t.getDouble("loss_after")},
+                new float[] {after}, atol, rtol));
+        return checks;
+    }
+
+    static Check compare(String name, float[] want, float[] got, double atol, double rtol) {
+        if (want.length != got.length) {
+            return new Check(name + ": " + got.length + " values, expected " + want.length, Double.NaN, false);
+        }
+        double worst = 0;
+        boolean ok = true;
+        for (int i = 0; i < want.length; i++) {
+            double err = Math.abs((double) want[i] - got[i]);
+            worst = Math.max(worst, err);
+            ok &= err <= atol + rtol * Math.abs(want[i]); // NaN fails
+        }
+        return new Check(name, worst, ok);
+    }
+
+    private static Map<String, Tensor> tensors(JSONObject o) throws JSONException, BundleException {
+        Map<String, Tensor> out = new LinkedHashMap<String, Tensor>();
+        Iterator<?> keys = o.keys();
+        while (keys.hasNext()) {
+            String name = (String) keys.next();
+            JSONObject e = o.getJSONObject(name);
+            int[] shape = Manifest.ints(e.getJSONArray("shape"));
+            byte[] raw = base64(e.getString("b64"));
+            int n = Tensor.numel(shape);
+            if (raw.length != 4 * n) {
+                throw new BundleException("golden tensor " + name + ": " + raw.length + " bytes do not fit its shape");
+            }
+            float[] data = new float[n];
+            ByteBuffer.wrap(raw).order(ByteOrder.LITTLE_ENDIAN).asFloatBuffer().get(data);
+            out.put(name, Tensor.of(data, shape));
+        }
+        return out;
+    }
+
+    private static long[] rows(JSONArray a, int nf) throws JSONException {
+        long[] x = new long[a.length() * nf];
+        for (int i = 0; i < a.length(); i++) {
+            JSONArray row = a.getJSONArray(i);
+            for (int f = 0; f < nf; f++) {
+                x[i * nf + f] = row.getLong(f);
+            }
+        }
+        return x;
+    }
+
+    private static float[] floats(JSONArray a) throws JSONException {
+        float[] out = new float[a.length()];
+        for (int i = 0; i < out.length; i++) {
+            out[i] = (float) a.getDouble(i);
+        }
+        return out;
+    }
+
+    /** RFC 4648 base64 (java.util.Base64 is not in Android's API 23 class library). */
+    static byte[] base64(String s) throws BundleException {
+        int[] val = new int[128];
+        java.util.Arrays.fill(val, -1);
+        String alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        for (int i = 0; i < 64; i++) {
+            val[alphabet.charAt(i)] = i;
+        }
+        int len = s.length();
+        while (len > 0 && s.charAt(len - 1) == '=') {
+            len--;
+        }
+        if (len % 4 == 1) {
+            throw new BundleException("invalid base64 length " + s.length());
+        }
+        byte[] out = new byte[len * 3 / 4];
+        int acc = 0;
+        int bits = 0;
+        int o = 0;
+        for (int i = 0; i < len; i++) {
+            char c = s.charAt(i);
+            int v = c < 128 ? val[c] : -1;
+            if (v < 0) {
+                throw new BundleException("invalid base64 character '" + c + "'");
+            }
+            acc = (acc << 6) | v;
+            bits += 6;
+            if (bits >= 8) {
+                bits -= 8;
+                out[o++] = (byte) (acc >> bits);
+            }
+        }
+        return out;
+    }
+}

@@ -1,0 +1,123 @@
+package org.fedpa.core;
+
+import static org.junit.Assert.assertEquals;
+import static org.junit.Assert.assertTrue;
+import static org.junit.Assert.fail;
+
+import java.io.File;
+import java.io.FileOutputStream;
+import java.io.RandomAccessFile;
+import java.util.List;
+import java.util.Map;
+import org.junit.After;
+import org.junit.Test;
+
+/** The real bundle from fedpa-export: verification, and golden-vector parity of the Java engine. */
+public class BundleGoldenTest {
+    private File copy;
+
+    @After
+    public void tearDown() {
+        if (copy != null) {
+            FedPAClient.deleteTree(copy);
+        }
+    }
+
+    @Test
+    public void javaEngineReproducesTheBundlesGoldenVectors() throws Exception {
+        Model model = new Model(Bundle.open(Fixtures.bundleDir()));
+        List<Golden.Check> checks = Golden.replay(model);
+        assertTrue("too few checks: " + checks, checks.size() >= 5);
+        StringBuilder failed = new StringBuilder();
+        int inference = 0;
+        int gradients = 0;
+        for (Golden.Check c : checks) {
+            System.out.println("      " + c);
+            if (!c.ok) {
+                failed.append(c).append('\n');
+            }
+            inference += c.name.startsWith("inference") ? 1 : 0;
+            gradients += c.name.startsWith("gradient") ? 1 : 0;
+        }
+        assertEquals("golden parity failures:\n" + failed, 0, failed.length());
+        assertTrue("inference cases replayed", inference >= 1);
+        assertEquals("a gradient per personalisation tensor",
+                model.manifest().privateTensors.size() + countShared(model.manifest()), gradients);
+    }
+
+    private static int countShared(Manifest m) throws Exception {
+        Map<String, Integer> groups = new java.util.LinkedHashMap<String, Integer>();
+        for (String a : m.config.groupAttributes) {
+            groups.put(a, 0);
+        }
+        return m.sharedFor(groups).size();
+    }
+
+    @Test
+    public void manifestDescribesTheArchitecture() throws Exception {
+        Manifest m = Bundle.open(Fixtures.bundleDir()).manifest();
+        assertEquals(m.config.cardinalities.length, m.features.size());
+        assertTrue(m.config.groupAttributes.size() >= 1);
+        assertTrue(m.fileSha256.containsKey(Bundle.SHARED_STATE));
+        Bundle b = Bundle.open(Fixtures.bundleDir());
+        assertEquals(m.sharedTensors.size(), b.sharedState().size());
+        assertEquals(m.privateTensors.keySet(), b.privateInit().keySet());
+    }
+
+    private File copyBundle() throws Exception {
+        copy = File.createTempFile("bundle", "");
+        copy.delete();
+        copy.mkdirs();
+        for (File f : Fixtures.bundleDir().listFiles()) {
+            FileOutputStream out = new FileOutputStream(new File(copy, f.getName()));
+            out.write(Bundle.readFile(f));
+            out.close();
+        }
+        return copy;
+    }
+
+    @Test
+    public void flippedByteIsRefusedNamingTheFile() throws Exception {
+        File dir = copyBundle();
+        RandomAccessFile raf = new RandomAccessFile(new File(dir, "inference.onnx"), "rw");
+        raf.seek(100);
+        int b = raf.read();
+        raf.seek(100);
+        raf.write(b ^ 1);
+        raf.close();
+        try {
+            Bundle.open(dir);
+            fail("opened a tampered bundle");
+        } catch (BundleException e) {
+            assertTrue(e.getMessage(), e.getMessage().contains("inference.onnx") && e.getMessage().contains("tampered"));
+        }
+    }
+
+    @Test
+    public void missingFileIsRefusedNamingIt() throws Exception {
+        File dir = copyBundle();
+        assertTrue(new File(dir, Bundle.SHARED_STATE).delete());
+        try {
+            Bundle.open(dir);
+            fail("opened a bundle without its shared state");
+        } catch (BundleException e) {
+            assertTrue(e.getMessage(), e.getMessage().contains(Bundle.SHARED_STATE) && e.getMessage().contains("missing"));
+        }
+    }
+
+    @Test
+    public void unknownFormatVersionIsRefused() throws Exception {
+        File dir = copyBundle();
+        File mf = new File(dir, Bundle.MANIFEST);
+        String json = new String(Bundle.readFile(mf), "UTF-8").replaceFirst("\"format_version\":\\s*1", "\"format_version\": 99");
+        FileOutputStream out = new FileOutputStream(mf);
+        out.write(json.getBytes("UTF-8"));
+        out.close();
+        try {
+            Bundle.open(dir);
+            fail("opened format_version 99");
+        } catch (BundleException e) {
+            assertTrue(e.getMessage(), e.getMessage().contains("format_version 99"));
+        }
+    }
+}
