@@ -1,0 +1,166 @@
+"""``fedpa-export``: build, verify and inspect bundles. Flags map onto export.* functions; no logic here."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fedpa.errors import BundleError, FedPAError
+from fedpa.manifest import PrivacySettings
+
+__all__ = ["app"]
+
+app = typer.Typer(help="Package a trained FedPA foundation model into a verified on-device bundle.",
+                  no_args_is_help=True, add_completion=False)
+console = Console(stderr=True)
+out_console = Console()
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {exc}")
+    return typer.Exit(code=1)
+
+
+def _parse_options(pairs: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--option expects KEY=VALUE, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+@app.command()
+def build(
+    out: Annotated[Path, typer.Option("--out", help="Bundle directory to create.")],
+    teacher: Annotated[Path | None, typer.Option(help="Teacher checkpoint to distil from (or a student one).")] = None,
+    student: Annotated[Path | None, typer.Option(help="Student checkpoint to export as is.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset name (kuaisar-r, kuairand, csv, synthetic).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Directory with the dataset's files.")] = None,
+    option: Annotated[list[str], typer.Option(help="Dataset option KEY=VALUE (repeatable).")] = [],  # noqa: B006
+    split: Annotated[str, typer.Option(help="Open/private split: attribute or time.")] = "attribute",
+    model_id: Annotated[str, typer.Option(help="Model id in the manifest.")] = "fedpa",
+    model_version: Annotated[int, typer.Option(help="Model version (≥ 1).")] = 1,
+    gate_mode: Annotated[str, typer.Option(help="paper (softmax over branches) or residual.")] = "paper",
+    rank: Annotated[int, typer.Option(help="LoRA rank of user and group adapters.")] = 4,
+    alpha: Annotated[float, typer.Option(help="LoRA scale numerator (outputs × alpha/rank).")] = 8.0,
+    private_user_embeddings: Annotated[bool, typer.Option(help="Fine-tune user feature embeddings privately.")]
+    = False,
+    mechanism: Annotated[str, typer.Option(help="Default LDP mechanism: gaussian, laplace or none.")] = "gaussian",
+    clip_norm: Annotated[float, typer.Option(help="Default L2 clip of a shared update.")] = 1.0,
+    noise_multiplier: Annotated[float, typer.Option(help="Default noise multiplier σ.")] = 1.0,
+    delta: Annotated[float, typer.Option(help="Default δ of the privacy accountant.")] = 1e-5,
+    epsilon_budget: Annotated[float | None, typer.Option(help="Per-user ε budget (none: unlimited).")] = None,
+    max_batch: Annotated[int, typer.Option(help="Most candidates one inference call takes.")] = 1024,
+    max_train_batch: Annotated[int, typer.Option(help="Largest training batch.")] = 1024,
+    seed: Annotated[int, typer.Option(help="Seed for data split, training, initial adapters, golden vectors.")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing bundle at --out.")] = False,
+) -> None:
+    """Distil the student if needed, lower it to ExecuTorch/ONNX and write a self-verified bundle."""
+    from export.bundle import build_bundle
+    from export.source import resolve_student
+    from fedpa.train import adapter_config_for
+
+    try:
+        privacy = PrivacySettings(mechanism=mechanism, clip_norm=clip_norm, noise_multiplier=noise_multiplier,
+                                  delta=delta, epsilon_budget=epsilon_budget)
+        with console.status("preparing the student…") as status:
+            source = resolve_student(student=student, teacher=teacher, dataset=dataset, data_dir=data_dir,
+                                     dataset_options=_parse_options(option), split=split, seed=seed,
+                                     progress=lambda m: (console.log(m), status.update(m)))
+        adapter = adapter_config_for(source.schema, rank=rank, alpha=alpha, gate_mode=gate_mode,
+                                     private_user_embeddings=private_user_embeddings)
+        start = time.perf_counter()
+        with console.status("lowering and packaging…"):
+            result = build_bundle(source.model, source.schema, out, model_id=model_id, model_version=model_version,
+                                  adapter=adapter, privacy=privacy, metrics=source.metrics, seed=seed,
+                                  max_batch=max_batch, max_train_batch=max_train_batch, overwrite=overwrite,
+                                  progress=console.log)
+    except (FedPAError, ValueError) as exc:
+        raise _fail(exc) from exc
+    total = sum(e.size for e in result.manifest.files.values()) + (result.path / "manifest.json").stat().st_size
+    console.print(f"[green]wrote[/] {result.path} ({total / 1024:.1f} KiB) in {time.perf_counter() - start:.1f} s "
+                  f"after training; golden parity: {len(result.parity.checks)} checks passed")
+
+
+@app.command()
+def verify(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory.")],
+    skip_onnx: Annotated[bool, typer.Option(help="Replay golden vectors on the .pte programs only.")] = False,
+) -> None:
+    """Check hashes and the manifest, then replay the golden vectors through .pte, .onnx and training .pte."""
+    from export.verify import verify_bundle
+
+    try:
+        result = verify_bundle(bundle, backends=("pte",) if skip_onnx else ("pte", "onnx"))
+    except FedPAError as exc:
+        raise _fail(exc) from exc
+    table = Table(title=f"{bundle}: golden-vector parity")
+    table.add_column("check")
+    table.add_column("max |error|", justify="right")
+    table.add_column("ok")
+    for c in result.parity.checks:
+        if not c.name.startswith(("gradient ", "SGD update ")) or not c.ok:
+            table.add_row(c.name, f"{c.max_abs_error:.2e}", "[green]✓[/]" if c.ok else "[red]✗[/]")
+    grads = [c for c in result.parity.checks if c.name.startswith(("gradient ", "SGD update "))]
+    if grads:
+        table.add_row(f"{len(grads)} gradient / update tensors", f"{max(c.max_abs_error for c in grads):.2e}",
+                      "[green]✓[/]" if all(c.ok for c in grads) else "[red]✗[/]")
+    out_console.print(table)
+    if not result.ok:
+        raise _fail(BundleError(f"{len(result.parity.failures())} parity checks failed"))
+    out_console.print(f"[green]OK[/]: hashes, manifest and {len(result.parity.checks)} parity checks")
+
+
+@app.command()
+def inspect(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Sizes, parameter counts per owner group, feature schema, programs and tool versions."""
+    from export.verify import summarise
+
+    try:
+        info = summarise(bundle)
+    except FedPAError as exc:
+        raise _fail(exc) from exc
+    if as_json:
+        out_console.print_json(json.dumps(info, default=str))
+        return
+    out_console.print(f"[bold]{info['model_id']}[/] v{info['model_version']} (format {info['format_version']}, "
+                      f"created {info['created_at']}) — {info['total_bytes'] / 1024:.1f} KiB")
+    for title, rows, headers in (
+        ("files", [(k, f"{v:,}") for k, v in info["files"].items()], ("file", "bytes")),
+        ("parameters", [(k, f"{v:,}") for k, v in info["parameters"].items()], ("group", "count")),
+        ("features", [(f["name"], f["side"], f["kind"], str(f["codes"])) for f in info["features"]],
+         ("feature", "side", "kind", "codes")),
+        ("programs", [(k, p["file"], p["runtime"], p["kind"], str(p["inputs"]), str(p["max_batch"]))
+                      for k, p in info["programs"].items()], ("key", "file", "runtime", "kind", "inputs", "max batch")),
+        ("toolchain", list(info["toolchain"].items()), ("tool", "version")),
+    ):
+        table = Table(title=title)
+        for h in headers:
+            table.add_column(h)
+        for row in rows:
+            table.add_row(*row)
+        out_console.print(table)
+    out_console.print(f"groups: {info['group_attributes']}; adapter: rank {info['adapter'].get('rank')}, "
+                      f"gate {info['adapter'].get('gate_mode')}; privacy: {info['privacy']}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Computing a bundle's golden vectors with eager PyTorch (the reference every runtime must match).
+
+The personalisation tensors are the bundle's initial ones for one (non-OOV) group assignment,
+*perturbed* with seeded noise: freshly initialised adapters have ``B = 0`` and would make the
+adapter paths invisible in the comparison, so a runtime that dropped them would still pass.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from export.wrappers import personalisation_names
+from fedpa.model import FedPARecommender
+from fedpa.personalise import load_tensors
+from fedpa.runtime.golden import Golden, GoldenCase, GoldenTraining
+
+__all__ = ["make_golden", "perturbed"]
+
+
+def perturbed(tensors: Mapping[str, np.ndarray], *, scale: float, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Each tensor plus ``N(0, scale²)`` noise: non-trivial adapters for parity checks."""
+    return {n: (a + rng.normal(0.0, scale, a.shape)).astype(np.float32) for n, a in tensors.items()}
+
+
+def _rows(model: FedPARecommender, n: int, groups_row: Mapping[int, int], rng: np.random.Generator) -> np.ndarray:
+    """``n`` candidates for one user: one random user part (with the given group codes), random items."""
+    cards = np.asarray(model.backbone.config.cardinalities)
+    n_user = model.backbone.config.n_user_features
+    x = rng.integers(0, cards, size=(n, len(cards)))
+    x[:, :n_user] = rng.integers(0, cards[:n_user])
+    for position, value in groups_row.items():
+        x[:, position] = value
+    return x.astype(np.int64)
+
+
+def make_golden(model: FedPARecommender, personalisation: Mapping[str, np.ndarray], *,
+                group_positions: Mapping[str, int], groups: Mapping[str, int], seed: int = 0,
+                lr: float = 0.05, case_sizes: tuple[int, ...] = (1, 3, 16), train_batch: int = 16,
+                noise: float = 0.1) -> Golden:
+    """Golden inference cases and one SGD step from ``personalisation`` (by parameter name), perturbed."""
+    rng = np.random.default_rng(seed)
+    names = personalisation_names(model)
+    tensors = perturbed({n: np.asarray(personalisation[n], np.float32) for n in names}, scale=noise, rng=rng)
+    reference = copy.deepcopy(model).eval()
+    load_tensors(reference, tensors)
+    positions = {group_positions[a]: v for a, v in groups.items()}
+
+    cases = []
+    with torch.no_grad():
+        for n in case_sizes:
+            x = _rows(model, n, positions, rng)
+            cases.append(GoldenCase(x=x, logits=reference(torch.from_numpy(x)).numpy().astype(np.float32)))
+
+    x = _rows(model, train_batch, positions, rng)
+    y = (np.arange(train_batch) % 2).astype(np.float32)  # both classes, deterministic
+    params = dict(reference.named_parameters())
+    for name in names:
+        params[name].requires_grad_(True)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    loss = F.binary_cross_entropy_with_logits(reference(xt), yt)
+    grads = torch.autograd.grad(loss, [params[n] for n in names])
+    gradients = {n: g.numpy().astype(np.float32) for n, g in zip(names, grads, strict=True)}
+    with torch.no_grad():
+        for name in names:
+            params[name].sub_(lr * torch.from_numpy(gradients[name]))
+        loss_after = float(F.binary_cross_entropy_with_logits(reference(xt), yt))
+    training = GoldenTraining(lr=lr, x=x, y=y, loss=float(loss.detach()), gradients=gradients, loss_after=loss_after)
+    return Golden(personalisation=tensors, cases=tuple(cases), training=training, groups=dict(groups))

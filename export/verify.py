@@ -1,0 +1,113 @@
+"""``verify`` and ``inspect``: checking a bundle end to end, and describing it for humans.
+
+Verification goes beyond the hashes ``Bundle.open`` checks: the files must agree with the
+manifest (schema, shared-state and private tensor names and shapes), and the golden vectors must
+replay within tolerance on the real ``.pte``, ``.onnx`` and training ``.pte``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fedpa.errors import BundleError
+from fedpa.manifest import MANIFEST_NAME
+from fedpa.runtime.bundle import Bundle
+from fedpa.runtime.parity import ParityReport, check_golden
+
+__all__ = ["VerifyResult", "summarise", "verify_bundle"]
+
+
+@dataclass
+class VerifyResult:
+    bundle: Bundle
+    parity: ParityReport
+
+    @property
+    def ok(self) -> bool:
+        return self.parity.ok
+
+
+def _check_contents(bundle: Bundle) -> None:
+    """The data files say what the manifest says they do."""
+    m = bundle.manifest
+    if bundle.schema_file() != m.feature_schema:
+        raise BundleError(f"{bundle.path}/schema.json differs from the manifest's feature_schema")
+    spec = m.shared_state.by_name()
+    for name, array in bundle.shared_state().items():
+        if tuple(array.shape) != spec[name].shape:
+            raise BundleError(f"shared_state.safetensors: {name} has shape {array.shape}, manifest {spec[name].shape}")
+    private = bundle.private_init()
+    declared = {t.name: tuple(t.shape) for t in m.private_tensors}
+    if {n: tuple(a.shape) for n, a in private.items()} != declared:
+        raise BundleError("private_init.safetensors: tensors differ from the manifest's private_tensors")
+    inputs = {t.name: tuple(t.shape) for t in m.programs["inference"].inputs[1:]}
+    onnx_inputs = {t.name: tuple(t.shape) for t in m.programs["inference_onnx"].inputs[1:]}
+    if inputs != onnx_inputs:
+        raise BundleError("the .pte and .onnx inference programs declare different personalisation inputs")
+
+
+def verify_bundle(path: str | Path, *, backends: tuple[str, ...] = ("pte", "onnx")) -> VerifyResult:
+    """Hashes, manifest schema, file contents, then golden-vector parity. Raises BundleError when unreadable."""
+    bundle = Bundle.open(path)
+    _check_contents(bundle)
+    return VerifyResult(bundle=bundle, parity=check_golden(bundle, backends=backends))
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    return math.prod(shape)
+
+
+def summarise(path: str | Path, *, verify: bool = True) -> dict[str, Any]:
+    """A JSON-able description: files and sizes, parameter counts per owner group, schema, programs."""
+    bundle = Bundle.open(path, verify=verify)
+    m = bundle.manifest
+    backbone = m.backbone
+    d = backbone["embedding_dim"]
+    sizes = [len(backbone["cardinalities"]) * d, *backbone["hidden"], 1]
+    frozen = sum(backbone["cardinalities"]) * d + sum(a * b + b for a, b in itertools.pairwise(sizes))
+    per_device = {t.name: _numel(t.shape) for t in m.programs["inference"].inputs[1:]}
+    by_group: dict[str, int] = {}
+    for t in m.programs["inference"].inputs[1:]:
+        by_group[t.group] = by_group.get(t.group, 0) + _numel(t.shape)
+    files = {name: entry.size for name, entry in m.files.items()}
+    files[MANIFEST_NAME] = (bundle.path / MANIFEST_NAME).stat().st_size
+    return {
+        "path": str(bundle.path),
+        "model_id": m.model_id,
+        "model_version": m.model_version,
+        "format_version": m.format_version,
+        "created_at": m.created_at,
+        "files": files,
+        "total_bytes": sum(files.values()),
+        "parameters": {
+            "frozen (backbone, embeddings, head)": frozen,
+            "private (on device)": by_group.get("private", 0),
+            "group (this device's values)": by_group.get("group", 0),
+            "gate": by_group.get("gate", 0),
+            "shared bank (all group values + gate)": sum(t.numel for t in m.shared_state.tensors),
+            "personalisation tensors per device": len(per_device),
+        },
+        "backbone": backbone,
+        "adapter": {k: v for k, v in m.adapter.items() if k != "extra"},
+        "features": [
+            {"name": f["name"], "side": f["side"],
+             "kind": "hashed" if f.get("hash_buckets") else ("bucketised" if f.get("bucket_edges") is not None
+                                                             else "vocabulary"),
+             "codes": (f["hash_buckets"] + 1 if f.get("hash_buckets") else
+                       len(f["bucket_edges"]) + 2 if f.get("bucket_edges") is not None else len(f["vocabulary"]) + 1)}
+            for f in m.feature_schema["features"]
+        ],
+        "group_attributes": m.feature_schema.get("group_attributes", []),
+        "programs": {
+            key: {"file": p.file, "runtime": p.runtime, "kind": p.kind, "inputs": len(p.inputs),
+                  "outputs": len(p.outputs), "max_batch": p.max_batch}
+            for key, p in m.programs.items()
+        },
+        "privacy": m.privacy.model_dump(),
+        "toolchain": m.toolchain,
+        "metrics": m.metrics,
+    }

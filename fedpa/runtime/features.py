@@ -1,0 +1,99 @@
+"""Turning a client's feature rows into the bundle's input codes, or refusing clearly.
+
+A bundle fixes its feature schema (names, order, vocabularies, bucket edges) at export time. A
+device or a simulation may hold rows encoded with *another* schema (a dataset loaded later, with
+a grown vocabulary) or raw values. Feeding those codes unchanged would silently score the wrong
+embeddings, so every path into a program goes through :class:`FeatureEncoder`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from fedpa.errors import BundleError
+
+if TYPE_CHECKING:
+    from fedpa.data.schema import CategoricalFeature, FeatureSchema
+
+__all__ = ["FeatureEncoder", "schema_differences"]
+
+
+def schema_differences(expected: FeatureSchema, found: FeatureSchema) -> list[str]:
+    """Human-readable differences between two schemas (empty when identical)."""
+    diffs: list[str] = []
+    if expected.names != found.names:
+        diffs.append(f"features {list(found.names)} != bundle's {list(expected.names)}")
+    for a in expected.features:
+        b = next((f for f in found.features if f.name == a.name), None)
+        if b is not None and a.to_dict() != b.to_dict():
+            diffs.append(f"feature {a.name!r} encodes differently ({b.kind}, {b.cardinality} codes vs "
+                         f"bundle's {a.kind}, {a.cardinality} codes)")
+    if tuple(expected.group_attributes) != tuple(found.group_attributes):
+        diffs.append(f"group attributes {list(found.group_attributes)} != bundle's {list(expected.group_attributes)}")
+    return diffs
+
+
+class FeatureEncoder:
+    """Raw values or foreign codes → ``[N, F]`` int64 codes in the bundle's column order.
+
+    Usage: ``x = bundle.encoder().encode({"reco_active_level": ["2"], "item_type": [0], ...})``.
+    """
+
+    def __init__(self, schema: FeatureSchema) -> None:
+        self.schema = schema
+
+    def check(self, other: FeatureSchema) -> None:
+        """Refuse a schema that is not exactly the bundle's (BundleError listing the differences)."""
+        diffs = schema_differences(self.schema, other)
+        if diffs:
+            raise BundleError("feature schema mismatch: " + "; ".join(diffs))
+
+    def encode(self, columns: Mapping[str, Sequence[Any] | np.ndarray]) -> np.ndarray:
+        """Encode raw values given per feature name; every bundle feature is required, no others allowed."""
+        names = self.schema.names
+        missing = [n for n in names if n not in columns]
+        unknown = sorted(set(columns) - set(names))
+        if missing or unknown:
+            raise BundleError(f"feature rows: missing features {missing}, unknown features {unknown} "
+                              f"(the bundle expects {list(names)})")
+        lengths = {len(np.asarray(columns[n], dtype=object).reshape(-1)) for n in names}
+        if len(lengths) != 1:
+            raise BundleError(f"feature rows: columns have different lengths {sorted(lengths)}")
+        return np.stack([f.encode(columns[f.name]) for f in self.schema.features], axis=1).astype(np.int64)
+
+    def recode(self, x: np.ndarray, source: FeatureSchema, *, allow_extra: bool = False) -> np.ndarray:
+        """Codes under ``source`` (e.g. a Dataset's schema) → codes under the bundle's schema.
+
+        Identical features are copied, vocabulary features with another vocabulary are mapped
+        value by value (values the bundle never saw become OOV 0). Bucketised or hashed features
+        with other edges cannot be recovered from codes: encode the raw values instead.
+        Features the bundle does not know are refused unless ``allow_extra``.
+        """
+        x = np.asarray(x)
+        if x.ndim != 2 or x.shape[1] != len(source.features):
+            raise BundleError(f"x has shape {x.shape}, but its schema has {len(source.features)} features")
+        index = {f.name: i for i, f in enumerate(source.features)}
+        missing = [n for n in self.schema.names if n not in index]
+        unknown = sorted(set(index) - set(self.schema.names))
+        if missing or (unknown and not allow_extra):
+            raise BundleError(f"feature schema mismatch: missing features {missing}, unknown features {unknown}")
+        out = np.empty((x.shape[0], len(self.schema.features)), dtype=np.int64)
+        for j, feature in enumerate(self.schema.features):
+            src = source.features[index[feature.name]]
+            out[:, j] = self._map_column(x[:, index[feature.name]].astype(np.int64), src, feature)
+        return out
+
+    @staticmethod
+    def _map_column(codes: np.ndarray, src: CategoricalFeature, dst: CategoricalFeature) -> np.ndarray:
+        if src.to_dict() == dst.to_dict():
+            return codes
+        if src.kind == dst.kind == "vocabulary":
+            lookup = np.concatenate([[0], dst.encode(list(src.vocabulary))]).astype(np.int64)
+            if codes.size and (codes.min() < 0 or codes.max() >= len(lookup)):
+                raise BundleError(f"feature {dst.name!r}: codes outside its schema's 0..{len(lookup) - 1}")
+            return lookup[codes]
+        raise BundleError(f"feature {dst.name!r}: {src.kind} encoding differs from the bundle's {dst.kind} "
+                          "encoding and cannot be mapped code by code; encode the raw values instead")

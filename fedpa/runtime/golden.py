@@ -1,0 +1,151 @@
+"""Golden vectors: the bundle's own proof of what its programs must compute (torch-free).
+
+``golden.json`` holds a few inference cases and one training step computed by eager PyTorch at
+export time. Any runtime — this package's ExecuTorch and onnxruntime wrappers, the Android app's
+Java engine — replays them and compares within ``atol + rtol·|expected|``. Tensors are stored as
+base64 of little-endian float32 bytes: exact, about 2.5× smaller than decimal text, and one
+``ByteBuffer.order(LITTLE_ENDIAN).asFloatBuffer()`` away in Java. The field list is in
+docs/export.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedpa.errors import BundleError
+
+__all__ = [
+    "GOLDEN_FORMAT_VERSION",
+    "Golden",
+    "GoldenCase",
+    "GoldenTraining",
+    "decode_tensor",
+    "encode_tensor",
+    "read_golden",
+    "write_golden",
+]
+
+GOLDEN_FORMAT_VERSION = 1
+
+
+def encode_tensor(array: np.ndarray) -> dict[str, Any]:
+    """A float32 array as ``{"shape", "dtype", "b64"}`` (row-major, little-endian)."""
+    a = np.ascontiguousarray(array, dtype="<f4")
+    return {"shape": list(a.shape), "dtype": "float32", "b64": base64.b64encode(a.tobytes()).decode("ascii")}
+
+
+def decode_tensor(entry: Mapping[str, Any]) -> np.ndarray:
+    """Inverse of :func:`encode_tensor`; refuses a byte count that does not fit the shape."""
+    shape = tuple(int(d) for d in entry["shape"])
+    raw = base64.b64decode(entry["b64"])
+    if len(raw) != 4 * int(np.prod(shape, dtype=np.int64)):
+        raise BundleError(f"golden tensor: {len(raw)} bytes do not fit shape {shape}")
+    return np.frombuffer(raw, dtype="<f4").reshape(shape).astype(np.float32)
+
+
+def _floats(values: np.ndarray) -> list[float]:
+    # 9 significant digits round-trip every float32 exactly
+    return [float(f"{v:.9g}") for v in np.asarray(values, dtype=np.float32).reshape(-1)]
+
+
+@dataclass(frozen=True)
+class GoldenCase:
+    """One inference call: codes ``x`` [N, F] → ``logits`` [N] under the golden personalisation."""
+
+    x: np.ndarray
+    logits: np.ndarray
+
+
+@dataclass(frozen=True)
+class GoldenTraining:
+    """One SGD step from the golden personalisation on the batch ``(x, y)``.
+
+    ``gradients`` are of the mean BCE loss; the updated tensors are ``personalisation - lr·gradients``
+    (plain SGD); ``loss_after`` is the loss on the same batch after that update.
+    """
+
+    lr: float
+    x: np.ndarray
+    y: np.ndarray
+    loss: float
+    gradients: dict[str, np.ndarray]
+    loss_after: float
+
+
+@dataclass(frozen=True)
+class Golden:
+    """Everything in ``golden.json``; ``personalisation`` is in inference-input order."""
+
+    personalisation: dict[str, np.ndarray]
+    cases: tuple[GoldenCase, ...]
+    training: GoldenTraining
+    groups: dict[str, int] = field(default_factory=dict)
+    atol: float = 1e-5
+    rtol: float = 1e-4
+
+    def to_dict(self) -> dict[str, Any]:
+        t = self.training
+        return {
+            "format_version": GOLDEN_FORMAT_VERSION,
+            "atol": self.atol,
+            "rtol": self.rtol,
+            "groups": dict(self.groups),
+            "personalisation": {n: encode_tensor(a) for n, a in self.personalisation.items()},
+            "inference": [
+                {"x": np.asarray(c.x, dtype=np.int64).tolist(), "logits": _floats(c.logits)} for c in self.cases
+            ],
+            "training": {
+                "lr": t.lr,
+                "x": np.asarray(t.x, dtype=np.int64).tolist(),
+                "y": _floats(t.y),
+                "loss": _floats(np.asarray([t.loss]))[0],
+                "gradients": {n: encode_tensor(g) for n, g in t.gradients.items()},
+                "loss_after": _floats(np.asarray([t.loss_after]))[0],
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Golden:
+        if data.get("format_version") != GOLDEN_FORMAT_VERSION:
+            raise BundleError(f"golden.json: unknown format_version {data.get('format_version')!r}")
+        try:
+            t = data["training"]
+            return cls(
+                personalisation={n: decode_tensor(e) for n, e in data["personalisation"].items()},
+                cases=tuple(
+                    GoldenCase(x=np.asarray(c["x"], dtype=np.int64), logits=np.asarray(c["logits"], np.float32))
+                    for c in data["inference"]
+                ),
+                training=GoldenTraining(
+                    lr=float(t["lr"]),
+                    x=np.asarray(t["x"], dtype=np.int64),
+                    y=np.asarray(t["y"], dtype=np.float32),
+                    loss=float(t["loss"]),
+                    gradients={n: decode_tensor(e) for n, e in t["gradients"].items()},
+                    loss_after=float(t["loss_after"]),
+                ),
+                groups={k: int(v) for k, v in data.get("groups", {}).items()},
+                atol=float(data.get("atol", 1e-5)),
+                rtol=float(data.get("rtol", 1e-4)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"golden.json: malformed ({exc!r})") from exc
+
+
+def write_golden(path: Path, golden: Golden) -> None:
+    """Compact JSON (no indentation): the file counts against the bundle's size budget."""
+    path.write_text(json.dumps(golden.to_dict(), separators=(",", ":")))
+
+
+def read_golden(path: Path) -> Golden:
+    try:
+        return Golden.from_dict(json.loads(Path(path).read_text()))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{path}: unreadable golden vectors ({exc})") from exc

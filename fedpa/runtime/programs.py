@@ -1,0 +1,236 @@
+"""Running a bundle's exported programs: scoring over ``.pte``/``.onnx`` and on-device SGD.
+
+Only runtimes are imported here (ExecuTorch's runtime and training pybindings, onnxruntime), never
+``torch.export``: this is what a phone-side client runs. ExecuTorch's Python bindings exchange
+``torch.Tensor`` objects, so torch is needed as a tensor container, and arrays cross the boundary
+with ``torch.from_numpy`` (no copy).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from fedpa.errors import BundleError
+from fedpa.manifest import ProgramSpec, TensorIO
+
+__all__ = ["OnnxScorer", "PteScorer", "Scorer", "Trainer", "check_codes"]
+
+
+def check_codes(x: np.ndarray, cardinalities: Sequence[int]) -> np.ndarray:
+    """``x`` as a C-contiguous int64 ``[N, F]`` array of valid codes, else a BundleError.
+
+    Why: an out-of-range code would index past an embedding table inside a compiled program,
+    which ExecuTorch reports as an opaque failure (or worse); catching it here names the column.
+    """
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[1] != len(cardinalities):
+        raise BundleError(f"x must have shape [N, {len(cardinalities)}], got {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise BundleError("x must hold at least one row")
+    if x.dtype.kind not in "iu":
+        raise BundleError(f"x must hold integer codes, got dtype {x.dtype}")
+    x = np.ascontiguousarray(x, dtype=np.int64)
+    bad = (x < 0) | (x >= np.asarray(cardinalities, dtype=np.int64))
+    if bad.any():
+        row, col = (int(i) for i in np.argwhere(bad)[0])
+        raise BundleError(f"x[{row}, {col}] = {x[row, col]} out of range 0..{cardinalities[col] - 1}")
+    return x
+
+
+def _ordered(personalisation: Mapping[str, np.ndarray], specs: Sequence[TensorIO]) -> list[np.ndarray]:
+    """The personalisation tensors in program-input order, validated by name and shape."""
+    missing = [s.name for s in specs if s.name not in personalisation]
+    unknown = sorted(set(personalisation) - {s.name for s in specs})
+    if missing or unknown:
+        raise BundleError(f"personalisation tensors: missing {missing[:5]}, unknown {unknown[:5]}")
+    out = []
+    for s in specs:
+        a = np.ascontiguousarray(personalisation[s.name], dtype=np.float32)
+        if a.shape != tuple(s.shape):
+            raise BundleError(f"personalisation tensor {s.name!r}: shape {a.shape} != {tuple(s.shape)}")
+        out.append(a)
+    return out
+
+
+class Scorer(Protocol):
+    """Ranks candidates for one user: codes ``[N, F]`` and personalisation tensors → logits ``[N]``."""
+
+    names: tuple[str, ...]
+
+    def score(self, x: np.ndarray, personalisation: Mapping[str, np.ndarray]) -> np.ndarray: ...
+
+
+class _ScorerBase:
+    def __init__(self, spec: ProgramSpec, cardinalities: Sequence[int]) -> None:
+        self.spec = spec
+        self.cardinalities = tuple(cardinalities)
+        self._tensor_specs = spec.inputs[1:]
+        self.names = tuple(s.name for s in self._tensor_specs)
+        self.max_batch = spec.max_batch
+
+    def score(self, x: np.ndarray, personalisation: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Logits for every row of ``x``; batches above the program's ``max_batch`` run in chunks."""
+        x = check_codes(x, self.cardinalities)
+        tensors = _ordered(personalisation, self._tensor_specs)
+        step = self.max_batch or len(x)
+        parts = [self._run(x[i : i + step], tensors) for i in range(0, len(x), step)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _run(self, x: np.ndarray, tensors: list[np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
+
+
+class PteScorer(_ScorerBase):
+    """The XNNPACK-lowered ExecuTorch inference program."""
+
+    def __init__(self, path: Path, spec: ProgramSpec, cardinalities: Sequence[int]) -> None:
+        super().__init__(spec, cardinalities)
+        import torch
+        from executorch.runtime import Runtime
+
+        self._torch = torch
+        try:
+            self._method = Runtime.get().load_program(Path(path)).load_method("forward")
+        except (RuntimeError, ValueError) as exc:
+            raise BundleError(f"{path}: ExecuTorch cannot load the inference program ({exc})") from exc
+
+    def _run(self, x: np.ndarray, tensors: list[np.ndarray]) -> np.ndarray:
+        inputs = [self._torch.from_numpy(x), *(self._torch.from_numpy(t) for t in tensors)]
+        return self._method.execute(inputs)[0].numpy().copy()
+
+
+class OnnxScorer(_ScorerBase):
+    """The same program as ONNX, for runtimes other than ExecuTorch (onnxruntime here)."""
+
+    def __init__(self, path: Path, spec: ProgramSpec, cardinalities: Sequence[int], *, threads: int = 1) -> None:
+        super().__init__(spec, cardinalities)
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        try:
+            self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise BundleError(f"{path}: onnxruntime cannot load the inference program ({exc})") from exc
+        self._input_names = [i.name for i in self._session.get_inputs()]
+
+    def _run(self, x: np.ndarray, tensors: list[np.ndarray]) -> np.ndarray:
+        feeds = dict(zip(self._input_names, [x, *tensors], strict=True))
+        return self._session.run(None, feeds)[0]
+
+
+class Trainer:
+    """SGD on the personalisation tensors inside the training program (ExecuTorch training extension).
+
+    The program holds the trainable tensors as mutable state and the backbone as constants; its
+    ``forward`` returns the loss, the gradients and the trainable tensors themselves. ``step`` runs
+    forward+backward and ExecuTorch's own SGD (the same C++ optimizer the Android bindings use), so
+    the tensors are updated in place inside the program. Usage::
+
+        trainer = bundle.trainer(lr=0.05)
+        trainer.write(bundle.personalisation(groups, shared=bank))
+        for xb, yb in batches: trainer.step(xb, yb)
+        trained = trainer.read()
+    """
+
+    def __init__(self, path: Path, spec: ProgramSpec, cardinalities: Sequence[int], *, lr: float) -> None:
+        import torch
+        from executorch.extension.training import _load_for_executorch_for_training, get_sgd_optimizer
+
+        self._torch = torch
+        self._make_sgd = get_sgd_optimizer
+        self.spec = spec
+        self.cardinalities = tuple(cardinalities)
+        self.max_batch = spec.max_batch
+        self._shapes = {o.name: tuple(o.shape) for o in spec.outputs if o.group in ("private", "group", "gate")
+                        and not o.name.endswith(".grad")}
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "experimental API" warnings on every call
+                self._module = _load_for_executorch_for_training(str(path))
+                # The bindings hand out the parameter tensors only after a first forward_backward;
+                # one row of OOV codes is a valid input, and no update is applied.
+                self._forward_backward(np.zeros((1, len(self.cardinalities)), np.int64), np.zeros(1, np.float32))
+        except RuntimeError as exc:
+            raise BundleError(f"{path}: ExecuTorch cannot load or run the training program ({exc})") from exc
+        self._params = self._module.named_parameters()
+        if set(self._params) != set(self._shapes):
+            raise BundleError(f"{path}: trainable tensors {sorted(self._params)[:5]} differ from the manifest's")
+        self.names = tuple(self._params)
+        self.lr = lr
+
+    @property
+    def lr(self) -> float:
+        return self._lr
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        if not value > 0:
+            raise BundleError(f"learning rate must be > 0, got {value}")
+        self._lr = float(value)
+        self._sgd = self._make_sgd(self._params, self._lr, 0, 0, 0, False)
+
+    def _forward_backward(self, x: np.ndarray, y: np.ndarray) -> float:
+        t = self._torch
+        return float(self._module.forward_backward("forward", (t.from_numpy(x), t.from_numpy(y)))[0])
+
+    def _check_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x = check_codes(x, self.cardinalities)
+        y = np.ascontiguousarray(y, dtype=np.float32)
+        if y.shape != (len(x),):
+            raise BundleError(f"y must have shape [{len(x)}], got {y.shape}")
+        if not np.isfinite(y).all() or (y < 0).any() or (y > 1).any():
+            raise BundleError("y must hold labels in [0, 1]")
+        if self.max_batch is not None and len(x) > self.max_batch:
+            raise BundleError(f"batch of {len(x)} rows exceeds the training program's max_batch {self.max_batch}")
+        return x, y
+
+    def step(self, x: np.ndarray, y: np.ndarray) -> float:
+        """One SGD step on the batch; returns the mean BCE loss *before* the update."""
+        x, y = self._check_batch(x, y)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            loss = self._forward_backward(x, y)
+            self._sgd.step(self._module.named_gradients())
+        return loss
+
+    def loss(self, x: np.ndarray, y: np.ndarray) -> float:
+        """The mean BCE loss on the batch, without updating anything."""
+        x, y = self._check_batch(x, y)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return self._forward_backward(x, y)
+
+    def gradients(self) -> dict[str, np.ndarray]:
+        """Gradients of the last ``step``/``loss`` call, by parameter name."""
+        return {n: g.numpy().copy() for n, g in self._module.named_gradients().items()}
+
+    def read(self) -> dict[str, np.ndarray]:
+        """Copies of the current trainable tensors, by parameter name."""
+        return {n: p.numpy().copy() for n, p in self._params.items()}
+
+    def write(self, tensors: Mapping[str, np.ndarray]) -> None:
+        """Overwrite some or all trainable tensors in place (e.g. the downloaded shared state).
+
+        All names and shapes are checked before anything is written, so a refused call changes nothing.
+        """
+        unknown = sorted(set(tensors) - set(self._params))
+        if unknown:
+            raise BundleError(f"not trainable tensors of this program: {unknown[:5]}")
+        arrays = {}
+        for name, value in tensors.items():
+            a = np.asarray(value, dtype=np.float32)
+            if a.shape != self._shapes[name]:
+                raise BundleError(f"tensor {name!r}: shape {a.shape} != {self._shapes[name]}")
+            if not np.isfinite(a).all():
+                raise BundleError(f"tensor {name!r} contains NaN or infinite values")
+            arrays[name] = a
+        with self._torch.no_grad():
+            for name, a in arrays.items():
+                self._params[name].copy_(self._torch.from_numpy(a))

@@ -1,0 +1,107 @@
+"""One real bundle per test session, built through the CLI from a student checkpoint.
+
+Building lowers three programs (~45 s on two shared cores), so every export test shares it;
+tests that damage a bundle work on a copy (``bundle_copy``).
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from export.cli import app
+from fedpa.data import load_dataset
+from fedpa.model import AdapterConfig, Backbone, FedPARecommender, student_config
+from fedpa.personalise import load_tensors
+from fedpa.runtime import Bundle
+from fedpa.train import save_checkpoint
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def dataset():
+    return load_dataset("synthetic", seed=0)
+
+
+@pytest.fixture(scope="session")
+def student(dataset) -> Backbone:
+    """A random (untrained) student: parity is a property of the programs, not of training."""
+    torch.manual_seed(0)
+    schema = dataset.schema
+    return Backbone(student_config(schema.cardinalities, len(schema.user_feature_positions))).eval()
+
+
+@pytest.fixture(scope="session")
+def student_checkpoint(tmp_path_factory, student, dataset) -> Path:
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "student.pt", student, dataset.schema,
+                           kind="student", metrics={"note": "random weights"})
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(tmp_path_factory, student_checkpoint) -> Path:
+    out = tmp_path_factory.mktemp("bundles") / "synthetic-v1"
+    result = CliRunner().invoke(app, [
+        "build", "--student", str(student_checkpoint), "--dataset", "synthetic", "--out", str(out),
+        "--model-id", "synthetic", "--model-version", "1", "--rank", "4", "--gate-mode", "paper",
+        "--max-train-batch", "256",
+    ])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="session")
+def bundle(bundle_dir) -> Bundle:
+    return Bundle.open(bundle_dir)
+
+
+@pytest.fixture
+def bundle_copy(bundle_dir, tmp_path) -> Path:
+    """A private copy to damage."""
+    return Path(shutil.copytree(bundle_dir, tmp_path / "copy"))
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+class Helpers:
+    """Shared reference code for the export tests (a fixture, so test modules need no imports)."""
+
+    def __init__(self, bundle: Bundle, student: Backbone, dataset) -> None:
+        self.bundle, self.student, self.dataset = bundle, student, dataset
+
+    def eager(self, tensors: dict[str, np.ndarray]) -> FedPARecommender:
+        """The eager reference: the student + the bundle's adapter config + the given personalisation."""
+        model = FedPARecommender(copy.deepcopy(self.student), AdapterConfig.from_dict(self.bundle.manifest.adapter))
+        load_tensors(model, tensors)
+        return model.eval()
+
+    @staticmethod
+    def nontrivial(tensors: dict[str, np.ndarray], rng: np.random.Generator, scale: float = 0.2
+                   ) -> dict[str, np.ndarray]:
+        """Perturbed copies: fresh adapters have B = 0, which would hide a runtime that ignores them."""
+        return {n: (a + rng.normal(0, scale, a.shape)).astype(np.float32) for n, a in tensors.items()}
+
+    def user_rows(self, user_index: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """One private user's training rows (x, y): real encoded rows, not random codes."""
+        split = self.dataset.private_train
+        mask = split.user == np.unique(split.user)[user_index]
+        return split.x[mask], split.y[mask]
+
+    def personalisation(self, rng: np.random.Generator, user_index: int = 0) -> dict[str, np.ndarray]:
+        """That user's initial tensors (their group values' adapters), made non-trivial."""
+        x, _ = self.user_rows(user_index)
+        return self.nontrivial(self.bundle.personalisation(self.bundle.groups_of(x[0])), rng)
+
+
+@pytest.fixture(scope="session")
+def helpers(bundle, student, dataset) -> Helpers:
+    return Helpers(bundle, student, dataset)
