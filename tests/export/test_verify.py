@@ -1,0 +1,120 @@
+"""A damaged bundle is refused with a specific error; an intact one verifies and describes itself."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from export.cli import app
+from export.verify import summarise, verify_bundle
+from fedpa.errors import BundleError
+from fedpa.runtime import REQUIRED_FILES, Bundle
+
+
+def _flip_byte(path, offset=None):
+    data = bytearray(path.read_bytes())
+    i = len(data) // 2 if offset is None else offset
+    data[i] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_intact_bundle_verifies(bundle_dir):
+    result = verify_bundle(bundle_dir)
+    assert result.ok
+    assert len(result.parity.checks) > 10
+
+
+def test_bundle_holds_every_file_with_hashes(bundle):
+    assert set(REQUIRED_FILES) <= set(bundle.manifest.files)
+    for name, entry in bundle.manifest.files.items():
+        assert (bundle.path / name).stat().st_size == entry.size
+
+
+@pytest.mark.parametrize("name", sorted(REQUIRED_FILES))
+def test_flipped_byte_is_detected(bundle_copy, name):
+    # Prepare: one bit of one file changed, size unchanged
+    _flip_byte(bundle_copy / name)
+    # Execute / Assert
+    with pytest.raises(BundleError, match=rf"{name}: sha256 .* \(corrupt or tampered\)"):
+        Bundle.open(bundle_copy)
+    with pytest.raises(BundleError, match="corrupt or tampered"):
+        verify_bundle(bundle_copy)
+
+
+def test_missing_file(bundle_copy):
+    (bundle_copy / "training.pte").unlink()
+    with pytest.raises(BundleError, match=r"training.pte: listed in the manifest but missing"):
+        Bundle.open(bundle_copy)
+
+
+def test_file_not_listed_in_manifest(bundle_copy):
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    del manifest["files"]["golden.json"]
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"manifest lists no \['golden.json'\]"):
+        Bundle.open(bundle_copy)
+
+
+def test_unknown_format_version(bundle_copy):
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    manifest["format_version"] = 99
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="unknown format_version 99"):
+        Bundle.open(bundle_copy)
+
+
+def test_manifest_not_json_or_absent(bundle_copy, tmp_path):
+    (bundle_copy / "manifest.json").write_text("{not json")
+    with pytest.raises(BundleError, match="not valid JSON"):
+        Bundle.open(bundle_copy)
+    with pytest.raises(BundleError, match="not a bundle directory"):
+        Bundle.open(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BundleError, match=r"no manifest.json"):
+        Bundle.open(tmp_path / "empty")
+
+
+def test_golden_mismatch_fails_parity_not_hashes(bundle_copy):
+    """A re-hashed but wrong golden file passes the hash check and is caught by the replay."""
+    golden = json.loads((bundle_copy / "golden.json").read_text())
+    golden["inference"][0]["logits"][0] += 0.01
+    (bundle_copy / "golden.json").write_text(json.dumps(golden))
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    from fedpa.manifest import sha256_file
+
+    manifest["files"]["golden.json"] = {"sha256": sha256_file(bundle_copy / "golden.json"),
+                                        "size": (bundle_copy / "golden.json").stat().st_size}
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    result = verify_bundle(bundle_copy, backends=("pte",))
+    assert not result.ok
+    assert [c.name for c in result.parity.failures()] == ["pte logits, case 0 (N=1)"]
+
+
+def test_summary_counts(bundle):
+    info = summarise(bundle.path)
+    golden = bundle.golden()
+    per_device = sum(a.size for a in golden.personalisation.values())
+    p = info["parameters"]
+    assert p["private (on device)"] + p["group (this device's values)"] + p["gate"] == per_device
+    assert p["frozen (backbone, embeddings, head)"] > 0
+    assert info["total_bytes"] == sum(f.stat().st_size for f in bundle.path.iterdir())
+    assert [f["name"] for f in info["features"]] == list(bundle.schema.names)
+    assert info["toolchain"]["executorch"] and info["toolchain"]["onnx_opset"]
+
+
+def test_cli_verify_and_inspect(bundle_dir, bundle_copy):
+    runner = CliRunner()
+    ok = runner.invoke(app, ["verify", str(bundle_dir)])
+    assert ok.exit_code == 0, ok.output
+    assert "OK" in ok.output
+    info = runner.invoke(app, ["inspect", str(bundle_dir), "--json"])
+    assert info.exit_code == 0, info.output
+    assert json.loads(info.output)["model_id"] == "synthetic"
+    table = runner.invoke(app, ["inspect", str(bundle_dir)])
+    assert table.exit_code == 0 and "parameters" in table.output
+    _flip_byte(bundle_copy / "inference.pte")
+    bad = runner.invoke(app, ["verify", str(bundle_copy)])
+    assert bad.exit_code == 1
+    assert "corrupt or tampered" in bad.output
