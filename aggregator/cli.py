@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 
 from aggregator.core.config import Settings
 from fedpa.errors import FedPAError
@@ -34,7 +33,6 @@ __all__ = ["app"]
 app = typer.Typer(help="FedPA aggregator server and admin tools.", no_args_is_help=True)
 admin = typer.Typer(help="Admin commands, run directly against the database.", no_args_is_help=True)
 app.add_typer(admin, name="admin")
-console = Console()
 
 DbUrl = Annotated[str | None, typer.Option("--database-url", help="overrides FEDPA_DATABASE_URL")]
 
@@ -52,7 +50,7 @@ def _friendly(fn: Callable[P, R]) -> Callable[P, R]:
         try:
             return fn(*args, **kwargs)
         except (FedPAError, ValidationError) as exc:
-            console.print(f"[red]error:[/red] {exc}")
+            typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from exc
     return wrapper
 
@@ -98,7 +96,7 @@ def migrate(database_url: DbUrl = None) -> None:
     db = Database(_settings(database_url))
     db.migrate()
     db.dispose()
-    console.print("database at head")
+    typer.echo("database at head")
 
 
 @admin.command("create-token")
@@ -157,8 +155,8 @@ def aggregate(model_id: str, database_url: DbUrl = None) -> None:
     with runtime.db.sessions() as session:
         info = runtime.catalog.current(session, model_id)
     result = runtime.close_round(info.pk, trigger="admin", force=True)
-    console.print(f"closed round {result.round} → state version {result.state_version}" if result
-                  else "nothing pending")
+    typer.echo(f"closed round {result.round} → state version {result.state_version}" if result
+               else "nothing pending", err=True)
     print(model_status(runtime.db, runtime.catalog, model_id).model_dump_json())
 
 

@@ -20,13 +20,15 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from aggregator.core.config import Settings
+
+if TYPE_CHECKING:  # alembic (and mako) load only when migrating: workers start faster
+    from alembic.config import Config
 
 __all__ = ["Database", "alembic_config", "make_engine", "run_migrations"]
 
@@ -40,8 +42,9 @@ _ALEMBIC_DIR = Path(__file__).with_name("alembic")
 def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> Engine:
     """An engine with our per-dialect setup (SQLite: WAL, foreign keys, BEGIN IMMEDIATE)."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
-                               pool_size=pool_size, max_overflow=max_overflow)
+        memory = url in ("sqlite://", "sqlite:///:memory:")  # one shared connection (SingletonThreadPool)
+        pool_args = {} if memory else {"pool_size": pool_size, "max_overflow": max_overflow}
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **pool_args)
 
         @event.listens_for(engine, "connect")
         def _sqlite_connect(dbapi_conn, _record) -> None:  # noqa: ANN001
@@ -62,6 +65,8 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> Eng
 
 def alembic_config() -> Config:
     """Alembic config pointing at the packaged migrations (no alembic.ini needed)."""
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(_ALEMBIC_DIR))
     return cfg
@@ -73,6 +78,8 @@ def run_migrations(engine: Engine) -> None:
     PostgreSQL: a session advisory lock around the upgrade; SQLite: the upgrade runs inside one
     ``BEGIN IMMEDIATE`` transaction, so a second process waits and then finds the schema at head.
     """
+    from alembic import command
+
     cfg = alembic_config()
     postgres = engine.dialect.name == "postgresql"
     with engine.connect() as conn:

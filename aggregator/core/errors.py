@@ -134,9 +134,9 @@ async def handle_error(request: Request, exc: Exception) -> JSONResponse:
     response = error_response(exc)
     if response.status_code >= 500:  # pragma: no cover - only unexpected HTTPExceptions
         log.error("%s %s failed: %s", request.method, request.url.path, exc)
-    metrics = getattr(request.app.state, "metrics", None)
-    if metrics is not None and is_upload(request.method, request.url.path):
-        metrics.rejected(rejection_reason(exc))
+    runtime = getattr(request.app.state, "runtime", None)
+    if runtime is not None and is_upload(request.method, request.url.path):
+        runtime.metrics.rejected(rejection_reason(exc))
     return response
 
 

@@ -21,6 +21,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from aggregator.core.config import Settings
+from aggregator.schemas import RoundConfig
 from fedpa.manifest import FileEntry, Manifest, PrivacySettings
 from fedpa.payload import encode_tensors
 from fedpa.protocol import UpdateMeta, UpdatePrivacy
@@ -112,6 +114,16 @@ def register(client: httpx.Client, model_id: str = MODEL_ID) -> dict[str, str]:
     r = client.post("/v1/devices", json={"model_id": model_id})
     assert r.status_code == 201, r.text
     return {"Authorization": f"Bearer {r.json()['token']}"}
+
+
+def make_settings(database_url: str, *, round_config: RoundConfig | None = None, **overrides: object) -> Settings:
+    base: dict[str, object] = {
+        "database_url": database_url, "admin_token": ADMIN_TOKEN, "rate_limit_per_minute": 0.0,
+        "scheduler_interval_s": 0.0, "scheduler_tick_s": 0.05, "max_upload_bytes": 64 * 1024,
+        "default_round": round_config or RoundConfig(round_size=1000, deadline_s=None, min_reporters=1),
+    }
+    base.update(overrides)
+    return Settings(**base)  # type: ignore[arg-type]
 
 
 def free_port() -> int:

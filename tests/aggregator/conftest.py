@@ -15,11 +15,9 @@ from fastapi.testclient import TestClient
 # The suite runs with --import-mode=importlib (no test dir on sys.path): make our helper
 # module (uniquely named, so it cannot shadow another suite's) importable by the test files.
 sys.path.insert(0, str(Path(__file__).parent))
-from agg_helpers import ADMIN_TOKEN, write_bundle
+from agg_helpers import make_settings, write_bundle
 
-from aggregator.core.config import Settings
 from aggregator.main import create_app
-from aggregator.schemas import RoundConfig
 
 PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -61,16 +59,6 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return request.getfixturevalue("sqlite_url")
     return request.getfixturevalue("pg_url")
-
-
-def make_settings(database_url: str, *, round_config: RoundConfig | None = None, **overrides: object) -> Settings:
-    base: dict[str, object] = {
-        "database_url": database_url, "admin_token": ADMIN_TOKEN, "rate_limit_per_minute": 0.0,
-        "scheduler_interval_s": 0.0, "scheduler_tick_s": 0.05, "max_upload_bytes": 64 * 1024,
-        "default_round": round_config or RoundConfig(round_size=1000, deadline_s=None, min_reporters=1),
-    }
-    base.update(overrides)
-    return Settings(**base)  # type: ignore[arg-type]
 
 
 @pytest.fixture

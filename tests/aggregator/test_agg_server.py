@@ -1,0 +1,182 @@
+"""End to end through a real uvicorn server in a subprocess: flow, concurrency, crash safety."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pytest
+from agg_helpers import (
+    ADMIN,
+    MODEL_ID,
+    Server,
+    make_update,
+    publish,
+    reference_step,
+    register,
+    wait_for,
+    write_bundle,
+)
+from sqlalchemy import create_engine, select
+
+from aggregator.models import Aggregation, Update
+from fedpa.payload import decode_tensors
+
+URL = f"/v1/models/{MODEL_ID}/updates"
+
+
+@pytest.fixture
+def server_factory():
+    servers: list[Server] = []
+
+    def start(database_url: str, **kwargs) -> Server:
+        server = Server(database_url, **kwargs).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def _status(http: httpx.Client) -> dict:
+    return http.get(f"/v1/models/{MODEL_ID}/status", headers=ADMIN).json()
+
+
+def _bank(http: httpx.Client) -> dict[str, np.ndarray]:
+    return decode_tensors(http.get(f"/v1/models/{MODEL_ID}/state", headers=ADMIN).content)
+
+
+def _assert_bank(actual, expected):
+    for name in expected:
+        np.testing.assert_allclose(actual[name], expected[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_full_flow_on_sqlite(server_factory, sqlite_url, tmp_path):
+    bank = write_bundle(tmp_path / "b")
+    server = server_factory(sqlite_url)
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        assert publish(http, tmp_path / "b", {"round_size": 3, "min_reporters": 2}).status_code == 201
+        sent = []
+        for i in range(3):
+            device = register(http)
+            groups = {"age": i % 2, "region": 0}
+            state = http.get(f"/v1/models/{MODEL_ID}/state", params={"groups": f"age:{i % 2},region:0"},
+                             headers=device)
+            assert state.status_code == 200 and state.headers["x-fedpa-state-version"] == "0"
+            body, deltas = make_update(groups, seed=i, example_count=i + 1)
+            r = http.post(URL, content=body, headers=device)
+            assert r.status_code == 202, r.text
+            sent.append((deltas, float(i + 1)))
+
+        status = wait_for(lambda: (s := _status(http))["state_version"] == 1 and s)
+        metrics = http.get("/metrics").text
+
+        assert status["aggregated_total"] == 3 and status["last_aggregation"]["skipped_groups"] == {"age=1": 1}
+        _assert_bank(_bank(http), reference_step(bank, sent, min_reporters=2))
+        assert f'fedpa_uploads_accepted_total{{model_id="{MODEL_ID}"}} 3.0' in metrics
+        assert "fedpa_aggregation_duration_seconds_bucket" in metrics
+
+
+@pytest.mark.postgres
+def test_parallel_uploads_two_workers_postgres_sync_round(server_factory, pg_url, tmp_path):
+    n = 48
+    bank = write_bundle(tmp_path / "b")
+    server = server_factory(pg_url, workers=2)
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        publish(http, tmp_path / "b", {"round_size": n, "min_reporters": 3})
+        devices = [register(http) for _ in range(n)]
+    uploads = [make_update({"age": i % 3, "region": i % 2}, seed=100 + i, example_count=1 + i % 7) for i in range(n)]
+
+    def send(i: int) -> list[int]:
+        body = uploads[i][0]
+        with httpx.Client(base_url=server.url, timeout=30) as http:  # same nonce twice: a racing replay
+            return [http.post(URL, content=body, headers=devices[i]).status_code for _ in range(2)]
+
+    with ThreadPoolExecutor(16) as pool:
+        codes = list(pool.map(send, range(n)))
+
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        status = wait_for(lambda: (s := _status(http))["state_version"] == 1 and s)
+        state = _bank(http)
+    assert all(sorted(c) == [202, 409] for c in codes), codes
+    assert (status["accepted_total"], status["aggregated_total"], status["pending_updates"]) == (n, n, 0)
+    _assert_bank(state, reference_step(bank, [(d, float(1 + i % 7)) for i, (_, d) in enumerate(uploads)],
+                                       min_reporters=3))
+    engine = create_engine(pg_url)
+    with engine.connect() as conn:
+        assert conn.execute(select(Aggregation.updates)).scalars().all() == [n]  # exactly one aggregation
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_async_two_workers_every_update_aggregated_exactly_once(server_factory, pg_url, tmp_path):
+    """Buffers flush while uploads race in; replaying the audit trail reproduces the final bank."""
+    n = 60
+    bank = write_bundle(tmp_path / "b")
+    server = server_factory(pg_url, workers=2)
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        publish(http, tmp_path / "b", {"mode": "async", "buffer_size": 8, "max_staleness": 100,
+                                       "staleness_exponent": 0.5, "min_reporters": 1})
+        devices = [register(http) for _ in range(6)]
+    uploads = {}
+
+    def send(i: int) -> int:
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            base = int(http.get(f"/v1/models/{MODEL_ID}/status", headers=devices[i % 6]).json()["state_version"])
+            body, deltas = make_update({"age": i % 3, "region": i % 2}, seed=i, base_version=base,
+                                       example_count=1 + i % 5, nonce=f"nonce-{i:012d}")
+            uploads[f"nonce-{i:012d}"] = deltas
+            return http.post(URL, content=body, headers=devices[i % 6]).status_code
+
+    with ThreadPoolExecutor(12) as pool:
+        codes = list(pool.map(send, range(n)))
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        http.post(f"/v1/models/{MODEL_ID}/aggregate", headers=ADMIN)  # flush the tail
+        status = _status(http)
+        state = _bank(http)
+
+    assert codes == [202] * n
+    assert (status["accepted_total"], status["aggregated_total"]) == (n, n)
+    engine = create_engine(pg_url)
+    with engine.connect() as conn:
+        rows = conn.execute(select(Update.nonce, Update.base_version, Update.example_count, Update.aggregated_into)
+                            .order_by(Update.id)).all()
+        sizes = conn.execute(select(Aggregation.to_state_version, Aggregation.updates)
+                             .order_by(Aggregation.id)).all()
+    engine.dispose()
+    assert sum(size for _, size in sizes) == n and [v for v, _ in sizes] == list(range(1, len(sizes) + 1))
+    expected = bank
+    for version in range(1, status["state_version"] + 1):
+        batch = [r for r in rows if r.aggregated_into == version]
+        expected = reference_step(expected, [(uploads[r.nonce], float(r.example_count)) for r in batch],
+                                  staleness=[version - 1 - r.base_version for r in batch], exponent=0.5)
+    _assert_bank(state, expected)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_update_survives_a_crash_and_is_aggregated_once(server_factory, request, tmp_path, backend):
+    url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "pg_url")
+    bank = write_bundle(tmp_path / "b")
+    server = server_factory(url)
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        publish(http, tmp_path / "b", {"round_size": 2, "min_reporters": 1})
+        device = register(http)
+        first, d1 = make_update({"age": 0, "region": 0}, seed=1)
+        assert http.post(URL, content=first, headers=device).status_code == 202
+    server.kill()  # SIGKILL right after the 202: no shutdown hooks run
+
+    restarted = server_factory(url)
+    with httpx.Client(base_url=restarted.url, timeout=30) as http:
+        before = _status(http)
+        replay = http.post(URL, content=first, headers=device)
+        second, d2 = make_update({"age": 1, "region": 0}, seed=2)
+        assert http.post(URL, content=second, headers=device).status_code == 202
+        status = wait_for(lambda: (s := _status(http))["state_version"] == 1 and s)
+        state = _bank(http)
+
+    assert before["pending_updates"] == 1 and before["accepted_total"] == 1
+    assert replay.status_code == 409
+    assert (status["aggregated_total"], status["last_aggregation"]["updates"]) == (2, 2)
+    _assert_bank(state, reference_step(bank, [(d1, 10.0), (d2, 10.0)]))

@@ -1,0 +1,280 @@
+"""Every bad-input class gets its precise 4xx, and the database is left exactly as it was."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from agg_helpers import ADMIN, DECLARED, MODEL_ID, SPEC, make_update, publish, register, write_bundle
+from sqlalchemy import func, select
+
+from aggregator.models import Aggregation, BankVersion, Device, Model, Update
+
+GROUPS = {"age": 1, "region": 0}
+URL = f"/v1/models/{MODEL_ID}/updates"
+
+
+def snapshot(client) -> tuple:
+    """Everything an upload could change: updates, bank versions, aggregations, round, buckets."""
+    db = client.app.state.runtime.db
+    with db.sessions() as s:
+        return (
+            s.execute(select(func.count(), func.max(Update.id))).one(),
+            s.scalar(select(func.count()).select_from(BankVersion)),
+            s.scalar(select(func.count()).select_from(Aggregation)),
+            s.execute(select(Model.model_id, Model.state_version, Model.round).order_by(Model.id)).all(),
+            s.execute(select(Device.id, Device.bucket_tokens, Device.bucket_at).order_by(Device.id)).all(),
+        )
+
+
+@pytest.fixture
+def ready(app_client, bundle):
+    client = app_client()
+    root, _ = bundle
+    assert publish(client, root, {"round_size": 100}).status_code == 201
+    return client, register(client)
+
+
+def _bad_arrays(kind: str) -> dict[str, np.ndarray]:
+    _, deltas = make_update(GROUPS, seed=3)
+    name = "layers.0.gate.w1"
+    if kind == "shape":
+        deltas[name] = np.zeros((3, 4), np.float32)
+    elif kind == "dtype":
+        deltas[name] = deltas[name].astype(np.float64)
+    elif kind == "nan":
+        deltas[name][0, 0] = np.nan
+    elif kind == "inf":
+        deltas[name][1, 1] = np.inf
+    elif kind == "missing":
+        deltas.pop(name)
+    elif kind == "unknown":
+        deltas["layers.9.gate.w1"] = np.zeros((4, 3), np.float32)
+    elif kind == "other_group":
+        deltas["layers.0.groups.age.lora_A@2"] = np.zeros((2, 4), np.float32)
+    return deltas
+
+
+@pytest.mark.parametrize(("kind", "match"), [
+    ("shape", "shape"), ("dtype", "dtype"), ("nan", "NaN"), ("inf", "NaN or infinite"),
+    ("missing", "missing tensors"), ("unknown", "unexpected tensors"), ("other_group", "unexpected tensors"),
+])
+def test_bad_tensors_are_422(ready, kind, match):
+    client, device = ready
+    body, _ = make_update(GROUPS, seed=3, arrays=_bad_arrays(kind))
+    before = snapshot(client)
+
+    r = client.post(URL, content=body, headers=device)
+
+    assert r.status_code == 422 and r.json()["error"] == "invalid_payload"
+    assert match in r.json()["detail"]
+    assert snapshot(client) == before
+
+
+def _meta_case(case: str) -> bytes:
+    if case == "not_safetensors":
+        return b"\x00" * 64
+    if case == "truncated":
+        return make_update(GROUPS, seed=1)[0][:-10]
+    if case == "no_metadata":
+        from fedpa.payload import encode_tensors
+
+        return encode_tensors(make_update(GROUPS, seed=1)[1])
+    if case == "bad_count":
+        return make_update(GROUPS, seed=1, meta_override={"example_count": 0})[0]
+    if case == "bad_nonce":
+        return make_update(GROUPS, seed=1, meta_override={"nonce": "short"})[0]
+    if case == "extra_field":
+        return make_update(GROUPS, seed=1, meta_override={"surprise": 1})[0]
+    if case == "bad_group_value":
+        return make_update({"age": 7, "region": 0}, seed=1, arrays={})[0]
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize(("case", "match"), [
+    ("not_safetensors", "safetensors"), ("truncated", "not valid safetensors"),
+    ("no_metadata", "fedpa.update"), ("bad_count", "example_count"), ("bad_nonce", "nonce"),
+    ("extra_field", "surprise"), ("bad_group_value", "out of range"),
+])
+def test_malformed_metadata_is_422(ready, case, match):
+    client, device = ready
+    before = snapshot(client)
+
+    r = client.post(URL, content=_meta_case(case), headers=device)
+
+    assert r.status_code == 422 and r.json()["error"] == "invalid_payload", r.text
+    assert match in r.json()["detail"]
+    assert snapshot(client) == before
+
+
+@pytest.mark.parametrize(("headers", "status", "code"), [
+    ({}, 401, "missing_token"),
+    ({"Authorization": "Bearer not-a-token"}, 401, "invalid_token"),
+    ({"Authorization": "Basic dXNlcjpwYXNz"}, 401, "missing_token"),
+    (ADMIN, 403, "device_only"),
+])
+def test_auth_failures(ready, headers, status, code):
+    client, _ = ready
+    body, _ = make_update(GROUPS, seed=1)
+    before = snapshot(client)
+
+    r = client.post(URL, content=body, headers=headers)
+
+    assert (r.status_code, r.json()["error"]) == (status, code)
+    assert snapshot(client) == before
+
+
+def test_token_of_another_model_is_403(ready, tmp_path):
+    client, _ = ready
+    write_bundle(tmp_path / "other", model_id="other")
+    publish(client, tmp_path / "other")
+    other_device = register(client, "other")
+    body, _ = make_update(GROUPS, seed=1)
+    before = snapshot(client)
+
+    upload = client.post(URL, content=body, headers=other_device)
+    state = client.get(f"/v1/models/{MODEL_ID}/state", params={"groups": "age:1,region:0"}, headers=other_device)
+    publish_as_device = client.post("/v1/models", files={"files": ("manifest.json", b"{}")}, headers=other_device)
+
+    assert (upload.status_code, upload.json()["error"]) == (403, "wrong_model")
+    assert "scoped to model 'other'" in upload.json()["detail"]
+    assert state.status_code == 403
+    assert (publish_as_device.status_code, publish_as_device.json()["error"]) == (403, "admin_only")
+    assert snapshot(client) == before
+
+
+def test_metadata_for_another_model_or_version(ready):
+    client, device = ready
+    wrong_id, _ = make_update(GROUPS, seed=1, model_id="other")
+    wrong_version, _ = make_update(GROUPS, seed=1, model_version=2)
+    before = snapshot(client)
+
+    r1 = client.post(URL, content=wrong_id, headers=device)
+    r2 = client.post(URL, content=wrong_version, headers=device)
+    r3 = client.post("/v1/models/nope/updates", content=wrong_id, headers=device)
+
+    assert (r1.status_code, r1.json()["error"]) == (422, "model_id_mismatch")
+    assert (r2.status_code, r2.json()["error"]) == (409, "model_version_mismatch")
+    assert "model_version 1" in r2.json()["detail"]
+    assert (r3.status_code, r3.json()["error"]) == (403, "wrong_model")
+    assert snapshot(client) == before
+
+
+def test_stale_base_version_in_sync_mode(ready):
+    client, device = ready
+    future, _ = make_update(GROUPS, seed=1, base_version=1)
+    before = snapshot(client)
+    r = client.post(URL, content=future, headers=device)
+    assert (r.status_code, r.json()["error"]) == (409, "stale_base")
+    assert snapshot(client) == before
+
+    ok, _ = make_update(GROUPS, seed=2)
+    assert client.post(URL, content=ok, headers=device).status_code == 202
+    assert client.post(f"/v1/models/{MODEL_ID}/aggregate", headers=ADMIN).json()["state_version"] == 1
+    old, _ = make_update(GROUPS, seed=3, base_version=0)
+    before = snapshot(client)
+    r = client.post(URL, content=old, headers=device)
+    assert (r.status_code, r.json()["error"]) == (409, "stale_base")
+    assert "current shared state is version 1" in r.json()["detail"]
+    assert snapshot(client) == before
+
+
+def test_replayed_nonce_is_409_and_stored_once(ready):
+    client, device = ready
+    body, _ = make_update(GROUPS, seed=1, nonce="n" * 20)
+    first = client.post(URL, content=body, headers=device)
+    before = snapshot(client)
+
+    again = client.post(URL, content=body, headers=device)
+    other_device = client.post(URL, content=body, headers=register(client))
+
+    assert first.status_code == 202
+    assert (again.status_code, again.json()["error"]) == (409, "replayed_nonce")
+    assert other_device.status_code == 409
+    assert snapshot(client)[:4] == before[:4]  # a new device row was added by register(); nothing else
+
+
+def test_oversized_body_is_413_declared_or_streamed(ready):
+    client, device = ready
+    big = make_update(GROUPS, seed=1)[0] + b"\x00" * (64 * 1024)
+    before = snapshot(client)
+
+    declared = client.post(URL, content=big, headers=device)
+    streamed = client.post(URL, content=iter([big[:40_000], big[40_000:]]), headers=device)
+    metrics = client.get("/metrics").text
+
+    assert (declared.status_code, declared.json()["error"]) == (413, "payload_too_large")
+    assert "exceeds the limit of 65536 bytes" in declared.json()["detail"]
+    assert (streamed.status_code, streamed.json()["error"]) == (413, "payload_too_large")
+    assert snapshot(client) == before
+    assert 'fedpa_uploads_rejected_total{reason="payload_too_large"} 2.0' in metrics
+
+
+def test_weaker_declared_privacy_is_422(ready):
+    client, device = ready
+    weak = DECLARED.model_copy(update={"noise_multiplier": 0.1})
+    none = DECLARED.model_copy(update={"mechanism": "none", "noise_multiplier": 0.0})
+    before = snapshot(client)
+
+    r1 = client.post(URL, content=make_update(GROUPS, seed=1, privacy=weak)[0], headers=device)
+    r2 = client.post(URL, content=make_update(GROUPS, seed=1, privacy=none)[0], headers=device)
+
+    assert (r1.status_code, r1.json()["error"]) == (422, "privacy_below_floor")
+    assert (r2.status_code, r2.json()["error"]) == (422, "privacy_below_floor")
+    assert snapshot(client) == before
+
+
+def test_rate_limit_is_429_per_device(app_client, bundle):
+    client = app_client(rate_limit_per_minute=1.0, rate_limit_burst=2)
+    root, _ = bundle
+    publish(client, root, {"round_size": 100})
+    device, other = register(client), register(client)
+    for seed in range(2):
+        assert client.post(URL, content=make_update(GROUPS, seed=seed)[0], headers=device).status_code == 202
+    before = snapshot(client)
+
+    limited = client.post(URL, content=make_update(GROUPS, seed=5)[0], headers=device)
+    after_refusal = snapshot(client)
+    others_ok = client.post(URL, content=make_update(GROUPS, seed=6)[0], headers=other)
+
+    assert (limited.status_code, limited.json()["error"]) == (429, "rate_limited")
+    assert int(limited.headers["retry-after"]) >= 1
+    assert after_refusal == before
+    assert others_ok.status_code == 202
+    assert 'fedpa_uploads_rejected_total{reason="rate_limited"} 1.0' in client.get("/metrics").text
+
+
+def test_async_mode_refuses_too_stale_and_future_bases(app_client, bundle):
+    client = app_client()
+    root, _ = bundle
+    publish(client, root, {"mode": "async", "buffer_size": 1, "max_staleness": 1})
+    device = register(client)
+    for version in range(2):  # two buffer flushes: state version 2
+        client.post(URL, content=make_update(GROUPS, seed=version, base_version=version)[0], headers=device)
+        client.post(f"/v1/models/{MODEL_ID}/aggregate", headers=ADMIN)
+    before = snapshot(client)
+
+    too_old = client.post(URL, content=make_update(GROUPS, seed=9, base_version=0)[0], headers=device)
+    future = client.post(URL, content=make_update(GROUPS, seed=9, base_version=3)[0], headers=device)
+
+    assert before[3][0][1] == 2
+    assert (too_old.status_code, too_old.json()["error"]) == (409, "stale_base")
+    assert "[1, 2]" in too_old.json()["detail"]
+    assert (future.status_code, future.json()["error"]) == (409, "stale_base")
+    assert snapshot(client) == before
+
+
+def test_unknown_routes_and_bad_requests_share_the_error_shape(ready):
+    client, device = ready
+
+    missing = client.get("/v1/nothing-here")
+    wrong_method = client.put(URL, headers=device)
+    bad_json = client.post("/v1/devices", json={"model": MODEL_ID})
+    unknown_model = client.post("/v1/devices", json={"model_id": "nope"})
+    bad_groups = client.get(f"/v1/models/{MODEL_ID}/state", params={"groups": "age=1"}, headers=device)
+
+    assert (missing.status_code, missing.json()["error"]) == (404, "not_found")
+    assert (wrong_method.status_code, wrong_method.json()["error"]) == (405, "method_not_allowed")
+    assert (bad_json.status_code, bad_json.json()["error"]) == (422, "invalid_request")
+    assert (unknown_model.status_code, unknown_model.json()["error"]) == (404, "unknown_model")
+    assert (bad_groups.status_code, bad_groups.json()["error"]) == (422, "invalid_payload")
+    assert SPEC.attributes == {"age": 3, "region": 2}
