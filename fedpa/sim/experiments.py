@@ -1,0 +1,194 @@
+"""The SPEC §8 results table: every method, tuned on validation, over several seeds.
+
+Protocol (docs/simulation.md): for each seed the dataset is split and a teacher pre-trained and a
+student distilled on the open users (cached per dataset and seed). On seed ``seeds[0]`` each
+trainable method's settings are picked from a small grid by **validation** GAUC (test is never
+looked at); those settings then run on every seed. The table reports test metrics at the best
+validation round, mean ± std over seeds.
+
+Usage: ``paths = run_experiments("kuaisar-r", "/data/kuaisar-r", ExperimentConfig(), Path("out"))``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedpa.errors import ConfigError
+from fedpa.model import Backbone
+from fedpa.sim.methods import METHODS, get_method
+from fedpa.sim.runner import SimConfig, SimResult, simulate
+from fedpa.sim.server import AggregationConfig
+
+__all__ = ["DEFAULT_GRID", "TABLE_METHODS", "ExperimentConfig", "cached_student", "run_experiments", "run_trial"]
+
+TABLE_METHODS: tuple[str, ...] = ("fm-only", "user-ctr", "local-only", "fedavg-full", "fedavg-lora",
+                                  "global-private-lora", "fedpa-paper", "fedpa-zero-init", "fedpa")
+_LRS = (0.1, 0.3, 1.0, 3.0)
+# Each trial: Method field overrides, plus "server_lr" for the server. Same lr grid for every
+# trainable baseline; our variant additionally searches the server learning rate and the rank.
+DEFAULT_GRID: dict[str, list[dict[str, Any]]] = {
+    **{m: [{"lr": lr} for lr in _LRS] for m in ("local-only", "fedavg-full", "fedavg-lora", "global-private-lora",
+                                                "fedpa-paper", "fedpa-zero-init")},
+    "fedpa": [{"lr": lr, "server_lr": s, "rank": r} for lr in _LRS for s in (1.0, 3.0) for r in (4,)],
+}
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    rounds: int = 30
+    fraction: float = 1.0
+    local_epochs: int = 1
+    seeds: tuple[int, ...] = (0, 1, 2)
+    methods: tuple[str, ...] = TABLE_METHODS
+    tune: bool = True
+    grid: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: DEFAULT_GRID)
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.seeds:
+            raise ConfigError(f"unknown methods {unknown} or no seeds (known: {sorted(METHODS)})")
+
+
+def cached_student(ds: Any, *, seed: int, cache_dir: Path) -> Backbone:
+    """The distilled student for (dataset, seed): trained once (teacher → student), then loaded."""
+    from fedpa.train import distill, load_checkpoint, pretrain, save_checkpoint
+
+    path = Path(cache_dir) / f"{ds.name}-seed{seed}-student.pt"
+    if path.is_file():
+        ckpt = load_checkpoint(path)
+        if ckpt.schema.to_dict() == ds.schema.to_dict():
+            return ckpt.model
+    teacher = pretrain(ds, seed=seed)
+    save_checkpoint(path.with_name(f"{ds.name}-seed{seed}-teacher.pt"), teacher.model, ds.schema, kind="teacher",
+                    metrics=teacher.metrics)
+    student = distill(ds, teacher.model, seed=seed)
+    save_checkpoint(path, student.model, ds.schema, kind="student",
+                    metrics={**student.metrics, "teacher": teacher.metrics})
+    return student.model
+
+
+def run_trial(ds: Any, student: Backbone, method: str, trial: dict[str, Any], config: ExperimentConfig, *,
+              seed: int) -> SimResult:
+    """One simulation of ``method`` with a trial's overrides (``server_lr`` goes to the server)."""
+    overrides = {k: v for k, v in trial.items() if k != "server_lr"}
+    sim = SimConfig(rounds=config.rounds, fraction=config.fraction, local_epochs=config.local_epochs, seed=seed,
+                    aggregation=AggregationConfig(server_lr=float(trial.get("server_lr", 1.0))))
+    return simulate(ds, student, get_method(method, **overrides), sim)
+
+
+def _tune(ds: Any, student: Backbone, method: str, config: ExperimentConfig, seed: int,
+          say: Callable[[str], None]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    grid = config.grid.get(method, [])
+    if METHODS[method].kind == "static" or not config.tune or not grid:
+        return {}, []
+    trials = []
+    for trial in grid:
+        say(f"tuning {method} {trial}")
+        r = run_trial(ds, student, method, trial, config, seed=seed)
+        trials.append({"trial": trial, "val_gauc": r.val["gauc"], "val_auc": r.val["auc"], "best_round": r.best_round})
+    best = max(trials, key=lambda t: np.nan_to_num(t["val_gauc"], nan=-1.0))
+    return best["trial"], trials
+
+
+def _stats(values: Sequence[float]) -> dict[str, float]:
+    a = np.asarray(values, np.float64)
+    return {"mean": float(np.mean(a)), "std": float(np.std(a, ddof=1)) if a.size > 1 else 0.0}
+
+
+def summarise(results: dict[str, list[SimResult]]) -> dict[str, dict[str, Any]]:
+    """Per method: mean/std over seeds of test metrics, costs and time."""
+    out = {}
+    for method, runs in results.items():
+        out[method] = {
+            **{f"test_{k}": _stats([r.test[k] for r in runs]) for k in ("auc", "gauc", "logloss", "precision")},
+            **{f"val_{k}": _stats([r.val[k] for r in runs]) for k in ("auc", "gauc")},
+            "best_round": _stats([r.best_round for r in runs]),
+            "seconds_per_round": _stats([r.seconds_per_round for r in runs]),
+            "upload_bytes": _stats([r.upload_bytes_per_client_round for r in runs]),
+            "download_bytes": _stats([r.download_bytes_per_client_round for r in runs]),
+        }
+    return out
+
+
+def _markdown(dataset: str, summary: dict[str, dict[str, Any]], tuned: dict[str, dict[str, Any]],
+              config: ExperimentConfig) -> str:
+    def pm(s: dict[str, float], digits: int = 4) -> str:
+        return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
+
+    lines = [f"### {dataset}: {config.rounds} rounds, fraction {config.fraction}, {config.local_epochs} local "
+             f"epoch(s), seeds {list(config.seeds)}", "",
+             "| method | test GAUC | test AUC | logloss | best round | upload B/client/round | "
+             "download B/client/round | s/round | tuned |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for method, s in summary.items():
+        lines.append(f"| {method} | {pm(s['test_gauc'])} | {pm(s['test_auc'])} | {pm(s['test_logloss'])} | "
+                     f"{s['best_round']['mean']:.1f} | {s['upload_bytes']['mean']:,.0f} | "
+                     f"{s['download_bytes']['mean']:,.0f} | {s['seconds_per_round']['mean']:.3f} | "
+                     f"{json.dumps(tuned.get(method, {}))} |")
+    return "\n".join(lines) + "\n"
+
+
+def _plot(dataset: str, results: dict[str, list[SimResult]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    for ax, split in zip(axes, ("val", "test"), strict=True):
+        for method, runs in results.items():
+            curves = np.array([[p[split]["gauc"] for p in r.curve] for r in runs], np.float64)
+            if curves.shape[1] == 1:  # static methods: a flat reference line
+                ax.axhline(curves.mean(), linestyle="--", linewidth=1, label=method)
+                continue
+            ax.plot(np.arange(curves.shape[1]), curves.mean(0), label=method)
+        ax.set_title(f"{dataset}: {split} GAUC per round (mean over seeds)")
+        ax.set_xlabel("round")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("GAUC")
+    axes[1].legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run_experiments(dataset: str, data_dir: str | Path | None, config: ExperimentConfig, out_dir: Path, *,
+                    progress: Callable[[str], None] | None = None) -> dict[str, str]:
+    """Run the table; writes ``<dataset>-table.md``, ``<dataset>-results.json``, ``<dataset>-gauc.png``."""
+    from fedpa.data import load_dataset
+
+    say = progress or (lambda _m: None)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, list[SimResult]] = {m: [] for m in config.methods}
+    tuned: dict[str, dict[str, Any]] = {}
+    tuning: dict[str, list[dict[str, Any]]] = {}
+    start = time.perf_counter()
+    for seed in config.seeds:
+        say(f"seed {seed}: loading and distilling (cached)")
+        ds = load_dataset(dataset, data_dir, seed=seed)
+        student = cached_student(ds, seed=seed, cache_dir=out_dir / "students")
+        for method in config.methods:
+            if seed == config.seeds[0]:
+                tuned[method], tuning[method] = _tune(ds, student, method, config, seed, say)
+            say(f"seed {seed}: {method} {tuned[method]}")
+            results[method].append(run_trial(ds, student, method, tuned[method], config, seed=seed))
+    summary = summarise(results)
+    name = dataset if data_dir is None else Path(data_dir).name
+    paths = {"markdown": out_dir / f"{name}-table.md", "json": out_dir / f"{name}-results.json",
+             "png": out_dir / f"{name}-gauc.png"}
+    paths["markdown"].write_text(_markdown(name, summary, tuned, config))
+    paths["json"].write_text(json.dumps({
+        "dataset": dataset, "data_dir": str(data_dir) if data_dir else None, "config": asdict(config),
+        "tuned": tuned, "tuning": tuning, "summary": summary, "wall_seconds": time.perf_counter() - start,
+        "runs": {m: [r.to_dict() for r in rs] for m, rs in results.items()},
+    }, indent=1, default=float))
+    _plot(name, results, paths["png"])
+    return {k: str(v) for k, v in paths.items()}

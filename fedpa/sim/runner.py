@@ -1,0 +1,208 @@
+"""Synchronous federated rounds (SPEC §3) over the private users of a dataset, with evaluation.
+
+A round: the server picks a fraction of the clients (seeded), each downloads the gate and its
+groups' adapters, trains them with its private adapter for E local epochs on its own train rows
+(batched over clients by ``fedpa.sim.engine``), optionally clips and noises its shared delta (LDP),
+encodes it for the wire; the server aggregates with ``fedpa.aggregation.aggregate_bank``. After
+every round all private users are scored on val and test with their current private adapter and
+the current bank; the reported test metrics are those of the round with the best validation
+metric (``select``, pooled AUC by default as in SPEC §3; GAUC is the headline metric).
+
+Usage: ``result = simulate(ds, student, get_method("fedpa"), SimConfig(rounds=30, seed=0))``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from fedpa.errors import ConfigError
+from fedpa.model import Backbone
+from fedpa.privacy import PrivacyConfig, epsilon_after
+from fedpa.sim.engine import LocalConfig, Population, local_train, predict
+from fedpa.sim.layout import ClientRows, segments
+from fedpa.sim.methods import Method, Program, build_program
+from fedpa.sim.scoring import evaluate_fast
+from fedpa.sim.server import AggregationConfig, aggregate_round, apply_ldp, wire_names
+from fedpa.sim.wire import WireDtype, encode_update, quantize
+
+__all__ = ["SimConfig", "SimResult", "select_clients", "simulate"]
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Everything about a run except the method (whose ``lr``/``batch_size`` drive local SGD)."""
+
+    rounds: int = 30
+    fraction: float = 1.0  # of the private users with train rows, per round
+    local_epochs: int = 1
+    seed: int = 0
+    aggregation: AggregationConfig = field(default_factory=AggregationConfig)
+    privacy: PrivacyConfig | None = None
+    wire_dtype: WireDtype = "fp32"
+    packed: bool = False  # one concatenated tensor per upload (see fedpa.sim.wire)
+    select: Literal["auc", "gauc"] = "auc"
+    exact_aggregation: bool = False  # one ClientUpdate per client even for the weighted mean
+    max_rows: int = 1 << 16
+
+    def __post_init__(self) -> None:
+        if self.rounds < 0 or not 0 < self.fraction <= 1 or self.local_epochs < 0:
+            raise ConfigError(f"need rounds ≥ 0, 0 < fraction ≤ 1, local_epochs ≥ 0; got {self}")
+        if self.select not in ("auc", "gauc"):
+            raise ConfigError(f"select must be 'auc' or 'gauc', got {self.select!r}")
+
+
+@dataclass
+class SimResult:
+    """What a run produced; ``to_dict()`` is the CLI's JSON."""
+
+    method: str
+    dataset: str
+    rounds: int
+    best_round: int
+    test: dict[str, float]
+    val: dict[str, float]
+    seconds_per_round: float
+    upload_bytes_per_client_round: float
+    download_bytes_per_client_round: float
+    curve: list[dict[str, Any]]
+    info: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def select_clients(eligible: np.ndarray, fraction: float, *, seed: int, round: int) -> np.ndarray:
+    """The round's participants: ``round(fraction·n)`` (≥ 1) of ``eligible``, seeded by (seed, round)."""
+    if fraction >= 1.0:
+        return eligible
+    k = max(1, math.floor(fraction * eligible.size + 0.5))  # round half up, never zero
+    rng = np.random.default_rng([seed, round, 0x5E1EC7])
+    return np.sort(rng.choice(eligible, size=k, replace=False))
+
+
+
+def _metrics(rows: ClientRows, logits: np.ndarray) -> dict[str, float]:
+    return evaluate_fast(rows.user, rows.y.numpy(), logits)
+
+
+def _bytes_per_client(program: Program, values: dict[str, np.ndarray], clients: np.ndarray, dtype: WireDtype,
+                      packed: bool) -> tuple[float, float]:
+    """Mean (upload, download) payload bytes of these clients: exact encodings of their tensors."""
+    spec = program.spec
+    if spec is None or clients.size == 0:
+        return 0.0, 0.0
+    names = wire_names(spec)
+    by_name = spec.by_name()
+    keys = np.stack([values[a][clients] for a in spec.attributes] or [np.zeros(clients.size, np.int64)], 1)
+    combos, counts = np.unique(keys, axis=0, return_counts=True)
+    up = down = 0.0
+    for combo, count in zip(combos, counts, strict=True):
+        groups = dict(zip(spec.attributes, (int(v) for v in combo), strict=False))
+        tensors = {}
+        for p, a in {t.param: t.attribute for t in spec.tensors}.items():
+            name = names[(p, None if a is None else groups[a])]
+            tensors[name] = np.zeros(by_name[name].shape, np.float32)
+        up += count * len(encode_update(tensors, dtype, packed=packed))
+        down += count * len(encode_update(tensors, "fp32", packed=False))
+    return up / clients.size, down / clients.size
+
+
+def _static(method: Method, ds: Any, student: Backbone, val: ClientRows, test: ClientRows,
+            train: ClientRows) -> tuple[dict[str, float], dict[str, float]]:
+    if method.name == "user-ctr":
+        owner = np.repeat(np.arange(len(train)), train.counts)
+        clicks = np.bincount(owner, weights=train.y.numpy(), minlength=len(train))
+        rate = np.clip(clicks / np.maximum(train.counts, 1), 1e-4, 1 - 1e-4)
+        logit = np.log(rate / (1 - rate))
+        return tuple(_metrics(r, np.repeat(logit, r.counts)) for r in (val, test))  # type: ignore[return-value]
+    with torch.no_grad():
+        return tuple(_metrics(r, student(r.x).numpy()) for r in (val, test))  # type: ignore[return-value]
+
+
+def simulate(ds: Any, student: Backbone, method: Method, config: SimConfig | None = None, *,
+             progress: Callable[[dict[str, Any]], None] | None = None) -> SimResult:
+    """Run ``config.rounds`` synchronous rounds of ``method`` on ``ds``'s private users."""
+    config = config or SimConfig()
+    users = np.asarray(ds.private_users, np.int64)
+    train, val, test = (ClientRows.from_split(s, users) for s in (ds.private_train, ds.private_val, ds.private_test))
+    info: dict[str, Any] = {"clients": int(users.size), "train_rows": int(train.x.shape[0]),
+                            "method_config": asdict(method), "config": asdict(config)}
+    if method.kind == "static":
+        start = time.perf_counter()
+        v, t = _static(method, ds, student, val, test, train)
+        curve = [{"round": 0, "val": v, "test": t, "seconds": time.perf_counter() - start}]
+        return SimResult(method.name, ds.name, 0, 0, t, v, 0.0, 0.0, 0.0, curve, info)
+
+    program = build_program(method, student, ds.schema, ds.user_groups[users], seed=config.seed)
+    pop = Population(program.private_init, users.size, program.spec, program.bank, program.group_values)
+    local = LocalConfig(lr=method.lr, batch_size=method.batch_size, epochs=config.local_epochs,
+                        max_rows=config.max_rows)
+    segs = {name: (rows, segments(rows)) for name, rows in (("val", val), ("test", test))}
+
+    def evaluate_all() -> dict[str, dict[str, float]]:
+        return {name: _metrics(rows, predict(program.forward, pop.params, rows, s, max_rows=config.max_rows))
+                for name, (rows, s) in segs.items()}
+
+    first = evaluate_all()
+    curve: list[dict[str, Any]] = [{"round": 0, **first, "seconds": 0.0}]
+    eligible = np.flatnonzero(train.counts > 0)
+    participations = np.zeros(users.size, np.int64)
+    up_total = down_total = 0.0
+    shared = list(pop.shared)
+    for r in range(config.rounds):
+        start = time.perf_counter()
+        part = select_clients(eligible, config.fraction, seed=config.seed, round=r)
+        clients = torch.from_numpy(part)
+        downloaded = pop.params(clients, copy=True)
+        trained, loss = local_train(program.forward, downloaded, train, part, local, seed=config.seed, round=r)
+        pop.store_private(clients, trained)
+        report = None
+        if shared:
+            values = pop.group_values(clients)
+            deltas = {p: trained[p] - downloaded[p] for p in shared}
+            if config.privacy is not None:
+                deltas = apply_ldp(deltas, program.spec, values, users[part], config.privacy,
+                                   seed=config.seed, round=r)
+            deltas = {p: quantize(d, config.wire_dtype) for p, d in deltas.items()}
+            bank, report = aggregate_round(pop.bank, program.spec, deltas, values, train.counts[part],
+                                           config.aggregation, exact=config.exact_aggregation)
+            pop.set_bank(bank)
+        participations[part] += 1
+        up, down = _bytes_per_client(program, program.group_values, part, config.wire_dtype, config.packed)
+        up_total, down_total = up_total + up, down_total + down
+        metrics = evaluate_all()
+        point = {"round": r + 1, **metrics, "train_loss": float(np.nanmean(loss.numpy())),
+                 "clients": int(part.size), "seconds": time.perf_counter() - start}
+        if report is not None and report.skipped_groups:
+            point["skipped_groups"] = dict(report.skipped_groups)
+        curve.append(point)
+        if progress is not None:
+            progress(point)
+
+    candidates = curve[1:] or curve
+    best = max(candidates, key=lambda p: (np.nan_to_num(p["val"][config.select], nan=-1.0), -p["round"]))
+    rounds = max(config.rounds, 1)
+    if config.privacy is not None:
+        info["epsilon"] = epsilon_after(int(participations.max(initial=0)), config.privacy)
+        info["delta"] = config.privacy.delta
+    info["private_floats_per_client"] = program.private_floats
+    info["shared_floats_per_client"] = _shared_floats(program)
+    return SimResult(method.name, ds.name, config.rounds, best["round"], best["test"], best["val"],
+                     float(np.mean([p["seconds"] for p in curve[1:]])) if config.rounds else 0.0,
+                     up_total / rounds, down_total / rounds, curve, info)
+
+
+def _shared_floats(program: Program) -> int:
+    """Floats one client uploads per round: the gate plus one adapter per grouping attribute."""
+    if program.spec is None:
+        return 0
+    sizes = {t.param: t.numel for t in program.spec.tensors}
+    return int(sum(sizes.values()))
+

@@ -1,0 +1,163 @@
+"""The server side of a simulated round: LDP on each client's upload, then ``aggregate_bank``.
+
+The aggregation rule itself is :func:`fedpa.aggregation.aggregate_bank` — the function the HTTP
+aggregator calls — so the simulation and the service agree. What this module adds is the bridge
+from the engine's stacked deltas (``{param: [U, ...]}``) to that function:
+
+* ``exact`` path: one :class:`~fedpa.aggregation.ClientUpdate` per client (numpy views, no copies),
+  every option handled by ``aggregate_bank`` itself. Needed for trimmed mean and median.
+* ``fast`` path (weighted mean only): the same arithmetic pre-reduced in torch. For each shared
+  tensor, ``Σ_i w_i s_i Δ_i / Σ_i w_i`` over its reporters (``s_i`` the norm-bound scale, ``w_i``
+  the capped weight) is exactly what ``WeightedMean`` computes on the stacked per-client deltas;
+  it is handed to ``aggregate_bank`` as one pre-averaged update per tensor group, which applies
+  the server learning rate and the float32 cast. ``min_reporters`` is checked on the true counts.
+  ``tests/sim/test_server.py`` shows both paths give the same bank.
+
+Usage: ``bank, report = aggregate_round(bank, spec, deltas, values, weights, AggregationConfig())``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from fedpa.aggregation import AggregationReport, ClientUpdate, WeightedMean, aggregate_bank, make_strategy
+from fedpa.errors import ConfigError
+from fedpa.privacy import PrivacyConfig, clip_and_noise
+from fedpa.schedule import round_rng
+from fedpa.state import SharedStateSpec
+
+__all__ = ["AggregationConfig", "aggregate_round", "apply_ldp", "client_updates", "wire_names"]
+
+
+@dataclass(frozen=True)
+class AggregationConfig:
+    """Server options of SPEC §3 (names as in ``aggregate_bank``)."""
+
+    rule: str = "mean"  # mean | trimmed-mean | median
+    trim_beta: float = 0.1
+    server_lr: float = 1.0
+    min_reporters: int = 1
+    weight_cap: float | None = None
+    norm_bound: float | None = None
+
+    def __post_init__(self) -> None:
+        make_strategy(self.rule, trim_beta=self.trim_beta)  # validates the name and beta
+        if not self.server_lr > 0 or self.min_reporters < 1:
+            raise ConfigError(f"need server_lr > 0 and min_reporters ≥ 1, got {self.server_lr}, {self.min_reporters}")
+
+
+def wire_names(spec: SharedStateSpec) -> dict[tuple[str, int | None], str]:
+    """(param, group value or None for the gate) → the tensor's wire name, read off the spec."""
+    return {(t.param, t.value): t.name for t in spec.tensors}
+
+
+def _attributes(spec: SharedStateSpec) -> dict[str, str | None]:
+    return {t.param: t.attribute for t in spec.tensors}
+
+
+def client_updates(deltas: Mapping[str, Tensor], spec: SharedStateSpec, values: Mapping[str, np.ndarray],
+                   weights: np.ndarray) -> list[ClientUpdate]:
+    """One ClientUpdate per client, wire-named, as the aggregator would receive them (views, no copy)."""
+    names = wire_names(spec)
+    owner = _attributes(spec)
+    arrays = {p: d.detach().numpy() for p, d in deltas.items()}
+    updates = []
+    for i, w in enumerate(weights):
+        d = {}
+        for p, a in arrays.items():
+            attribute = owner[p]
+            d[names[(p, None if attribute is None else int(values[attribute][i]))]] = a[i]
+        updates.append(ClientUpdate(deltas=d, weight=float(w)))
+    return updates
+
+
+def apply_ldp(deltas: Mapping[str, Tensor], spec: SharedStateSpec, values: Mapping[str, np.ndarray],
+              users: np.ndarray, privacy: PrivacyConfig, *, seed: int, round: int) -> dict[str, Tensor]:
+    """Each client clips and noises its own whole upload with its own generator (SPEC §4).
+
+    The generator is ``round_rng(seed, user, round, stream=1)`` — the edge client's noise stream —
+    so a simulated client's noise does not depend on who else takes part.
+    """
+    if privacy.mechanism == "none":
+        return dict(deltas)
+    out = {p: d.detach().clone() for p, d in deltas.items()}
+    arrays = {p: d.numpy() for p, d in out.items()}  # shares memory with `out`
+    for i, user in enumerate(users):
+        update = {p: a[i] for p, a in arrays.items()}
+        noised, _ = clip_and_noise(update, clip_norm=privacy.clip_norm, noise_multiplier=privacy.noise_multiplier,
+                                   rng=round_rng(seed, int(user), round, stream=1), mechanism=privacy.mechanism)
+        for p, a in noised.items():
+            arrays[p][i] = a
+    return out
+
+
+def _norm_scales(deltas: Mapping[str, Tensor], bound: float | None) -> Tensor:
+    n = next(iter(deltas.values())).shape[0]
+    if bound is None:
+        return torch.ones(n, dtype=torch.float64)
+    sq = sum(d.double().flatten(1).square().sum(1) for d in deltas.values())
+    return torch.clamp(bound / torch.clamp(torch.sqrt(sq), min=1e-12), max=1.0)  # aggregate_bank's rule
+
+
+def _fast(bank: Mapping[str, np.ndarray], spec: SharedStateSpec, deltas: Mapping[str, Tensor],
+          values: Mapping[str, np.ndarray], weights: np.ndarray, config: AggregationConfig
+          ) -> tuple[dict[str, np.ndarray], AggregationReport]:
+    w = torch.as_tensor(weights, dtype=torch.float64)
+    if config.weight_cap is not None:
+        w = torch.clamp(w, max=config.weight_cap)
+    coef = w * _norm_scales(deltas, config.norm_bound)  # per client: weight × norm-bound scale
+    names = wire_names(spec)
+    owner = _attributes(spec)
+    cards = spec.attributes
+    gate: dict[str, np.ndarray] = {}
+    per_group: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+    counts = {a: np.bincount(values[a], minlength=cards[a]) for a in cards}
+    wsum = {a: torch.zeros(cards[a], dtype=torch.float64).index_add_(0, torch.as_tensor(values[a]), w) for a in cards}
+    for p, d in deltas.items():
+        weighted = d.double() * coef.view(-1, *([1] * (d.dim() - 1)))  # [U, ...]
+        attribute = owner[p]
+        if attribute is None:
+            gate[names[(p, None)]] = (weighted.sum(0) / w.sum()).numpy()
+            continue
+        v = torch.as_tensor(values[attribute])
+        sums = torch.zeros(cards[attribute], *d.shape[1:], dtype=torch.float64).index_add_(0, v, weighted)
+        for value in np.flatnonzero(counts[attribute]):
+            per_group.setdefault((attribute, int(value)), {})[names[(p, int(value))]] = (
+                sums[value] / wsum[attribute][value]).numpy()
+    report = AggregationReport()
+    virtual = [ClientUpdate(deltas=gate, weight=1.0)] if gate else []
+    if gate:
+        report.reporters["gate"] = len(weights)
+    for (attribute, value), tensors in per_group.items():
+        n = int(counts[attribute][value])
+        report.reporters[f"{attribute}={value}"] = n
+        if n < config.min_reporters:
+            report.skipped_groups[f"{attribute}={value}"] = n
+        else:
+            virtual.append(ClientUpdate(deltas=tensors, weight=1.0))
+    new_bank, inner = aggregate_bank(bank, virtual, spec, strategy=WeightedMean(), server_lr=config.server_lr)
+    report.updated = inner.updated
+    return new_bank, report
+
+
+def aggregate_round(bank: Mapping[str, np.ndarray], spec: SharedStateSpec, deltas: Mapping[str, Tensor],
+                    values: Mapping[str, np.ndarray], weights: np.ndarray, config: AggregationConfig, *,
+                    exact: bool = False) -> tuple[dict[str, np.ndarray], AggregationReport]:
+    """New bank from one round's uploads (``deltas[param][i]`` from the client with ``values[·][i]``).
+
+    ``exact=True`` forces one ClientUpdate per client through ``aggregate_bank`` even for the mean.
+    """
+    weights = np.asarray(weights, np.float64)
+    if not deltas or weights.size == 0:
+        return {k: np.array(v, copy=True) for k, v in bank.items()}, AggregationReport()
+    if config.rule == "mean" and not exact:
+        return _fast(bank, spec, deltas, values, weights, config)
+    updates = client_updates(deltas, spec, values, weights)
+    return aggregate_bank(bank, updates, spec, strategy=make_strategy(config.rule, trim_beta=config.trim_beta),
+                          server_lr=config.server_lr, min_reporters=config.min_reporters,
+                          weight_cap=config.weight_cap, norm_bound=config.norm_bound)
