@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Host tests of the Android demo's plain-Java core, on the JVM with JUnit 4 (Debian's jars).
+#
+#   1. fetch junit4 + hamcrest + org.json (Debian packages, unpacked into .tools/, no system change)
+#   2. write reference data with the project's Python code (tools/make_fixtures.py)
+#   3. build a real bundle with `fedpa-export build --dataset synthetic` (cached by source hash)
+#   4. start a real aggregator on loopback (SQLite), publish the bundle (rounds closed by the test)
+#   5. compile core (Java 8) + tests, run them; the last line is "N passed, N failed, N skipped"
+#
+# Environment: PYTHON (default: ../.venv/bin/python, else python3) must have the project
+# installed with its ml + aggregator extras. Exit status is non-zero if any test failed.
+set -euo pipefail
+cd "$(dirname "$0")"
+HERE=$PWD
+BUILD=$HERE/build/test
+mkdir -p "$BUILD"
+
+if [[ -z "${PYTHON:-}" ]]; then
+  if [[ -x ../.venv/bin/python ]]; then PYTHON=$(cd .. && pwd)/.venv/bin/python; else PYTHON=$(command -v python3); fi
+fi
+BIN=$(dirname "$PYTHON")
+export PYTHONPATH="$(cd .. && pwd)${PYTHONPATH:+:$PYTHONPATH}"
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # shared 2-core machines: keep torch polite
+start=$(date +%s)
+
+echo "== test tools (Debian junit4, hamcrest, org.json)"
+if ! tools_env=$(python3 tools/debtools.py test); then
+  echo "cannot fetch the JUnit/org.json jars; no tests ran"
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+eval "$tools_env"
+CP_LIBS=$JSON_JAR:$JUNIT_JAR:$HAMCREST_JAR
+
+echo "== reference data from the Python code"
+key=$(cat ../export/*.py ../fedpa/*.py ../fedpa/*/*.py tools/make_fixtures.py 2>/dev/null | sha256sum | cut -c1-16)
+FIXTURES=$BUILD/fixtures-$key  # both cached until the Python sources change
+if [[ ! -f $FIXTURES/model.onnx ]]; then
+  rm -rf "$BUILD"/fixtures-*
+  nice "$PYTHON" tools/make_fixtures.py "$FIXTURES" 2>&1 | grep -v -i -E "warning|torchvision|^\s*$" || true
+fi
+[[ -f $FIXTURES/model.onnx ]] || { echo "fixtures were not written"; echo "0 passed, 1 failed"; exit 1; }
+
+echo "== test bundle (fedpa-export build --dataset synthetic)"
+BUNDLE=$BUILD/bundle-$key
+if [[ ! -f $BUNDLE/manifest.json ]]; then
+  rm -rf "$BUILD"/bundle-*
+  nice "$BIN/fedpa-export" build --out "$BUNDLE" --dataset synthetic --model-id android-test \
+    --option n_users=200 --option n_items=100 --option interactions_per_user=30 --seed 0 \
+    --max-batch 256 --max-train-batch 256 2>&1 | grep -v -E "torchvision|cpuinfo|^\s*$" | tail -4
+fi
+[[ -f $BUNDLE/manifest.json ]] || { echo "fedpa-export did not write a bundle"; echo "0 passed, 1 failed"; exit 1; }
+
+echo "== aggregator on loopback"
+AGG=$BUILD/aggregator
+rm -rf "$AGG" && mkdir -p "$AGG"
+DB="sqlite:///$AGG/agg.db"
+PORT=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$BIN/fedpa-aggregator" admin publish "$BUNDLE" --database-url "$DB" \
+  --config '{"round_size": 1000, "min_reporters": 1, "deadline_s": null}' > "$AGG/publish.json"
+ADMIN_TOKEN=$("$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(32))')
+FEDPA_ADMIN_TOKEN=$ADMIN_TOKEN FEDPA_RATE_LIMIT_PER_MINUTE=0 "$BIN/fedpa-aggregator" serve --host 127.0.0.1 --port "$PORT" --database-url "$DB" \
+  --log-level warning > "$AGG/server.log" 2>&1 &
+SERVER_PID=$!
+trap 'kill $SERVER_PID 2>/dev/null || true; wait $SERVER_PID 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+  if "$PYTHON" -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$PORT/healthz', timeout=1)" 2>/dev/null; then
+    break
+  fi
+  kill -0 $SERVER_PID 2>/dev/null || { cat "$AGG/server.log"; echo "aggregator died"; echo "0 passed, 1 failed"; exit 1; }
+  sleep 0.2
+done
+echo "aggregator at http://127.0.0.1:$PORT, model $(cat "$AGG/publish.json")"
+
+echo "== compile (Java 8) and run"
+CLASSES=$BUILD/classes
+rm -rf "$CLASSES" && mkdir -p "$CLASSES"
+javac --release 8 -nowarn -Xlint:-options -encoding UTF-8 -cp "$CP_LIBS" -d "$CLASSES" \
+  core/src/main/java/org/fedpa/core/*.java core/src/test/java/org/fedpa/core/*.java 2>&1 | grep -v '^Note:' || true
+tests=()
+for f in core/src/test/java/org/fedpa/core/*Test.java; do tests+=("org.fedpa.core.$(basename "$f" .java)"); done
+set +e
+java -cp "$CLASSES:$CP_LIBS" \
+  -Dfedpa.fixtures="$FIXTURES" -Dfedpa.bundle="$BUNDLE" -Dfedpa.python="$PYTHON" \
+  -Dfedpa.server="http://127.0.0.1:$PORT" -Dfedpa.model=android-test -Dfedpa.admin="$ADMIN_TOKEN" \
+  org.fedpa.core.HostTestMain "${tests[@]}" | tee "$BUILD/junit.log"
+rc=${PIPESTATUS[0]}
+set -e
+echo "test.sh: $(( $(date +%s) - start )) s in all"
+if [[ $rc -ne 0 ]]; then
+  echo "--- aggregator log (tail)"; tail -20 "$AGG/server.log"
+  tail -1 "$BUILD/junit.log"  # the closing "N passed, N failed" line, last
+fi
+exit $rc
