@@ -75,20 +75,22 @@ echo "aggregator at http://127.0.0.1:$PORT, model $(cat "$AGG/publish.json")"
 echo "== compile (Java 8) and run"
 CLASSES=$BUILD/classes
 rm -rf "$CLASSES" && mkdir -p "$CLASSES"
-javac --release 8 -nowarn -Xlint:-options -encoding UTF-8 -cp "$CP_LIBS" -d "$CLASSES" \
-  core/src/main/java/org/fedpa/core/*.java core/src/test/java/org/fedpa/core/*.java 2>&1 | grep -v '^Note:' || true
+if ! javac --release 8 -nowarn -Xlint:-options -encoding UTF-8 -cp "$CP_LIBS" -d "$CLASSES" \
+    core/src/main/java/org/fedpa/core/*.java core/src/test/java/org/fedpa/core/*.java > "$BUILD/javac.log" 2>&1; then
+  cat "$BUILD/javac.log"; echo "compilation failed"; echo "0 passed, 1 failed"; exit 1
+fi
 tests=()
 for f in core/src/test/java/org/fedpa/core/*Test.java; do tests+=("org.fedpa.core.$(basename "$f" .java)"); done
+echo "setup took $(( $(date +%s) - start )) s"
 set +e
 java -cp "$CLASSES:$CP_LIBS" \
   -Dfedpa.fixtures="$FIXTURES" -Dfedpa.bundle="$BUNDLE" -Dfedpa.python="$PYTHON" \
   -Dfedpa.server="http://127.0.0.1:$PORT" -Dfedpa.model=android-test -Dfedpa.admin="$ADMIN_TOKEN" \
-  org.fedpa.core.HostTestMain "${tests[@]}" | tee "$BUILD/junit.log"
-rc=${PIPESTATUS[0]}
+  org.fedpa.core.HostTestMain "${tests[@]}" > "$BUILD/junit.log" 2>&1
+rc=$?
 set -e
-echo "test.sh: $(( $(date +%s) - start )) s in all"
 if [[ $rc -ne 0 ]]; then
   echo "--- aggregator log (tail)"; tail -20 "$AGG/server.log"
-  tail -1 "$BUILD/junit.log"  # the closing "N passed, N failed" line, last
 fi
+cat "$BUILD/junit.log"  # ends with the closing "N passed, N failed, N skipped" line
 exit $rc
