@@ -78,6 +78,10 @@ class Catalog:
             cached = self._put(_parse(session.get_one(Model, row.id)))
         return cached, row.state_version
 
+    def cached(self, model_id: str, model_version: int) -> ModelInfo | None:
+        """The parsed version if this worker has seen it (no database access)."""
+        return self._entries.get((model_id, model_version))
+
     def version(self, session: Session, model_id: str, model_version: int) -> ModelInfo:
         """A specific version for validating an upload: cached, else it must be the current one (409)."""
         cached = self._entries.get((model_id, model_version))

@@ -18,13 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from pydantic import ValidationError
-from sqlalchemy import case, insert, literal, select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from aggregator.core.errors import ConflictError, RateLimited, Unprocessable
-from aggregator.db import Database
-from aggregator.models import Device, Model, Update
+from aggregator.db import Database, RawTransaction
 from aggregator.schemas import UpdateAccepted
 from aggregator.services.catalog import Catalog, ModelInfo, model_version_conflict
 from aggregator.services.devices import DeviceAuth
@@ -95,28 +91,50 @@ def check_privacy(declared: UpdatePrivacy, floor: PrivacySettings) -> None:
             code="privacy_below_floor")
 
 
-def _take_token(session: Session, device_pk: int, limits: Limits, now: float) -> None:
+# The hot path's SQL, written once (``:name`` placeholders; see Database.raw for why not the ORM).
+_TAKE_TOKEN = """
+UPDATE devices SET
+    bucket_tokens = (CASE WHEN bucket_tokens + (:now - bucket_at) * :rate > :burst THEN :burst
+                     ELSE bucket_tokens + (:now - bucket_at) * :rate END) - 1.0,
+    bucket_at = :now
+WHERE id = :device_pk
+  AND (CASE WHEN bucket_tokens + (:now - bucket_at) * :rate > :burst THEN :burst
+       ELSE bucket_tokens + (:now - bucket_at) * :rate END) >= 1.0
+"""
+_INSERT = """
+INSERT INTO updates (model_pk, model_version, device_pk, nonce, base_version, round, groups_key,
+                     example_count, privacy_json, tensors, nbytes, received_at, status)
+SELECT :model_pk, :model_version, :device_pk, :nonce, :base_version, m.round, :groups_key,
+       :example_count, :privacy_json, :tensors, :nbytes, :received_at, 'pending'
+FROM models m
+WHERE m.id = :model_pk AND m.model_version = :model_version AND {fresh}
+RETURNING id, round
+"""
+_INSERT_SYNC = _INSERT.format(fresh="m.state_version = :base_version")
+_INSERT_ASYNC = _INSERT.format(
+    fresh="m.state_version >= :base_version AND m.state_version - :base_version <= :max_staleness")
+_CURRENT = "SELECT model_version, state_version FROM models WHERE id = :model_pk"
+
+
+def _take_token(tx: RawTransaction, device_pk: int, limits: Limits, now: float) -> None:
     rate = limits.per_minute / 60.0
-    level = Device.bucket_tokens + (now - Device.bucket_at) * rate
-    refilled = case((level > limits.burst, float(limits.burst)), else_=level)
-    taken = session.execute(update(Device).where(Device.id == device_pk, refilled >= 1.0)
-                            .values(bucket_tokens=refilled - 1.0, bucket_at=now)).rowcount
-    if not taken:
+    params = {"now": now, "rate": rate, "burst": float(limits.burst), "device_pk": device_pk}
+    if tx.execute(_TAKE_TOKEN, params).rowcount != 1:  # type: ignore[attr-defined]
         raise RateLimited(f"device rate limit of {limits.per_minute:g} uploads/minute (burst {limits.burst}) "
                           f"exceeded", retry_after_s=1.0 / rate)
 
 
-def _diagnose(session: Session, info: ModelInfo, meta: UpdateMeta) -> ConflictError:
+def _diagnose(tx: RawTransaction, info: ModelInfo, meta: UpdateMeta) -> ConflictError:
     """Why the guarded insert matched no row: another model version, or a stale base."""
-    row = session.execute(select(Model.model_version, Model.state_version).where(Model.id == info.pk)).one()
-    if row.model_version != meta.model_version:
-        return model_version_conflict(info.model_id, meta.model_version, row.model_version)
+    model_version, state_version = tx.execute(_CURRENT, {"model_pk": info.pk}).fetchone()  # type: ignore[attr-defined]
+    if model_version != meta.model_version:
+        return model_version_conflict(info.model_id, meta.model_version, model_version)
     if info.config.mode == "sync":
         detail = (f"base_version {meta.base_version} is stale: the current shared state is version "
-                  f"{row.state_version}; download it and train again")
+                  f"{state_version}; download it and train again")
     else:
         detail = (f"base_version {meta.base_version} is outside the accepted window "
-                  f"[{row.state_version - info.config.max_staleness}, {row.state_version}]")
+                  f"[{state_version - info.config.max_staleness}, {state_version}]")
     return ConflictError(detail, code="stale_base")
 
 
@@ -127,42 +145,37 @@ def accept_update(db: Database, catalog: Catalog, device: DeviceAuth, model_id: 
     if meta.model_id != model_id:
         raise Unprocessable(f"metadata model_id {meta.model_id!r} does not match the URL's {model_id!r}",
                             code="model_id_mismatch")
-    with db.sessions() as session:  # only touches the database on a cache miss
-        info = catalog.version(session, model_id, meta.model_version)
+    info = catalog.cached(model_id, meta.model_version)
+    if info is None:
+        with db.sessions() as session:
+            info = catalog.version(session, model_id, meta.model_version)
     info.spec.validate(arrays, groups=meta.groups)
     if info.config.enforce_privacy:
         check_privacy(meta.privacy, info.privacy)
     now = time.time() if now is None else now
-    cfg = info.config
-    if cfg.mode == "sync":
-        fresh = Model.state_version == meta.base_version
-    else:
-        fresh = (Model.state_version >= meta.base_version) & (
-            Model.state_version - meta.base_version <= cfg.max_staleness)
-    columns = {
-        "model_pk": literal(info.pk), "model_version": literal(meta.model_version), "device_pk": literal(device.pk),
-        "nonce": literal(meta.nonce), "base_version": literal(meta.base_version), "round": Model.round,
-        "groups_key": literal(groups_key(meta.groups)), "example_count": literal(meta.example_count),
-        "privacy_json": literal(meta.privacy.model_dump_json()), "tensors": literal(body),
-        "nbytes": literal(len(body)), "received_at": literal(now), "status": literal("pending"),
+    sync = info.config.mode == "sync"
+    params = {
+        "model_pk": info.pk, "model_version": meta.model_version, "device_pk": device.pk, "nonce": meta.nonce,
+        "base_version": meta.base_version, "groups_key": groups_key(meta.groups),
+        "example_count": meta.example_count, "privacy_json": meta.privacy.model_dump_json(), "tensors": body,
+        "nbytes": len(body), "received_at": now, "max_staleness": info.config.max_staleness,
     }
-    stmt = (insert(Update)
-            .from_select(list(columns), select(*columns.values()).where(
-                Model.id == info.pk, Model.model_version == meta.model_version, fresh))
-            .returning(Update.id, Update.round))
+    if sync:
+        del params["max_staleness"]
     try:
-        with db.begin() as session:
-            if cfg.mode == "sync":
-                db.lock_round(session, info.pk, exclusive=False)
+        with db.raw() as tx:
+            if sync:  # held until commit: an aggregation cannot close the round under us
+                db.lock_round(tx, info.pk, exclusive=False)
             if limits.per_minute > 0:
-                _take_token(session, device.pk, limits, now)
-            row = session.execute(stmt).one_or_none()
+                _take_token(tx, device.pk, limits, now)
+            row = tx.execute(_INSERT_SYNC if sync else _INSERT_ASYNC, params).fetchone()  # type: ignore[attr-defined]
             if row is None:
-                raise _diagnose(session, info, meta)
-    except IntegrityError as exc:
-        if "nonce" not in str(exc.orig):
+                raise _diagnose(tx, info, meta)
+    except db.integrity_error as exc:
+        if "nonce" not in str(exc):
             raise
         raise ConflictError(f"nonce {meta.nonce!r} was already used for model {model_id!r} (replay)",
                             code="replayed_nonce") from exc
     # round r trains on state version r, so the receipt's state version is the round's base.
-    return UpdateAccepted(update_id=row.id, state_version=row.round, round=row.round)
+    update_id, round_ = row
+    return UpdateAccepted(update_id=update_id, state_version=round_, round=round_)
