@@ -8,7 +8,8 @@ Packages are fetched with ``apt-get download`` and unpacked with ``dpkg-deb -x``
 .tools/root; dependencies already installed on the system (libc, the JDK, ...) are skipped.
 
 Usage: ``python3 tools/debtools.py test`` (JUnit + org.json) or ``python3 tools/debtools.py apk``
-(everything build-apk.sh needs). Prints ``KEY=path`` lines for the calling script to source;
+(everything build-apk.sh needs). ``FEDPA_DEBIAN_MIRROR`` and ``FEDPA_TOOLS_DIR`` override the
+mirror and the folder. Prints ``KEY=path`` lines for the calling script to source;
 exits 3 with a one-line reason when the packages cannot be fetched (no network, suite gone).
 """
 
@@ -21,12 +22,13 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent.parent  # android-demo/
-TOOLS = HERE / ".tools"
+TOOLS = Path(os.environ.get("FEDPA_TOOLS_DIR", HERE / ".tools")).resolve()  # git-ignored
 APT = TOOLS / "apt"
 ROOT = TOOLS / "root"
-SOURCES = """\
-deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm main
-deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bullseye main
+MIRROR = os.environ.get("FEDPA_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+SOURCES = f"""\
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] {MIRROR} bookworm main
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] {MIRROR} bullseye main
 """
 
 PACKAGES = {
@@ -72,6 +74,8 @@ def _update_lists() -> None:
     (APT / "sources.list").write_text(SOURCES)
     if not list((APT / "lists").glob("*bullseye*Packages*")):
         _run(["apt-get", *_apt_options(), "-q", "update"])
+    if not list((APT / "lists").glob("*bullseye*Packages*")):
+        raise FetchError(f"apt-get update got no bullseye package list from {MIRROR} (offline, or the suite is gone)")
 
 
 def _installed(packages: list[str]) -> set[str]:

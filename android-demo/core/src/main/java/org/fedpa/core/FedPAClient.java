@@ -51,6 +51,7 @@ public final class FedPAClient {
     private final int timeoutMs;
     private DeviceState state;
     private Model model;
+    private ModelRuntime.Factory runtimes = JavaRuntime.FACTORY;
 
     /** Usage: {@code new FedPAClient(new LocalStore(dir), new SecureRandom(), TrainingConfig.defaults(), 15000)}. */
     public FedPAClient(LocalStore store, Random noise, TrainingConfig training, int timeoutMs) throws StoreException {
@@ -59,6 +60,12 @@ public final class FedPAClient {
         this.training = training;
         this.timeoutMs = timeoutMs;
         this.state = store.loadState();
+    }
+
+    /** Run the student with another runtime (the Gradle app's ExecuTorch one); takes effect on next load. */
+    public void setRuntimeFactory(ModelRuntime.Factory factory) {
+        this.runtimes = factory;
+        this.model = null;
     }
 
     public DeviceState state() {
@@ -101,7 +108,7 @@ public final class FedPAClient {
             if (!new File(store.bundleDir(), Bundle.MANIFEST).isFile()) {
                 throw new BundleException("no model on this device yet: set the server in Settings and sync");
             }
-            model = new Model(Bundle.open(store.bundleDir()));
+            model = new Model(Bundle.open(store.bundleDir()), runtimes);
             if (state.userCodes == null || state.userCodes.length != model.manifest().config.nUserFeatures) {
                 state.userCodes = Catalog.syntheticUser(model.manifest(), System.nanoTime());
                 store.saveState(state);
@@ -156,7 +163,17 @@ public final class FedPAClient {
             writeFile(new File(incoming, name), data);
         }
         writeFile(new File(incoming, Bundle.MANIFEST), remote.json.getBytes(java.nio.charset.Charset.forName("UTF-8")));
-        Bundle.open(incoming); // the whole bundle, as the app will open it
+        Bundle fresh = Bundle.open(incoming); // the whole bundle, as the app will open it
+        if (fresh.manifest().fileSha256.containsKey("golden.json")) {
+            progress.update("checking the engine against the golden vectors", 0.27);
+            for (Golden.Check c : Golden.replay(new Model(fresh))) {
+                if (!c.ok) {
+                    deleteTree(incoming);
+                    throw new BundleException("this app's engine disagrees with the new model's golden vectors (" + c
+                            + "); the current model is kept");
+                }
+            }
+        }
         File old = new File(store.dir(), "bundle.old");
         deleteTree(old);
         if (store.bundleDir().exists() && !store.bundleDir().renameTo(old)) {
@@ -209,7 +226,7 @@ public final class FedPAClient {
             codes.add(it.codes);
         }
         Model mdl = model();
-        float[] logits = mdl.engine().score(mdl.rows(state.userCodes, codes), items.size(), personalisation());
+        float[] logits = mdl.runtime().score(mdl.rows(state.userCodes, codes), items.size(), personalisation());
         List<Object[]> out = new ArrayList<Object[]>();
         for (int i : mdl.topK(logits, k)) {
             out.add(new Object[] {items.get(i), 1.0 / (1.0 + Math.exp(-logits[i]))});

@@ -7,19 +7,31 @@ import java.util.Map;
 import java.util.Random;
 
 /**
- * One user's on-device model: a verified bundle's student with the pure-Java {@link Engine} and
- * {@link Trainer}, plus the helpers that rank candidates and run local epochs of SGD.
+ * One user's on-device model: a verified bundle's student, the pure-Java {@link Engine} and
+ * {@link Trainer} (golden-vector checks always use these), the {@link ModelRuntime} that ranks and
+ * trains (the same pure-Java code unless the app plugs in ExecuTorch), and local epochs of SGD.
  */
 public final class Model {
     private final Bundle bundle;
     private final Engine engine;
     private final Trainer trainer;
+    private final ModelRuntime runtime;
 
-    public Model(Bundle bundle) throws BundleException {
+    public Model(Bundle bundle) throws FedPAException {
+        this(bundle, JavaRuntime.FACTORY);
+    }
+
+    /** The bundle's student, run by the runtime the factory makes (the pure-Java one by default). */
+    public Model(Bundle bundle, ModelRuntime.Factory factory) throws FedPAException {
         this.bundle = bundle;
         FrozenWeights frozen = bundle.frozenWeights();
         this.engine = new Engine(bundle.manifest().config, frozen);
         this.trainer = new Trainer(engine, frozen);
+        this.runtime = factory.create(bundle, engine, trainer);
+    }
+
+    public ModelRuntime runtime() {
+        return runtime;
     }
 
     public Bundle bundle() {
@@ -100,15 +112,15 @@ public final class Model {
      * SGD on all personalisation tensors in {@code params} (in place): per epoch a fresh seeded
      * permutation cut into mini-batches, the last one smaller (as {@code fedpa.schedule}).
      */
-    public Fit fit(long[] x, float[] y, Map<String, Tensor> params, TrainingConfig cfg, long seed, StepListener listener) {
+    public Fit fit(long[] x, float[] y, Map<String, Tensor> params, TrainingConfig cfg, long seed, StepListener listener)
+            throws FedPAException {
         int n = y.length;
         int nf = manifest().config.nFeatures();
         int perEpoch = (n + cfg.batchSize - 1) / cfg.batchSize;
         int total = perEpoch * cfg.epochs;
-        float before = Trainer.bceLoss(engine.score(x, n, params), y);
+        float before = Trainer.bceLoss(runtime.score(x, n, params), y);
         Random rng = new Random(seed);
         int done = 0;
-        List<String> trainable = new ArrayList<String>(params.keySet());
         for (int e = 0; e < cfg.epochs; e++) {
             int[] order = permutation(n, rng);
             for (int start = 0; start < n; start += cfg.batchSize) {
@@ -120,14 +132,14 @@ public final class Model {
                     System.arraycopy(x, row * nf, bx, i * nf, nf);
                     by[i] = y[row];
                 }
-                float loss = trainer.step(bx, by, b, params, trainable, cfg.lr);
+                float loss = runtime.step(bx, by, b, params, cfg.lr);
                 done++;
                 if (listener != null) {
                     listener.step(done, total, loss);
                 }
             }
         }
-        float after = Trainer.bceLoss(engine.score(x, n, params), y);
+        float after = Trainer.bceLoss(runtime.score(x, n, params), y);
         return new Fit(before, after, done);
     }
 

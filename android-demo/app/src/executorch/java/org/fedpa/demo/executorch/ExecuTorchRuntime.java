@@ -1,0 +1,125 @@
+package org.fedpa.demo.executorch;
+
+import java.lang.reflect.Method;
+import java.nio.Buffer;
+import java.nio.FloatBuffer;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import org.fedpa.core.Bundle;
+import org.fedpa.core.BundleException;
+import org.fedpa.core.FedPAException;
+import org.fedpa.core.ModelRuntime;
+import org.json.JSONArray;
+import org.json.JSONObject;
+import org.pytorch.executorch.EValue;
+import org.pytorch.executorch.Module;
+import org.pytorch.executorch.Tensor;
+import org.pytorch.executorch.training.SGD;
+import org.pytorch.executorch.training.TrainingModule;
+
+/**
+ * The bundle's ExecuTorch programs on the phone (Gradle build only; NOT compiled by build-apk.sh,
+ * which has no ExecuTorch AAR). Inference: {@code inference.pte} with x and the personalisation
+ * tensors as inputs, in the manifest's input order, split into chunks of its max_batch. Training:
+ * {@code training.pte} holds the personalisation tensors as its parameters; each step writes our
+ * current values into them, runs forward+backward, applies ExecuTorch's SGD and reads them back.
+ */
+final class ExecuTorchRuntime implements ModelRuntime {
+    private static final String METHOD = "forward";
+
+    private final Module inference;
+    private final TrainingModule training;
+    private final List<String> inputNames = new ArrayList<String>();
+    private final int maxBatch;
+    private final int nFeatures;
+
+    ExecuTorchRuntime(Bundle bundle) throws FedPAException {
+        try {
+            JSONObject programs = bundle.manifest().programs;
+            JSONObject inf = programs.getJSONObject("inference");
+            JSONArray inputs = inf.getJSONArray("inputs");
+            for (int i = 1; i < inputs.length(); i++) { // input 0 is x
+                inputNames.add(inputs.getJSONObject(i).getString("name"));
+            }
+            maxBatch = inf.optInt("max_batch", 1024);
+            nFeatures = bundle.manifest().config.nFeatures();
+            inference = Module.load(bundle.file(inf.getString("file")).getAbsolutePath());
+            training = TrainingModule.load(bundle.file(programs.getJSONObject("training").getString("file")).getAbsolutePath());
+        } catch (Exception e) {
+            throw new BundleException("cannot load the ExecuTorch programs: " + e.getMessage(), e);
+        }
+    }
+
+    @Override
+    public String name() {
+        return "ExecuTorch";
+    }
+
+    @Override
+    public float[] score(long[] x, int n, Map<String, org.fedpa.core.Tensor> params) {
+        float[] out = new float[n];
+        EValue[] args = new EValue[1 + inputNames.size()];
+        for (int i = 0; i < inputNames.size(); i++) {
+            org.fedpa.core.Tensor t = params.get(inputNames.get(i));
+            args[1 + i] = EValue.from(Tensor.fromBlob(t.data(), longs(t.shape())));
+        }
+        for (int start = 0; start < n; start += maxBatch) {
+            int b = Math.min(maxBatch, n - start);
+            long[] chunk = new long[b * nFeatures];
+            System.arraycopy(x, start * nFeatures, chunk, 0, chunk.length);
+            args[0] = EValue.from(Tensor.fromBlob(chunk, new long[] {b, nFeatures}));
+            float[] logits = inference.forward(args)[0].toTensor().getDataAsFloatArray();
+            System.arraycopy(logits, 0, out, start, b);
+        }
+        return out;
+    }
+
+    @Override
+    public float step(long[] x, float[] y, int n, Map<String, org.fedpa.core.Tensor> params, float lr)
+            throws FedPAException {
+        Map<String, Tensor> live = training.namedParameters(METHOD);
+        for (Map.Entry<String, Tensor> e : live.entrySet()) {
+            org.fedpa.core.Tensor mine = params.get(e.getKey());
+            if (mine == null) {
+                throw new BundleException("training.pte trains '" + e.getKey() + "', which is not a personalisation tensor");
+            }
+            FloatBuffer buf = (FloatBuffer) rawBuffer(e.getValue());
+            buf.rewind();
+            buf.put(mine.data());
+        }
+        EValue[] out = training.executeForwardBackward(METHOD,
+                EValue.from(Tensor.fromBlob(x, new long[] {n, nFeatures})), EValue.from(Tensor.fromBlob(y, new long[] {n})));
+        float loss = out[0].toTensor().getDataAsFloatArray()[0];
+        SGD sgd = SGD.create(live, lr);
+        sgd.step(training.namedGradients(METHOD));
+        sgd.destroy();
+        for (Map.Entry<String, Tensor> e : live.entrySet()) {
+            float[] updated = e.getValue().getDataAsFloatArray();
+            System.arraycopy(updated, 0, params.get(e.getKey()).data(), 0, updated.length);
+        }
+        return loss;
+    }
+
+    /**
+     * The tensor's native buffer. namedParameters() wraps the program's own memory, but the Java
+     * Tensor exposes no public writer (experimental API), so the package-private accessor is used.
+     */
+    private static Buffer rawBuffer(Tensor t) throws FedPAException {
+        try {
+            Method m = Tensor.class.getDeclaredMethod("getRawDataBuffer");
+            m.setAccessible(true);
+            return (Buffer) m.invoke(t);
+        } catch (Exception e) {
+            throw new BundleException("this ExecuTorch version does not let the app write training parameters: " + e, e);
+        }
+    }
+
+    private static long[] longs(int[] shape) {
+        long[] out = new long[shape.length];
+        for (int i = 0; i < shape.length; i++) {
+            out[i] = shape[i];
+        }
+        return out;
+    }
+}

@@ -1,0 +1,41 @@
+package org.fedpa.demo;
+
+import org.fedpa.core.BundleException;
+import org.fedpa.core.PrivacyBudgetException;
+import org.fedpa.core.StoreException;
+import org.fedpa.core.SyncException;
+
+/** Errors as sentences for the user; the core's messages already name the offending value. */
+final class Messages {
+    private Messages() {
+    }
+
+    static String describe(Exception e) {
+        if (e instanceof SyncException) {
+            SyncException s = (SyncException) e;
+            if (s.status() == 0) {
+                return "Server unreachable. Your taps and your personal adapter are safe on this phone; "
+                        + "check the server URL in Settings and try again.\n" + s.getMessage();
+            }
+            if (s.status() == 401 || s.status() == 403) {
+                return "The server refused this device's token (" + s.status() + "). Re-save Settings to register again.\n"
+                        + s.getMessage();
+            }
+            if (s.status() == 404) {
+                return "The server does not know this model (404). Check the model id in Settings.\n" + s.getMessage();
+            }
+            return "The server refused the request (" + s.status() + " " + s.code() + "). Nothing was lost locally.\n"
+                    + s.getMessage();
+        }
+        if (e instanceof BundleException) {
+            return "Model check failed: " + e.getMessage();
+        }
+        if (e instanceof StoreException) {
+            return "Local data problem: " + e.getMessage() + "\n(Settings → Reset moves the local data aside.)";
+        }
+        if (e instanceof PrivacyBudgetException) {
+            return "Privacy budget reached: " + e.getMessage() + ". Nothing was trained or uploaded.";
+        }
+        return e.getClass().getSimpleName() + ": " + e.getMessage();
+    }
+}

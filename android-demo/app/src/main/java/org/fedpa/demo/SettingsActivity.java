@@ -1,0 +1,191 @@
+package org.fedpa.demo;
+
+import android.app.Activity;
+import android.graphics.Color;
+import android.os.Bundle;
+import android.text.InputType;
+import android.view.View;
+import android.widget.ArrayAdapter;
+import android.widget.EditText;
+import android.widget.LinearLayout;
+import android.widget.ScrollView;
+import android.widget.Spinner;
+import android.widget.TextView;
+import java.util.ArrayList;
+import java.util.List;
+import org.fedpa.core.DeviceState;
+import org.fedpa.core.Manifest;
+
+/**
+ * Server URL and model id, and the local user's profile (its user-feature values, which pick
+ * the group adapters it trains and downloads). "Reset" moves the local data aside, never deletes.
+ */
+public class SettingsActivity extends Activity {
+    private AppState app;
+    private EditText server;
+    private EditText model;
+    private TextView message;
+    private final List<Spinner> features = new ArrayList<Spinner>();
+
+    @Override
+    protected void onCreate(Bundle saved) {
+        super.onCreate(saved);
+        LinearLayout root = Ui.column(this);
+        message = Ui.text(this, "", 14);
+        server = new EditText(this);
+        server.setInputType(InputType.TYPE_CLASS_TEXT | InputType.TYPE_TEXT_VARIATION_URI);
+        server.setSingleLine(true);
+        model = new EditText(this);
+        model.setSingleLine(true);
+        root.addView(Ui.text(this, "Aggregator URL", 14));
+        root.addView(server);
+        root.addView(Ui.text(this, "Model id", 14));
+        root.addView(model);
+        final LinearLayout profile = Ui.column(this);
+        root.addView(profile);
+        try {
+            app = AppState.get(this);
+            load(profile);
+        } catch (Exception e) {
+            show(Messages.describe(e), true);
+        }
+        LinearLayout buttons = Ui.row(this);
+        buttons.addView(Ui.button(this, "Save", new View.OnClickListener() {
+            @Override
+            public void onClick(View v) {
+                save();
+            }
+        }));
+        buttons.addView(Ui.button(this, "Reset local data", new View.OnClickListener() {
+            @Override
+            public void onClick(View v) {
+                reset();
+            }
+        }));
+        root.addView(buttons);
+        root.addView(message);
+        ScrollView scroll = new ScrollView(this);
+        scroll.addView(root);
+        setContentView(scroll);
+    }
+
+    /** Read the state and the manifest on the worker thread (never while a sync is using them). */
+    private void load(final LinearLayout profile) {
+        app.run(new AppState.Task<Object[]>() {
+            @Override
+            public Object[] call() {
+                Manifest m = null;
+                try {
+                    m = app.client.model().manifest();
+                } catch (Exception e) {
+                    // no model yet: only URL and model id can be set
+                }
+                DeviceState s = app.client.state();
+                return new Object[] {s.serverUrl, s.modelId, s.userCodes == null ? null : s.userCodes.clone(), m};
+            }
+        }, new AppState.Callback<Object[]>() {
+            @Override
+            public void done(Object[] r) {
+                server.setText((String) r[0]);
+                model.setText((String) r[1]);
+                addProfile(profile, (long[]) r[2], (Manifest) r[3]);
+            }
+
+            @Override
+            public void failed(String text) {
+                show(text, true);
+            }
+        });
+    }
+
+    /** One spinner per user feature, once a model is on the phone ("?" = unknown, code 0). */
+    private void addProfile(LinearLayout root, long[] userCodes, Manifest m) {
+        if (m == null) {
+            root.addView(Ui.text(this, "(Your profile can be set once the model is downloaded: save, then Train + sync.)", 13));
+            return;
+        }
+        root.addView(Ui.text(this, "Your profile (grouping attributes: " + m.config.groupAttributes + ")", 14));
+        for (int f = 0; f < m.config.nUserFeatures; f++) {
+            Manifest.Feature feature = m.features.get(f);
+            List<String> values = new ArrayList<String>();
+            for (int code = 0; code < m.config.cardinalities[f]; code++) {
+                values.add(feature.label(code));
+            }
+            Spinner spinner = new Spinner(this);
+            spinner.setAdapter(new ArrayAdapter<String>(this, android.R.layout.simple_spinner_dropdown_item, values));
+            if (userCodes != null && f < userCodes.length) {
+                spinner.setSelection((int) userCodes[f]);
+            }
+            root.addView(Ui.text(this, feature.name, 13));
+            root.addView(spinner);
+            features.add(spinner);
+        }
+    }
+
+    private void reset() {
+        if (app == null) {
+            return;
+        }
+        app.run(new AppState.Task<String>() {
+            @Override
+            public String call() {
+                return AppState.reset(SettingsActivity.this);
+            }
+        }, new AppState.Callback<String>() {
+            @Override
+            public void done(String text) {
+                show(text + ". Set the server again and sync to start over.", false);
+            }
+
+            @Override
+            public void failed(String text) {
+                show(text, true);
+            }
+        });
+    }
+
+    private void save() {
+        if (app == null) {
+            return;
+        }
+        final String url = server.getText().toString().trim();
+        final String id = model.getText().toString().trim();
+        if (!url.startsWith("http://") && !url.startsWith("https://")) {
+            show("The server URL must start with http:// or https://", true);
+            return;
+        }
+        if (id.isEmpty()) {
+            show("The model id must not be empty", true);
+            return;
+        }
+        final long[] codes = new long[features.size()];
+        for (int i = 0; i < codes.length; i++) {
+            codes[i] = features.get(i).getSelectedItemPosition();
+        }
+        app.run(new AppState.Task<Boolean>() {
+            @Override
+            public Boolean call() throws Exception {
+                app.client.configure(url, id);
+                if (codes.length > 0) {
+                    app.client.setUserCodes(codes);
+                }
+                return Boolean.TRUE;
+            }
+        }, new AppState.Callback<Boolean>() {
+            @Override
+            public void done(Boolean ok) {
+                finish();
+            }
+
+            @Override
+            public void failed(String text) {
+                show(text, true);
+            }
+        });
+    }
+
+    private void show(String text, boolean error) {
+        message.setText(text);
+        message.setTextColor(error ? Color.rgb(176, 0, 32) : Color.DKGRAY);
+    }
+}
