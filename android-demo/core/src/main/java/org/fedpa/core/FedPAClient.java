@@ -265,6 +265,10 @@ public final class FedPAClient {
         Map<String, Tensor> base = SafeTensors.decode(r.body).tensors();
         SharedState.validate(m, base, groups);
         int baseVersion = parseInt(r.header("X-FedPA-State-Version"), -1);
+        if (baseVersion < 0) {
+            throw new SyncException(r.status, "bad_response", "the server's shared state came without a valid "
+                    + "X-FedPA-State-Version header (" + r.header("X-FedPA-State-Version") + "); cannot train on it");
+        }
         Map<String, String> meta = new LinkedHashMap<String, String>();
         meta.put("state_version", String.valueOf(baseVersion));
         meta.put("model_version", String.valueOf(m.modelVersion));
@@ -360,7 +364,7 @@ public final class FedPAClient {
             JSONObject o = new JSONObject();
             o.put("model_id", m.modelId);
             o.put("model_version", m.modelVersion);
-            o.put("base_version", Math.max(0, baseVersion));
+            o.put("base_version", baseVersion);
             o.put("groups", g);
             o.put("example_count", examples);
             o.put("nonce", nonce);

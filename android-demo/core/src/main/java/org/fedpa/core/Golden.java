@@ -91,6 +91,18 @@ public final class Golden {
         float lr = (float) t.getDouble("lr");
         List<String> names = new ArrayList<String>(params.keySet());
         model.trainer().step(x, y, y.length, params, names, lr);
+        for (Map.Entry<String, Tensor> e : grads.entrySet()) {
+            float[] start = personalisation.get(e.getKey()).data();
+            float[] grad = e.getValue().data();
+            float[] want = new float[start.length];
+            for (int i = 0; i < want.length; i++) {
+                want[i] = start[i] - lr * grad[i];
+            }
+            Tensor now = params.get(e.getKey());
+            if (now != null) {
+                checks.add(compare("SGD update " + e.getKey(), want, now.data(), atol, rtol));
+            }
+        }
         float after = Trainer.bceLoss(model.engine().score(x, y.length, params), y);
         checks.add(compare("loss after one SGD step", new float[] {(float) t.getDouble("loss_after")},
                 new float[] {after}, atol, rtol));
