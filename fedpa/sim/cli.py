@@ -26,6 +26,22 @@ DataDirOpt = Annotated[Path | None, typer.Option(help="Directory with the datase
 RoundsOpt = Annotated[int, typer.Option(help="Federated rounds (paper: 30).")]
 FractionOpt = Annotated[float, typer.Option(help="Fraction of private users per round (paper: 1.0).")]
 EpochsOpt = Annotated[int, typer.Option("--local-epochs", help="Local epochs per round (paper: 1).")]
+OptionOpt = Annotated[list[str] | None, typer.Option("--option", help="Dataset option KEY=VALUE (repeatable), "
+                                                                      "e.g. n_users=1000 for synthetic.")]
+
+
+def _parse_options(pairs: list[str] | None) -> dict[str, Any]:
+    """KEY=VALUE pairs → load_dataset options; values parsed as JSON when they are JSON."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--option expects KEY=VALUE, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
 
 
 def _progress() -> Progress:
@@ -37,6 +53,7 @@ def _progress() -> Progress:
 def simulate(
     dataset: DatasetOpt = "synthetic",
     data_dir: DataDirOpt = None,
+    option: OptionOpt = None,
     method: Annotated[str, typer.Option(help="fm-only, user-ctr, local-only, fedavg-full, fedavg-lora, "
                                              "global-private-lora, fedpa-paper, fedpa-zero-init, fedpa")] = "fedpa",
     rounds: RoundsOpt = 30,
@@ -84,7 +101,7 @@ def simulate(
                                                      weight_cap=weight_cap),
                        wire_dtype=wire_dtype, packed=packed)  # type: ignore[arg-type]
     with console.status(f"loading {dataset}…"):
-        ds = load_dataset(dataset, data_dir, seed=seed)
+        ds = load_dataset(dataset, data_dir, seed=seed, **_parse_options(option))
     if student is not None:
         model = load_checkpoint(student).model
     else:
@@ -113,6 +130,7 @@ def simulate(
 def experiments(
     dataset: DatasetOpt = "synthetic",
     data_dir: DataDirOpt = None,
+    option: OptionOpt = None,
     seeds: Annotated[int, typer.Option(help="Seeds 0..N-1 (split, student and simulation).")] = 3,
     rounds: RoundsOpt = 30,
     fraction: FractionOpt = 1.0,
@@ -127,7 +145,7 @@ def experiments(
 
     chosen = tuple(m.strip() for m in methods.split(",")) if methods else TABLE_METHODS
     config = ExperimentConfig(rounds=rounds, fraction=fraction, local_epochs=local_epochs, seeds=tuple(range(seeds)),
-                              methods=chosen, tune=tune)
+                              methods=chosen, tune=tune, dataset_options=_parse_options(option))
     with _progress() as bar:
         task = bar.add_task(f"experiments on {dataset}", total=None, status="")
 

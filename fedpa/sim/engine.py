@@ -38,7 +38,7 @@ class LocalConfig:
     lr: float = 0.05  # plain SGD, as on the device
     batch_size: int = 32
     epochs: int = 1
-    max_rows: int = 1 << 16  # rows per forward/backward chunk: a memory bound, not a semantic one
+    max_rows: int = 1 << 18  # rows per forward/backward chunk: a memory bound, not a semantic one
 
     def __post_init__(self) -> None:
         if not self.lr > 0 or self.batch_size < 1 or self.epochs < 0 or self.max_rows < 1:
@@ -52,14 +52,15 @@ def _chunks(step: Step, max_rows: int) -> Iterator[Step]:
 
 
 def local_train(forward: Forward, params: Mapping[str, Tensor], rows: ClientRows, clients: np.ndarray,
-                config: LocalConfig, *, seed: int, round: int) -> tuple[dict[str, Tensor], Tensor]:
+                config: LocalConfig, *, seed: int, round: int, inplace: bool = False
+                ) -> tuple[dict[str, Tensor], Tensor]:
     """Train every client's tensors (``params[name][i]`` belongs to ``clients[i]``) on its own rows.
 
-    Returns the trained tensors (new tensors, inputs untouched) and each client's mean training loss
-    over its steps (NaN for a client without rows).
+    Returns the trained tensors and each client's mean training loss over its steps (NaN for a
+    client without rows). The inputs are untouched unless ``inplace`` (saves a copy at scale).
     """
     n = len(clients)
-    trained = {k: v.detach().clone() for k, v in params.items()}
+    trained = {k: v.detach() if inplace else v.detach().clone() for k, v in params.items()}
     loss_sum = torch.zeros(n, dtype=torch.float64)
     steps = torch.zeros(n, dtype=torch.float64)
     for step in step_plan(rows, clients, batch_size=config.batch_size, epochs=config.epochs, seed=seed, round=round):
@@ -87,7 +88,7 @@ def local_train(forward: Forward, params: Mapping[str, Tensor], rows: ClientRows
 
 @torch.no_grad()
 def predict(forward: Forward, params_for: Callable[[Tensor], Mapping[str, Tensor]], rows: ClientRows,
-            segs: Segments, *, max_rows: int = 1 << 16) -> np.ndarray:
+            segs: Segments, *, max_rows: int = 1 << 18) -> np.ndarray:
     """Logits for every row of ``rows``; ``params_for(owners)`` gives each segment's client tensors."""
     out = torch.zeros(rows.x.shape[0])
     length = segs.idx.shape[1]
@@ -132,17 +133,24 @@ class Population:
     def params(self, clients: Tensor, *, copy: bool = False) -> dict[str, Tensor]:
         """The tensors clients ``clients`` hold: private ones, the gate and their groups' adapters.
 
-        ``copy=False`` may return broadcast views (fine for evaluation); training needs ``copy=True``.
+        With ``copy=False`` (evaluation) tensors shared by everyone come without a client dimension,
+        so the model broadcasts them (one large matmul instead of U small ones); training needs
+        ``copy=True``: every client gets its own ``[U, ...]`` copy to train.
         """
         out = {k: v[clients] for k, v in self.private.items()}
         for p, attribute in self.shared.items():
             stacked = self._stacked[p]
             if attribute is None:
-                view = stacked[0].expand(clients.numel(), *stacked.shape[1:])
-                out[p] = view.clone() if copy else view
+                out[p] = stacked[0].expand(clients.numel(), *stacked.shape[1:]).clone() if copy else stacked[0]
             else:
                 out[p] = stacked[self.values[attribute][clients]]
         return out
+
+    def shared_base(self, p: str, clients: Tensor) -> Tensor:
+        """What ``clients`` downloaded for shared tensor ``p`` (broadcastable to ``[U, ...]``)."""
+        attribute = self.shared[p]
+        stacked = self._stacked[p]
+        return stacked[0] if attribute is None else stacked[self.values[attribute][clients]]
 
     def store_private(self, clients: Tensor, params: Mapping[str, Tensor]) -> None:
         """Keep the clients' trained private tensors for their next round (on-device persistence)."""

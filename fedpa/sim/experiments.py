@@ -49,6 +49,7 @@ class ExperimentConfig:
     methods: tuple[str, ...] = TABLE_METHODS
     tune: bool = True
     grid: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: DEFAULT_GRID)
+    dataset_options: dict[str, Any] = field(default_factory=dict)  # passed to load_dataset
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
@@ -173,7 +174,7 @@ def run_experiments(dataset: str, data_dir: str | Path | None, config: Experimen
     start = time.perf_counter()
     for seed in config.seeds:
         say(f"seed {seed}: loading and distilling (cached)")
-        ds = load_dataset(dataset, data_dir, seed=seed)
+        ds = load_dataset(dataset, data_dir, seed=seed, **config.dataset_options)
         student = cached_student(ds, seed=seed, cache_dir=out_dir / "students")
         for method in config.methods:
             if seed == config.seeds[0]:

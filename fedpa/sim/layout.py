@@ -25,7 +25,7 @@ from torch import Tensor
 from fedpa.errors import ConfigError
 from fedpa.schedule import local_batches
 
-__all__ = ["ClientRows", "Segments", "Step", "segments", "step_plan"]
+__all__ = ["ClientRows", "Segments", "Step", "segment_length", "segments", "step_plan"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,23 @@ class ClientRows:
 
     def __len__(self) -> int:
         return len(self.users)
+
+    def concat(self, other: ClientRows) -> tuple[ClientRows, np.ndarray]:
+        """Each client's rows of ``self`` then of ``other`` (same clients), and a mask of ``self``'s rows.
+
+        Why: val and test are scored in one batched pass after every round (half the gathers).
+        """
+        if not np.array_equal(self.users, other.users):
+            raise ConfigError("concat needs the same clients in the same order")
+        a, b = self.counts, other.counts
+        owner = np.r_[np.repeat(np.arange(len(a)), a), np.repeat(np.arange(len(b)), b)]
+        src = np.r_[np.zeros(a.sum(), bool), np.ones(b.sum(), bool)]
+        order = np.argsort(owner, kind="stable")  # per client: its rows of self, then of other
+        x = torch.cat([self.x, other.x])[torch.from_numpy(order)]
+        y = torch.cat([self.y, other.y])[torch.from_numpy(order)]
+        user = np.r_[self.user, other.user][order]
+        offsets = np.r_[0, np.cumsum(a + b)].astype(np.int64)
+        return ClientRows(x=x, y=y, user=user, offsets=offsets, users=self.users), ~src[order]
 
 
 @dataclass(frozen=True)
@@ -155,3 +172,17 @@ def segments(rows: ClientRows, *, length: int = 32) -> Segments:
     mask = cols[None, :] < size[:, None]
     idx = start[:, None] + np.minimum(cols[None, :], size[:, None] - 1)
     return Segments(owner=torch.from_numpy(owner), idx=torch.from_numpy(idx), mask=torch.from_numpy(mask))
+
+
+def segment_length(counts: np.ndarray, *, overhead: int = 8) -> int:
+    """The piece length that minimises padded rows plus a per-piece cost (its tensors' gather).
+
+    Users with 4 test rows should not be padded to 32; users with 600 should not cost 150 pieces.
+    """
+    counts = np.asarray(counts)
+    counts = counts[counts > 0]
+    if counts.size == 0:
+        return 1
+    options = (1, 2, 4, 8, 16, 32, 64, 128)
+    cost = [int((-(-counts // n) * (n + overhead)).sum()) for n in options]
+    return options[int(np.argmin(cost))]

@@ -177,9 +177,12 @@ def _full_program(student: Backbone) -> Program:
     offsets = model.offsets
 
     def forward(params: Mapping[str, Tensor], x: Tensor) -> Tensor:
-        emb = params["embedding.weight"]  # [U, V, d], one table per client
-        u = torch.arange(x.shape[0]).view(-1, 1, 1)
-        h = emb[u, x + offsets].flatten(-2)  # [U, L, F*d]
+        emb = params["embedding.weight"]  # [U, V, d]: one table per client, or [V, d] shared by all
+        if emb.dim() == 2:
+            h = emb[x + offsets].flatten(-2)
+        else:
+            u = torch.arange(x.shape[0]).view(-1, 1, 1)
+            h = emb[u, x + offsets].flatten(-2)  # [U, L, F*d]
         for i in range(n_layers):
             h = torch.relu(h @ params[f"layers.{i}.weight"].mT + params[f"layers.{i}.bias"].unsqueeze(-2))
         return (h @ params["head.weight"].mT + params["head.bias"].unsqueeze(-2)).squeeze(-1)  # [U, L]

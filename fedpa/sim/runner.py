@@ -25,12 +25,13 @@ import torch
 from fedpa.errors import ConfigError
 from fedpa.model import Backbone
 from fedpa.privacy import PrivacyConfig, epsilon_after
-from fedpa.sim.engine import LocalConfig, Population, local_train, predict
-from fedpa.sim.layout import ClientRows, segments
+from fedpa.sim.engine import LocalConfig, Population, predict
+from fedpa.sim.layout import ClientRows, segment_length, segments
 from fedpa.sim.methods import Method, Program, build_program
+from fedpa.sim.rounds import run_round
 from fedpa.sim.scoring import evaluate_fast
-from fedpa.sim.server import AggregationConfig, aggregate_round, apply_ldp, wire_names
-from fedpa.sim.wire import WireDtype, encode_update, quantize
+from fedpa.sim.server import AggregationConfig, wire_names
+from fedpa.sim.wire import WireDtype, encode_update
 
 __all__ = ["SimConfig", "SimResult", "select_clients", "simulate"]
 
@@ -49,7 +50,8 @@ class SimConfig:
     packed: bool = False  # one concatenated tensor per upload (see fedpa.sim.wire)
     select: Literal["auc", "gauc"] = "auc"
     exact_aggregation: bool = False  # one ClientUpdate per client even for the weighted mean
-    max_rows: int = 1 << 16
+    max_rows: int = 1 << 18  # rows per batched forward (memory bound only)
+    client_chunk: int = 32768  # clients trained and uploaded together (memory bound only)
 
     def __post_init__(self) -> None:
         if self.rounds < 0 or not 0 < self.fraction <= 1 or self.local_epochs < 0:
@@ -144,42 +146,34 @@ def simulate(ds: Any, student: Backbone, method: Method, config: SimConfig | Non
     pop = Population(program.private_init, users.size, program.spec, program.bank, program.group_values)
     local = LocalConfig(lr=method.lr, batch_size=method.batch_size, epochs=config.local_epochs,
                         max_rows=config.max_rows)
-    segs = {name: (rows, segments(rows)) for name, rows in (("val", val), ("test", test))}
+    scored, is_val = val.concat(test)  # one batched pass scores both splits
+    segs = segments(scored, length=segment_length(scored.counts))
+    split_rows = {"val": is_val, "test": ~is_val}
 
     def evaluate_all() -> dict[str, dict[str, float]]:
-        return {name: _metrics(rows, predict(program.forward, pop.params, rows, s, max_rows=config.max_rows))
-                for name, (rows, s) in segs.items()}
+        logits = predict(program.forward, pop.params, scored, segs, max_rows=config.max_rows)
+        y = scored.y.numpy()
+        return {name: evaluate_fast(scored.user[m], y[m], logits[m]) for name, m in split_rows.items()}
 
     first = evaluate_all()
     curve: list[dict[str, Any]] = [{"round": 0, **first, "seconds": 0.0}]
     eligible = np.flatnonzero(train.counts > 0)
     participations = np.zeros(users.size, np.int64)
     up_total = down_total = 0.0
-    shared = list(pop.shared)
     for r in range(config.rounds):
         start = time.perf_counter()
         part = select_clients(eligible, config.fraction, seed=config.seed, round=r)
-        clients = torch.from_numpy(part)
-        downloaded = pop.params(clients, copy=True)
-        trained, loss = local_train(program.forward, downloaded, train, part, local, seed=config.seed, round=r)
-        pop.store_private(clients, trained)
-        report = None
-        if shared:
-            values = pop.group_values(clients)
-            deltas = {p: trained[p] - downloaded[p] for p in shared}
-            if config.privacy is not None:
-                deltas = apply_ldp(deltas, program.spec, values, users[part], config.privacy,
-                                   seed=config.seed, round=r)
-            deltas = {p: quantize(d, config.wire_dtype) for p, d in deltas.items()}
-            bank, report = aggregate_round(pop.bank, program.spec, deltas, values, train.counts[part],
-                                           config.aggregation, exact=config.exact_aggregation)
-            pop.set_bank(bank)
+        report, loss = run_round(program, pop, train, part, config, local, round=r)
+        trained_at = time.perf_counter()
         participations[part] += 1
         up, down = _bytes_per_client(program, program.group_values, part, config.wire_dtype, config.packed)
         up_total, down_total = up_total + up, down_total + down
         metrics = evaluate_all()
-        point = {"round": r + 1, **metrics, "train_loss": float(np.nanmean(loss.numpy())),
-                 "clients": int(part.size), "seconds": time.perf_counter() - start}
+        done = time.perf_counter()
+        finite = loss.numpy()[np.isfinite(loss.numpy())]
+        point = {"round": r + 1, **metrics, "train_loss": float(finite.mean()) if finite.size else float("nan"),
+                 "clients": int(part.size), "seconds": done - start, "round_seconds": trained_at - start,
+                 "eval_seconds": done - trained_at}
         if report is not None and report.skipped_groups:
             point["skipped_groups"] = dict(report.skipped_groups)
         curve.append(point)

@@ -31,7 +31,9 @@ from fedpa.privacy import PrivacyConfig, clip_and_noise
 from fedpa.schedule import round_rng
 from fedpa.state import SharedStateSpec
 
-__all__ = ["AggregationConfig", "aggregate_round", "apply_ldp", "client_updates", "wire_names"]
+_CHUNK = 16384  # clients per float64 partial sum (bounds memory at 100k+ clients)
+
+__all__ = ["AggregationConfig", "MeanAccumulator", "aggregate_round", "apply_ldp", "client_updates", "wire_names"]
 
 
 @dataclass(frozen=True)
@@ -104,45 +106,70 @@ def _norm_scales(deltas: Mapping[str, Tensor], bound: float | None) -> Tensor:
     return torch.clamp(bound / torch.clamp(torch.sqrt(sq), min=1e-12), max=1.0)  # aggregate_bank's rule
 
 
-def _fast(bank: Mapping[str, np.ndarray], spec: SharedStateSpec, deltas: Mapping[str, Tensor],
-          values: Mapping[str, np.ndarray], weights: np.ndarray, config: AggregationConfig
-          ) -> tuple[dict[str, np.ndarray], AggregationReport]:
-    w = torch.as_tensor(weights, dtype=torch.float64)
-    if config.weight_cap is not None:
-        w = torch.clamp(w, max=config.weight_cap)
-    coef = w * _norm_scales(deltas, config.norm_bound)  # per client: weight × norm-bound scale
-    names = wire_names(spec)
-    owner = _attributes(spec)
-    cards = spec.attributes
-    gate: dict[str, np.ndarray] = {}
-    per_group: dict[tuple[str, int], dict[str, np.ndarray]] = {}
-    counts = {a: np.bincount(values[a], minlength=cards[a]) for a in cards}
-    wsum = {a: torch.zeros(cards[a], dtype=torch.float64).index_add_(0, torch.as_tensor(values[a]), w) for a in cards}
-    for p, d in deltas.items():
-        weighted = d.double() * coef.view(-1, *([1] * (d.dim() - 1)))  # [U, ...]
-        attribute = owner[p]
-        if attribute is None:
-            gate[names[(p, None)]] = (weighted.sum(0) / w.sum()).numpy()
-            continue
-        v = torch.as_tensor(values[attribute])
-        sums = torch.zeros(cards[attribute], *d.shape[1:], dtype=torch.float64).index_add_(0, v, weighted)
-        for value in np.flatnonzero(counts[attribute]):
-            per_group.setdefault((attribute, int(value)), {})[names[(p, int(value))]] = (
-                sums[value] / wsum[attribute][value]).numpy()
-    report = AggregationReport()
-    virtual = [ClientUpdate(deltas=gate, weight=1.0)] if gate else []
-    if gate:
-        report.reporters["gate"] = len(weights)
-    for (attribute, value), tensors in per_group.items():
-        n = int(counts[attribute][value])
-        report.reporters[f"{attribute}={value}"] = n
-        if n < config.min_reporters:
-            report.skipped_groups[f"{attribute}={value}"] = n
-        else:
-            virtual.append(ClientUpdate(deltas=tensors, weight=1.0))
-    new_bank, inner = aggregate_bank(bank, virtual, spec, strategy=WeightedMean(), server_lr=config.server_lr)
-    report.updated = inner.updated
-    return new_bank, report
+class MeanAccumulator:
+    """The weighted mean of a round's uploads, fed a chunk of clients at a time (the fast path).
+
+    Keeps, per shared tensor and group value, ``Σ w_i s_i Δ_i`` in float64 (like ``aggregate_bank``),
+    ``Σ w_i`` and the reporter count; :meth:`finish` hands the means to ``aggregate_bank``. Feeding
+    clients in chunks lets a 1M-client round stream through bounded memory.
+    """
+
+    def __init__(self, spec: SharedStateSpec, config: AggregationConfig) -> None:
+        if config.rule != "mean":
+            raise ConfigError(f"the streaming accumulator computes the weighted mean, not {config.rule!r}")
+        self.spec, self.config = spec, config
+        self.names, self.owner, self.cards = wire_names(spec), _attributes(spec), spec.attributes
+        self.sums: dict[str, Tensor] = {}
+        self.wsum = {a: torch.zeros(c, dtype=torch.float64) for a, c in {None: 1, **self.cards}.items()}
+        self.counts = {a: np.zeros(c, np.int64) for a, c in {None: 1, **self.cards}.items()}
+
+    def add(self, deltas: Mapping[str, Tensor], values: Mapping[str, np.ndarray], weights: np.ndarray) -> None:
+        """Accumulate clients' deltas (``deltas[p][i]`` from the client with ``values[·][i]``)."""
+        w = torch.as_tensor(np.asarray(weights, np.float64))
+        if self.config.weight_cap is not None:
+            w = torch.clamp(w, max=self.config.weight_cap)
+        coef = w * _norm_scales(deltas, self.config.norm_bound)  # per client: weight × norm-bound scale
+        index = {None: np.zeros(len(w), np.int64), **{a: np.asarray(values[a], np.int64) for a in self.cards}}
+        mix: dict[str | None, Tensor] = {}
+        for a, v in index.items():
+            mix[a] = torch.zeros(len(self.counts[a]), len(w), dtype=torch.float64)  # [V, U]
+            mix[a][torch.as_tensor(v), torch.arange(len(w))] = coef
+            self.wsum[a].index_add_(0, torch.as_tensor(v), w)
+            self.counts[a] += np.bincount(v, minlength=len(self.counts[a]))
+        for p, d in deltas.items():
+            m = mix[self.owner[p]]
+            total = self.sums.setdefault(p, torch.zeros(m.shape[0], d[0].numel(), dtype=torch.float64))
+            for i in range(0, len(d), _CHUNK):  # float64 like aggregate_bank, bounded memory
+                total += m[:, i : i + _CHUNK] @ d[i : i + _CHUNK].flatten(1).double()
+
+    def finish(self, bank: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], AggregationReport]:
+        """Apply the means through ``aggregate_bank`` (server lr, float32 cast); report counts."""
+        shapes = {t.param: t.shape for t in self.spec.tensors}
+        report = AggregationReport()
+        gate: dict[str, np.ndarray] = {}
+        per_group: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+        for p, total in self.sums.items():
+            a = self.owner[p]
+            for value in np.flatnonzero(self.counts[a]):
+                mean = (total[value] / self.wsum[a][value]).view(shapes[p]).numpy()
+                if a is None:
+                    gate[self.names[(p, None)]] = mean
+                else:
+                    per_group.setdefault((a, int(value)), {})[self.names[(p, int(value))]] = mean
+        virtual = [ClientUpdate(deltas=gate, weight=1.0)] if gate else []
+        if gate:
+            report.reporters["gate"] = int(self.counts[None][0])
+        for (a, value), tensors in per_group.items():
+            n = int(self.counts[a][value])
+            report.reporters[f"{a}={value}"] = n
+            if n < self.config.min_reporters:
+                report.skipped_groups[f"{a}={value}"] = n
+            else:
+                virtual.append(ClientUpdate(deltas=tensors, weight=1.0))
+        new_bank, inner = aggregate_bank(bank, virtual, self.spec, strategy=WeightedMean(),
+                                         server_lr=self.config.server_lr)
+        report.updated = inner.updated
+        return new_bank, report
 
 
 def aggregate_round(bank: Mapping[str, np.ndarray], spec: SharedStateSpec, deltas: Mapping[str, Tensor],
@@ -156,7 +183,9 @@ def aggregate_round(bank: Mapping[str, np.ndarray], spec: SharedStateSpec, delta
     if not deltas or weights.size == 0:
         return {k: np.array(v, copy=True) for k, v in bank.items()}, AggregationReport()
     if config.rule == "mean" and not exact:
-        return _fast(bank, spec, deltas, values, weights, config)
+        accumulator = MeanAccumulator(spec, config)
+        accumulator.add(deltas, values, weights)
+        return accumulator.finish(bank)
     updates = client_updates(deltas, spec, values, weights)
     return aggregate_bank(bank, updates, spec, strategy=make_strategy(config.rule, trim_beta=config.trim_beta),
                           server_lr=config.server_lr, min_reporters=config.min_reporters,

@@ -1,0 +1,77 @@
+"""One synchronous round (SPEC §3): download, local training, LDP, encoding, aggregation.
+
+Clients are processed in chunks (``client_chunk``): each chunk downloads, trains, stores its
+private tensors and hands its uploads to the server. With the weighted mean the server folds each
+chunk into a :class:`~fedpa.sim.server.MeanAccumulator` and forgets it, so memory stays bounded at
+any number of clients; robust rules (trimmed mean, median) need every upload at once and keep them.
+Chunking changes nothing else: clients never see each other within a round.
+
+Usage: ``report, loss = run_round(program, pop, train, part, config, local, round=r)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from fedpa.aggregation import AggregationReport
+from fedpa.sim.engine import LocalConfig, Population, local_train
+from fedpa.sim.layout import ClientRows
+from fedpa.sim.methods import Program
+from fedpa.sim.server import MeanAccumulator, aggregate_round, apply_ldp
+from fedpa.sim.wire import quantize
+
+__all__ = ["run_round"]
+
+
+def _uploads(program: Program, pop: Population, train: ClientRows, chunk: np.ndarray, config: Any,
+             local: LocalConfig, *, round: int) -> tuple[dict[str, Tensor], dict[str, np.ndarray], Tensor]:
+    """Train one chunk of clients; returns what they upload (decoded), their groups and losses."""
+    clients = torch.from_numpy(chunk)
+    params = pop.params(clients, copy=True)
+    trained, loss = local_train(program.forward, params, train, chunk, local, seed=config.seed, round=round,
+                                inplace=True)
+    pop.store_private(clients, trained)
+    values = pop.group_values(clients)
+    # the shared delta, in place of the trained tensor (no copy): trained - what was downloaded
+    deltas = {p: trained.pop(p).sub_(pop.shared_base(p, clients)) for p in pop.shared}
+    if config.privacy is not None and deltas:
+        deltas = apply_ldp(deltas, program.spec, values, train.users[chunk], config.privacy, seed=config.seed,
+                           round=round)
+    return {p: quantize(d, config.wire_dtype) for p, d in deltas.items()}, values, loss
+
+
+def run_round(program: Program, pop: Population, train: ClientRows, part: np.ndarray, config: Any,
+              local: LocalConfig, *, round: int) -> tuple[AggregationReport | None, Tensor]:
+    """Run round ``round`` for participants ``part``; updates ``pop`` (private tensors and bank)."""
+    streaming = config.aggregation.rule == "mean" and not config.exact_aggregation and program.spec is not None
+    accumulator = MeanAccumulator(program.spec, config.aggregation) if streaming else None
+    kept: list[tuple[dict[str, Tensor], dict[str, np.ndarray], np.ndarray]] = []
+    losses = []
+    step = max(1, int(config.client_chunk))
+    for i in range(0, part.size, step):
+        chunk = part[i : i + step]
+        deltas, values, loss = _uploads(program, pop, train, chunk, config, local, round=round)
+        losses.append(loss)
+        if not deltas:
+            continue
+        if accumulator is not None:
+            accumulator.add(deltas, values, train.counts[chunk])
+        else:
+            kept.append((deltas, values, train.counts[chunk]))
+    loss = torch.cat(losses) if losses else torch.zeros(0, dtype=torch.float64)
+    if program.spec is None:
+        return None, loss
+    if accumulator is not None:
+        bank, report = accumulator.finish(pop.bank)
+    else:
+        deltas = {p: torch.cat([k[0][p] for k in kept]) for p in kept[0][0]} if kept else {}
+        values = {a: np.concatenate([k[1][a] for k in kept]) for a in kept[0][1]} if kept else {}
+        weights = np.concatenate([k[2] for k in kept]) if kept else np.zeros(0)
+        bank, report = aggregate_round(pop.bank, program.spec, deltas, values, weights, config.aggregation,
+                                       exact=config.exact_aggregation)
+    pop.set_bank(bank)
+    return report, loss

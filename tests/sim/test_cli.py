@@ -1,0 +1,54 @@
+"""The typer sub-app: ``simulate`` writes the documented JSON; ``experiments`` writes table, JSON, PNG."""
+
+import json
+
+from typer.testing import CliRunner
+
+from fedpa.sim.cli import sim_app
+from fedpa.train import save_checkpoint
+
+runner = CliRunner()
+OPTIONS = ["--option", "n_users=120", "--option", "n_items=80", "--option", "interactions_per_user=30"]
+
+
+def test_simulate_writes_the_result_json(tmp_path, small_ds, small_student):
+    # Prepare: a student checkpoint, so the command does not distil one
+    ckpt = save_checkpoint(tmp_path / "student.pt", small_student, small_ds.schema, kind="student")
+    out = tmp_path / "result.json"
+    # Execute
+    result = runner.invoke(sim_app, ["simulate", "--dataset", "synthetic", *OPTIONS, "--method", "fedpa",
+                                     "--rounds", "2", "--fraction", "0.5", "--local-epochs", "1", "--seed", "0",
+                                     "--student", str(ckpt), "--wire-dtype", "int8", "--out", str(out)])
+    # Assert
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    for key in ("method", "dataset", "rounds", "best_round", "test", "val", "seconds_per_round",
+                "upload_bytes_per_client_round", "download_bytes_per_client_round", "curve"):
+        assert key in data, key
+    assert set(data["test"]) >= {"auc", "gauc", "logloss", "precision"}
+    assert data["method"] == "fedpa" and data["rounds"] == 2 and len(data["curve"]) == 3
+    assert data["curve"][1]["clients"] == round(0.5 * data["info"]["clients"])
+    assert 0 < data["upload_bytes_per_client_round"] < data["download_bytes_per_client_round"]
+
+
+def test_simulate_refuses_an_unknown_method(tmp_path):
+    result = runner.invoke(sim_app, ["simulate", "--method", "nope", "--out", str(tmp_path / "r.json")])
+    assert result.exit_code != 0
+    assert "nope" in str(result.exception) + result.output
+
+
+def test_experiments_writes_table_json_and_figure(tmp_path, small_ds, small_student):
+    # Prepare: the cached student the command looks for
+    save_checkpoint(tmp_path / "students" / "synthetic-seed0-student.pt", small_student, small_ds.schema,
+                    kind="student")
+    # Execute
+    result = runner.invoke(sim_app, ["experiments", "--dataset", "synthetic", *OPTIONS, "--seeds", "1",
+                                     "--rounds", "2", "--methods", "fm-only,user-ctr,fedpa", "--no-tune",
+                                     "--out-dir", str(tmp_path)])
+    # Assert
+    assert result.exit_code == 0, result.output
+    table = (tmp_path / "synthetic-table.md").read_text()
+    assert "| fedpa |" in table and "| fm-only |" in table
+    data = json.loads((tmp_path / "synthetic-results.json").read_text())
+    assert set(data["summary"]) == {"fm-only", "user-ctr", "fedpa"}
+    assert (tmp_path / "synthetic-gauc.png").read_bytes()[:4] == b"\x89PNG"
