@@ -65,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             runtime.metrics.rejected("payload_too_large")
 
     app.add_middleware(BodyLimit, limit_for=limit_for, on_refuse=on_refuse)
-    for module in (health, devices, models, state, updates, status):
+    # Starlette matches routes in order: the hot upload route goes first.
+    for module in (updates, state, health, devices, models, status):
         app.include_router(module.router)
     return app

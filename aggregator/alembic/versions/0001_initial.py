@@ -114,6 +114,10 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("model_pk", "nonce", name="uq_updates_model_nonce"),
     )
+    if op.get_bind().dialect.name == "postgresql":
+        # Update deltas are noised floats: incompressible. EXTERNAL skips the compression attempt
+        # on every 18 KB upload (measured ~+20% inserts/s) and keeps TOAST slicing cheap.
+        op.execute("ALTER TABLE updates ALTER COLUMN tensors SET STORAGE EXTERNAL")
     op.create_index("ix_updates_model_version_status", "updates", ["model_pk", "model_version", "status"])
     op.create_index("ix_updates_pending", "updates", ["model_pk", "round"],
                     postgresql_where=_PENDING, sqlite_where=_PENDING)

@@ -6,9 +6,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from aggregator.api.deps import DeviceDep, RuntimeDep
+from aggregator.api.deps import DeviceDep
 from aggregator.schemas import ErrorBody, UpdateAccepted
 from aggregator.services.intake import accept_update
+from aggregator.services.runtime import Runtime
 
 __all__ = ["router"]
 
@@ -22,8 +23,9 @@ _BODY = {"requestBody": {"required": True, "content": {"application/octet-stream
 
 @router.post("/v1/models/{model_id}/updates", status_code=202, response_model=UpdateAccepted,
              responses=_ERRORS, openapi_extra=_BODY)
-async def upload_update(model_id: str, request: Request, principal: DeviceDep, runtime: RuntimeDep) -> Response:
+async def upload_update(model_id: str, request: Request, principal: DeviceDep) -> Response:
     """Validate and store one update; the 202 comes after the commit, so it survives a crash."""
+    runtime: Runtime = request.app.state.runtime  # not a dependency: every dependency costs on this path
     body = await request.body()
     receipt = await run_in_threadpool(accept_update, runtime.db, runtime.catalog, principal.device, model_id,
                                       body, limits=runtime.limits)

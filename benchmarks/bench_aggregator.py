@@ -1,0 +1,326 @@
+"""Load benchmark of the aggregator (issue 7 targets), loopback only, bounded in time.
+
+For 1 and 2 uvicorn workers on PostgreSQL (a fresh schema, dropped afterwards):
+
+1. closed loop: ``--clients`` devices (default 200), each with its own token and keep-alive
+   connection, upload ~18 KB safetensors updates back to back for ``--duration`` s → uploads/s;
+2. open loop: requests start on a fixed schedule at ``--rate``/s (default 500) regardless of
+   answers; latency is measured from the *scheduled* start (no coordinated omission) → p50/p99;
+3. aggregation: 1,000 pending updates of a second model closed by the admin endpoint → time;
+4. zero lost updates: after a final flush, the 202s counted by the clients == rows accepted ==
+   rows aggregated, for every model.
+
+The model runs in async (buffered) mode with ``buffer_size`` 1,000, so aggregations happen during
+the load, as they would in production. The load generator is a minimal asyncio HTTP/1.1 client
+(uvloop, pre-built request bytes) on the same machine, so its CPU cost is counted against the
+server's — as the issue asks.
+
+Usage: ``python benchmarks/bench_aggregator.py [--duration 15] [--workers 1 2]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import secrets
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psycopg
+
+from fedpa.manifest import FileEntry, Manifest, PrivacySettings, sha256_file
+from fedpa.payload import encode_tensors
+from fedpa.protocol import UpdateMeta, UpdatePrivacy
+from fedpa.state import SharedStateSpec
+
+ADMIN_TOKEN = secrets.token_urlsafe(32)
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+NONCE_LEN = 24
+PRIVACY = UpdatePrivacy(mechanism="gaussian", clip_norm=1.0, noise_multiplier=1.0, epsilon_spent=1.0, delta=1e-5)
+
+# Two FedPA layers: gate 64→16→4, two grouping attributes with rank-4 adapters.
+# A device's share (gate + its two groups) is 4,224 float32 ≈ 17 KB of tensors, ≈ 18 KB on the wire.
+SPEC = SharedStateSpec.build(
+    gate=[(f"layers.{i}.gate.{n}", s) for i in range(2) for n, s in (("w1", (16, 64)), ("w2", (4, 16)))],
+    group=[(f"layers.{i}.groups.{a}.lora_{m}", a, s) for i in range(2) for a in ("age", "region")
+           for m, s in (("A", (4, 64)), ("B", (64, 4)))],
+    cardinalities={"age": 5, "region": 4},
+)
+
+
+def write_bundle(root: Path, model_id: str) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    bank = {t.name: (0.1 * rng.normal(size=t.shape)).astype(np.float32) for t in SPEC.tensors}
+    (root / "shared_state.safetensors").write_bytes(encode_tensors(bank))
+    path = root / "shared_state.safetensors"
+    files = {"shared_state.safetensors": FileEntry(sha256=sha256_file(path), size=path.stat().st_size)}
+    manifest = Manifest(model_id=model_id, model_version=1, created_at="2026-01-01T00:00:00Z", feature_schema={},
+                        backbone={}, adapter={}, shared_state=SPEC, private_tensors=(),
+                        privacy=PrivacySettings(noise_multiplier=1.0), files=files)
+    (root / "manifest.json").write_text(manifest.to_json())
+
+
+def body_template(model_id: str, groups: dict[str, int], seed: int) -> tuple[bytes, bytes]:
+    """(prefix, suffix) of a safetensors body around a fixed-length nonce placeholder."""
+    rng = np.random.default_rng(seed)
+    deltas = {t.name: (0.01 * rng.normal(size=t.shape)).astype(np.float32) for t in SPEC.for_groups(groups)}
+    placeholder = "N" * NONCE_LEN
+    meta = UpdateMeta(model_id=model_id, model_version=1, base_version=0, groups=groups, example_count=10,
+                      nonce=placeholder, privacy=PRIVACY)
+    body = encode_tensors(deltas, metadata={"fedpa.update": meta.model_dump_json()})
+    i = body.index(placeholder.encode())
+    return body[:i], body[i + NONCE_LEN :]
+
+
+class Device:
+    """One simulated phone: token, pre-built request bytes, a nonce counter."""
+
+    def __init__(self, index: int, model_id: str, token: str, port: int) -> None:
+        groups = {"age": index % 5, "region": index % 4}
+        self.prefix, self.suffix = body_template(model_id, groups, index)
+        self.head = (f"POST /v1/models/{model_id}/updates HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                     f"Authorization: Bearer {token}\r\nContent-Type: application/octet-stream\r\n"
+                     f"Content-Length: {len(self.prefix) + NONCE_LEN + len(self.suffix)}\r\n\r\n").encode()
+        self.tag = f"{index:05d}{uuid.uuid4().hex[:5]}"
+        self.sent = 0
+
+    def request(self) -> bytes:
+        self.sent += 1
+        nonce = f"{self.tag}{self.sent:0{NONCE_LEN - len(self.tag)}d}".encode()
+        return b"".join((self.head, self.prefix, nonce, self.suffix))
+
+
+async def _roundtrip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, data: bytes) -> int:
+    writer.write(data)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    await reader.readexactly(length)
+    return status
+
+
+async def closed_loop(port: int, devices: list[Device], duration: float) -> dict:
+    """Every device uploads back to back on its own connection for ``duration`` seconds."""
+    counts: dict[int, int] = {}
+    latencies: list[float] = []
+    stop_at = time.perf_counter() + duration
+
+    async def run(device: Device) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while time.perf_counter() < stop_at:
+            t0 = time.perf_counter()
+            status = await _roundtrip(reader, writer, device.request())
+            latencies.append(time.perf_counter() - t0)
+            counts[status] = counts.get(status, 0) + 1
+        writer.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(run(d) for d in devices))
+    elapsed = time.perf_counter() - t0
+    return {"elapsed_s": elapsed, "status": counts, "accepted": counts.get(202, 0),
+            "uploads_per_s": counts.get(202, 0) / elapsed, **_percentiles(latencies)}
+
+
+async def open_loop(port: int, devices: list[Device], rate: float, duration: float) -> dict:
+    """Requests start every 1/rate s on idle connections; latency counts from the scheduled start."""
+    counts: dict[int, int] = {}
+    latencies: list[float] = []
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    pending: set[asyncio.Task] = set()
+
+    async def one(device: Device, scheduled: float) -> None:
+        conn = idle.pop() if idle else await asyncio.open_connection("127.0.0.1", port)
+        status = await _roundtrip(*conn, device.request())
+        latencies.append(time.perf_counter() - scheduled)
+        counts[status] = counts.get(status, 0) + 1
+        idle.append(conn)
+
+    for _ in range(min(len(devices), 64)):
+        idle.append(await asyncio.open_connection("127.0.0.1", port))
+    start = time.perf_counter()
+    n = int(rate * duration)
+    for i in range(n):
+        scheduled = start + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(one(devices[i % len(devices)], scheduled))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    await asyncio.gather(*pending)
+    elapsed = time.perf_counter() - start
+    for _, writer in idle:
+        writer.close()
+    return {"offered_per_s": rate, "elapsed_s": elapsed, "status": counts, "accepted": counts.get(202, 0),
+            "achieved_per_s": counts.get(202, 0) / elapsed, **_percentiles(latencies)}
+
+
+def _percentiles(latencies: list[float]) -> dict:
+    if not latencies:
+        return {}
+    ms = np.array(latencies) * 1000
+    return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
+            "max_ms": float(ms.max()), "mean_ms": float(ms.mean())}
+
+
+class Server:
+    def __init__(self, url: str, workers: int, pool: int) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        env = {**os.environ, "FEDPA_ADMIN_TOKEN": ADMIN_TOKEN, "FEDPA_RATE_LIMIT_PER_MINUTE": "6000000",
+               "FEDPA_RATE_LIMIT_BURST": "1000000", "FEDPA_DB_POOL_SIZE": str(pool), "FEDPA_DB_MAX_OVERFLOW": "0",
+               "FEDPA_MAX_UPLOAD_BYTES": str(1 << 20)}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "aggregator.cli", "serve", "--port", str(self.port), "--workers", str(workers),
+             "--database-url", url, "--log-level", "warning"], env=env, start_new_session=True)
+        self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=120)
+        for _ in range(600):
+            try:
+                if self.http.get("/healthz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise RuntimeError("server did not start")
+
+    def stop(self) -> None:
+        self.http.close()
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(30)
+
+
+def publish(server: Server, model_id: str, config: dict) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        write_bundle(Path(tmp), model_id)
+        files = [("files", (n, (Path(tmp) / n).read_bytes())) for n in ("manifest.json", "shared_state.safetensors")]
+        r = server.http.post("/v1/models", files=files, data={"config": json.dumps(config)}, headers=ADMIN)
+        r.raise_for_status()
+
+
+def devices_for(server: Server, model_id: str, n: int) -> list[Device]:
+    tokens = [server.http.post("/v1/devices", json={"model_id": model_id}).json()["token"] for _ in range(n)]
+    return [Device(i, model_id, tok, server.port) for i, tok in enumerate(tokens)]
+
+
+def run_config(url: str, workers: int, args: argparse.Namespace) -> dict:
+    server = Server(url, workers, args.pool)
+    try:
+        config = {"mode": "async", "buffer_size": 1000, "deadline_s": None, "max_staleness": 1_000_000,
+                  "min_reporters": 1}
+        load_model, agg_model = f"load-w{workers}", f"agg-w{workers}"
+        publish(server, load_model, config)
+        publish(server, agg_model, {**config, "buffer_size": 1_000_000})
+        devices = devices_for(server, load_model, args.clients)
+        warm = asyncio.run(closed_loop(server.port, devices[:20], 1.0))  # warm caches and connections
+        closed = asyncio.run(closed_loop(server.port, devices, args.duration))
+        opened = asyncio.run(open_loop(server.port, devices, args.rate, args.open_duration))
+        # Aggregation of exactly 1,000 pending updates, timed end to end and inside the transaction.
+        agg_devices = devices_for(server, agg_model, 50)
+        asyncio.run(closed_loop_count(server.port, agg_devices, 1000))
+        t0 = time.perf_counter()
+        status = server.http.post(f"/v1/models/{agg_model}/aggregate", headers=ADMIN).json()
+        aggregation = {"updates": status["last_aggregation"]["updates"],
+                       "request_s": time.perf_counter() - t0,
+                       "transaction_s": status["last_aggregation"]["duration_ms"] / 1000}
+        # Zero lost updates: flush, then compare the clients' 202 count with the database.
+        final = server.http.post(f"/v1/models/{load_model}/aggregate", headers=ADMIN).json()
+        sent = warm["accepted"] + closed["accepted"] + opened["accepted"]
+        lost = {"client_202": sent, "db_accepted": final["accepted_total"],
+                "db_aggregated": final["aggregated_total"], "pending": final["pending_updates"],
+                "ok": sent == final["accepted_total"] == final["aggregated_total"]}
+        aggregations = server.http.get("/metrics").text.count("fedpa_aggregations_total{")
+        return {"workers": workers, "closed_loop": closed, "open_loop": opened, "aggregation_1000": aggregation,
+                "zero_lost": lost, "aggregation_metric_series": aggregations}
+    finally:
+        server.stop()
+
+
+async def closed_loop_count(port: int, devices: list[Device], total: int) -> int:
+    """Exactly ``total`` accepted uploads spread over the devices (for the aggregation timing)."""
+    queue = list(range(total))
+
+    async def run(device: Device) -> int:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        ok = 0
+        while queue:
+            queue.pop()
+            ok += await _roundtrip(reader, writer, device.request()) == 202
+        writer.close()
+        return ok
+
+    accepted = sum(await asyncio.gather(*(run(d) for d in devices)))
+    if accepted != total:
+        raise RuntimeError(f"only {accepted} of {total} aggregation-phase uploads were accepted")
+    return accepted
+
+
+def payload_bytes() -> int:
+    prefix, suffix = body_template("load-w1", {"age": 0, "region": 0}, 0)
+    return len(prefix) + NONCE_LEN + len(suffix)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--database", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--clients", type=int, default=200)
+    parser.add_argument("--duration", type=float, default=15.0, help="closed-loop seconds per configuration")
+    parser.add_argument("--rate", type=float, default=500.0, help="open-loop offered uploads/s")
+    parser.add_argument("--open-duration", type=float, default=10.0)
+    parser.add_argument("--pool", type=int, default=16, help="database connections per worker")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "aggregator.json")
+    args = parser.parse_args()
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover
+        pass
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(args.database, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    url = args.database.replace("postgresql://", "postgresql+psycopg://") + f"?options=-csearch_path%3D{schema}"
+    results = []
+    try:
+        for workers in args.workers:
+            result = run_config(url, workers, args)
+            results.append(result)
+            c, o, a, z = result["closed_loop"], result["open_loop"], result["aggregation_1000"], result["zero_lost"]
+            print(f"workers={workers}: closed loop {args.clients} clients: {c['uploads_per_s']:.0f} uploads/s "
+                  f"(p50 {c['p50_ms']:.1f} ms, p99 {c['p99_ms']:.1f} ms, status {c['status']})")
+            print(f"  open loop {args.rate:.0f}/s offered: achieved {o['achieved_per_s']:.0f}/s, "
+                  f"p50 {o['p50_ms']:.1f} ms, p99 {o['p99_ms']:.1f} ms, max {o['max_ms']:.0f} ms")
+            print(f"  aggregation of {a['updates']} updates: {a['transaction_s'] * 1000:.0f} ms in the transaction, "
+                  f"{a['request_s'] * 1000:.0f} ms end to end")
+            print(f"  zero lost updates: {z}")
+    finally:
+        with psycopg.connect(args.database, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    report = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0],
+                          "loadavg_at_end": os.getloadavg()},
+              "payload_bytes": payload_bytes(),
+              "args": {k: str(v) for k, v in vars(args).items()}, "results": results,
+              "median_closed_loop_uploads_per_s": statistics.median(r["closed_loop"]["uploads_per_s"] for r in results)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
