@@ -19,7 +19,7 @@ public class BundleGoldenTest {
     @After
     public void tearDown() {
         if (copy != null) {
-            FedPAClient.deleteTree(copy);
+            BundleInstaller.deleteTree(copy);
         }
     }
 

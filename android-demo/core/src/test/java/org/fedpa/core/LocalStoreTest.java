@@ -30,7 +30,7 @@ public class LocalStoreTest {
 
     @After
     public void tearDown() {
-        FedPAClient.deleteTree(dir);
+        BundleInstaller.deleteTree(dir);
     }
 
     private static Map<String, Tensor> adapter(float v) {

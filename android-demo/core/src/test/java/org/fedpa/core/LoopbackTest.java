@@ -39,7 +39,7 @@ public class LoopbackTest {
     @After
     public void tearDown() {
         if (root != null) {
-            FedPAClient.deleteTree(root);
+            BundleInstaller.deleteTree(root);
         }
     }
 

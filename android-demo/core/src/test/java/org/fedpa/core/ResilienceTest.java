@@ -40,7 +40,7 @@ public class ResilienceTest {
     @After
     public void tearDown() {
         proxy.stop();
-        FedPAClient.deleteTree(root);
+        BundleInstaller.deleteTree(root);
     }
 
     private FedPAClient phone(String name) throws Exception {

@@ -33,6 +33,9 @@ final class ExecuTorchRuntime implements ModelRuntime {
     private final List<String> inputNames = new ArrayList<String>();
     private final int maxBatch;
     private final int nFeatures;
+    private Map<String, Tensor> live; // the training program's own parameter tensors
+    private SGD sgd;
+    private float sgdLr = Float.NaN;
 
     ExecuTorchRuntime(Bundle bundle) throws FedPAException {
         try {
@@ -78,7 +81,13 @@ final class ExecuTorchRuntime implements ModelRuntime {
     @Override
     public float step(long[] x, float[] y, int n, Map<String, org.fedpa.core.Tensor> params, float lr)
             throws FedPAException {
-        Map<String, Tensor> live = training.namedParameters(METHOD);
+        if (live == null) {
+            live = training.namedParameters(METHOD);
+        }
+        if (sgd == null || sgdLr != lr) { // plain SGD is stateless: one optimiser per learning rate
+            sgd = SGD.create(live, lr);
+            sgdLr = lr;
+        }
         for (Map.Entry<String, Tensor> e : live.entrySet()) {
             org.fedpa.core.Tensor mine = params.get(e.getKey());
             if (mine == null) {
@@ -91,9 +100,7 @@ final class ExecuTorchRuntime implements ModelRuntime {
         EValue[] out = training.executeForwardBackward(METHOD,
                 EValue.from(Tensor.fromBlob(x, new long[] {n, nFeatures})), EValue.from(Tensor.fromBlob(y, new long[] {n})));
         float loss = out[0].toTensor().getDataAsFloatArray()[0];
-        SGD sgd = SGD.create(live, lr);
         sgd.step(training.namedGradients(METHOD));
-        sgd.destroy();
         for (Map.Entry<String, Tensor> e : live.entrySet()) {
             float[] updated = e.getValue().getDataAsFloatArray();
             System.arraycopy(updated, 0, params.get(e.getKey()).data(), 0, updated.length);
