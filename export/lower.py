@@ -13,7 +13,7 @@ import warnings
 import torch
 from torch.export import Dim, ExportedProgram, export
 
-from export.wrappers import InferenceWrapper, WithLoss, personalisation_ios
+from export.wrappers import InferenceWrapper, WithLoss, fuse_for_inference, personalisation_ios
 from fedpa.manifest import ProgramSpec, TensorIO
 from fedpa.model import FedPARecommender, ParamGroup, parameter_groups
 
@@ -34,17 +34,21 @@ def _inference_spec(model: FedPARecommender, file: str, runtime: str, max_batch:
     )
 
 
-def export_inference(model: FedPARecommender, *, max_batch: int) -> ExportedProgram:
-    """``torch.export`` of the inference wrapper with a dynamic number of candidates."""
-    wrapper = InferenceWrapper(copy.deepcopy(model).eval())
+def export_inference(model: FedPARecommender, *, max_batch: int, fused: bool = True) -> ExportedProgram:
+    """``torch.export`` of the inference wrapper with a dynamic number of candidates.
+
+    ``fused`` exports :class:`~export.wrappers.FusedFedPALayer` (same function, fewer ops) instead of
+    tracing ``FedPALayer`` as written.
+    """
+    wrapper = InferenceWrapper((fuse_for_inference(model) if fused else copy.deepcopy(model)).eval())
     # example batch > 1 so export does not specialise the batch dimension to 1
     inputs = wrapper.example_inputs(min(8, max_batch))
     batch = Dim("candidates", min=1, max=max_batch)
     return export(wrapper, inputs, dynamic_shapes=({0: batch}, (None,) * (len(inputs) - 1)), strict=False)
 
 
-def lower_inference(model: FedPARecommender, *, max_batch: int = 1024, file: str = "inference.pte"
-                    ) -> tuple[bytes, ProgramSpec]:
+def lower_inference(model: FedPARecommender, *, max_batch: int = 1024, file: str = "inference.pte",
+                    fused: bool = True) -> tuple[bytes, ProgramSpec]:
     """ExecuTorch program with every supported op delegated to XNNPACK.
 
     ``force_non_static_weights_for_f32_linear`` lets XNNPACK take the matmuls whose weights are
@@ -55,7 +59,7 @@ def lower_inference(model: FedPARecommender, *, max_batch: int = 1024, file: str
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
-    ep = export_inference(model, max_batch=max_batch)
+    ep = export_inference(model, max_batch=max_batch, fused=fused)
     partitioners = [XnnpackPartitioner(force_non_static_weights_for_f32_linear=True)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
@@ -63,14 +67,14 @@ def lower_inference(model: FedPARecommender, *, max_batch: int = 1024, file: str
     return program.buffer, _inference_spec(model, file, "executorch", max_batch)
 
 
-def lower_onnx(model: FedPARecommender, *, max_batch: int = 1024, file: str = "inference.onnx"
-               ) -> tuple[bytes, ProgramSpec]:
+def lower_onnx(model: FedPARecommender, *, max_batch: int = 1024, file: str = "inference.onnx",
+               fused: bool = True) -> tuple[bytes, ProgramSpec]:
     """The same inference program as ONNX via the dynamo exporter (input names = tensor names).
 
     Per-node metadata (source stack traces) is stripped: it is a third of the file and says
     nothing a runtime needs.
     """
-    ep = export_inference(model, max_batch=max_batch)
+    ep = export_inference(model, max_batch=max_batch, fused=fused)
     spec = _inference_spec(model, file, "onnxruntime", None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -27,7 +27,7 @@ from fedpa.runtime.bundle import (
 from fedpa.runtime.features import FeatureEncoder, schema_differences
 from fedpa.runtime.golden import Golden, GoldenCase, GoldenTraining, read_golden, write_golden
 from fedpa.runtime.parity import ParityCheck, ParityReport, check_golden
-from fedpa.runtime.programs import OnnxScorer, PteScorer, Scorer, Trainer, check_codes
+from fedpa.runtime.programs import BoundScorer, OnnxScorer, PteScorer, Scorer, Trainer, check_codes
 
 __all__ = [
     "GOLDEN_FILE",
@@ -39,6 +39,7 @@ __all__ = [
     "SCHEMA_FILE",
     "SHARED_STATE_FILE",
     "TRAINING_PTE",
+    "BoundScorer",
     "Bundle",
     "FeatureEncoder",
     "Golden",

@@ -18,7 +18,7 @@ import numpy as np
 from fedpa.errors import BundleError
 from fedpa.manifest import ProgramSpec, TensorIO
 
-__all__ = ["OnnxScorer", "PteScorer", "Scorer", "Trainer", "check_codes"]
+__all__ = ["BoundScorer", "OnnxScorer", "PteScorer", "Scorer", "Trainer", "check_codes"]
 
 
 def check_codes(x: np.ndarray, cardinalities: Sequence[int]) -> np.ndarray:
@@ -35,8 +35,9 @@ def check_codes(x: np.ndarray, cardinalities: Sequence[int]) -> np.ndarray:
     if x.dtype.kind not in "iu":
         raise BundleError(f"x must hold integer codes, got dtype {x.dtype}")
     x = np.ascontiguousarray(x, dtype=np.int64)
-    bad = (x < 0) | (x >= np.asarray(cardinalities, dtype=np.int64))
-    if bad.any():
+    # one pass: viewed as unsigned, a negative code becomes huge and fails the same comparison
+    if (x.view(np.uint64) >= np.asarray(cardinalities, dtype=np.uint64)).any():
+        bad = (x < 0) | (x >= np.asarray(cardinalities, dtype=np.int64))
         row, col = (int(i) for i in np.argwhere(bad)[0])
         raise BundleError(f"x[{row}, {col}] = {x[row, col]} out of range 0..{cardinalities[col] - 1}")
     return x
@@ -64,6 +65,28 @@ class Scorer(Protocol):
 
     def score(self, x: np.ndarray, personalisation: Mapping[str, np.ndarray]) -> np.ndarray: ...
 
+    def bind(self, personalisation: Mapping[str, np.ndarray]) -> BoundScorer: ...
+
+
+class BoundScorer:
+    """A scorer with one user's personalisation checked and converted once.
+
+    Why: a device ranks many requests between two training rounds with the same tensors; binding
+    moves their validation and conversion (about as long as the program itself for 20 small
+    tensors) out of the per-request path. Usage: ``rank = scorer.bind(tensors); logits = rank.score(x)``.
+    """
+
+    def __init__(self, scorer: _ScorerBase, prepared: object) -> None:
+        self._scorer = scorer
+        self._prepared = prepared
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        """Logits for every row of ``x``; batches above the program's ``max_batch`` run in chunks."""
+        x = check_codes(x, self._scorer.cardinalities)
+        step = self._scorer.max_batch or len(x)
+        parts = [self._scorer._run(x[i : i + step], self._prepared) for i in range(0, len(x), step)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
 
 class _ScorerBase:
     def __init__(self, spec: ProgramSpec, cardinalities: Sequence[int]) -> None:
@@ -73,15 +96,19 @@ class _ScorerBase:
         self.names = tuple(s.name for s in self._tensor_specs)
         self.max_batch = spec.max_batch
 
-    def score(self, x: np.ndarray, personalisation: Mapping[str, np.ndarray]) -> np.ndarray:
-        """Logits for every row of ``x``; batches above the program's ``max_batch`` run in chunks."""
-        x = check_codes(x, self.cardinalities)
-        tensors = _ordered(personalisation, self._tensor_specs)
-        step = self.max_batch or len(x)
-        parts = [self._run(x[i : i + step], tensors) for i in range(0, len(x), step)]
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+    def bind(self, personalisation: Mapping[str, np.ndarray]) -> BoundScorer:
+        """Validate and convert the tensors once (copied: later changes to the arrays do not leak in)."""
+        tensors = [a.copy() for a in _ordered(personalisation, self._tensor_specs)]
+        return BoundScorer(self, self._prepare(tensors))
 
-    def _run(self, x: np.ndarray, tensors: list[np.ndarray]) -> np.ndarray:
+    def score(self, x: np.ndarray, personalisation: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Logits for every row of ``x`` under these personalisation tensors (by parameter name)."""
+        return self.bind(personalisation).score(x)
+
+    def _prepare(self, tensors: list[np.ndarray]) -> object:
+        return tensors
+
+    def _run(self, x: np.ndarray, prepared: object) -> np.ndarray:
         raise NotImplementedError
 
 
@@ -99,9 +126,11 @@ class PteScorer(_ScorerBase):
         except (RuntimeError, ValueError) as exc:
             raise BundleError(f"{path}: ExecuTorch cannot load the inference program ({exc})") from exc
 
-    def _run(self, x: np.ndarray, tensors: list[np.ndarray]) -> np.ndarray:
-        inputs = [self._torch.from_numpy(x), *(self._torch.from_numpy(t) for t in tensors)]
-        return self._method.execute(inputs)[0].numpy().copy()
+    def _prepare(self, tensors: list[np.ndarray]) -> object:
+        return [self._torch.from_numpy(t) for t in tensors]
+
+    def _run(self, x: np.ndarray, prepared: object) -> np.ndarray:
+        return self._method.execute([self._torch.from_numpy(x), *prepared])[0].numpy().copy()  # type: ignore[misc]
 
 
 class OnnxScorer(_ScorerBase):
@@ -120,9 +149,11 @@ class OnnxScorer(_ScorerBase):
             raise BundleError(f"{path}: onnxruntime cannot load the inference program ({exc})") from exc
         self._input_names = [i.name for i in self._session.get_inputs()]
 
-    def _run(self, x: np.ndarray, tensors: list[np.ndarray]) -> np.ndarray:
-        feeds = dict(zip(self._input_names, [x, *tensors], strict=True))
-        return self._session.run(None, feeds)[0]
+    def _prepare(self, tensors: list[np.ndarray]) -> object:
+        return dict(zip(self._input_names[1:], tensors, strict=True))
+
+    def _run(self, x: np.ndarray, prepared: object) -> np.ndarray:
+        return self._session.run(None, {self._input_names[0]: x, **prepared})[0]  # type: ignore[dict-item]
 
 
 class Trainer:

@@ -141,3 +141,17 @@ def test_golden_personalisation_is_nontrivial(bundle):
     lora_b = [a for n, a in golden.personalisation.items() if n.endswith("lora_B")]
     assert lora_b and all(np.abs(a).max() > 0 for a in lora_b)
     assert all(np.abs(g).max() > 0 for g in golden.training.gradients.values())
+
+
+def test_bound_scorer_matches_and_copies(bundle, helpers, rng):
+    x, _ = helpers.user_rows(0)
+    tensors = helpers.personalisation(rng)
+    for backend in ("pte", "onnx"):
+        scorer = bundle.scorer(backend)
+        rank = scorer.bind(tensors)
+        expected = scorer.score(x, tensors)
+        name = bundle.personalisation_names[-1]
+        saved = tensors[name].copy()
+        tensors[name] += 1.0  # changing the caller's array after binding must not leak in
+        np.testing.assert_array_equal(rank.score(x), expected)
+        tensors[name] = saved
