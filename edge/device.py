@@ -81,7 +81,7 @@ class Device:
     def __init__(self, store: LocalStore, client: AggregatorClient, *, model_id: str,
                  privacy: PrivacyConfig | None = None, training: LocalTraining | None = None,
                  programs: Callable[[Path], LocalPrograms] = LocalPrograms.open,
-                 noise_rng: np.random.Generator | None = None, backend: str = "pte") -> None:
+                 noise_seed: int | None = None, backend: str = "pte") -> None:
         self.store = store
         self.client = client
         self.model_id = model_id
@@ -89,9 +89,10 @@ class Device:
         self.training = training or LocalTraining()
         self._open_programs = programs  # a fleet passes a cache so its devices share loaded programs
         self._programs: LocalPrograms | None = None
-        # Real devices draw noise from OS entropy: seeded noise is predictable noise. Tests and
-        # fleets pass a seeded generator for reproducibility.
-        self.noise_rng = noise_rng if noise_rng is not None else np.random.default_rng()
+        # Real devices draw noise from OS entropy: seeded noise is predictable noise. Simulated
+        # fleets pass a seed so a run is reproducible and matches fedpa.sim's noise stream.
+        self.noise_seed = noise_seed
+        self._entropy = np.random.default_rng()
         self.backend = backend
         self._shared: dict[str, np.ndarray] | None = None  # wire names, last downloaded
         self._etag: str | None = None
@@ -225,11 +226,14 @@ class Device:
         spec = self.manifest.shared_state
         shared = spec.to_params(self._shared)
         t = self.training
+        round_index = self.state.rounds_completed + self.state.refused  # this device's n-th training round
         batches = local_batches(len(y), batch_size=t.batch_size, epochs=t.epochs, seed=t.seed,
-                                client=t.client, round=self.state.rounds_completed + self.state.refused)
+                                client=t.client, round=round_index)
         trained, loss = self.programs.train({**self.private(), **shared}, x, y, batches, lr=t.lr)
         deltas = spec.from_params({p: trained[p] - shared[p] for p in shared}, groups=self.state.groups)
-        upload, privacy, norm = self._privatise(deltas, eps)
+        rng = (round_rng(self.noise_seed, t.client, round_index, stream=1) if self.noise_seed is not None
+               else self._entropy)
+        upload, privacy, norm = self._privatise(deltas, eps, rng)
         nonce = secrets.token_urlsafe(24)
         meta = UpdateMeta(model_id=self.model_id, model_version=int(self.state.model_version or 1),
                           base_version=base_version, groups=self.state.groups, example_count=len(y),
@@ -251,7 +255,7 @@ class Device:
             return UNBOUNDED
         return self.privacy.check_budget(self.state.uploads_sent)
 
-    def _privatise(self, deltas: dict[str, np.ndarray], eps: float
+    def _privatise(self, deltas: dict[str, np.ndarray], eps: float, rng: np.random.Generator
                    ) -> tuple[dict[str, np.ndarray], UpdatePrivacy, float]:
         norm = float(np.sqrt(sum(float(np.square(d, dtype=np.float64).sum()) for d in deltas.values())))
         p = self.privacy
@@ -261,7 +265,7 @@ class Device:
                                   epsilon_spent=UNBOUNDED, delta=1e-5), norm)
         sigma = p.noise_multiplier if p.mechanism != "none" else 0.0
         noised, report = clip_and_noise(deltas, clip_norm=p.clip_norm, noise_multiplier=p.noise_multiplier,
-                                        rng=self.noise_rng, mechanism=p.mechanism)
+                                        rng=rng, mechanism=p.mechanism)
         return noised, UpdatePrivacy(mechanism=p.mechanism, clip_norm=p.clip_norm, noise_multiplier=sigma,
                                      epsilon_spent=min(eps, UNBOUNDED), delta=p.delta), report.norm_before
 
@@ -293,7 +297,3 @@ class Device:
         self.store.finish_upload(accepted=True, record={**record, "status": "accepted"})
         return result
 
-
-def noise_rng_for(seed: int, client: int) -> np.random.Generator:
-    """A reproducible noise generator for simulated fleets (real devices use OS entropy)."""
-    return round_rng(seed, client, 0, stream=1)

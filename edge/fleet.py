@@ -28,7 +28,7 @@ import httpx
 import numpy as np
 
 from edge.client import AggregatorClient, RetryPolicy
-from edge.device import Device, LocalTraining, RoundResult, noise_rng_for
+from edge.device import Device, LocalTraining, RoundResult
 from edge.programs import LocalPrograms
 from edge.store import LocalStore
 from fedpa.errors import FedPAError, SyncError
@@ -127,7 +127,7 @@ def build_devices(ds: Any, root: Path, config: FleetConfig, *, http: httpx.Clien
                                   retry=RetryPolicy())
         device = Device(store, client, model_id=config.model_id, privacy=config.privacy,
                         training=replace(config.training, seed=config.seed, client=int(user)),
-                        programs=programs or ProgramCache(), noise_rng=noise_rng_for(config.seed, int(user)),
+                        programs=programs or ProgramCache(), noise_seed=config.seed,
                         backend=config.backend)
         groups = {a: int(v) for a, v in zip(attributes, ds.user_groups[user], strict=True)}
         device.store.state.groups = groups

@@ -31,6 +31,9 @@ class LocalPrograms:
         self.path = path
         self.manifest: Manifest = bundle.manifest
         self._local = threading.local()
+        # ExecuTorch's loader is not safe to enter from several threads at once (it deadlocks on
+        # the import lock); loading is rare, so it is serialised, running is not.
+        self._load_lock = threading.Lock()
         self._private_init: dict[str, np.ndarray] | None = None
 
     @classmethod
@@ -55,13 +58,15 @@ class LocalPrograms:
     def _trainer(self, lr: float) -> Any:
         cache = self._local.__dict__.setdefault("trainers", {})
         if lr not in cache:
-            cache[lr] = self.bundle.trainer(lr=lr)
+            with self._load_lock:
+                cache[lr] = self.bundle.trainer(lr=lr)
         return cache[lr]
 
     def _scorer(self, backend: str) -> Any:
         cache = self._local.__dict__.setdefault("scorers", {})
         if backend not in cache:
-            cache[backend] = self.bundle.scorer(backend=backend)
+            with self._load_lock:
+                cache[backend] = self.bundle.scorer(backend=backend)
         return cache[backend]
 
     def train(self, tensors: Mapping[str, np.ndarray], x: np.ndarray, y: np.ndarray,
