@@ -118,6 +118,16 @@ def register(model_id: str, database_url: DbUrl = None) -> None:
     print(created.model_dump_json())
 
 
+@admin.command("revoke-device")
+@_friendly
+def revoke(device_id: str, database_url: DbUrl = None) -> None:
+    """Revoke a device's token (workers honour it within FEDPA_TOKEN_CACHE_S seconds)."""
+    from aggregator.services.devices import revoke_device
+
+    revoke_device(_runtime(database_url).db, device_id)
+    typer.echo(f"revoked {device_id}")
+
+
 @admin.command()
 @_friendly
 def publish(bundle_dir: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="bundle directory")],

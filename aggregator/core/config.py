@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     keep_update_payloads: bool = False  # drop an update's tensors once aggregated (privacy)
 
     scheduler_enabled: bool = True  # per-worker background task closing due rounds
-    scheduler_interval_s: float = Field(0.05, ge=0)  # minimum gap between two checks of a worker
+    scheduler_interval_s: float = Field(0.1, ge=0)  # minimum gap between two checks of a worker
     scheduler_tick_s: float = Field(1.0, gt=0)  # idle re-check, for deadlines
     auto_migrate: bool = True  # alembic upgrade head at startup (under a lock, safe with N workers)
 

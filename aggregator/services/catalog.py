@@ -93,10 +93,12 @@ class Catalog:
         return info
 
     def by_pk(self, session: Session, model_pk: int) -> ModelInfo:
-        row = session.get(Model, model_pk)
+        """The current version of the model with this primary key (manifest loaded only on a miss)."""
+        row = session.execute(select(Model.model_id, Model.model_version).where(Model.id == model_pk)).one_or_none()
         if row is None:
             raise NotFoundError(f"unknown model pk {model_pk}", code="unknown_model")
-        return self._entries.get((row.model_id, row.model_version)) or self._put(_parse(row))
+        cached = self._entries.get((row.model_id, row.model_version))
+        return cached if cached is not None else self._put(_parse(session.get_one(Model, model_pk)))
 
 
 def model_version_conflict(model_id: str, sent: int, current: int) -> ConflictError:

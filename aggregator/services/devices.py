@@ -14,14 +14,14 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from aggregator.core.errors import NotFoundError
 from aggregator.db import Database
 from aggregator.models import Device, Model
 from aggregator.schemas import DeviceCreated
 
-__all__ = ["DeviceAuth", "TokenCache", "hash_token", "new_admin_token", "register_device"]
+__all__ = ["DeviceAuth", "TokenCache", "hash_token", "new_admin_token", "register_device", "revoke_device"]
 
 TOKEN_PREFIX = "fpd_"  # recognisable in logs and secret scanners
 
@@ -56,6 +56,14 @@ def register_device(db: Database, model_id: str, *, burst: int) -> DeviceCreated
                         revoked=False, created_at=now, bucket_tokens=float(burst), bucket_at=now)
         session.add(device)
     return DeviceCreated(device_id=device.device_id, token=token, model_id=model_id)
+
+
+def revoke_device(db: Database, device_id: str) -> None:
+    """Refuse this device's token from now on (within ``token_cache_s`` on every worker)."""
+    with db.begin() as session:
+        found = session.execute(update(Device).where(Device.device_id == device_id).values(revoked=True)).rowcount
+    if not found:
+        raise NotFoundError(f"unknown device {device_id!r}", code="unknown_device")
 
 
 class TokenCache:

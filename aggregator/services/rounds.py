@@ -43,6 +43,18 @@ def _pending_filter(info: ModelInfo, round_: int) -> list:
     return conds
 
 
+def _supersede_old(db: Database, info: ModelInfo) -> None:
+    """Retire pending updates of an older model version.
+
+    Publishing supersedes what is pending; an async upload racing with the publish can still
+    commit one for the old version afterwards. It can never be aggregated, so retire it here.
+    """
+    with db.begin() as session:
+        session.execute(update(Update).where(Update.model_pk == info.pk, Update.status == "pending",
+                                             Update.model_version < info.model_version)
+                        .values(status="superseded", tensors=None))
+
+
 def _is_due(info: ModelInfo, count: int, oldest: float | None, now: float) -> str | None:
     """The trigger that makes this model due, if any."""
     if count == 0:
@@ -58,6 +70,8 @@ def _is_due(info: ModelInfo, count: int, oldest: float | None, now: float) -> st
 
 def due_models(db: Database, catalog: Catalog, *, now: float) -> list[tuple[int, str]]:
     """(model pk, trigger) of every model whose round should close now; one cheap grouped query."""
+    out: list[tuple[int, str]] = []
+    outdated: list[ModelInfo] = []
     with db.sessions() as session:
         rows = session.execute(
             select(Update.model_pk, Update.model_version, Update.round, func.count(), func.min(Update.received_at))
@@ -66,15 +80,18 @@ def due_models(db: Database, catalog: Catalog, *, now: float) -> list[tuple[int,
         pending: dict[int, list] = {}
         for pk, version, round_, count, oldest in rows:
             pending.setdefault(pk, []).append((version, round_, count, oldest))
-        out = []
         for pk, groups in pending.items():
             info = catalog.by_pk(session, pk)
+            if any(v != info.model_version for v, *_ in groups):
+                outdated.append(info)
             count = sum(c for v, r, c, _ in groups if v == info.model_version)
             oldest = min((o for v, r, _, o in groups if v == info.model_version), default=None)
             trigger = _is_due(info, count, oldest, now)
             if trigger:
                 out.append((pk, trigger))
-        return out
+    for info in outdated:  # after the read transaction: on SQLite it holds the write lock
+        _supersede_old(db, info)
+    return out
 
 
 def aggregate_model(db: Database, catalog: Catalog, model_pk: int, *, trigger: str, force: bool = False,

@@ -21,7 +21,7 @@ __all__ = ["list_models", "model_status"]
 def model_status(db: Database, catalog: Catalog, model_id: str) -> ModelStatus:
     with db.sessions() as session:
         info = catalog.current(session, model_id)
-        model = session.get_one(Model, info.pk)
+        model = session.execute(select(Model.state_version, Model.round).where(Model.id == info.pk)).one()
         by_status = dict(session.execute(
             select(Update.status, func.count()).where(Update.model_pk == info.pk,
                                                       Update.model_version == info.model_version)

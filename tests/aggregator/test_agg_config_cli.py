@@ -94,6 +94,7 @@ def test_cli_admin_commands(sqlite_url, tmp_path):
     published = runner.invoke(app, ["admin", "publish", str(tmp_path / "b"), "--config", '{"round_size": 2}', *db])
     device = runner.invoke(app, ["admin", "register-device", MODEL_ID, *db])
     status = runner.invoke(app, ["admin", "status", *db])
+    revoked = runner.invoke(app, ["admin", "revoke-device", json.loads(device.output)["device_id"], *db])
     nothing = runner.invoke(app, ["admin", "aggregate", MODEL_ID, *db])
     unknown = runner.invoke(app, ["admin", "register-device", "nope", *db])
     bad_bundle = runner.invoke(app, ["admin", "publish", str(tmp_path), *db])
@@ -103,6 +104,7 @@ def test_cli_admin_commands(sqlite_url, tmp_path):
     assert published.exit_code == 0 and json.loads(published.output)["config"]["round_size"] == 2
     assert json.loads(device.output)["token"].startswith("fpd_")
     assert [s["model_id"] for s in json.loads(status.output)] == [MODEL_ID]
+    assert revoked.exit_code == 0 and "revoked" in revoked.output
     assert nothing.exit_code == 0 and "nothing pending" in nothing.output
     assert unknown.exit_code == 1 and "unknown model 'nope'" in unknown.output
     assert bad_bundle.exit_code == 1 and "no manifest.json" in bad_bundle.output

@@ -141,3 +141,33 @@ def test_old_state_versions_are_pruned(app_client, bundle):
         payloads = s.scalars(select(Update.tensors)).all()
     assert versions == [3, 4]
     assert payloads == [None] * 4  # aggregated updates keep no tensors
+
+
+def test_pending_update_of_an_old_model_version_is_retired(app_client, bundle, tmp_path):
+    """An async upload that commits just after a republish can never be aggregated: it is retired."""
+    from agg_helpers import write_bundle
+    from sqlalchemy import insert, select
+
+    from aggregator.models import Update
+
+    client = app_client()
+    root, _ = bundle
+    publish(client, root, {"mode": "async", "buffer_size": 100})
+    device = register(client)
+    client.post(URL, content=make_update(G, seed=1)[0], headers=device)
+    write_bundle(tmp_path / "v2", model_version=2)
+    publish(client, tmp_path / "v2", {"mode": "async", "buffer_size": 100})
+    runtime = client.app.state.runtime
+    with runtime.db.begin() as s:  # the racing upload, committed after the publish
+        row = s.execute(select(Update).limit(1)).scalar_one()
+        s.execute(insert(Update).values(
+            model_pk=row.model_pk, model_version=1, device_pk=row.device_pk, nonce="late-" + "x" * 16,
+            base_version=0, round=0, groups_key=row.groups_key, example_count=1, privacy_json=row.privacy_json,
+            tensors=b"", nbytes=0, received_at=0.0, status="pending"))
+
+    runtime.close_due_rounds()
+
+    with runtime.db.sessions() as s:
+        statuses = s.scalars(select(Update.status).order_by(Update.id)).all()
+    assert statuses == ["superseded", "superseded"]
+    assert _status(client)["pending_updates"] == 0

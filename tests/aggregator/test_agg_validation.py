@@ -142,6 +142,22 @@ def test_token_of_another_model_is_403(ready, tmp_path):
     assert snapshot(client) == before
 
 
+def test_revoked_token_is_401(app_client, bundle):
+    from aggregator.services.devices import revoke_device
+
+    client = app_client(token_cache_s=0)
+    publish(client, bundle[0])
+    r = client.post("/v1/devices", json={"model_id": MODEL_ID})
+    device = {"Authorization": f"Bearer {r.json()['token']}"}
+    revoke_device(client.app.state.runtime.db, r.json()["device_id"])
+    before = snapshot(client)
+
+    refused = client.post(URL, content=make_update(GROUPS, seed=1)[0], headers=device)
+
+    assert (refused.status_code, refused.json()["error"]) == (401, "invalid_token")
+    assert snapshot(client) == before
+
+
 def test_metadata_for_another_model_or_version(ready):
     client, device = ready
     wrong_id, _ = make_update(GROUPS, seed=1, model_id="other")
