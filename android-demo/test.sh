@@ -19,6 +19,13 @@ if [[ -z "${PYTHON:-}" ]]; then
   if [[ -x ../.venv/bin/python ]]; then PYTHON=$(cd .. && pwd)/.venv/bin/python; else PYTHON=$(command -v python3); fi
 fi
 BIN=$(dirname "$PYTHON")
+for tool in fedpa-export fedpa-aggregator; do
+  if [[ ! -x $BIN/$tool ]]; then
+    echo "$BIN/$tool not found: test.sh needs the project installed with .[ml,aggregator] beside $PYTHON"
+    echo "0 passed, 1 failed"
+    exit 1
+  fi
+done
 export PYTHONPATH="$(cd .. && pwd)${PYTHONPATH:+:$PYTHONPATH}"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # shared 2-core machines: keep torch polite
 start=$(date +%s)
@@ -56,8 +63,10 @@ AGG=$BUILD/aggregator
 rm -rf "$AGG" && mkdir -p "$AGG"
 DB="sqlite:///$AGG/agg.db"
 PORT=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$BIN/fedpa-aggregator" admin publish "$BUNDLE" --database-url "$DB" \
-  --config '{"round_size": 1000, "min_reporters": 1, "deadline_s": null}' > "$AGG/publish.json"
+if ! "$BIN/fedpa-aggregator" admin publish "$BUNDLE" --database-url "$DB" \
+    --config '{"round_size": 1000, "min_reporters": 1, "deadline_s": null}' > "$AGG/publish.json" 2>&1; then
+  cat "$AGG/publish.json"; echo "could not publish the test bundle"; echo "0 passed, 1 failed"; exit 1
+fi
 ADMIN_TOKEN=$("$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(32))')
 FEDPA_ADMIN_TOKEN=$ADMIN_TOKEN FEDPA_RATE_LIMIT_PER_MINUTE=0 "$BIN/fedpa-aggregator" serve --host 127.0.0.1 --port "$PORT" --database-url "$DB" \
   --log-level warning > "$AGG/server.log" 2>&1 &
@@ -91,6 +100,8 @@ rc=$?
 set -e
 if [[ $rc -ne 0 ]]; then
   echo "--- aggregator log (tail)"; tail -20 "$AGG/server.log"
+else
+  java -cp "$CLASSES:$CP_LIBS" org.fedpa.core.EngineBench "$BUNDLE" || true  # informational
 fi
 cat "$BUILD/junit.log"  # ends with the closing "N passed, N failed, N skipped" line
 exit $rc
