@@ -28,7 +28,8 @@ final class Messages {
                     + s.getMessage();
         }
         if (e instanceof BundleException) {
-            return "Model check failed: " + e.getMessage();
+            String m = e.getMessage();
+            return m != null && m.startsWith("no model on this device") ? "Welcome: " + m + "." : "Model check failed: " + m;
         }
         if (e instanceof StoreException) {
             return "Local data problem: " + e.getMessage() + "\n(Settings → Reset moves the local data aside.)";
