@@ -41,6 +41,7 @@ from fedpa.errors import ConfigError
 from fedpa.model import AdapterConfig, Backbone, FedPARecommender, ParamGroup, parameter_groups
 from fedpa.personalise import initial_shared_state, shared_state_spec
 from fedpa.sim.engine import Forward
+from fedpa.sim.fused import FusedForward
 from fedpa.state import SharedStateSpec
 
 __all__ = ["METHODS", "Method", "Program", "build_program", "get_method"]
@@ -131,7 +132,7 @@ def _attributes(method: Method, schema: object, user_groups: np.ndarray
 
 
 def _adapter_program(method: Method, student: Backbone, schema: object, user_groups: np.ndarray,
-                     seed: int) -> Program:
+                     seed: int, fused: bool) -> Program:
     attributes, cards, values = _attributes(method, schema, user_groups)
     alpha = method.alpha * (2.0 if method.gate == "off" else 1.0)  # σ(0) = ½ on every branch
     config = AdapterConfig(group_attributes=attributes, group_cardinalities=cards, rank=method.rank, alpha=alpha,
@@ -167,6 +168,8 @@ def _adapter_program(method: Method, student: Backbone, schema: object, user_gro
     def forward(params: Mapping[str, Tensor], x: Tensor) -> Tensor:
         return functional_call(model, dict(params), (x,))
 
+    if fused:
+        forward = FusedForward(model)  # type: ignore[assignment]  # same function, fewer passes
     return Program(forward=forward, private_init=private, spec=spec, bank=bank, group_values=values, module=model)
 
 
@@ -194,10 +197,13 @@ def _full_program(student: Backbone) -> Program:
 
 
 def build_program(method: Method, student: Backbone, schema: object, user_groups: np.ndarray, *,
-                  seed: int) -> Program:
-    """The batched program of a trainable method; ``user_groups[c]`` are client ``c``'s group codes."""
+                  seed: int, fused: bool = True) -> Program:
+    """The batched program of a trainable method; ``user_groups[c]`` are client ``c``'s group codes.
+
+    ``fused=False`` runs the model's own forward through ``functional_call`` (the reference).
+    """
     if method.kind == "static":
         raise ConfigError(f"{method.name} has no trainable program (it is scored directly)")
     if method.kind == "full":
         return _full_program(student)
-    return _adapter_program(method, student, schema, np.asarray(user_groups), seed)
+    return _adapter_program(method, student, schema, np.asarray(user_groups), seed, fused)
