@@ -1,0 +1,261 @@
+"""``fedpa demo``: the whole system end to end on one machine, in a few minutes, with no options.
+
+Stages (each timed): data (synthetic by default) → pre-train the teacher and distil the student
+on open users → export a verified bundle (ExecuTorch + ONNX) → start the aggregator (SQLite on a
+free loopback port, or a fresh database on ``--postgres``) → publish → a fleet of simulated
+devices, one per private user, trains with the bundle's training program and uploads LDP-noised
+deltas over HTTP for a few rounds → report (GAUC/AUC before and after adaptation, bytes, ε, wall
+time per stage) and a PNG plot → everything shut down.
+
+The defaults were chosen on the synthetic data's validation split with the simulation harness
+(``fedpa.sim``): client SGD lr 1.0 with 5 local epochs learns within 5 rounds, and Gaussian LDP
+with clip norm 0.5 at ε = 8 (δ = 1e-5) costs no measurable GAUC there.
+
+Usage: ``report = run_demo(DemoConfig(out=Path("runs/demo")))`` or ``fedpa demo``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+__all__ = ["DemoConfig", "DemoReport", "demo", "demo_app", "run_demo"]
+
+log = logging.getLogger(__name__)
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    out: Path = Path("runs/demo")
+    dataset: str = "synthetic"
+    data_dir: Path | None = None
+    seed: int = 0
+    rounds: int = 5
+    devices: int | None = None  # None: every private user
+    workers: int = 4
+    ldp: bool = True
+    epsilon: float = 8.0  # per-user budget over all rounds; sets the noise multiplier
+    delta: float = 1e-5
+    clip_norm: float = 0.5
+    lr: float = 1.0
+    local_epochs: int = 5
+    batch_size: int = 32
+    postgres: str | None = None  # a server URL; the demo creates (and drops) its own database there
+    model_id: str = "fedpa-demo"
+
+
+@dataclass
+class DemoReport:
+    config: dict[str, Any]
+    seconds: dict[str, float] = field(default_factory=dict)
+    fm_only: dict[str, float] = field(default_factory=dict)  # the distilled student, eager, private test
+    before: dict[str, float] = field(default_factory=dict)  # round 0 through the bundle (.pte)
+    after: dict[str, float] = field(default_factory=dict)  # test at the best validation round
+    best_round: int = 0
+    devices: int = 0
+    failed_rounds: int = 0
+    bytes_up: int = 0
+    bytes_down: int = 0
+    upload_bytes_per_device_round: float = 0.0
+    epsilon: float | None = None
+    noise_multiplier: float | None = None
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    plot: str | None = None
+    database: str = "sqlite"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@contextlib.contextmanager
+def _stage(name: str, seconds: dict[str, float], say: Say) -> Iterator[None]:
+    say(f"{name}…")
+    start = time.perf_counter()
+    yield
+    seconds[name] = round(time.perf_counter() - start, 2)
+    say(f"{name}: {seconds[name]:.1f} s")
+
+
+@contextlib.contextmanager
+def _database(config: DemoConfig) -> Iterator[str]:
+    if config.postgres:
+        from edge.server_process import temporary_postgres_database
+
+        with temporary_postgres_database(config.postgres, prefix="fedpa_demo") as url:
+            yield url
+    else:
+        db = (config.out / "aggregator.db").resolve()
+        for suffix in ("", "-wal", "-shm"):  # a fresh database per run: model versions restart at 1
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+        yield f"sqlite:///{db}"
+
+
+def run_demo(config: DemoConfig, *, say: Say | None = None,
+             progress: Callable[[str, int, int], None] | None = None) -> DemoReport:
+    """Run every stage; the aggregator is stopped (and a PostgreSQL database dropped) whatever happens."""
+    import torch
+
+    from edge.client import AggregatorClient
+    from edge.device import LocalTraining
+    from edge.fleet import FleetConfig, run_fleet
+    from edge.report import plot_rounds
+    from edge.server_process import AggregatorProcess
+    from export.bundle import build_bundle
+    from fedpa.data import load_dataset
+    from fedpa.manifest import PrivacySettings
+    from fedpa.privacy import PrivacyConfig, noise_multiplier_for
+    from fedpa.train import adapter_config_for, distill, pretrain
+
+    say = say or (lambda msg: log.info("%s", msg))
+    torch.manual_seed(config.seed)
+    out = config.out
+    out.mkdir(parents=True, exist_ok=True)
+    report = DemoReport(config={k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()})
+    secs = report.seconds
+
+    with _stage("data", secs, say):
+        ds = load_dataset(config.dataset, config.data_dir, seed=config.seed)
+    with _stage("pre-train teacher", secs, say):
+        teacher = pretrain(ds, seed=config.seed)
+    with _stage("distil student", secs, say):
+        student = distill(ds, teacher.model, seed=config.seed)
+    report.fm_only = dict(student.metrics["private_test"])
+
+    privacy = None
+    if config.ldp:
+        sigma = noise_multiplier_for(config.epsilon, config.rounds, delta=config.delta)
+        privacy = PrivacyConfig(mechanism="gaussian", clip_norm=config.clip_norm, noise_multiplier=sigma,
+                                delta=config.delta, epsilon_budget=config.epsilon * (1 + 1e-9))
+        report.noise_multiplier = sigma
+    settings = (PrivacySettings(mechanism="gaussian", clip_norm=config.clip_norm,
+                                noise_multiplier=privacy.noise_multiplier, delta=config.delta,
+                                epsilon_budget=config.epsilon)
+                if privacy else PrivacySettings(mechanism="none", noise_multiplier=0.0))
+    with _stage("export bundle", secs, say):
+        built = build_bundle(student.model, ds.schema, out / "bundle", model_id=config.model_id,
+                             adapter=adapter_config_for(ds.schema, gate_mode="residual"), privacy=settings,
+                             metrics={"teacher": _brief(teacher.metrics), "student": _brief(student.metrics)},
+                             seed=config.seed, overwrite=True)
+
+    with _database(config) as database_url:
+        report.database = "postgresql" if config.postgres else "sqlite"
+        server = AggregatorProcess(database_url=database_url, log_file=out / "aggregator.log")
+        try:
+            with _stage("start aggregator", secs, say):
+                server.start()
+            n_devices = len(ds.private_users) if config.devices is None else min(config.devices,
+                                                                                   len(ds.private_users))
+            with _stage("publish", secs, say), AggregatorClient(server.url, token=server.admin_token) as admin:
+                admin.publish(built.path, config={"round_size": n_devices, "min_reporters": 3,
+                                                  "deadline_s": 600.0, "enforce_privacy": privacy is not None})
+            fleet = FleetConfig(server=server.url, model_id=config.model_id, rounds=config.rounds,
+                                workers=config.workers, max_devices=n_devices, privacy=privacy,
+                                training=LocalTraining(epochs=config.local_epochs, batch_size=config.batch_size,
+                                                       lr=config.lr),
+                                seed=config.seed, admin_token=server.admin_token)
+            with _stage(f"fleet ({n_devices} devices × {config.rounds} rounds over HTTP)", secs, say):
+                result = run_fleet(ds, out / "devices", fleet, progress=progress)
+        finally:
+            with _stage("shut down", secs, say):
+                server.stop()
+
+    report.devices, report.failed_rounds = result.devices, result.failed_rounds
+    report.before, report.after = result.initial.get("test", {}), result.best.get("test", {})
+    report.best_round, report.rounds = result.best_round, result.rounds
+    report.bytes_up, report.bytes_down = result.bytes_up, result.bytes_down
+    report.upload_bytes_per_device_round = result.bytes_up / max(1, result.devices * config.rounds)
+    report.epsilon = result.epsilon_max if privacy else None
+    report.plot = str(plot_rounds(result, out / "rounds.png", fm_only=report.fm_only,
+                                  title=f"fedpa demo — {config.dataset}, {result.devices} devices, "
+                                        + (f"LDP ε≤{config.epsilon:g}" if privacy else "no LDP")))
+    (out / "report.json").write_text(json.dumps(report.to_dict(), indent=2, default=float))
+    return report
+
+
+def _brief(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Training metrics without the per-epoch history (kept small in the manifest)."""
+    return {k: v for k, v in metrics.items() if k != "history"}
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def demo(
+    dataset: Annotated[str, typer.Option(help="synthetic | kuaisar-r | kuairand | csv")] = "synthetic",
+    data_dir: Annotated[Path | None, typer.Option(help="Dataset directory (not needed for synthetic).")] = None,
+    out: Annotated[Path, typer.Option(help="Where the bundle, device stores, report and plot go.")] = Path(
+        "runs/demo"),
+    rounds: Annotated[int, typer.Option(min=1, help="Federated rounds over HTTP.")] = 5,
+    devices: Annotated[int | None, typer.Option(min=1, help="Devices (default: every private user).")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Device threads.")] = 4,
+    epsilon: Annotated[float, typer.Option(help="Per-user LDP budget ε over all rounds (δ = 1e-5).")] = 8.0,
+    clip_norm: Annotated[float, typer.Option(help="LDP clip norm C of each upload.")] = 0.5,
+    ldp: Annotated[bool, typer.Option("--ldp/--no-ldp", help="Local differential privacy on uploads.")] = True,
+    postgres: Annotated[str | None, typer.Option(
+        help="PostgreSQL server URL, e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test "
+             "(a fresh database is created on it and dropped afterwards).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for data, training, batching and LDP noise.")] = 0,
+) -> None:
+    """Run the whole system end to end: data → teacher → student → bundle → aggregator → devices."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from fedpa.errors import FedPAError
+
+    console = Console()
+    config = DemoConfig(out=out, dataset=dataset, data_dir=data_dir, seed=seed, rounds=rounds, devices=devices,
+                        workers=workers, ldp=ldp, epsilon=epsilon, clip_norm=clip_norm, postgres=postgres)
+    bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, transient=True)
+    tasks: dict[str, Any] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bars.add_task(stage, total=total)
+        bars.update(tasks[stage], completed=done)
+
+    try:
+        with bars:
+            report = run_demo(config, say=lambda m: bars.console.print(f"[dim]·[/dim] {m}"), progress=progress)
+    except FedPAError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    console.print(format_report(report))
+
+
+def format_report(report: DemoReport) -> str:
+    """The short plain-text summary the CLI prints."""
+    def row(name: str, m: dict[str, float]) -> str:
+        return f"  {name:<34} GAUC {m.get('gauc', float('nan')):.4f}   AUC {m.get('auc', float('nan')):.4f}"
+
+    lines = [
+        "",
+        f"FedPA demo — {report.devices} devices, {len(report.rounds)} rounds over HTTP ({report.database}), "
+        f"{report.failed_rounds} failed rounds",
+        row("FM-only (distilled student)", report.fm_only),
+        row("before adaptation (bundle, round 0)", report.before),
+        row(f"after adaptation (round {report.best_round}, best val)", report.after),
+        f"  uploaded {report.bytes_up / 1e6:.2f} MB in all ({report.upload_bytes_per_device_round / 1e3:.1f} kB per "
+        f"device per round), downloaded {report.bytes_down / 1e6:.2f} MB",
+        ("  privacy: Gaussian LDP, σ = {:.3f}, ε spent ≤ {:.2f} per user (δ = {:g})".format(
+            report.noise_multiplier or 0.0, report.epsilon or 0.0, report.config["delta"])
+         if report.epsilon is not None else "  privacy: LDP off (--no-ldp)"),
+        "  wall time: " + ", ".join(f"{k} {v:.1f}s" for k, v in report.seconds.items())
+        + f" — total {sum(report.seconds.values()):.1f}s",
+        f"  plot: {report.plot}   report: {Path(report.plot or '.').with_name('report.json')}",
+    ]
+    return "\n".join(lines)
+
+
+demo_app = typer.Typer(help="The end-to-end demo.", add_completion=False)
+demo_app.command("demo")(demo)
