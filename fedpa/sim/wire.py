@@ -51,52 +51,60 @@ def _scale(a: np.ndarray) -> np.float32:
 
 
 def encode_update(deltas: Mapping[str, np.ndarray], dtype: WireDtype = "fp32", *, packed: bool = False) -> bytes:
-    """Serialise one client's float32 deltas (in the spec's order when ``packed``)."""
+    """Serialise one client's float32 deltas; fp32 unpacked is byte-for-byte the protocol's payload.
+
+    Packed: one ``update`` array (the tensors flattened, in the given order — the spec's) plus, for
+    int8, one float32 ``scales`` array; names and shapes are not sent (the server has the spec).
+    """
     _check(dtype)
+    if dtype == "fp32" and not packed:
+        return encode_tensors(deltas)
     names = list(deltas)
-    meta: dict[str, object] = {"dtype": dtype, "packed": packed}
     arrays: dict[str, np.ndarray] = {}
-    scales: list[float] = []
+    scales: dict[str, float] = {}
     for name in names:
         a = np.asarray(deltas[name], np.float32)
         if dtype == "fp16":
             arrays[name] = a.astype(np.float16)
         elif dtype == "int8":
             s = _scale(a)
-            scales.append(float(s))
+            scales[name] = float(s)
             arrays[name] = np.clip(np.rint(a / s), -127, 127).astype(np.int8)
         else:
             arrays[name] = a
-    if dtype == "int8":
-        meta["scales"] = scales
+    meta: dict[str, object] = {"dtype": dtype, "packed": packed}
     if packed:
-        meta["shapes"] = [list(arrays[n].shape) for n in names]
         arrays = {_PACKED: np.concatenate([arrays[n].ravel() for n in names])} if names else {}
-    meta["names"] = names if not packed else len(names)
+        if dtype == "int8":
+            arrays["scales"] = np.array([scales[n] for n in names], np.float32)
+    elif dtype == "int8":
+        meta["scales"] = scales
     return encode_tensors(arrays, metadata={_META: json.dumps(meta, separators=(",", ":"))})
 
 
-def decode_update(data: bytes, names: list[str] | None = None) -> dict[str, np.ndarray]:
-    """Inverse of :func:`encode_update` (float32 out); a packed payload needs the names in order."""
+def decode_update(data: bytes, layout: list[tuple[str, tuple[int, ...]]] | None = None) -> dict[str, np.ndarray]:
+    """Inverse of :func:`encode_update` (float32 out); a packed payload needs ``layout`` (names, shapes)."""
     arrays = decode_tensors(data)
-    header_len = int.from_bytes(data[:8], "little")  # safetensors: u64 header size, then JSON header
-    meta = json.loads(json.loads(data[8 : 8 + header_len])["__metadata__"][_META])
+    header_len = int.from_bytes(data[:8], "little")  # safetensors: u64 header size, then the JSON header
+    meta_text = (json.loads(data[8 : 8 + header_len]).get("__metadata__") or {}).get(_META)
+    if meta_text is None:  # plain fp32 protocol payload
+        return {n: a.astype(np.float32) for n, a in arrays.items()}
+    meta = json.loads(meta_text)
     if meta["packed"]:
-        if names is None or len(names) != meta["names"]:
-            raise PayloadError(f"packed update holds {meta['names']} tensors; pass their names in order")
+        if layout is None:
+            raise PayloadError("a packed update carries no names or shapes: pass the spec's layout")
+        sizes = [int(np.prod(shape, dtype=np.int64)) for _, shape in layout]
         flat = arrays.get(_PACKED, np.zeros(0, np.float32))
-        sizes = [int(np.prod(s, dtype=np.int64)) for s in meta["shapes"]]
+        if flat.size != sum(sizes):
+            raise PayloadError(f"packed update has {flat.size} values, the layout needs {sum(sizes)}")
         pieces = np.split(flat, np.cumsum(sizes)[:-1]) if sizes else []
-        arrays = {n: p.reshape(s) for n, p, s in zip(names, pieces, meta["shapes"], strict=True)}
+        scale_of = dict(zip([n for n, _ in layout], arrays.get("scales", np.ones(len(layout))), strict=True))
+        arrays = {n: p.reshape(shape) for (n, shape), p in zip(layout, pieces, strict=True)}
     else:
-        names = meta["names"]
-        arrays = {n: arrays[n] for n in names}
-    out = {}
-    for i, n in enumerate(names):
-        a = arrays[n]
-        out[n] = (a.astype(np.float32) * np.float32(meta["scales"][i])) if meta["dtype"] == "int8" else a.astype(
-            np.float32)
-    return out
+        scale_of = meta.get("scales", {})
+    if meta["dtype"] == "int8":
+        return {n: a.astype(np.float32) * np.float32(scale_of[n]) for n, a in arrays.items()}
+    return {n: a.astype(np.float32) for n, a in arrays.items()}
 
 
 def quantize(delta: Tensor, dtype: WireDtype) -> Tensor:

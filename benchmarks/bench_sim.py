@@ -1,0 +1,201 @@
+"""Simulation benchmarks (issue 6 targets): paper-protocol wall time, scale, upload size vs GAUC.
+
+Prints the figures and writes ``benchmarks/results/sim.json``. Targets (2 cores):
+* KuaiSAR-R paper protocol (30 rounds, all private users, 1 local epoch) ≤ 60 s after data loading;
+* one round over 100,000 synthetic users × 20 interactions ≤ 10 s and ≤ 8 GiB peak RSS
+  (10k / 100k / 1M printed so the growth is visible; each size runs in its own process so its
+  peak RSS is its own);
+* upload per client per round ≤ ¼ of the research code's 4,493 fp32 floats (4,493 bytes) at equal GAUC.
+
+Usage: ``python benchmarks/bench_sim.py --data-dir ../shared/data [--sections paper,scale,upload]``.
+Timings are wall-clock on a shared machine: the load average at each measurement is recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+RESEARCH_UPLOAD_FLOATS = 4493  # the research code's per-client upload (fp32 floats)
+TARGET_UPLOAD_BYTES = RESEARCH_UPLOAD_FLOATS * 4 / 4  # a quarter of its bytes
+
+
+def machine() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    return {"cpu": cpu, "cores_visible": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version(), "load_average": os.getloadavg()}
+
+
+def tuned(dataset: str, method: str) -> dict:
+    """The validation-tuned settings the experiments chose (defaults if they have not run)."""
+    path = RESULTS / f"{dataset}-results.json"
+    if path.is_file():
+        return json.loads(path.read_text())["tuned"].get(method, {})
+    return {}
+
+
+def student_for(ds, seed: int, cache: Path):
+    from fedpa.sim.experiments import cached_student
+
+    return cached_student(ds, seed=seed, cache_dir=cache)
+
+
+def paper(data_dir: Path, cache: Path) -> dict:
+    from fedpa.data import load_dataset
+    from fedpa.sim.experiments import ExperimentConfig, run_trial
+
+    t = time.perf_counter()
+    ds = load_dataset("kuaisar-r", data_dir / "kuaisar-r", seed=0)
+    load_s = time.perf_counter() - t
+    student = student_for(ds, 0, cache)
+    out = {"load_seconds": load_s, "methods": {}}
+    for method in ("fedpa", "fedpa-paper", "fedavg-full"):
+        trial = tuned("kuaisar-r", method)
+        t = time.perf_counter()
+        r = run_trial(ds, student, method, trial, ExperimentConfig(), seed=0)
+        wall = time.perf_counter() - t
+        out["methods"][method] = {
+            "wall_seconds": wall, "rounds": r.rounds, "clients": r.info["clients"], "trial": trial,
+            "train_seconds_per_round": float(np.mean([p["round_seconds"] for p in r.curve[1:]])),
+            "eval_seconds_per_round": float(np.mean([p["eval_seconds"] for p in r.curve[1:]])),
+            "test_gauc": r.test["gauc"], "load_average": os.getloadavg()}
+        print(f"paper protocol {method}: {wall:.1f} s wall for {r.rounds} rounds × {r.info['clients']} clients "
+              f"(target ≤ 60 s; data loading {load_s:.1f} s excluded)", flush=True)
+    return out
+
+
+def scale_one(n_users: int) -> dict:
+    """One round of `fedpa` over n_users synthetic users (all private) × ~20 interactions each."""
+    from fedpa.data import load_dataset
+    from fedpa.model import Backbone, student_config
+    from fedpa.sim.engine import LocalConfig, Population
+    from fedpa.sim.layout import ClientRows
+    from fedpa.sim.methods import build_program, get_method
+    from fedpa.sim.rounds import run_round
+    from fedpa.sim.runner import SimConfig
+
+    t = time.perf_counter()
+    ds = load_dataset("synthetic", seed=0, n_users=n_users, interactions_per_user=20, pool_fraction=0.0,
+                      rest_fraction=0.0)
+    users = np.asarray(ds.private_users)
+    train = ClientRows.from_split(ds.private_train, users)
+    data_s = time.perf_counter() - t
+    rss_data = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    torch.manual_seed(0)
+    student = Backbone(student_config(ds.schema.cardinalities, len(ds.schema.user_feature_positions)))
+    method = get_method("fedpa")
+    program = build_program(method, student, ds.schema, ds.user_groups[users], seed=0)
+    pop = Population(program.private_init, users.size, program.spec, program.bank, program.group_values)
+    config = SimConfig(rounds=1)
+    local = LocalConfig(lr=method.lr, batch_size=method.batch_size, epochs=1)
+    part = np.flatnonzero(train.counts > 0)
+    t = time.perf_counter()
+    report, _ = run_round(program, pop, train, part, config, local, round=0)
+    round_s = time.perf_counter() - t
+    load = os.getloadavg()
+    from fedpa.sim.engine import predict
+    from fedpa.sim.layout import segment_length, segments
+
+    val = ClientRows.from_split(ds.private_val, users)
+    t = time.perf_counter()
+    predict(program.forward, pop.params, val, segments(val, length=segment_length(val.counts)))
+    eval_s = time.perf_counter() - t
+    return {"users": int(users.size), "train_rows": int(train.x.shape[0]), "data_seconds": data_s,
+            "round_seconds": round_s, "eval_val_seconds": eval_s, "groups_updated": len(report.updated),
+            "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+            "rss_after_data_gib": rss_data, "load_average": load}
+
+
+def scale(sizes: list[int], timeout: int) -> dict:
+    out = {}
+    for n in sizes:
+        cmd = [sys.executable, __file__, "--scale-one", str(n)]
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+            lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+            out[str(n)] = json.loads(lines[-1]) if done.returncode == 0 and lines else {
+                "skipped": f"exit {done.returncode}: {done.stderr.strip().splitlines()[-1:]}"}
+        except subprocess.TimeoutExpired:
+            out[str(n)] = {"skipped": f"did not finish within {timeout} s"}
+        r = out[str(n)]
+        if "skipped" in r:
+            print(f"scale {n:>9,} users: skipped ({r['skipped']})", flush=True)
+        else:
+            print(f"scale {n:>9,} users: round {r['round_seconds']:.2f} s (train + upload + aggregate), "
+                  f"eval(val) {r['eval_val_seconds']:.2f} s, peak RSS {r['peak_rss_gib']:.2f} GiB "
+                  f"(data {r['rss_after_data_gib']:.2f} GiB), data {r['data_seconds']:.1f} s, "
+                  f"load avg {r['load_average'][0]:.1f}", flush=True)
+    return out
+
+
+def upload(data_dir: Path, cache: Path) -> dict:
+    from fedpa.data import load_dataset
+    from fedpa.sim.methods import get_method
+    from fedpa.sim.runner import SimConfig, simulate
+    from fedpa.sim.server import AggregationConfig
+
+    ds = load_dataset("kuaisar-r", data_dir / "kuaisar-r", seed=0)
+    student = student_for(ds, 0, cache)
+    trial = dict(tuned("kuaisar-r", "fedpa"))
+    server_lr = float(trial.pop("server_lr", 1.0))
+    options = [("fp32", False, 4), ("fp16", False, 4), ("int8", False, 4), ("fp16", True, 4), ("int8", True, 4),
+               ("fp16", True, 2), ("int8", True, 2), ("fp32", True, 1)]
+    rows = []
+    for dtype, packed, rank in options:
+        r = simulate(ds, student, get_method("fedpa", **{**trial, "rank": rank}),
+                     SimConfig(rounds=30, wire_dtype=dtype, packed=packed,
+                               aggregation=AggregationConfig(server_lr=server_lr)))
+        row = {"wire_dtype": dtype, "packed": packed, "rank": rank, "upload_bytes": r.upload_bytes_per_client_round,
+               "shared_floats": r.info["shared_floats_per_client"], "val_gauc": r.val["gauc"],
+               "test_gauc": r.test["gauc"], "test_auc": r.test["auc"],
+               "meets_target": r.upload_bytes_per_client_round <= TARGET_UPLOAD_BYTES}
+        rows.append(row)
+        print(f"upload {dtype:>4} packed={packed!s:5} rank={rank}: {row['upload_bytes']:>7,.0f} B/client/round "
+              f"({row['shared_floats']} floats), val GAUC {row['val_gauc']:.4f}, test GAUC {row['test_gauc']:.4f}"
+              f"{'  ≤ target' if row['meets_target'] else ''}", flush=True)
+    return {"target_bytes": TARGET_UPLOAD_BYTES, "research_code_bytes": RESEARCH_UPLOAD_FLOATS * 4, "rows": rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("FEDPA_DATA_DIR", "../shared/data")))
+    parser.add_argument("--sections", default="paper,scale,upload")
+    parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--scale-timeout", type=int, default=900)
+    parser.add_argument("--cache", type=Path, default=Path("runs/sim/students"))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--scale-one", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.scale_one is not None:
+        print(json.dumps(scale_one(args.scale_one)))
+        return
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / "sim.json"
+    results = json.loads(path.read_text()) if path.is_file() else {}
+    results["machine"] = machine()
+    sections = args.sections.split(",")
+    if "paper" in sections:
+        results["paper_protocol_kuaisar_r"] = paper(args.data_dir, args.cache)
+    if "scale" in sections:
+        results["scale_one_round"] = scale([int(s) for s in args.sizes.split(",")], args.scale_timeout)
+    if "upload" in sections:
+        results["upload_tradeoff_kuaisar_r"] = upload(args.data_dir, args.cache)
+    path.write_text(json.dumps(results, indent=1, default=float))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
