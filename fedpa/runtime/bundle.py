@@ -15,7 +15,7 @@ import json
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -70,6 +70,9 @@ class Bundle:
         if not path.is_dir():
             raise BundleError(f"{path}: not a bundle directory")
         manifest = read_manifest(path, verify_files=verify)
+        outside = [f for f in manifest.files if Path(f).name != f or f in ("", ".", "..")]
+        if outside:  # a manifest must not make a client read (or trust) files outside the bundle
+            raise BundleError(f"{path}: manifest lists files outside the bundle directory: {outside[:3]}")
         unlisted = [f for f in REQUIRED_FILES if f not in manifest.files]
         if unlisted:
             raise BundleError(f"{path}: manifest lists no {unlisted} (incomplete bundle)")
@@ -149,7 +152,7 @@ class Bundle:
     def golden(self) -> Golden:
         return read_golden(self.path / GOLDEN_FILE)
 
-    def schema_file(self) -> dict:
+    def schema_file(self) -> dict[str, Any]:
         return json.loads((self.path / SCHEMA_FILE).read_text())
 
     # ------------------------------------------------------------------ programs

@@ -57,6 +57,15 @@ def test_file_not_listed_in_manifest(bundle_copy):
         Bundle.open(bundle_copy)
 
 
+def test_manifest_cannot_point_outside_the_bundle(bundle_copy):
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    manifest["files"]["../outside.txt"] = manifest["files"]["golden.json"]
+    (bundle_copy.parent / "outside.txt").write_bytes((bundle_copy / "golden.json").read_bytes())
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="outside the bundle directory"):
+        Bundle.open(bundle_copy)
+
+
 def test_unknown_format_version(bundle_copy):
     manifest = json.loads((bundle_copy / "manifest.json").read_text())
     manifest["format_version"] = 99
