@@ -50,6 +50,7 @@ public class LoopbackTest {
     }
 
     private static void label(FedPAClient c, long seed, int n) throws Exception {
+        c.setUserCodes(Catalog.syntheticUser(c.model().manifest(), seed)); // reproducible groups
         List<Catalog.Item> items = Catalog.synthetic(c.model().manifest(), n, seed);
         Random r = new Random(seed);
         for (Catalog.Item it : items) {

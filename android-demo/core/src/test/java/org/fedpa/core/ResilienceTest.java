@@ -54,6 +54,7 @@ public class ResilienceTest {
     }
 
     private static void label(FedPAClient c, int n) throws Exception {
+        c.setUserCodes(Catalog.syntheticUser(c.model().manifest(), 5)); // reproducible groups
         int i = 0;
         for (Catalog.Item it : Catalog.synthetic(c.model().manifest(), n, 77)) {
             c.label(it, i++ % 3 == 0 ? 1 : 0);
