@@ -26,8 +26,6 @@ android {
 
 dependencies {
     implementation(project(":core"))
+    // brings its native libraries and JNI helpers (fbjni, soloader) as transitive dependencies
     implementation("org.pytorch:executorch-android:${property("executorchVersion")}")
-    // executorch-android's native loader and JNI helpers
-    implementation("com.facebook.soloader:nativeloader:0.10.5")
-    implementation("com.facebook.fbjni:fbjni:0.5.1")
 }
