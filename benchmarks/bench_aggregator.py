@@ -179,6 +179,25 @@ def _percentiles(latencies: list[float]) -> dict:
             "max_ms": float(ms.max()), "mean_ms": float(ms.mean())}
 
 
+def _cpu_seconds(pids: list[int]) -> float:
+    """User+system CPU seconds of these processes so far (Linux /proc)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _pids(cmd: list[str]) -> list[int]:
+    try:
+        return [int(p) for p in subprocess.run(cmd, capture_output=True, text=True).stdout.split()]
+    except (OSError, ValueError):
+        return []
+
+
 class Server:
     def __init__(self, url: str, workers: int, pool: int) -> None:
         with socket.socket() as s:
@@ -198,6 +217,11 @@ class Server:
             except httpx.TransportError:
                 time.sleep(0.1)
         raise RuntimeError("server did not start")
+
+    def cpu(self) -> tuple[float, float]:
+        """(server processes, PostgreSQL processes) CPU seconds so far."""
+        server = [self.proc.pid, *_pids(["pgrep", "-P", str(self.proc.pid)])]
+        return _cpu_seconds(server), _cpu_seconds(_pids(["pgrep", "-u", "postgres"]))
 
     def stop(self) -> None:
         self.http.close()
@@ -228,7 +252,14 @@ def run_config(url: str, workers: int, args: argparse.Namespace) -> dict:
         publish(server, agg_model, {**config, "buffer_size": 1_000_000})
         devices = devices_for(server, load_model, args.clients)
         warm = asyncio.run(closed_loop(server.port, devices[:20], 1.0))  # warm caches and connections
+        cpu0, t0 = (*server.cpu(), time.process_time()), time.perf_counter()
         closed = asyncio.run(closed_loop(server.port, devices, args.duration))
+        cpu1 = (*server.cpu(), time.process_time())
+        n = max(1, closed["accepted"])
+        closed["cpu_ms_per_upload"] = {name: 1000 * (b - a) / n for name, a, b in
+                                       zip(("server", "postgres", "load_generator"), cpu0, cpu1, strict=True)}
+        closed["cpu_cores_used"] = sum(b - a for a, b in zip(cpu0, cpu1, strict=True)) / (time.perf_counter() - t0)
+        closed["loadavg_1min_after"] = os.getloadavg()[0]
         opened = asyncio.run(open_loop(server.port, devices, args.rate, args.open_duration))
         # Aggregation of exactly 1,000 pending updates, timed end to end and inside the transaction.
         agg_devices = devices_for(server, agg_model, 50)
@@ -292,6 +323,7 @@ def main() -> None:
         uvloop.install()
     except ImportError:  # pragma: no cover
         pass
+    load_at_start = os.getloadavg()
     schema = f"bench_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(args.database, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
@@ -304,6 +336,10 @@ def main() -> None:
             c, o, a, z = result["closed_loop"], result["open_loop"], result["aggregation_1000"], result["zero_lost"]
             print(f"workers={workers}: closed loop {args.clients} clients: {c['uploads_per_s']:.0f} uploads/s "
                   f"(p50 {c['p50_ms']:.1f} ms, p99 {c['p99_ms']:.1f} ms, status {c['status']})")
+            cpu = c["cpu_ms_per_upload"]
+            print(f"  CPU per upload: server {cpu['server']:.2f} ms, PostgreSQL {cpu['postgres']:.2f} ms, "
+                  f"load generator {cpu['load_generator']:.2f} ms; {c['cpu_cores_used']:.2f} cores used, "
+                  f"1-min load average {c['loadavg_1min_after']:.1f}")
             print(f"  open loop {args.rate:.0f}/s offered: achieved {o['achieved_per_s']:.0f}/s, "
                   f"p50 {o['p50_ms']:.1f} ms, p99 {o['p99_ms']:.1f} ms, max {o['max_ms']:.0f} ms")
             print(f"  aggregation of {a['updates']} updates: {a['transaction_s'] * 1000:.0f} ms in the transaction, "
@@ -313,7 +349,7 @@ def main() -> None:
         with psycopg.connect(args.database, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
     report = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0],
-                          "loadavg_at_end": os.getloadavg()},
+                          "loadavg_at_start": load_at_start, "loadavg_at_end": os.getloadavg()},
               "payload_bytes": payload_bytes(),
               "args": {k: str(v) for k, v in vars(args).items()}, "results": results,
               "median_closed_loop_uploads_per_s": statistics.median(r["closed_loop"]["uploads_per_s"] for r in results)}

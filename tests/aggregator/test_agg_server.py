@@ -113,11 +113,11 @@ def test_parallel_uploads_two_workers_postgres_sync_round(server_factory, pg_url
 @pytest.mark.postgres
 def test_async_two_workers_every_update_aggregated_exactly_once(server_factory, pg_url, tmp_path):
     """Buffers flush while uploads race in; replaying the audit trail reproduces the final bank."""
-    n = 60
+    n = 40
     bank = write_bundle(tmp_path / "b")
     server = server_factory(pg_url, workers=2)
     with httpx.Client(base_url=server.url, timeout=30) as http:
-        publish(http, tmp_path / "b", {"mode": "async", "buffer_size": 8, "max_staleness": 100,
+        publish(http, tmp_path / "b", {"mode": "async", "buffer_size": 6, "max_staleness": 100,
                                        "staleness_exponent": 0.5, "min_reporters": 1})
         devices = [register(http) for _ in range(6)]
     uploads = {}

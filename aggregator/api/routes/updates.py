@@ -7,13 +7,14 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from aggregator.api.deps import DeviceDep
+from aggregator.api.direct import DirectRoute
 from aggregator.schemas import ErrorBody, UpdateAccepted
 from aggregator.services.intake import accept_update
 from aggregator.services.runtime import Runtime
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["updates"])
+router = APIRouter(tags=["updates"], route_class=DirectRoute)  # the hot path: see api/direct.py
 
 _ERRORS = {code: {"model": ErrorBody} for code in (401, 403, 404, 409, 413, 422, 429)}
 _BODY = {"requestBody": {"required": True, "content": {"application/octet-stream": {"schema": {
@@ -25,7 +26,7 @@ _BODY = {"requestBody": {"required": True, "content": {"application/octet-stream
              responses=_ERRORS, openapi_extra=_BODY)
 async def upload_update(model_id: str, request: Request, principal: DeviceDep) -> Response:
     """Validate and store one update; the 202 comes after the commit, so it survives a crash."""
-    runtime: Runtime = request.app.state.runtime  # not a dependency: every dependency costs on this path
+    runtime: Runtime = request.app.state.runtime
     body = await request.body()
     receipt = await run_in_threadpool(accept_update, runtime.db, runtime.catalog, principal.device, model_id,
                                       body, limits=runtime.limits)
