@@ -32,7 +32,7 @@ __all__ = ["ClientRows", "Segments", "Step", "segment_length", "segments", "step
 class ClientRows:
     """The rows of one split grouped by client (CSR); client ``c`` is user ``users[c]``."""
 
-    x: Tensor  # [N, F] int64 feature codes
+    x: Tensor  # [N, F] feature codes (int32 when they fit)
     y: Tensor  # [N] float32 labels
     user: np.ndarray  # [N] dense user index of each row (for GAUC)
     offsets: np.ndarray  # [C + 1] int64
@@ -52,7 +52,10 @@ class ClientRows:
         # row r of client c sits at order[start[c] + (r - offsets[c])]
         within = np.arange(offsets[-1]) - np.repeat(offsets[:-1], counts)
         idx = order[np.repeat(start, counts) + within]
-        return cls(x=torch.from_numpy(np.ascontiguousarray(x[idx], dtype=np.int64)),
+        codes = x[idx]
+        # int32 codes halve the largest array at 1M users; the model adds int64 offsets anyway
+        small = codes.size == 0 or int(codes.max()) < 2**31 - 1
+        return cls(x=torch.from_numpy(np.ascontiguousarray(codes, dtype=np.int32 if small else np.int64)),
                    y=torch.from_numpy(np.ascontiguousarray(y[idx], dtype=np.float32)),
                    user=user[idx], offsets=offsets, users=users)
 
