@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -49,7 +50,7 @@ def tuned(dataset: str, method: str) -> dict:
 def student_for(ds, seed: int, cache: Path):
     from fedpa.sim.experiments import cached_student
 
-    return cached_student(ds, seed=seed, cache_dir=cache)
+    return cached_student(ds, seed=seed, cache_dir=cache / ds.name / "students")  # shared with `experiments`
 
 
 def paper(data_dir: Path, cache: Path) -> dict:
@@ -76,7 +77,35 @@ def paper(data_dir: Path, cache: Path) -> dict:
     return out
 
 
-def scale_one(n_users: int) -> dict:
+def lean_synthetic(n_users: int, per_user: int = 20, seed: int = 0) -> SimpleNamespace:
+    """Synthetic users with exactly ``per_user`` rows, in numpy only (the schema of ``synthetic``).
+
+    Why: the pandas-based generator needs several GiB of Python strings at 1M users; this keeps the
+    measurement about the simulation. Labels are random: only time and memory are measured here.
+    """
+    from fedpa.data import load_dataset
+    from fedpa.data.dataset import Interactions
+
+    schema = load_dataset("synthetic", seed=seed, n_users=50).schema
+    cards = np.asarray(schema.cardinalities)
+    n_user = len(schema.user_feature_positions)
+    rng = np.random.default_rng(seed)
+    user_x = rng.integers(1, cards[:n_user], size=(n_users, n_user))
+    n_train, n_val = int(0.6 * per_user), int(0.2 * per_user)
+
+    def part(rows: int) -> Interactions:
+        user = np.repeat(np.arange(n_users), rows)
+        items = rng.integers(1, cards[n_user:], size=(user.size, cards.size - n_user))
+        x = np.concatenate([user_x[user], items], axis=1)
+        y = (rng.random(user.size) < 0.4).astype(np.float32)
+        return Interactions(user=user, item=np.zeros_like(user), x=x, y=y, ts=np.zeros_like(user))
+
+    return SimpleNamespace(name="synthetic-lean", schema=schema, user_groups=user_x[:, list(schema.group_positions)],
+                           private_users=np.arange(n_users), private_train=part(n_train),
+                           private_val=part(n_val), private_test=part(per_user - n_train - n_val))
+
+
+def scale_one(n_users: int, generator: str) -> dict:
     """One round of `fedpa` over n_users synthetic users (all private) × ~20 interactions each."""
     from fedpa.data import load_dataset
     from fedpa.model import Backbone, student_config
@@ -87,8 +116,11 @@ def scale_one(n_users: int) -> dict:
     from fedpa.sim.runner import SimConfig
 
     t = time.perf_counter()
-    ds = load_dataset("synthetic", seed=0, n_users=n_users, interactions_per_user=20, pool_fraction=0.0,
-                      rest_fraction=0.0)
+    if generator == "lean":
+        ds = lean_synthetic(n_users)
+    else:
+        ds = load_dataset("synthetic", seed=0, n_users=n_users, interactions_per_user=20, pool_fraction=0.0,
+                          rest_fraction=0.0)
     users = np.asarray(ds.private_users)
     train = ClientRows.from_split(ds.private_train, users)
     data_s = time.perf_counter() - t
@@ -112,16 +144,17 @@ def scale_one(n_users: int) -> dict:
     t = time.perf_counter()
     predict(program.forward, pop.params, val, segments(val, length=segment_length(val.counts)))
     eval_s = time.perf_counter() - t
-    return {"users": int(users.size), "train_rows": int(train.x.shape[0]), "data_seconds": data_s,
+    return {"generator": generator, "users": int(users.size), "train_rows": int(train.x.shape[0]),
+            "data_seconds": data_s,
             "round_seconds": round_s, "eval_val_seconds": eval_s, "groups_updated": len(report.updated),
             "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
             "rss_after_data_gib": rss_data, "load_average": load}
 
 
-def scale(sizes: list[int], timeout: int) -> dict:
+def scale(sizes: list[int], timeout: int, generator: str) -> dict:
     out = {}
     for n in sizes:
-        cmd = [sys.executable, __file__, "--scale-one", str(n)]
+        cmd = [sys.executable, __file__, "--scale-one", str(n), "--generator", generator]
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
             lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
@@ -131,9 +164,9 @@ def scale(sizes: list[int], timeout: int) -> dict:
             out[str(n)] = {"skipped": f"did not finish within {timeout} s"}
         r = out[str(n)]
         if "skipped" in r:
-            print(f"scale {n:>9,} users: skipped ({r['skipped']})", flush=True)
+            print(f"scale [{generator}] {n:>9,} users: skipped ({r['skipped']})", flush=True)
         else:
-            print(f"scale {n:>9,} users: round {r['round_seconds']:.2f} s (train + upload + aggregate), "
+            print(f"scale [{generator}] {n:>9,} users: round {r['round_seconds']:.2f} s (train + upload + aggregate), "
                   f"eval(val) {r['eval_val_seconds']:.2f} s, peak RSS {r['peak_rss_gib']:.2f} GiB "
                   f"(data {r['rss_after_data_gib']:.2f} GiB), data {r['data_seconds']:.1f} s, "
                   f"load avg {r['load_average'][0]:.1f}", flush=True)
@@ -168,19 +201,87 @@ def upload(data_dir: Path, cache: Path) -> dict:
     return {"target_bytes": TARGET_UPLOAD_BYTES, "research_code_bytes": RESEARCH_UPLOAD_FLOATS * 4, "rows": rows}
 
 
+def ceiling(data_dir: Path, cache: Path) -> dict:
+    """How much GAUC the features allow at all: centralised fine-tuning on every private train row.
+
+    No privacy, no federation: the whole student fine-tuned (Adam) on the pooled private train split,
+    early-stopped on private validation GAUC. If this barely beats FM-only, no federated method can
+    gain much either. Also a per-user memorisation score (the user's smoothed click rate on the
+    item's value of one feature), the within-user signal a private adapter could pick up.
+    """
+    import copy
+
+    from fedpa.data import load_dataset
+    from fedpa.sim.scoring import evaluate_fast
+
+    out = {}
+    for name, sub in (("kuaisar-r", "kuaisar-r"), ("kuairand", "kuairand-pure")):
+        ds = load_dataset(name, data_dir / sub, seed=0)
+        student = student_for(ds, 0, cache)
+        splits = {s: getattr(ds, f"private_{s}") for s in ("train", "val", "test")}
+
+        def gauc(model, split):
+            with torch.no_grad():
+                return evaluate_fast(split.user, split.y, model(torch.from_numpy(split.x)).numpy())["gauc"]
+
+        row = {"fm_only": {"val": gauc(student, splits["val"]), "test": gauc(student, splits["test"])}}
+        x, y = torch.from_numpy(splits["train"].x), torch.from_numpy(splits["train"].y)
+        for lr in (1e-3, 3e-3):
+            torch.manual_seed(0)
+            model = copy.deepcopy(student).requires_grad_(True)
+            opt = torch.optim.Adam(model.parameters(), lr=lr)
+            rng = np.random.default_rng(0)
+            best = {"val": -1.0}
+            for epoch in range(1, 21):
+                for idx in np.array_split(rng.permutation(len(y)), max(1, len(y) // 256)):
+                    loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x[idx]), y[idx])
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                val = gauc(model, splits["val"])
+                if val > best["val"]:
+                    best = {"val": val, "test": gauc(model, splits["test"]), "epoch": epoch}
+            row[f"central_finetune_lr{lr:g}"] = best
+        tr = splits["train"]
+        rate = np.bincount(tr.user, weights=tr.y, minlength=ds.n_users) / np.maximum(
+            np.bincount(tr.user, minlength=ds.n_users), 1)
+        for f in ds.schema.item_feature_positions:
+            key = tr.user * 1_000_003 + tr.x[:, f]
+            uniq, inv = np.unique(key, return_inverse=True)
+            clicks, count = np.bincount(inv, weights=tr.y), np.bincount(inv)
+
+            def memo(split, f=f, uniq=uniq, clicks=clicks, count=count, rate=rate):
+                k = split.user * 1_000_003 + split.x[:, f]
+                pos = np.clip(np.searchsorted(uniq, k), 0, len(uniq) - 1)
+                hit = uniq[pos] == k
+                prior = rate[split.user]
+                p = np.clip(np.where(hit, (clicks[pos] + 2 * prior) / (count[pos] + 2), prior), 1e-4, 1 - 1e-4)
+                return evaluate_fast(split.user, split.y, np.log(p / (1 - p)))["gauc"]
+
+            row[f"user_x_{ds.schema.names[f]}"] = {"val": memo(splits["val"]), "test": memo(splits["test"])}
+        out[name] = row
+        best_central = max((v for k, v in row.items() if k.startswith("central")), key=lambda v: v["val"])
+        print(f"ceiling {name}: FM-only test GAUC {row['fm_only']['test']:.4f}; centralised fine-tuning "
+              f"(val-selected) {best_central['test']:.4f}; best per-user memorisation "
+              f"{max(v['test'] for k, v in row.items() if k.startswith('user_x')):.4f}", flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("FEDPA_DATA_DIR", "../shared/data")))
-    parser.add_argument("--sections", default="paper,scale,upload")
+    parser.add_argument("--sections", default="paper,scale,upload,ceiling")
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--scale-timeout", type=int, default=900)
-    parser.add_argument("--cache", type=Path, default=Path("runs/sim/students"))
+    parser.add_argument("--cache", type=Path, default=Path("runs/sim"), help="experiments' out-dir root")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--generator", default="lean", choices=("lean", "fedpa"),
+                        help="scale data: numpy-only (lean) or fedpa.data's synthetic generator")
     parser.add_argument("--scale-one", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.scale_one is not None:
-        print(json.dumps(scale_one(args.scale_one)))
+        print(json.dumps(scale_one(args.scale_one, args.generator)))
         return
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "sim.json"
@@ -190,7 +291,10 @@ def main() -> None:
     if "paper" in sections:
         results["paper_protocol_kuaisar_r"] = paper(args.data_dir, args.cache)
     if "scale" in sections:
-        results["scale_one_round"] = scale([int(s) for s in args.sizes.split(",")], args.scale_timeout)
+        results[f"scale_one_round_{args.generator}"] = scale([int(s) for s in args.sizes.split(",")],
+                                                             args.scale_timeout, args.generator)
+    if "ceiling" in sections:
+        results["gauc_ceiling"] = ceiling(args.data_dir, args.cache)
     if "upload" in sections:
         results["upload_tradeoff_kuaisar_r"] = upload(args.data_dir, args.cache)
     path.write_text(json.dumps(results, indent=1, default=float))
