@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -80,11 +81,17 @@ def serve(host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
     db = Database(settings)
     db.migrate()
     db.dispose()
-    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="fedpa-metrics-")
+    metrics_dir = None
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # sum metrics over workers
+        metrics_dir = tempfile.mkdtemp(prefix="fedpa-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     os.environ["FEDPA_AUTO_MIGRATE"] = "false"  # done above, once
-    uvicorn.run("aggregator.main:create_app", factory=True, host=host, port=port, workers=workers,
-                loop="uvloop", http="httptools", access_log=access_log, log_level=log_level, backlog=4096)
+    try:
+        uvicorn.run("aggregator.main:create_app", factory=True, host=host, port=port, workers=workers,
+                    loop="uvloop", http="httptools", access_log=access_log, log_level=log_level, backlog=4096)
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 @app.command()

@@ -146,7 +146,16 @@ async def open_loop(port: int, devices: list[Device], rate: float, duration: flo
 
     async def one(device: Device, scheduled: float) -> None:
         conn = idle.pop() if idle else await asyncio.open_connection("127.0.0.1", port)
-        status = await _roundtrip(*conn, device.request())
+        data = device.request()
+        try:
+            status = await _roundtrip(*conn, data)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            # The server closed a connection idle past its keep-alive timeout: resend on a fresh
+            # one. Same nonce, so a 409 means the first copy was stored after all.
+            conn = await asyncio.open_connection("127.0.0.1", port)
+            status = await _roundtrip(*conn, data)
+            status = 202 if status == 409 else status
+            counts["reconnects"] = counts.get("reconnects", 0) + 1  # type: ignore[index]
         latencies.append(time.perf_counter() - scheduled)
         counts[status] = counts.get(status, 0) + 1
         idle.append(conn)

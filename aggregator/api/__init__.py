@@ -1,0 +1,1 @@
+"""HTTP layer: dependencies (auth, runtime) and thin routes."""

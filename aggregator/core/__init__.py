@@ -1,0 +1,1 @@
+"""Settings, errors, limits and metrics shared by every route and service."""

@@ -1,0 +1,1 @@
+"""The logic behind the routes: publishing, intake, rounds, status; callable without HTTP."""

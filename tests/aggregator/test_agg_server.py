@@ -100,7 +100,10 @@ def test_parallel_uploads_two_workers_postgres_sync_round(server_factory, pg_url
     with httpx.Client(base_url=server.url, timeout=30) as http:
         status = wait_for(lambda: (s := _status(http))["state_version"] == 1 and s)
         state = _bank(http)
+        metrics = http.get("/metrics").text  # summed over both workers (multiprocess mode)
     assert all(sorted(c) == [202, 409] for c in codes), codes
+    assert f'fedpa_uploads_accepted_total{{model_id="{MODEL_ID}"}} {n}.0' in metrics
+    assert f'fedpa_uploads_rejected_total{{reason="replayed_nonce"}} {n}.0' in metrics
     assert (status["accepted_total"], status["aggregated_total"], status["pending_updates"]) == (n, n, 0)
     _assert_bank(state, reference_step(bank, [(d, float(1 + i % 7)) for i, (_, d) in enumerate(uploads)],
                                        min_reporters=3))
