@@ -19,6 +19,7 @@ Usage: ``device = Device(store, client, privacy=PrivacyConfig(epsilon_budget=8))
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import sys
 import time
@@ -241,10 +242,10 @@ class Device:
         body = encode_tensors(upload, metadata={"fedpa.update": meta.model_dump_json()})
         private_names = set(self.private())
         new_private = {p: v for p, v in trained.items() if p in private_names}
+        # without LDP there is no finite ε to claim: the device records it as infinite
+        spent = privacy.epsilon_spent if self.privacy is not None and self.privacy.mechanism != "none" else math.inf
         pending = PendingUpload(nonce=nonce, base_version=base_version, round=self.state.rounds_completed,
-                                example_count=len(y), epsilon_after=privacy.epsilon_spent
-                                if self.privacy is not None else self.state.epsilon_spent,
-                                created_at=time.time())
+                                example_count=len(y), epsilon_after=spent, created_at=time.time())
         self.store.stage_upload(pending, body, new_private)
         result = self._send_pending()
         result.loss, result.clip_norm_before = loss, norm

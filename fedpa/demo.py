@@ -39,6 +39,8 @@ class DemoConfig:
     out: Path = Path("runs/demo")
     dataset: str = "synthetic"
     data_dir: Path | None = None
+    max_users: int | None = None  # subsample the dataset's users (quick runs, tests)
+    train_epochs: int = 30  # upper bound for teacher and student (early stopping on open validation)
     seed: int = 0
     rounds: int = 5
     devices: int | None = None  # None: every private user
@@ -114,7 +116,7 @@ def run_demo(config: DemoConfig, *, say: Say | None = None,
     from fedpa.data import load_dataset
     from fedpa.manifest import PrivacySettings
     from fedpa.privacy import PrivacyConfig, noise_multiplier_for
-    from fedpa.train import adapter_config_for, distill, pretrain
+    from fedpa.train import TrainConfig, adapter_config_for, distill, pretrain
 
     say = say or (lambda msg: log.info("%s", msg))
     torch.manual_seed(config.seed)
@@ -124,11 +126,12 @@ def run_demo(config: DemoConfig, *, say: Say | None = None,
     secs = report.seconds
 
     with _stage("data", secs, say):
-        ds = load_dataset(config.dataset, config.data_dir, seed=config.seed)
+        ds = load_dataset(config.dataset, config.data_dir, seed=config.seed, max_users=config.max_users)
+    train = TrainConfig(epochs=config.train_epochs)
     with _stage("pre-train teacher", secs, say):
-        teacher = pretrain(ds, seed=config.seed)
+        teacher = pretrain(ds, train=train, seed=config.seed)
     with _stage("distil student", secs, say):
-        student = distill(ds, teacher.model, seed=config.seed)
+        student = distill(ds, teacher.model, train=train, seed=config.seed)
     report.fm_only = dict(student.metrics["private_test"])
 
     privacy = None
@@ -193,6 +196,8 @@ def _brief(metrics: dict[str, Any]) -> dict[str, Any]:
 def demo(
     dataset: Annotated[str, typer.Option(help="synthetic | kuaisar-r | kuairand | csv")] = "synthetic",
     data_dir: Annotated[Path | None, typer.Option(help="Dataset directory (not needed for synthetic).")] = None,
+    max_users: Annotated[int | None, typer.Option(min=2, help="Subsample the dataset's users (quick runs).")] = None,
+    train_epochs: Annotated[int, typer.Option(min=1, help="Epoch cap for teacher and student.")] = 30,
     out: Annotated[Path, typer.Option(help="Where the bundle, device stores, report and plot go.")] = Path(
         "runs/demo"),
     rounds: Annotated[int, typer.Option(min=1, help="Federated rounds over HTTP.")] = 5,
@@ -213,7 +218,8 @@ def demo(
     from fedpa.errors import FedPAError
 
     console = Console()
-    config = DemoConfig(out=out, dataset=dataset, data_dir=data_dir, seed=seed, rounds=rounds, devices=devices,
+    config = DemoConfig(out=out, dataset=dataset, data_dir=data_dir, max_users=max_users, train_epochs=train_epochs,
+                        seed=seed, rounds=rounds, devices=devices,
                         workers=workers, ldp=ldp, epsilon=epsilon, clip_norm=clip_norm, postgres=postgres)
     bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     console=console, transient=True)

@@ -1,0 +1,230 @@
+"""``fedpa-edge``: one device (``run``), a simulated fleet (``fleet``), top-K ranking (``recommend``).
+
+Thin: flags become :class:`~edge.device.Device` / :class:`~edge.fleet.FleetConfig` settings and the
+library does the work. Every refusal (budget, server, bundle) prints one line and exits 1.
+
+Usage::
+
+    fedpa-edge run --server http://127.0.0.1:8000 --model-id demo --interactions me.csv --store ~/.fedpa
+    fedpa-edge fleet --server http://127.0.0.1:8000 --model-id demo --dataset synthetic --rounds 5
+    fedpa-edge recommend --store ~/.fedpa --candidates items.csv -k 10
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from fedpa.errors import FedPAError
+
+__all__ = ["app"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+app = typer.Typer(help="FedPA device client: train on-device, upload LDP updates, rank items.",
+                  no_args_is_help=True, pretty_exceptions_show_locals=False)
+console = Console()
+
+Server = Annotated[str, typer.Option(help="Aggregator base URL.")]
+ModelId = Annotated[str, typer.Option(help="Published model id.")]
+Epsilon = Annotated[float | None, typer.Option(help="Refuse uploads past this per-user ε (default: the bundle's).")]
+Sigma = Annotated[float | None, typer.Option(help="Noise multiplier σ (default: the bundle's).")]
+Clip = Annotated[float | None, typer.Option(help="Clip norm C of each upload (default: the bundle's).")]
+NoLdp = Annotated[bool, typer.Option("--no-ldp", help="Send raw deltas (only servers that allow it accept them).")]
+Lr = Annotated[float, typer.Option(help="Local SGD learning rate.")]
+Epochs = Annotated[int, typer.Option(min=1, help="Local epochs per round.")]
+Batch = Annotated[int, typer.Option(min=1, help="Local mini-batch size.")]
+
+
+def _friendly(fn: Callable[P, R]) -> Callable[P, R]:
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except FedPAError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1) from exc
+    return wrapper
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every request and round.")] = False
+          ) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
+
+
+def _privacy(manifest_privacy: Any, *, no_ldp: bool, epsilon: float | None, sigma: float | None,
+             clip: float | None) -> Any:
+    """The bundle's LDP settings, overridden by flags (a device may be stricter than the publisher)."""
+    from fedpa.privacy import PrivacyConfig
+
+    if no_ldp:
+        return None
+    p = manifest_privacy
+    mechanism = p.mechanism if p.mechanism != "none" else "gaussian"
+    return PrivacyConfig(mechanism=mechanism, clip_norm=clip or p.clip_norm,
+                         noise_multiplier=sigma or (p.noise_multiplier if p.noise_multiplier > 0 else 1.0),
+                         delta=p.delta, epsilon_budget=epsilon if epsilon is not None else p.epsilon_budget)
+
+
+def _bars() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, transient=True)
+
+
+@app.command()
+@_friendly
+def run(
+    server: Server,
+    model_id: ModelId,
+    interactions: Annotated[Path, typer.Option(exists=True, dir_okay=False,
+                                               help="CSV (raw feature columns + label) or .npz (encoded x, y).")],
+    store: Annotated[Path, typer.Option(help="The device's local store folder.")] = Path("edge-store"),
+    rounds: Annotated[int, typer.Option(min=1, help="Rounds to take part in.")] = 1,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the server to close each round.")] = 60.0,
+    epsilon: Epsilon = None, noise_multiplier: Sigma = None, clip_norm: Clip = None, no_ldp: NoLdp = False,
+    lr: Lr = 1.0, epochs: Epochs = 5, batch_size: Batch = 32,
+    seed: Annotated[int, typer.Option(help="Batch-order seed.")] = 0,
+) -> None:
+    """Take part in rounds as one device: register, download, train locally, upload an LDP update."""
+    import time
+
+    from edge.client import AggregatorClient
+    from edge.device import Device, LocalTraining
+    from edge.local_data import groups_of, read_interactions, schema_of
+    from edge.store import LocalStore
+
+    local = LocalStore.open(store)
+    with AggregatorClient(server) as client:
+        device = Device(local, client, model_id=model_id, training=LocalTraining(lr=lr, epochs=epochs,
+                                                                                 batch_size=batch_size, seed=seed))
+        device.setup()
+        schema = schema_of(device.manifest)
+        x, y, ts = read_interactions(interactions, schema)
+        local.save_log(x, y, ts)
+        device.setup(groups=groups_of(x, schema))
+        device.privacy = _privacy(device.manifest.privacy, no_ldp=no_ldp, epsilon=epsilon, sigma=noise_multiplier,
+                                  clip=clip_norm)
+        table = Table("round", "status", "base version", "examples", "loss", "ε spent", "bytes up")
+        for _ in range(rounds):
+            result = device.run_round()
+            table.add_row(str(local.state.rounds_completed), result.status, str(result.base_version),
+                          str(result.example_count), f"{result.loss:.4f}", f"{local.state.epsilon_spent:.3f}",
+                          str(result.bytes_up))
+            deadline = time.monotonic() + wait
+            while rounds > 1 and time.monotonic() < deadline:  # the next round needs the next state
+                if client.status(model_id)["state_version"] > result.base_version:
+                    break
+                time.sleep(0.5)
+    console.print(table)
+    console.print(f"device {local.state.device_id}: groups {local.state.groups}, store {store}")
+
+
+@app.command()
+@_friendly
+def fleet(
+    server: Server,
+    model_id: ModelId,
+    dataset: Annotated[str, typer.Option(help="synthetic | kuaisar-r | kuairand | csv")] = "synthetic",
+    data_dir: Annotated[Path | None, typer.Option(help="Dataset directory.")] = None,
+    root: Annotated[Path, typer.Option(help="Folder for the devices' stores.")] = Path("runs/fleet"),
+    devices: Annotated[int | None, typer.Option(min=1, help="Devices (default: every private user).")] = None,
+    rounds: Annotated[int, typer.Option(min=1)] = 5,
+    workers: Annotated[int, typer.Option(min=1, help="Device threads.")] = 4,
+    admin_token: Annotated[str | None, typer.Option(envvar="FEDPA_ADMIN_TOKEN",
+                                                    help="Lets the fleet close rounds itself.")] = None,
+    epsilon: Epsilon = None, noise_multiplier: Sigma = None, clip_norm: Clip = None, no_ldp: NoLdp = False,
+    lr: Lr = 1.0, epochs: Epochs = 5, batch_size: Batch = 32,
+    seed: Annotated[int, typer.Option(help="Dataset, batch-order and noise seed.")] = 0,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the fleet report here.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write a per-round GAUC/AUC plot (PNG) here.")] = None,
+) -> None:
+    """Simulate one device per private user of a dataset, in parallel, against a real aggregator."""
+    from edge.client import AggregatorClient
+    from edge.device import LocalTraining
+    from edge.fleet import FleetConfig, run_fleet
+    from edge.report import plot_rounds
+    from fedpa.data import load_dataset
+    from fedpa.manifest import Manifest
+
+    with console.status(f"loading {dataset}…"):
+        ds = load_dataset(dataset, data_dir, seed=seed)
+    with AggregatorClient(server) as client:
+        manifest = Manifest.model_validate(client.manifest(model_id))
+    privacy = _privacy(manifest.privacy, no_ldp=no_ldp, epsilon=epsilon, sigma=noise_multiplier, clip=clip_norm)
+    config = FleetConfig(server=server, model_id=model_id, rounds=rounds, workers=workers, max_devices=devices,
+                         privacy=privacy, training=LocalTraining(lr=lr, epochs=epochs, batch_size=batch_size),
+                         seed=seed, admin_token=admin_token)
+    bars = _bars()
+    tasks: dict[str, Any] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bars.add_task(stage, total=total)
+        bars.update(tasks[stage], completed=done)
+
+    with bars:
+        report = run_fleet(ds, root, config, progress=progress)
+    table = Table("round", "statuses", "state version", "val GAUC", "test GAUC", "test AUC", "train loss")
+    initial = report.initial
+    if initial:
+        table.add_row("0", "", "", f"{initial['val']['gauc']:.4f}", f"{initial['test']['gauc']:.4f}",
+                      f"{initial['test']['auc']:.4f}", "")
+    for r in report.rounds:
+        val, test = r.get("val", {}), r.get("test", {})
+        table.add_row(str(r["round"]), json.dumps(r["statuses"]), str(r["state_version"]),
+                      f"{val.get('gauc', float('nan')):.4f}", f"{test.get('gauc', float('nan')):.4f}",
+                      f"{test.get('auc', float('nan')):.4f}", f"{r['loss']:.4f}")
+    console.print(table)
+    console.print(f"{report.devices} devices, {report.failed_rounds} failed rounds, best round {report.best_round}, "
+                  f"uploaded {report.bytes_up / 1e6:.2f} MB, max ε {report.epsilon_max:.3f}, {report.seconds:.1f} s")
+    for line in report.errors[:10]:
+        console.print(f"[yellow]{line}[/yellow]")
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report.to_dict(), indent=2, default=float))
+    if plot:
+        console.print(f"plot: {plot_rounds(report, plot)}")
+
+
+@app.command()
+@_friendly
+def recommend(
+    store: Annotated[Path, typer.Option(exists=True, file_okay=False, help="A device's local store folder.")],
+    candidates: Annotated[Path, typer.Option(exists=True, dir_okay=False,
+                                             help="CSV of items (item feature columns, optional item_id).")],
+    k: Annotated[int, typer.Option("-k", "--top", min=1, help="How many items to return.")] = 10,
+    backend: Annotated[str, typer.Option(help="pte (ExecuTorch) or onnx (onnxruntime).")] = "pte",
+    online: Annotated[bool, typer.Option(help="Refresh the shared state from the server first.")] = False,
+) -> None:
+    """Rank candidate items for the store's user with its private adapter and its groups' adapters."""
+    from edge.client import AggregatorClient
+    from edge.device import Device
+    from edge.local_data import read_candidates, schema_of
+    from edge.store import LocalStore
+    from fedpa.errors import ConfigError
+
+    local = LocalStore.open(store)
+    log = local.load_log()
+    if local.state.model_id is None or log is None:
+        raise ConfigError(f"{store}: not a set-up device store (run `fedpa-edge run` first)")
+    with AggregatorClient(local.state.server or "http://127.0.0.1") as client:
+        device = Device(local, client, model_id=local.state.model_id, backend=backend)
+        if online:
+            device.sync_state()
+        x, ids = read_candidates(candidates, schema_of(device.manifest), log[0][0])
+        top, logits = device.recommend(x, k=k, offline=not online)
+    table = Table("rank", "item", "score")
+    for rank, (i, logit) in enumerate(zip(top, logits, strict=True), start=1):
+        table.add_row(str(rank), ids[int(i)], f"{1 / (1 + 2.718281828459045 ** -float(logit)):.4f}")
+    console.print(table)

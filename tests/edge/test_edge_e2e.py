@@ -1,0 +1,253 @@
+"""End to end: devices running the exported programs, talking HTTP to a real uvicorn aggregator."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from edge.client import AggregatorClient, RetryPolicy, ServerUnreachable
+from edge.device import Device, LocalTraining
+from edge.fleet import FleetConfig, run_fleet
+from edge.server_process import AggregatorProcess, temporary_postgres_database
+from edge.store import LocalStore
+from fedpa.errors import PrivacyBudgetError
+from fedpa.manifest import PrivacySettings, read_manifest
+from fedpa.payload import decode_tensors
+from fedpa.privacy import PrivacyConfig, epsilon_after, noise_multiplier_for
+
+TRAINING = LocalTraining(lr=1.0, epochs=5, batch_size=32)
+POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def _n_devices(world) -> int:
+    return int(sum(np.any(world.ds.private_train.user == u) for u in world.ds.private_users))
+
+
+def _device(world, server, model_id: str, folder: Path, *, user_index: int = 0, **kwargs) -> Device:
+    """One device for a private user of the world's dataset, set up against ``server``."""
+    ds = world.ds
+    user = int(ds.private_users[user_index])
+    store = LocalStore.open(folder)
+    rows = ds.private_train.user == user
+    store.save_log(ds.private_train.x[rows], ds.private_train.y[rows], ds.private_train.ts[rows])
+    client = AggregatorClient(server.url, retry=kwargs.pop("retry", RetryPolicy(attempts=3, base_delay=0.05)))
+    device = Device(store, client, model_id=model_id, training=kwargs.pop("training", TRAINING), noise_seed=0,
+                    **kwargs)
+    groups = {a: int(v) for a, v in zip(ds.schema.group_attributes, ds.user_groups[user], strict=True)}
+    device.setup(groups=groups, user=str(user))
+    return device
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(root.iterdir()) if p.is_file() and p.name != "state.json"}
+
+
+def test_fleet_improves_gauc_over_fm_only_and_private_tensors_never_leave(world, sqlite_server, tmp_path):
+    n = _n_devices(world)
+    world.publish(sqlite_server, "fleet", {"round_size": n, "min_reporters": 1, "enforce_privacy": False,
+                                           "deadline_s": 600.0})
+    bodies: list[bytes] = []
+    http = httpx.Client(timeout=60.0, event_hooks={"request": [lambda r: bodies.append(r.content)]})
+
+    report = run_fleet(world.ds, tmp_path, FleetConfig(server=sqlite_server.url, model_id="fleet", rounds=4,
+                                                       workers=4, training=TRAINING, seed=0,
+                                                       admin_token=sqlite_server.admin_token), http=http)
+
+    assert report.failed_rounds == 0 and not report.errors
+    assert [r["statuses"] for r in report.rounds] == [{"accepted": n}] * 4
+    assert [r["state_version"] for r in report.rounds] == [1, 2, 3, 4]
+    # round 0 through the exported program is the student itself (residual gate, B = 0)
+    assert report.initial["test"]["gauc"] == pytest.approx(world.fm_only["gauc"], abs=1e-3)
+    assert report.best["test"]["gauc"] > world.fm_only["gauc"] + 0.05
+    # the private adapter (names or bytes) is in no request body, ever
+    names = [t.name.encode() for t in read_manifest(world.bundle).private_tensors]
+    uploads = [b for b in bodies if b"fedpa.update" in b[:8192]]
+    assert len(uploads) == 4 * n
+    for body in bodies:
+        assert not any(name in body for name in names)
+    for user in world.ds.private_users[:5]:
+        private = LocalStore.open(tmp_path / f"device-{user}").load_private()
+        for array in private.values():
+            assert not any(array.tobytes() in body for body in uploads)
+
+
+def test_http_path_matches_the_simulation(world, sqlite_server, tmp_path):
+    """LDP off, same seeds and data: 2 rounds over HTTP give the simulation's shared state (≤ 1e-4)."""
+    from fedpa.runtime import Bundle
+    from fedpa.sim.engine import LocalConfig, Population
+    from fedpa.sim.layout import ClientRows
+    from fedpa.sim.methods import build_program, get_method
+    from fedpa.sim.rounds import run_round
+    from fedpa.sim.runner import SimConfig
+    from fedpa.sim.server import AggregationConfig
+
+    ds, n, rounds = world.ds, _n_devices(world), 2
+    world.publish(sqlite_server, "parity", {"round_size": n, "min_reporters": 1, "enforce_privacy": False,
+                                            "deadline_s": 600.0, "server_lr": 1.0})
+    report = run_fleet(ds, tmp_path, FleetConfig(server=sqlite_server.url, model_id="parity", rounds=rounds,
+                                                 workers=4, training=TRAINING, seed=0, evaluate=False,
+                                                 admin_token=sqlite_server.admin_token))
+    assert report.failed_rounds == 0
+    with AggregatorClient(sqlite_server.url, token=sqlite_server.admin_token) as admin:
+        served = decode_tensors(admin.request("GET", "/v1/models/parity/state").content)
+
+    users = np.asarray(ds.private_users, np.int64)
+    method = get_method("fedpa", lr=TRAINING.lr, batch_size=TRAINING.batch_size)
+    program = build_program(method, world.student, ds.schema, ds.user_groups[users], seed=0)
+    bundle = Bundle.open(world.bundle)
+    initial = bundle.shared_state()
+    assert all(np.array_equal(initial[k], program.bank[k]) for k in program.bank)  # same starting point
+    pop = Population(program.private_init, users.size, program.spec, program.bank, program.group_values)
+    train = ClientRows.from_split(ds.private_train, users)
+    config = SimConfig(rounds=rounds, local_epochs=TRAINING.epochs, seed=0,
+                       aggregation=AggregationConfig(min_reporters=1))
+    local = LocalConfig(lr=TRAINING.lr, batch_size=TRAINING.batch_size, epochs=TRAINING.epochs)
+    eligible = np.flatnonzero(train.counts > 0)
+    for r in range(rounds):
+        run_round(program, pop, train, eligible, config, local, round=r)
+
+    assert set(served) == set(pop.bank)
+    worst = max(float(np.abs(served[k] - pop.bank[k]).max()) for k in served)
+    moved = max(float(np.abs(served[k] - initial[k]).max()) for k in served)
+    assert moved > 1e-2  # the state really trained
+    assert worst <= 1e-4
+    for i in (0, len(users) // 2):  # the private adapters agree too
+        private = LocalStore.open(tmp_path / f"device-{users[i]}").load_private()
+        for name, value in private.items():
+            np.testing.assert_allclose(value, pop.private[name][i].numpy(), atol=1e-4)
+
+
+@pytest.mark.postgres
+def test_ldp_fleet_on_postgresql(world, tmp_path):
+    sigma = noise_multiplier_for(8.0, 2)
+    privacy = PrivacyConfig(clip_norm=0.5, noise_multiplier=sigma, epsilon_budget=8.0 + 1e-9)
+    with temporary_postgres_database(POSTGRES) as url, AggregatorProcess(
+            database_url=url, log_file=tmp_path / "agg.log", env={"FEDPA_RATE_LIMIT_PER_MINUTE": "0"}) as server:
+        world.publish(server, "fleet-pg", {"round_size": 30, "min_reporters": 3, "enforce_privacy": True},
+                      privacy=PrivacySettings(clip_norm=0.5, noise_multiplier=sigma))
+        report = run_fleet(world.ds, tmp_path / "devices", FleetConfig(
+            server=server.url, model_id="fleet-pg", rounds=2, workers=4, max_devices=30, privacy=privacy,
+            training=TRAINING, seed=0, admin_token=server.admin_token))
+        status = AggregatorClient(server.url, token=server.admin_token).status("fleet-pg")
+    assert report.failed_rounds == 0 and not report.errors
+    assert status["state_version"] == 2 and status["aggregated_total"] == 60
+    assert report.epsilon_max == pytest.approx(epsilon_after(2, privacy)) and report.epsilon_max <= 8.0
+    assert report.bytes_up > 0
+
+
+_CRASHING_DEVICE = """
+import sys, time
+from pathlib import Path
+from edge.client import AggregatorClient
+from edge.device import Device, LocalTraining
+from edge.store import LocalStore
+from fedpa.privacy import PrivacyConfig
+root, url, model_id, where, marker = sys.argv[1:]
+device = Device(LocalStore.open(root), AggregatorClient(url), model_id=model_id,
+                training=LocalTraining(lr=1.0, epochs=5), noise_seed=0,
+                privacy=PrivacyConfig(clip_norm=0.5, noise_multiplier=1.0))
+target = device.programs if where == "train" else device.client
+real = getattr(target, where if where == "train" else "upload")
+def hang(*args, **kwargs):
+    out = real(*args, **kwargs) if where == "train" else None  # really train, then hang
+    Path(marker).touch()
+    time.sleep(120)
+    return out
+setattr(target, "train" if where == "train" else "upload", hang)
+device.run_round()
+"""
+
+
+@pytest.mark.parametrize("where", ["train", "upload"])
+def test_device_killed_mid_round_restarts_cleanly(world, sqlite_server, tmp_path, where):
+    model_id = f"crash-{where}"
+    world.publish(sqlite_server, model_id, {"round_size": 1, "min_reporters": 1, "enforce_privacy": False})
+    privacy = PrivacyConfig(clip_norm=0.5, noise_multiplier=1.0)
+    device = _device(world, sqlite_server, model_id, tmp_path / "dev", privacy=privacy)
+    private_before = device.private()
+    script = tmp_path / "device.py"
+    script.write_text(_CRASHING_DEVICE)
+    marker = tmp_path / "marker"
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "dev"), sqlite_server.url, model_id,
+                             where, str(marker)])
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert marker.exists(), "the device never reached the crash point"
+    finally:
+        proc.kill()  # SIGKILL: no cleanup code runs, as when the OS reclaims an app
+        proc.wait()
+
+    store = LocalStore.open(tmp_path / "dev")  # must open cleanly whatever was half-written
+    if where == "train":  # killed before anything was staged: nothing charged, private adapter untouched
+        assert store.state.pending is None and store.state.uploads_sent == 0
+        assert all(np.array_equal(v, private_before[k]) for k, v in store.load_private().items())
+    else:  # killed mid-upload: the noised update and its ε were staged, and will be resent as they are
+        assert store.state.pending is not None and store.state.uploads_sent == 1
+        staged = store.pending_body()
+    restarted = _device(world, sqlite_server, model_id, tmp_path / "dev", privacy=privacy)
+    result = restarted.run_round()
+
+    assert result.status == "accepted"
+    assert restarted.state.rounds_completed == 1 and restarted.state.uploads_sent == 1
+    assert restarted.state.epsilon_spent == pytest.approx(epsilon_after(1, privacy))
+    with AggregatorClient(sqlite_server.url, token=sqlite_server.admin_token) as admin:
+        assert admin.status(model_id)["accepted_total"] == 1
+    if where == "upload":
+        assert restarted.state.history[-1]["bytes"] == len(staged)
+
+
+def test_server_down_then_up_resumes_the_pending_upload(world, tmp_path):
+    server = AggregatorProcess(database_url=f"sqlite:///{tmp_path / 'agg.db'}", log_file=tmp_path / "agg.log")
+    with server:
+        world.publish(server, "outage", {"round_size": 1, "min_reporters": 1, "enforce_privacy": False})
+        device = _device(world, server, "outage", tmp_path / "dev", privacy=None)
+        real = device.programs.train
+
+        def train_then_lose_the_server(*args, **kwargs):
+            out = real(*args, **kwargs)
+            server.stop()
+            return out
+
+        device.programs.train = train_then_lose_the_server
+        with pytest.raises(ServerUnreachable):
+            device.run_round()
+        device.programs.train = real
+        assert device.state.pending is not None and device.state.rounds_completed == 0
+        with pytest.raises(ServerUnreachable):  # still down: the same upload stays pending
+            device.run_round()
+        server.start()  # same port, same database
+        result = device.run_round()
+        status = AggregatorClient(server.url, token=server.admin_token).status("outage")
+    assert result.status == "accepted" and device.state.pending is None
+    assert device.state.rounds_completed == 1 and status["accepted_total"] == 1
+
+
+def test_refusal_and_budget_against_the_real_server(world, sqlite_server, tmp_path):
+    world.publish(sqlite_server, "strict", {"round_size": 1, "min_reporters": 1, "enforce_privacy": True},
+                  privacy=PrivacySettings(clip_norm=0.5, noise_multiplier=2.0))
+    weak = _device(world, sqlite_server, "strict", tmp_path / "weak",
+                   privacy=PrivacyConfig(clip_norm=0.5, noise_multiplier=1.0))
+    weak.sync_state()
+    before = _files(weak.store.root)
+
+    refused = weak.run_round()
+
+    assert refused.status == "refused" and "privacy_below_floor" in refused.detail
+    assert _files(weak.store.root) == before and weak.state.rounds_completed == 0
+
+    strict = PrivacyConfig(clip_norm=0.5, noise_multiplier=2.0,
+                           epsilon_budget=epsilon_after(1, PrivacyConfig(noise_multiplier=2.0)) * 1.01)
+    device = _device(world, sqlite_server, "strict", tmp_path / "ok", privacy=strict, user_index=1)
+    assert device.run_round().status == "accepted"
+    with pytest.raises(PrivacyBudgetError):
+        device.run_round()
+    with AggregatorClient(sqlite_server.url, token=sqlite_server.admin_token) as admin:
+        assert admin.status("strict")["accepted_total"] == 1
