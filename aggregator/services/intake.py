@@ -114,6 +114,7 @@ _INSERT_SYNC = _INSERT.format(fresh="m.state_version = :base_version")
 _INSERT_ASYNC = _INSERT.format(
     fresh="m.state_version >= :base_version AND m.state_version - :base_version <= :max_staleness")
 _CURRENT = "SELECT model_version, state_version FROM models WHERE id = :model_pk"
+_SEEN = "SELECT 1 FROM updates WHERE model_pk = :model_pk AND nonce = :nonce"
 
 
 def _take_token(tx: RawTransaction, device_pk: int, limits: Limits, now: float) -> None:
@@ -124,8 +125,18 @@ def _take_token(tx: RawTransaction, device_pk: int, limits: Limits, now: float) 
                           f"exceeded", retry_after_s=1.0 / rate)
 
 
+def _replay(model_id: str, nonce: str) -> ConflictError:
+    return ConflictError(f"nonce {nonce!r} was already used for model {model_id!r} (replay)", code="replayed_nonce")
+
+
 def _diagnose(tx: RawTransaction, info: ModelInfo, meta: UpdateMeta) -> ConflictError:
-    """Why the guarded insert matched no row: another model version, or a stale base."""
+    """Why the guarded insert matched no row: a replay, another model version, or a stale base.
+
+    A replay is reported first even when the round has moved on since: the device must learn
+    that the server holds its update (and not retrain and resend it as new).
+    """
+    if tx.execute(_SEEN, {"model_pk": info.pk, "nonce": meta.nonce}).fetchone() is not None:  # type: ignore[attr-defined]
+        return _replay(info.model_id, meta.nonce)
     model_version, state_version = tx.execute(_CURRENT, {"model_pk": info.pk}).fetchone()  # type: ignore[attr-defined]
     if model_version != meta.model_version:
         return model_version_conflict(info.model_id, meta.model_version, model_version)
@@ -174,8 +185,7 @@ def accept_update(db: Database, catalog: Catalog, device: DeviceAuth, model_id: 
     except db.integrity_error as exc:
         if "nonce" not in str(exc):
             raise
-        raise ConflictError(f"nonce {meta.nonce!r} was already used for model {model_id!r} (replay)",
-                            code="replayed_nonce") from exc
+        raise _replay(model_id, meta.nonce) from exc
     # round r trains on state version r, so the receipt's state version is the round's base.
     update_id, round_ = row
     return UpdateAccepted(update_id=update_id, state_version=round_, round=round_)
