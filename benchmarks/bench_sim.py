@@ -134,7 +134,7 @@ def scale_one(n_users: int, generator: str) -> dict:
     local = LocalConfig(lr=method.lr, batch_size=method.batch_size, epochs=1)
     part = np.flatnonzero(train.counts > 0)
     t = time.perf_counter()
-    report, _ = run_round(program, pop, train, part, config, local, round=0)
+    report, _, _ = run_round(program, pop, train, part, config, local, round=0)
     round_s = time.perf_counter() - t
     load = os.getloadavg()
     from fedpa.sim.engine import predict

@@ -8,13 +8,14 @@ client ``i``'s gradient is the gradient of its own loss alone, and plain SGD (th
 on-device training program) has no state that could couple clients. Chunking the clients of a step
 (``max_rows``) bounds memory and changes nothing else.
 
-Usage: ``trained, loss = local_train(forward, params, rows, clients, LocalConfig(lr=0.1), seed=0, round=3)``.
+Usage: ``trained, loss, skipped = local_train(forward, params, rows, clients, LocalConfig(), seed=0, round=3)``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ from fedpa.errors import ConfigError
 from fedpa.sim.layout import ClientRows, Segments, Step, step_plan
 from fedpa.state import SharedStateSpec
 
-__all__ = ["Forward", "LocalConfig", "Population", "local_train", "predict"]
+__all__ = ["Forward", "LocalConfig", "LocalResult", "Population", "local_train", "predict"]
 
 # batched params ({name: [U, ...]}) and codes [U, L, F] → logits [U, L]
 Forward = Callable[[Mapping[str, Tensor], Tensor], Tensor]
@@ -51,18 +52,27 @@ def _chunks(step: Step, max_rows: int) -> Iterator[Step]:
         yield Step(step.clients[i : i + per], step.idx[i : i + per], step.mask[i : i + per])
 
 
+class LocalResult(NamedTuple):
+    """What a round of local training returns."""
+
+    trained: dict[str, Tensor]  # the clients' tensors after training, [U, ...]
+    loss: Tensor  # [U] each client's mean loss over its applied steps (NaN: none applied)
+    skipped: Tensor  # [U] steps dropped because the client's loss or gradient was not finite
+
+
 def local_train(forward: Forward, params: Mapping[str, Tensor], rows: ClientRows, clients: np.ndarray,
-                config: LocalConfig, *, seed: int, round: int, inplace: bool = False
-                ) -> tuple[dict[str, Tensor], Tensor]:
+                config: LocalConfig, *, seed: int, round: int, inplace: bool = False) -> LocalResult:
     """Train every client's tensors (``params[name][i]`` belongs to ``clients[i]``) on its own rows.
 
-    Returns the trained tensors and each client's mean training loss over its steps (NaN for a
-    client without rows). The inputs are untouched unless ``inplace`` (saves a copy at scale).
+    A step whose loss or gradient is not finite for a client is dropped *for that client* (its
+    tensors stay as they were) — what a device does rather than keep a NaN model; counted in
+    ``skipped``. The inputs are untouched unless ``inplace`` (saves a copy at scale).
     """
     n = len(clients)
     trained = {k: v.detach() if inplace else v.detach().clone() for k, v in params.items()}
     loss_sum = torch.zeros(n, dtype=torch.float64)
     steps = torch.zeros(n, dtype=torch.float64)
+    skipped = torch.zeros(n, dtype=torch.int64)
     for step in step_plan(rows, clients, batch_size=config.batch_size, epochs=config.epochs, seed=seed, round=round):
         for chunk in _chunks(step, config.max_rows):
             act = chunk.clients
@@ -76,14 +86,20 @@ def local_train(forward: Forward, params: Mapping[str, Tensor], rows: ClientRows
             per_client = bce.sum(-1) / mask.sum(-1)  # [A] each client's own mean loss
             grads = torch.autograd.grad(per_client.sum(), list(leaves.values()))
             with torch.no_grad():
+                ok = torch.isfinite(per_client)
+                for g in grads:  # a row sum is non-finite iff the client's gradient is (or overflows)
+                    ok &= torch.isfinite(g.flatten(1).sum(1))
+                if not bool(ok.all()):
+                    grads = tuple(torch.where(ok.view(-1, *[1] * (g.dim() - 1)), g, 0.0) for g in grads)
+                    skipped.index_add_(0, act, (~ok).long())
                 for v, g in zip(trained.values(), grads, strict=True):
                     if everyone:
                         v.add_(g, alpha=-config.lr)
                     else:
                         v.index_add_(0, act, g, alpha=-config.lr)
-                loss_sum.index_add_(0, act, per_client.detach().double())
-                steps.index_add_(0, act, torch.ones(act.numel(), dtype=torch.float64))
-    return trained, loss_sum / steps
+                loss_sum.index_add_(0, act, torch.where(ok, per_client.detach(), 0.0).double())
+                steps.index_add_(0, act, ok.double())
+    return LocalResult(trained, loss_sum / steps, skipped)
 
 
 @torch.no_grad()

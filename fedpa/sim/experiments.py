@@ -192,7 +192,7 @@ def run_experiments(dataset: str, data_dir: str | Path | None, config: Experimen
             say(f"seed {seed}: {method} {tuned[method]}")
             results[method].append(run_trial(ds, student, method, tuned[method], config, seed=seed))
     summary = summarise(results)
-    name = dataset if data_dir is None else Path(data_dir).name
+    name = Path(data_dir).name if dataset == "csv" and data_dir is not None else dataset  # csv: the folder's name
     paths = {"markdown": out_dir / f"{name}-table.md", "json": out_dir / f"{name}-results.json",
              "png": out_dir / f"{name}-gauc.png"}
     paths["markdown"].write_text(_markdown(name, summary, tuned, config))

@@ -6,7 +6,7 @@ chunk into a :class:`~fedpa.sim.server.MeanAccumulator` and forgets it, so memor
 any number of clients; robust rules (trimmed mean, median) need every upload at once and keep them.
 Chunking changes nothing else: clients never see each other within a round.
 
-Usage: ``report, loss = run_round(program, pop, train, part, config, local, round=r)``.
+Usage: ``report, loss, skipped = run_round(program, pop, train, part, config, local, round=r)``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from fedpa.aggregation import AggregationReport
-from fedpa.sim.engine import LocalConfig, Population, local_train
+from fedpa.sim.engine import LocalConfig, LocalResult, Population, local_train
 from fedpa.sim.layout import ClientRows
 from fedpa.sim.methods import Program
 from fedpa.sim.server import MeanAccumulator, aggregate_round, apply_ldp
@@ -28,12 +28,12 @@ __all__ = ["run_round"]
 
 
 def _uploads(program: Program, pop: Population, train: ClientRows, chunk: np.ndarray, config: Any,
-             local: LocalConfig, *, round: int) -> tuple[dict[str, Tensor], dict[str, np.ndarray], Tensor]:
-    """Train one chunk of clients; returns what they upload (decoded), their groups and losses."""
+             local: LocalConfig, *, round: int) -> tuple[dict[str, Tensor], dict[str, np.ndarray], LocalResult]:
+    """Train one chunk of clients; returns what they upload (decoded), their groups and training stats."""
     clients = torch.from_numpy(chunk)
     params = pop.params(clients, copy=True)
-    trained, loss = local_train(program.forward, params, train, chunk, local, seed=config.seed, round=round,
-                                inplace=True)
+    result = local_train(program.forward, params, train, chunk, local, seed=config.seed, round=round, inplace=True)
+    trained = result.trained
     pop.store_private(clients, trained)
     values = pop.group_values(clients)
     # the shared delta, in place of the trained tensor (no copy): trained - what was downloaded
@@ -41,21 +41,27 @@ def _uploads(program: Program, pop: Population, train: ClientRows, chunk: np.nda
     if config.privacy is not None and deltas:
         deltas = apply_ldp(deltas, program.spec, values, train.users[chunk], config.privacy, seed=config.seed,
                            round=round)
-    return {p: quantize(d, config.wire_dtype) for p, d in deltas.items()}, values, loss
+    return {p: quantize(d, config.wire_dtype) for p, d in deltas.items()}, values, result
 
 
 def run_round(program: Program, pop: Population, train: ClientRows, part: np.ndarray, config: Any,
-              local: LocalConfig, *, round: int) -> tuple[AggregationReport | None, Tensor]:
-    """Run round ``round`` for participants ``part``; updates ``pop`` (private tensors and bank)."""
+              local: LocalConfig, *, round: int) -> tuple[AggregationReport | None, Tensor, int]:
+    """Run round ``round`` for participants ``part``; updates ``pop`` (private tensors and bank).
+
+    Returns the aggregation report, each participant's mean training loss and the number of
+    client steps dropped as non-finite.
+    """
     streaming = config.aggregation.rule == "mean" and not config.exact_aggregation and program.spec is not None
     accumulator = MeanAccumulator(program.spec, config.aggregation) if streaming else None
     kept: list[tuple[dict[str, Tensor], dict[str, np.ndarray], np.ndarray]] = []
     losses = []
+    skipped = 0
     step = max(1, int(config.client_chunk))
     for i in range(0, part.size, step):
         chunk = part[i : i + step]
-        deltas, values, loss = _uploads(program, pop, train, chunk, config, local, round=round)
-        losses.append(loss)
+        deltas, values, stats = _uploads(program, pop, train, chunk, config, local, round=round)
+        losses.append(stats.loss)
+        skipped += int(stats.skipped.sum())
         if not deltas:
             continue
         if accumulator is not None:
@@ -64,7 +70,7 @@ def run_round(program: Program, pop: Population, train: ClientRows, part: np.nda
             kept.append((deltas, values, train.counts[chunk]))
     loss = torch.cat(losses) if losses else torch.zeros(0, dtype=torch.float64)
     if program.spec is None:
-        return None, loss
+        return None, loss, skipped
     if accumulator is not None:
         bank, report = accumulator.finish(pop.bank)
     else:
@@ -74,4 +80,4 @@ def run_round(program: Program, pop: Population, train: ClientRows, part: np.nda
         bank, report = aggregate_round(pop.bank, program.spec, deltas, values, weights, config.aggregation,
                                        exact=config.exact_aggregation)
     pop.set_bank(bank)
-    return report, loss
+    return report, loss, skipped

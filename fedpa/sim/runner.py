@@ -163,7 +163,7 @@ def simulate(ds: Any, student: Backbone, method: Method, config: SimConfig | Non
     for r in range(config.rounds):
         start = time.perf_counter()
         part = select_clients(eligible, config.fraction, seed=config.seed, round=r)
-        report, loss = run_round(program, pop, train, part, config, local, round=r)
+        report, loss, skipped = run_round(program, pop, train, part, config, local, round=r)
         trained_at = time.perf_counter()
         participations[part] += 1
         up, down = _bytes_per_client(program, program.group_values, part, config.wire_dtype, config.packed)
@@ -174,6 +174,8 @@ def simulate(ds: Any, student: Backbone, method: Method, config: SimConfig | Non
         point = {"round": r + 1, **metrics, "train_loss": float(finite.mean()) if finite.size else float("nan"),
                  "clients": int(part.size), "seconds": done - start, "round_seconds": trained_at - start,
                  "eval_seconds": done - trained_at}
+        if skipped:
+            point["skipped_steps"] = skipped  # client steps dropped as non-finite (divergence)
         if report is not None and report.skipped_groups:
             point["skipped_groups"] = dict(report.skipped_groups)
         curve.append(point)

@@ -39,7 +39,8 @@ def test_batched_step_equals_one_client_at_a_time(small_ds, small_student, name)
     start = pop.params(torch.from_numpy(clients), copy=True)
     assert (rows.counts > CONFIG.batch_size).any()  # several batches per epoch are exercised
     # Execute
-    trained, _ = local_train(program.forward, start, rows, clients, CONFIG, seed=5, round=2)
+    trained, _, skipped = local_train(program.forward, start, rows, clients, CONFIG, seed=5, round=2)
+    assert int(skipped.sum()) == 0
     # Assert: a fresh model per client, its own tensors loaded, torch.optim.SGD over local_batches
     for i, user in enumerate(users):
         model = reference_model(program)
@@ -66,8 +67,8 @@ def test_chunking_changes_nothing(small_ds, small_student):
     _, rows, program, pop = setup(small_ds, small_student, method)
     clients = np.arange(USERS)
     start = pop.params(torch.from_numpy(clients), copy=True)
-    whole, _ = local_train(program.forward, start, rows, clients, LocalConfig(lr=0.5, batch_size=8), seed=0, round=0)
-    tiny, _ = local_train(program.forward, start, rows, clients, LocalConfig(lr=0.5, batch_size=8, max_rows=9),
+    whole, _, _ = local_train(program.forward, start, rows, clients, LocalConfig(lr=0.5, batch_size=8), seed=0, round=0)
+    tiny, _, _ = local_train(program.forward, start, rows, clients, LocalConfig(lr=0.5, batch_size=8, max_rows=9),
                           seed=0, round=0)
     for k in whole:
         torch.testing.assert_close(whole[k], tiny[k], atol=1e-6, rtol=0)
@@ -79,8 +80,8 @@ def test_a_client_update_ignores_the_other_clients(small_ds, small_student):
     _, rows, program, pop = setup(small_ds, small_student, method)
     both = np.arange(USERS)
     start = pop.params(torch.from_numpy(both), copy=True)
-    together, _ = local_train(program.forward, start, rows, both, CONFIG, seed=1, round=4)
-    alone, _ = local_train(program.forward, {k: v[:1] for k, v in start.items()}, rows, both[:1], CONFIG,
+    together, _, _ = local_train(program.forward, start, rows, both, CONFIG, seed=1, round=4)
+    alone, _, _ = local_train(program.forward, {k: v[:1] for k, v in start.items()}, rows, both[:1], CONFIG,
                            seed=1, round=4)
     for k in together:
         torch.testing.assert_close(together[k][:1], alone[k], atol=1e-6, rtol=0)
@@ -128,3 +129,17 @@ def test_residual_variant_starts_as_the_student(small_ds, small_student):
     with torch.no_grad():
         np.testing.assert_allclose(logits, small_student(rows.x).numpy(), atol=1e-6)
     assert parameter_groups(reference_model(program))
+
+
+def test_a_diverging_client_keeps_its_tensors_and_the_others_train(small_ds, small_student):
+    method = get_method("local-only", lr=0.5, batch_size=8)
+    _, rows, program, pop = setup(small_ds, small_student, method)
+    clients = np.arange(USERS)
+    start = pop.params(torch.from_numpy(clients), copy=True)
+    with torch.no_grad():
+        start["layers.0.user.lora_B"][1] = float("inf")  # client 1's model is broken
+    trained, loss, skipped = local_train(program.forward, start, rows, clients, CONFIG, seed=0, round=0)
+    assert skipped[1] > 0 and int(skipped.sum()) == int(skipped[1])
+    assert torch.isnan(loss[1]) and torch.isfinite(loss[[0, 2, 3, 4, 5]]).all()
+    torch.testing.assert_close(trained["layers.0.user.lora_A"][1], start["layers.0.user.lora_A"][1])
+    assert not torch.equal(trained["layers.0.user.lora_B"][0], start["layers.0.user.lora_B"][0])
