@@ -41,8 +41,11 @@ class BodyLimit:
             return
         limit = self.limit_for(scope["path"])
         declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            await self._refuse(scope, receive, send, limit, declared.decode())
+        if declared is not None and declared.isdigit():
+            if int(declared) > limit:
+                await self._refuse(scope, receive, send, limit, declared.decode())
+                return
+            await self.app(scope, receive, send)  # the server reads no more than Content-Length
             return
         seen = 0
         refused = False
