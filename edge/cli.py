@@ -77,6 +77,26 @@ def _privacy(manifest_privacy: Any, *, no_ldp: bool, epsilon: float | None, sigm
                          delta=p.delta, epsilon_budget=epsilon if epsilon is not None else p.epsilon_budget)
 
 
+def _options(pairs: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings → load_dataset options (ints and floats parsed, the rest kept as text)."""
+    from fedpa.errors import ConfigError
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--option needs KEY=VALUE, got {pair!r}")
+        for cast in (int, float):
+            try:
+                out[key] = cast(value)
+                break
+            except ValueError:
+                continue
+        else:
+            out[key] = value
+    return out
+
+
 def _bars() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     console=console, transient=True)
@@ -137,6 +157,8 @@ def fleet(
     model_id: ModelId,
     dataset: Annotated[str, typer.Option(help="synthetic | kuaisar-r | kuairand | csv")] = "synthetic",
     data_dir: Annotated[Path | None, typer.Option(help="Dataset directory.")] = None,
+    option: Annotated[list[str] | None, typer.Option(help="load_dataset option KEY=VALUE (repeatable), "
+                                                          "e.g. n_users=200 for synthetic data.")] = None,
     root: Annotated[Path, typer.Option(help="Folder for the devices' stores.")] = Path("runs/fleet"),
     devices: Annotated[int | None, typer.Option(min=1, help="Devices (default: every private user).")] = None,
     rounds: Annotated[int, typer.Option(min=1)] = 5,
@@ -158,7 +180,7 @@ def fleet(
     from fedpa.manifest import Manifest
 
     with console.status(f"loading {dataset}…"):
-        ds = load_dataset(dataset, data_dir, seed=seed)
+        ds = load_dataset(dataset, data_dir, seed=seed, **_options(option or []))
     with AggregatorClient(server) as client:
         manifest = Manifest.model_validate(client.manifest(model_id))
     privacy = _privacy(manifest.privacy, no_ldp=no_ldp, epsilon=epsilon, sigma=noise_multiplier, clip=clip_norm)

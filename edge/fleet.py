@@ -31,7 +31,7 @@ from edge.client import AggregatorClient, RetryPolicy
 from edge.device import Device, LocalTraining, RoundResult
 from edge.programs import LocalPrograms
 from edge.store import LocalStore
-from fedpa.errors import FedPAError, SyncError
+from fedpa.errors import BundleError, FedPAError, SyncError
 from fedpa.manifest import read_manifest
 from fedpa.metrics import evaluate
 from fedpa.privacy import PrivacyConfig
@@ -182,6 +182,7 @@ def run_fleet(ds: Any, root: str | Path, config: FleetConfig, *, http: httpx.Cli
         with ThreadPoolExecutor(max_workers=config.workers) as pool:
             for i, _ in enumerate(pool.map(setup, members)):
                 tick("setup", i + 1, len(members))
+            _check_schema(ds, members[0].device)
             if not config.admin_token:
                 observer.token = members[0].device.state.token
             if config.evaluate:
@@ -224,6 +225,16 @@ def run_fleet(ds: Any, root: str | Path, config: FleetConfig, *, http: httpx.Cli
     report.epsilon_max = max((m.device.state.epsilon_spent for m in members), default=0.0)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _check_schema(ds: Any, device: Device) -> None:
+    """Refuse a dataset encoded differently from the bundle: its codes would hit the wrong embeddings."""
+    from fedpa.data import FeatureSchema
+    from fedpa.runtime import schema_differences
+
+    diffs = schema_differences(FeatureSchema.from_dict(device.manifest.feature_schema), ds.schema)
+    if diffs:
+        raise BundleError("the dataset's feature schema differs from the bundle's: " + "; ".join(diffs[:3]))
 
 
 def _safe_round(m: _Member) -> RoundResult | str:

@@ -174,3 +174,34 @@ def test_two_devices_of_one_group_move_the_shared_state(make_device, make_server
     assert server.version == 2
     changed = {k for k in before if not np.array_equal(before[k], server.bank[k])}
     assert changed == {t.name for t in server.manifest.shared_state.for_groups(groups)}
+
+
+def test_clipped_norm_is_at_most_c(make_device, fake_server):
+    # FakePrograms moves every tensor by 0.01 per batch: a delta of norm ≫ 0.3, which must be clipped
+    device = make_device(privacy=PrivacyConfig(mechanism="none", clip_norm=0.3))
+
+    result = device.run_round()
+
+    flat = np.concatenate([v.ravel() for v in decode_tensors(fake_server.bodies[-1]).values()]).astype(np.float64)
+    assert result.clip_norm_before > 0.3  # so the clip really acted
+    assert np.linalg.norm(flat) == pytest.approx(0.3, rel=1e-5)
+
+
+@pytest.mark.parametrize(("sigma", "clip"), [(0.5, 1.0), (2.0, 0.25)])
+def test_noise_std_is_sigma_times_c_within_sampling_error(make_device, fake_server, sigma, clip):
+    from fedpa.manifest import read_manifest
+
+    device = make_device(privacy=PrivacyConfig(clip_norm=clip, noise_multiplier=sigma))
+    bodies = []
+    for _ in range(8):
+        device.run_round()
+        bodies.append(fake_server.bodies[-1])
+
+    noise = np.concatenate([np.concatenate([v.ravel() for v in decode_tensors(b).values()]) for b in bodies])
+    n = noise.size
+    # each upload's clean delta has norm ≤ C, so all 8 of them shift the sample std by at most √(8C²/n)
+    bias = np.sqrt(8 * clip**2 / n)
+    standard_error = sigma * clip / np.sqrt(2 * n)
+    assert abs(noise.std() - sigma * clip) < 4 * standard_error + bias
+    assert abs(noise.mean()) < 4 * sigma * clip / np.sqrt(n) + bias
+    assert len(read_manifest(device.bundle_dir).shared_state.tensors) > 0
