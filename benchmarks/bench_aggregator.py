@@ -3,7 +3,9 @@
 For 1 and 2 uvicorn workers on PostgreSQL (a fresh schema, dropped afterwards):
 
 1. closed loop: ``--clients`` devices (default 200), each with its own token and keep-alive
-   connection, upload ~18 KB safetensors updates back to back for ``--duration`` s → uploads/s;
+   connection, upload ~18 KB safetensors updates back to back for ``--duration`` s → uploads/s,
+   with aggregations of 1,000 updates running meanwhile; then the same load for
+   ``--intake-duration`` s on a model whose buffer never fills (intake alone);
 2. open loop: requests start on a fixed schedule at ``--rate``/s (default 500) regardless of
    answers; latency is measured from the *scheduled* start (no coordinated omission) → p50/p99;
 3. aggregation: 1,000 pending updates of a second model closed by the admin endpoint → time;
@@ -256,8 +258,9 @@ def run_config(url: str, workers: int, args: argparse.Namespace) -> dict:
     try:
         config = {"mode": "async", "buffer_size": 1000, "deadline_s": None, "max_staleness": 1_000_000,
                   "min_reporters": 1}
-        load_model, agg_model = f"load-w{workers}", f"agg-w{workers}"
+        load_model, agg_model, intake_model = f"load-w{workers}", f"agg-w{workers}", f"intake-w{workers}"
         publish(server, load_model, config)
+        publish(server, intake_model, {**config, "buffer_size": 1_000_000})
         publish(server, agg_model, {**config, "buffer_size": 1_000_000})
         devices = devices_for(server, load_model, args.clients)
         warm = asyncio.run(closed_loop(server.port, devices[:20], 1.0))  # warm caches and connections
@@ -270,6 +273,9 @@ def run_config(url: str, workers: int, args: argparse.Namespace) -> dict:
         closed["cpu_cores_used"] = sum(b - a for a, b in zip(cpu0, cpu1, strict=True)) / (time.perf_counter() - t0)
         closed["loadavg_1min_after"] = os.getloadavg()[0]
         opened = asyncio.run(open_loop(server.port, devices, args.rate, args.open_duration))
+        # Intake alone: the same load on a model whose buffer never fills (no aggregation running).
+        intake_devices = devices_for(server, intake_model, args.clients)
+        intake = asyncio.run(closed_loop(server.port, intake_devices, args.intake_duration))
         # Aggregation of exactly 1,000 pending updates, timed end to end and inside the transaction.
         agg_devices = devices_for(server, agg_model, 50)
         asyncio.run(closed_loop_count(server.port, agg_devices, 1000))
@@ -285,7 +291,11 @@ def run_config(url: str, workers: int, args: argparse.Namespace) -> dict:
                 "db_aggregated": final["aggregated_total"], "pending": final["pending_updates"],
                 "ok": sent == final["accepted_total"] == final["aggregated_total"]}
         aggregations = server.http.get("/metrics").text.count("fedpa_aggregations_total{")
-        return {"workers": workers, "closed_loop": closed, "open_loop": opened, "aggregation_1000": aggregation,
+        intake_final = server.http.get(f"/v1/models/{intake_model}/status", headers=ADMIN).json()
+        lost["intake_ok"] = intake["accepted"] == intake_final["accepted_total"] == intake_final["pending_updates"]
+        lost["ok"] = lost["ok"] and lost["intake_ok"]
+        return {"workers": workers, "closed_loop": closed, "intake_only_closed_loop": intake, "open_loop": opened,
+                "aggregation_1000": aggregation,
                 "zero_lost": lost, "aggregation_metric_series": aggregations}
     finally:
         server.stop()
@@ -323,6 +333,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=15.0, help="closed-loop seconds per configuration")
     parser.add_argument("--rate", type=float, default=500.0, help="open-loop offered uploads/s")
     parser.add_argument("--open-duration", type=float, default=10.0)
+    parser.add_argument("--intake-duration", type=float, default=8.0,
+                        help="closed-loop seconds on a model whose buffer never fills (no aggregation)")
     parser.add_argument("--pool", type=int, default=16, help="database connections per worker")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "aggregator.json")
     args = parser.parse_args()
@@ -349,6 +361,9 @@ def main() -> None:
             print(f"  CPU per upload: server {cpu['server']:.2f} ms, PostgreSQL {cpu['postgres']:.2f} ms, "
                   f"load generator {cpu['load_generator']:.2f} ms; {c['cpu_cores_used']:.2f} cores used, "
                   f"1-min load average {c['loadavg_1min_after']:.1f}")
+            i = result["intake_only_closed_loop"]
+            print(f"  intake only (no aggregation running): {i['uploads_per_s']:.0f} uploads/s "
+                  f"(p50 {i['p50_ms']:.1f} ms, p99 {i['p99_ms']:.1f} ms)")
             print(f"  open loop {args.rate:.0f}/s offered: achieved {o['achieved_per_s']:.0f}/s, "
                   f"p50 {o['p50_ms']:.1f} ms, p99 {o['p99_ms']:.1f} ms, max {o['max_ms']:.0f} ms")
             print(f"  aggregation of {a['updates']} updates: {a['transaction_s'] * 1000:.0f} ms in the transaction, "
