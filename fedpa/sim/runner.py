@@ -152,8 +152,15 @@ def simulate(ds: Any, student: Backbone, method: Method, config: SimConfig | Non
 
     def evaluate_all() -> dict[str, dict[str, float]]:
         logits = predict(program.forward, pop.params, scored, segs, max_rows=config.max_rows)
+        # a client whose adapter blew up (huge but finite tensors) can score NaN: count those rows
+        # and score them 0 (probability ½) so one broken device does not turn the metrics into NaN
+        bad = ~np.isfinite(logits)
+        logits[bad] = 0.0
         y = scored.y.numpy()
-        return {name: evaluate_fast(scored.user[m], y[m], logits[m]) for name, m in split_rows.items()}
+        out = {name: evaluate_fast(scored.user[m], y[m], logits[m]) for name, m in split_rows.items()}
+        for name, m in split_rows.items():
+            out[name]["nonfinite"] = int(bad[m].sum())
+        return out
 
     first = evaluate_all()
     curve: list[dict[str, Any]] = [{"round": 0, **first, "seconds": 0.0}]
