@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
@@ -181,7 +182,9 @@ def fleet(
 
     with console.status(f"loading {dataset}…"):
         ds = load_dataset(dataset, data_dir, seed=seed, **_options(option or []))
-    with AggregatorClient(server) as client:
+    with AggregatorClient(server, token=admin_token) as client:
+        if client.token is None:  # reading the manifest needs a token: an observer device's will do
+            client.register(model_id)
         manifest = Manifest.model_validate(client.manifest(model_id))
     privacy = _privacy(manifest.privacy, no_ldp=no_ldp, epsilon=epsilon, sigma=noise_multiplier, clip=clip_norm)
     config = FleetConfig(server=server, model_id=model_id, rounds=rounds, workers=workers, max_devices=devices,
@@ -248,5 +251,6 @@ def recommend(
         top, logits = device.recommend(x, k=k, offline=not online)
     table = Table("rank", "item", "score")
     for rank, (i, logit) in enumerate(zip(top, logits, strict=True), start=1):
-        table.add_row(str(rank), ids[int(i)], f"{1 / (1 + 2.718281828459045 ** -float(logit)):.4f}")
+        prob = 0.5 * (1.0 + math.tanh(0.5 * float(logit)))  # σ(logit) without overflow at extreme logits
+        table.add_row(str(rank), ids[int(i)], f"{prob:.4f}")
     console.print(table)
