@@ -26,7 +26,16 @@ from fedpa.sim.methods import METHODS, get_method
 from fedpa.sim.runner import SimConfig, SimResult, simulate
 from fedpa.sim.server import AggregationConfig
 
-__all__ = ["DEFAULT_GRID", "TABLE_METHODS", "ExperimentConfig", "cached_student", "run_experiments", "run_trial"]
+__all__ = [
+    "DEFAULT_GRID",
+    "TABLE_METHODS",
+    "ExperimentConfig",
+    "cached_student",
+    "plot_curves",
+    "plot_results_json",
+    "run_experiments",
+    "run_trial",
+]
 
 TABLE_METHODS: tuple[str, ...] = ("fm-only", "user-ctr", "local-only", "fedavg-full", "fedavg-lora",
                                   "global-private-lora", "fedpa-paper", "fedpa-zero-init", "fedpa")
@@ -146,28 +155,47 @@ def _markdown(dataset: str, summary: dict[str, dict[str, Any]], tuned: dict[str,
     return "\n".join(lines) + "\n"
 
 
-def _plot(dataset: str, results: dict[str, list[SimResult]], path: Path) -> None:
+def plot_curves(dataset: str, curves: dict[str, list[list[dict[str, Any]]]], path: Path) -> None:
+    """Val GAUC, test GAUC and test pooled AUC per round, mean over seeds (``curves[m]``: one per seed).
+
+    ``user-ctr`` is left out of the GAUC panels (0.5 by construction, it would flatten the axis).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
-    for ax, split in zip(axes, ("val", "test"), strict=True):
-        for method, runs in results.items():
-            curves = np.array([[p[split]["gauc"] for p in r.curve] for r in runs], np.float64)
-            if curves.shape[1] == 1:  # static methods: a flat reference line
-                ax.axhline(curves.mean(), linestyle="--", linewidth=1, label=method)
+    panels = (("val", "gauc", "val GAUC"), ("test", "gauc", "test GAUC"), ("test", "auc", "test pooled AUC"))
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
+    colors = plt.get_cmap("tab10")
+    for ax, (split, metric, title) in zip(axes, panels, strict=True):
+        for i, (method, runs) in enumerate(curves.items()):
+            if method == "user-ctr" and metric == "gauc":
                 continue
-            ax.plot(np.arange(curves.shape[1]), curves.mean(0), label=method)
-        ax.set_title(f"{dataset}: {split} GAUC per round (mean over seeds)")
+            values = np.array([[p[split][metric] for p in run] for run in runs], np.float64)
+            if values.shape[1] == 1:  # a static method: a flat reference line
+                ax.axhline(values.mean(), linestyle="--", linewidth=1.2, color=colors(i % 10), label=method)
+            else:
+                ax.plot(np.arange(values.shape[1]), values.mean(0), color=colors(i % 10), label=method,
+                        linewidth=2.2 if method == "fedpa" else 1.3)
+        ax.set_title(f"{dataset}: {title} per round (mean of {len(next(iter(curves.values())))} seeds)")
         ax.set_xlabel("round")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("GAUC")
-    axes[1].legend(fontsize=8, loc="best")
+    axes[2].set_ylabel("AUC")
+    axes[2].legend(fontsize=8, loc="best")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_results_json(results_json: Path, path: Path | None = None) -> Path:
+    """Redraw the figure from a ``*-results.json`` written by :func:`run_experiments`."""
+    data = json.loads(Path(results_json).read_text())
+    path = path or Path(results_json).with_name(Path(results_json).name.replace("-results.json", "-gauc.png"))
+    curves = {m: [r["curve"] for r in runs] for m, runs in data["runs"].items()}
+    plot_curves(data["dataset"] if data["dataset"] != "csv" else Path(results_json).stem, curves, path)
+    return path
 
 
 def run_experiments(dataset: str, data_dir: str | Path | None, config: ExperimentConfig, out_dir: Path, *,
@@ -201,5 +229,5 @@ def run_experiments(dataset: str, data_dir: str | Path | None, config: Experimen
         "tuned": tuned, "tuning": tuning, "summary": summary, "wall_seconds": time.perf_counter() - start,
         "runs": {m: [r.to_dict() for r in rs] for m, rs in results.items()},
     }, indent=1, default=float))
-    _plot(name, results, paths["png"])
+    plot_curves(name, {m: [r.curve for r in rs] for m, rs in results.items()}, paths["png"])
     return {k: str(v) for k, v in paths.items()}
