@@ -115,6 +115,7 @@ def test_http_path_matches_the_simulation(world, sqlite_server, tmp_path):
     assert set(served) == set(pop.bank)
     worst = max(float(np.abs(served[k] - pop.bank[k]).max()) for k in served)
     moved = max(float(np.abs(served[k] - initial[k]).max()) for k in served)
+    print(f"parity: max |HTTP - simulation| = {worst:.2e} over {len(served)} tensors (state moved by {moved:.3f})")
     assert moved > 1e-2  # the state really trained
     assert worst <= 1e-4
     for i in (0, len(users) // 2):  # the private adapters agree too
