@@ -98,6 +98,7 @@ class Device:
         self._shared: dict[str, np.ndarray] | None = None  # wire names, last downloaded
         self._etag: str | None = None
         self._cached: tuple[int, str | None] | None = None  # (version, etag) in the store's shared.safetensors
+        self._needs_setup = False
         if store.state.token:
             client.token = store.state.token
 
@@ -215,6 +216,9 @@ class Device:
         """Resume a pending upload if there is one, else train and upload one update."""
         if self.state.pending is not None:
             return self._send_pending()
+        if self._needs_setup:
+            self.setup()
+            self._needs_setup = False
         if not self.state.groups:
             raise ConfigError("device has no groups: call setup(groups=...) first")
         data = self.store.load_log()
@@ -288,6 +292,8 @@ class Device:
             self.store.finish_upload(accepted=False, record={**record, "status": status, "detail": str(exc)})
             if exc.stale:
                 self._shared, self._etag = None, None  # re-download before the next round
+            if exc.code == "model_version_mismatch":
+                self._needs_setup = True  # a newer model was published: fetch its bundle first
             log.warning("device %s: upload refused: %s", self.state.device_id, exc)
             result.status, result.detail = status, str(exc)
             return result

@@ -252,3 +252,28 @@ def test_refusal_and_budget_against_the_real_server(world, sqlite_server, tmp_pa
         device.run_round()
     with AggregatorClient(sqlite_server.url, token=sqlite_server.admin_token) as admin:
         assert admin.status("strict")["accepted_total"] == 1
+
+
+def test_a_newer_model_version_is_picked_up_after_a_409(world, sqlite_server, tmp_path):
+    world.publish(sqlite_server, "versions", {"round_size": 1, "min_reporters": 1, "enforce_privacy": False})
+    device = _device(world, sqlite_server, "versions", tmp_path / "dev", privacy=None)
+    assert device.run_round().status == "accepted"
+    real = device.programs.train
+
+    def publish_v2_meanwhile(*args, **kwargs):
+        out = real(*args, **kwargs)
+        bundle = world.root / "bundle-versions"
+        from fedpa.manifest import read_manifest
+
+        manifest = read_manifest(bundle).model_copy(update={"model_version": 2})
+        (bundle / "manifest.json").write_text(manifest.to_json())
+        with AggregatorClient(sqlite_server.url, token=sqlite_server.admin_token) as admin:
+            admin.publish(bundle, config={"round_size": 1, "min_reporters": 1, "enforce_privacy": False})
+        return out
+
+    device.programs.train = publish_v2_meanwhile
+    refused = device.run_round()
+    after = device.run_round()
+
+    assert refused.status == "stale" and "model_version" in refused.detail
+    assert after.status == "accepted" and device.state.model_version == 2
