@@ -2,6 +2,7 @@
 
     python benchmarks/bench_edge.py demo-fleet            # `fedpa demo` defaults, then 200 devices × 5 rounds
     python benchmarks/bench_edge.py ldp-sweep --data-dir ../shared/data/kuaisar-r
+    python benchmarks/bench_edge.py ldp-sweep --dataset synthetic --data-dir . --tag synthetic
 
 ``demo-fleet`` writes benchmarks/results/edge.json: the demo's per-stage wall time and report, then
 a fresh aggregator (SQLite, default settings: rate limit on) serving the demo's bundle to 200
@@ -124,7 +125,7 @@ def _sim(ds: Any, student: Any, *, lr: float, server_lr: float, seed: int, priva
 @app.command("ldp-sweep")
 def ldp_sweep(data_dir: Annotated[Path, typer.Option(help="KuaiSAR-R folder")], dataset: str = "kuaisar-r",
               seeds: str = "0,1,2", epsilons: str = "1,2,4,8,16,64", clips: str = "0.1,0.3,1.0",
-              rounds: int = 30, cache: Path = Path("runs/students")) -> None:
+              rounds: int = 30, cache: Path = Path("runs/students"), tag: str = "") -> None:
     """Utility vs ε with the simulation harness; settings chosen on seed-0 validation only."""
     import torch
 
@@ -190,8 +191,9 @@ def ldp_sweep(data_dir: Annotated[Path, typer.Option(help="KuaiSAR-R folder")], 
                             "auc_mean": float(np.mean([r.test["auc"] for r in nonprivate]))},
         "rows": rows, "seconds": time.perf_counter() - started,
     }
-    _write("ldp_sweep.json", payload)
-    plot_sweep([{**r, "clip_norm": r["clip_norm"]} for r in rows], RESULTS / "ldp_sweep.png",
+    name = f"ldp_sweep-{tag}" if tag else "ldp_sweep"
+    _write(f"{name}.json", payload)
+    plot_sweep(rows, RESULTS / f"{name}.png",
                baseline=float(np.mean(base)), fm_only=float(np.mean(fm)),
                title=f"{dataset}: FedPA test GAUC vs per-user ε (30 rounds, δ=1e-5)")
     lines = ["| ε (δ=1e-5, 30 rounds) | σ | C (val) | test GAUC | Δ vs non-private | test AUC |",
@@ -202,7 +204,7 @@ def ldp_sweep(data_dir: Annotated[Path, typer.Option(help="KuaiSAR-R folder")], 
         lines.append(f"| {r['epsilon']:g} | {r['sigma']:.3f} | {r['clip_norm']:g} | {r['gauc']:.4f} ± "
                      f"{r['gauc_std']:.4f} | {-r['loss_vs_nonprivate']:+.4f} | {r['auc']:.4f} |")
     lines.append(f"| FM-only | – | – | {np.mean(fm):.4f} ± {np.std(fm):.4f} | | |")
-    (RESULTS / "ldp_sweep.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

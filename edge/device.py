@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import secrets
+import shutil
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -32,7 +33,7 @@ import numpy as np
 
 from edge.client import AggregatorClient, Refused, ServerUnreachable
 from edge.programs import LocalPrograms
-from edge.store import LocalStore, PendingUpload
+from edge.store import DeviceState, LocalStore, PendingUpload
 from fedpa.errors import ConfigError
 from fedpa.manifest import Manifest, read_manifest
 from fedpa.payload import encode_tensors
@@ -105,7 +106,7 @@ class Device:
     # ------------------------------------------------------------------ setup
 
     @property
-    def state(self) -> Any:
+    def state(self) -> DeviceState:
         return self.store.state
 
     @property
@@ -136,8 +137,6 @@ class Device:
 
     def _download_bundle(self) -> None:
         """Into a fresh folder, verified, then swapped in: a crash never leaves half a bundle in use."""
-        import shutil
-
         incoming = self.store.root / "bundle.incoming"
         shutil.rmtree(incoming, ignore_errors=True)
         before = self.client.bytes_down

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from safetensors import safe_open
 from safetensors.numpy import load_file, save
 
 from fedpa.errors import ConfigError
@@ -182,8 +183,6 @@ class LocalStore:
         path = self.root / self.SHARED
         if not path.is_file():
             return None
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="numpy") as fh:
             meta = fh.metadata() or {}
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}
