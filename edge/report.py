@@ -45,17 +45,19 @@ def plot_rounds(report: Any, path: str | Path, *, fm_only: Mapping[str, float] |
 
 def plot_sweep(rows: list[Mapping[str, Any]], path: str | Path, *, baseline: float | None = None,
                fm_only: float | None = None, title: str = "LDP utility vs ε") -> Path:
-    """Test GAUC against ε (log axis), one line per clip norm; rows need ``epsilon``, ``clip_norm``, ``gauc``."""
+    """Test GAUC (mean ± std over seeds) against ε on a log axis; rows need ``epsilon``, ``clip_norm``, ``gauc``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for clip in sorted({r["clip_norm"] for r in rows}):
-        pts = sorted((r["epsilon"], r["gauc"], r.get("gauc_std", 0.0)) for r in rows if r["clip_norm"] == clip)
-        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o", capsize=3,
-                    label=f"C = {clip:g}")
+    pts = sorted(rows, key=lambda r: r["epsilon"])  # one line: at each ε the clip norm chosen on validation
+    ax.errorbar([r["epsilon"] for r in pts], [r["gauc"] for r in pts], yerr=[r.get("gauc_std", 0.0) for r in pts],
+                marker="o", capsize=3, label="LDP (C chosen on val)")
+    for r in pts:
+        ax.annotate(f"C={r['clip_norm']:g}", (r["epsilon"], r["gauc"]), textcoords="offset points", xytext=(4, -10),
+                    fontsize=7)
     if baseline is not None:
         ax.axhline(baseline, color="black", linestyle="--", label="non-private")
         ax.axhspan(baseline - 0.005, baseline, color="black", alpha=0.08, label="target band (−0.005)")
