@@ -48,3 +48,23 @@ def test_format_report_without_ldp():
                         plot="runs/demo/rounds.png")
     text = format_report(report)
     assert "LDP off" in text and "GAUC 0.6500" in text and "total 1.0s" in text
+
+
+@pytest.mark.postgres
+def test_demo_on_postgresql_uses_and_drops_its_own_database(tmp_path):
+    import psycopg
+
+    server = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+    def demo_databases() -> set[str]:
+        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test") as conn:
+            return {r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'fedpa_demo_%'")}
+
+    before = demo_databases()
+    result = runner.invoke(demo_app, ["--out", str(tmp_path), "--postgres", server, "--max-users", "120",
+                                      "--train-epochs", "5", "--rounds", "1", "--devices", "12"])
+
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["database"] == "postgresql" and report["failed_rounds"] == 0
+    assert demo_databases() <= before  # created for the run, dropped afterwards
