@@ -41,7 +41,7 @@ def machine() -> dict:
 
 def tuned(dataset: str, method: str) -> dict:
     """The validation-tuned settings the experiments chose (defaults if they have not run)."""
-    path = RESULTS / f"{dataset}-results.json"
+    path = RESULTS / f"sim-{dataset}-results.json"
     if path.is_file():
         return json.loads(path.read_text())["tuned"].get(method, {})
     return {}

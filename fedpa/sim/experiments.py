@@ -35,6 +35,8 @@ __all__ = [
     "plot_results_json",
     "run_experiments",
     "run_trial",
+    "summarise",
+    "table_from_json",
 ]
 
 TABLE_METHODS: tuple[str, ...] = ("fm-only", "user-ctr", "local-only", "fedavg-full", "fedavg-lora",
@@ -133,6 +135,10 @@ def summarise(results: dict[str, list[SimResult]]) -> dict[str, dict[str, Any]]:
             "upload_bytes": _stats([r.upload_bytes_per_client_round for r in runs]),
             "download_bytes": _stats([r.download_bytes_per_client_round for r in runs]),
         }
+        if "fm-only" in results and len(results["fm-only"]) == len(runs):
+            # paired by seed (same split, same student): removes the between-seed spread of the data
+            out[method]["test_gauc_minus_fm_only"] = _stats(
+                [r.test["gauc"] - f.test["gauc"] for r, f in zip(runs, results["fm-only"], strict=True)])
     return out
 
 
@@ -143,11 +149,12 @@ def _markdown(dataset: str, summary: dict[str, dict[str, Any]], tuned: dict[str,
 
     lines = [f"### {dataset}: {config.rounds} rounds, fraction {config.fraction}, {config.local_epochs} local "
              f"epoch(s), seeds {list(config.seeds)}", "",
-             "| method | test GAUC | test AUC | logloss | best round | test GAUC (GAUC-selected) | "
-             "upload B/client/round | download B/client/round | s/round | tuned on val |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| method | test GAUC | Δ GAUC vs fm-only (paired) | test AUC | logloss | best round | "
+             "test GAUC (GAUC-selected) | upload B/client/round | download B/client/round | s/round | tuned on val |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for method, s in summary.items():
-        lines.append(f"| {method} | {pm(s['test_gauc'])} | {pm(s['test_auc'])} | {pm(s['test_logloss'])} | "
+        delta = pm(s["test_gauc_minus_fm_only"]) if "test_gauc_minus_fm_only" in s else "—"
+        lines.append(f"| {method} | {pm(s['test_gauc'])} | {delta} | {pm(s['test_auc'])} | {pm(s['test_logloss'])} | "
                      f"{s['best_round']['mean']:.1f} | {pm(s['test_gauc_at_best_val_gauc'])} | "
                      f"{s['upload_bytes']['mean']:,.0f} | "
                      f"{s['download_bytes']['mean']:,.0f} | {s['seconds_per_round']['mean']:.3f} | "
@@ -187,6 +194,17 @@ def plot_curves(dataset: str, curves: dict[str, list[list[dict[str, Any]]]], pat
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def table_from_json(results_json: Path) -> str:
+    """Re-render the markdown table from a ``*-results.json`` (e.g. after adding a column)."""
+    data = json.loads(Path(results_json).read_text())
+    results = {m: [SimResult(**r) for r in runs] for m, runs in data["runs"].items()}
+    c = data["config"]
+    config = ExperimentConfig(rounds=c["rounds"], fraction=c["fraction"], local_epochs=c["local_epochs"],
+                              seeds=tuple(c["seeds"]), methods=tuple(c["methods"]))
+    name = data["dataset"] if data["dataset"] != "csv" else Path(results_json).stem
+    return _markdown(name, summarise(results), data["tuned"], config)
 
 
 def plot_results_json(results_json: Path, path: Path | None = None) -> Path:
