@@ -11,6 +11,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+# These modules import torch only inside their commands, so `fedpa --help` stays fast.
+from fedpa.data.cli import data_app
+from fedpa.demo import demo
+from fedpa.sim.cli import experiments, simulate
+
 __all__ = ["app"]
 
 app = typer.Typer(
@@ -21,9 +26,10 @@ app = typer.Typer(
 )
 console = Console()
 
-from fedpa.data.cli import data_app  # noqa: E402  (torch-free, cheap to import)
-
 app.add_typer(data_app, name="data", help="Inspect datasets: `fedpa data stats --dataset NAME --data-dir DIR`.")
+app.command("demo")(demo)
+app.command("simulate")(simulate)
+app.command("experiments")(experiments)
 
 DatasetOpt = Annotated[str, typer.Option(help="kuaisar-r | kuairand | csv | synthetic")]
 DataDirOpt = Annotated[Path | None, typer.Option(help="Directory with the dataset's files (not needed for synthetic).")]

@@ -1,12 +1,11 @@
 """``fedpa simulate`` and ``fedpa experiments``: thin typer wrappers over ``fedpa.sim``.
 
-Mounted into the main CLI (``fedpa.cli``); usable alone as ``python -m fedpa.sim.cli``.
+Mounted into the main CLI (``fedpa.cli``), which also turns FedPA errors into one clean line.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,10 +14,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-__all__ = ["sim_app"]
+__all__ = ["experiments", "simulate"]
 
-sim_app = typer.Typer(help="Federated simulation (SPEC §3) and the §8 results table.", no_args_is_help=True,
-                      pretty_exceptions_show_locals=False)
 console = Console()
 
 DatasetOpt = Annotated[str, typer.Option(help="kuaisar-r | kuairand | csv | synthetic")]
@@ -49,7 +46,6 @@ def _progress() -> Progress:
                     TextColumn("{task.fields[status]}"), console=console, transient=False)
 
 
-@sim_app.command()
 def simulate(
     dataset: DatasetOpt = "synthetic",
     data_dir: DataDirOpt = None,
@@ -126,7 +122,6 @@ def simulate(
     console.print(f"wrote {out}")
 
 
-@sim_app.command()
 def experiments(
     dataset: DatasetOpt = "synthetic",
     data_dir: DataDirOpt = None,
@@ -155,19 +150,3 @@ def experiments(
         paths = run_experiments(dataset, data_dir, config, out_dir, progress=on_event)
     console.print(Path(paths["markdown"]).read_text())
     console.print("wrote " + ", ".join(str(p) for p in paths.values()))
-
-
-def main() -> None:
-    """Entry point printing FedPA's own errors as one clean line."""
-    from fedpa.errors import FedPAError
-
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    try:
-        sim_app()
-    except FedPAError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise SystemExit(2) from None
-
-
-if __name__ == "__main__":
-    main()

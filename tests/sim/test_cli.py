@@ -1,10 +1,10 @@
-"""The typer sub-app: ``simulate`` writes the documented JSON; ``experiments`` writes table, JSON, PNG."""
+"""``fedpa simulate`` writes the documented JSON; ``fedpa experiments`` writes table, JSON, PNG."""
 
 import json
 
 from typer.testing import CliRunner
 
-from fedpa.sim.cli import sim_app
+from fedpa.cli import app
 from fedpa.train import save_checkpoint
 
 runner = CliRunner()
@@ -16,7 +16,7 @@ def test_simulate_writes_the_result_json(tmp_path, small_ds, small_student):
     ckpt = save_checkpoint(tmp_path / "student.pt", small_student, small_ds.schema, kind="student")
     out = tmp_path / "result.json"
     # Execute
-    result = runner.invoke(sim_app, ["simulate", "--dataset", "synthetic", *OPTIONS, "--method", "fedpa",
+    result = runner.invoke(app, ["simulate", "--dataset", "synthetic", *OPTIONS, "--method", "fedpa",
                                      "--rounds", "2", "--fraction", "0.5", "--local-epochs", "1", "--seed", "0",
                                      "--student", str(ckpt), "--wire-dtype", "int8", "--out", str(out)])
     # Assert
@@ -32,7 +32,7 @@ def test_simulate_writes_the_result_json(tmp_path, small_ds, small_student):
 
 
 def test_simulate_refuses_an_unknown_method(tmp_path):
-    result = runner.invoke(sim_app, ["simulate", "--method", "nope", "--out", str(tmp_path / "r.json")])
+    result = runner.invoke(app, ["simulate", "--method", "nope", "--out", str(tmp_path / "r.json")])
     assert result.exit_code != 0
     assert "nope" in str(result.exception) + result.output
 
@@ -42,7 +42,7 @@ def test_experiments_writes_table_json_and_figure(tmp_path, small_ds, small_stud
     save_checkpoint(tmp_path / "students" / "synthetic-seed0-student.pt", small_student, small_ds.schema,
                     kind="student")
     # Execute
-    result = runner.invoke(sim_app, ["experiments", "--dataset", "synthetic", *OPTIONS, "--seeds", "1",
+    result = runner.invoke(app, ["experiments", "--dataset", "synthetic", *OPTIONS, "--seeds", "1",
                                      "--rounds", "2", "--methods", "fm-only,user-ctr,fedpa", "--no-tune",
                                      "--out-dir", str(tmp_path)])
     # Assert
