@@ -11,6 +11,7 @@ Usage: ``client = AggregatorClient("http://127.0.0.1:8000"); client.health()``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -24,8 +25,8 @@ import httpx
 import numpy as np
 
 from edge.store import atomic_write
-from fedpa.errors import SyncError
-from fedpa.manifest import MANIFEST_NAME, read_manifest
+from fedpa.errors import BundleError, SyncError
+from fedpa.manifest import MANIFEST_NAME, parse_manifest, read_manifest
 from fedpa.payload import decode_tensors
 
 __all__ = ["AggregatorClient", "Refused", "RetryPolicy", "ServerUnreachable", "StateDownload"]
@@ -165,12 +166,23 @@ class AggregatorClient:
         return self.request("GET", f"/v1/models/{model_id}/files/{name}").content
 
     def download_bundle(self, model_id: str, dest: str | Path) -> Path:
-        """Every file the manifest lists plus ``manifest.json`` into ``dest`` (verify afterwards)."""
+        """Every file the manifest lists plus ``manifest.json`` into ``dest``.
+
+        The manifest is validated first (so a hostile one cannot name a path outside ``dest``) and
+        each file's size and sha256 are checked before it is written; BundleError otherwise.
+        """
         dest = Path(dest)
-        dest.mkdir(parents=True, exist_ok=True)
         raw = self.manifest(model_id)
-        for name in raw.get("files", {}):
-            atomic_write(dest / name, self.file(model_id, name))
+        manifest = parse_manifest(raw, source=f"{self.base_url} model {model_id!r}")
+        dest.mkdir(parents=True, exist_ok=True)
+        for name, entry in manifest.files.items():
+            content = self.file(model_id, name)
+            digest = hashlib.sha256(content).hexdigest()
+            if len(content) != entry.size or digest != entry.sha256:
+                raise BundleError(f"{self.base_url}: bundle file {name!r} of {model_id!r} arrived with "
+                                  f"{len(content)} bytes, sha256 {digest}; the manifest says {entry.size}, "
+                                  f"{entry.sha256}")
+            atomic_write(dest / name, content)
         atomic_write(dest / MANIFEST_NAME, json.dumps(raw, indent=2).encode())
         return dest
 

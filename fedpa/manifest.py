@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from fedpa.errors import BundleError
 from fedpa.state import SharedStateSpec
@@ -24,12 +25,15 @@ __all__ = [
     "PrivacySettings",
     "ProgramSpec",
     "TensorIO",
+    "parse_manifest",
     "read_manifest",
     "sha256_file",
 ]
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+# Bundle files sit side by side; a name with a path in it could make a downloader write outside the bundle.
+_PLAIN_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 class FileEntry(BaseModel):
@@ -90,6 +94,15 @@ class Manifest(BaseModel):
     metrics: dict[str, Any] = {}  # teacher / student test metrics at export time
     toolchain: dict[str, str] = {}  # versions that wrote the programs (torch, executorch, onnx opset, ...)
 
+    @field_validator("files")
+    @classmethod
+    def _plain_file_names(cls, files: dict[str, FileEntry]) -> dict[str, FileEntry]:
+        for name in files:
+            if not _PLAIN_FILE_NAME.fullmatch(name) or ".." in name or name == MANIFEST_NAME:
+                raise ValueError(f"bundle file name {name!r} must be a plain file name "
+                                 "(letters, digits, '.', '_', '-'; no path, not manifest.json)")
+        return files
+
     @property
     def shared_state_bytes(self) -> int:
         return sum(4 * t.numel for t in self.shared_state.tensors)
@@ -106,6 +119,24 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def parse_manifest(raw: Any, *, source: str = MANIFEST_NAME) -> Manifest:
+    """Validate a decoded ``manifest.json`` (from disk or a server) before anything trusts it.
+
+    Raises BundleError naming ``source``: not an object, unknown format version, schema mismatch.
+    """
+    if not isinstance(raw, dict):
+        raise BundleError(f"{source}: manifest must be a JSON object")
+    version = raw.get("format_version")
+    if version != FORMAT_VERSION:
+        raise BundleError(
+            f"{source}: unknown format_version {version!r}; this FedPA reads format_version {FORMAT_VERSION}"
+        )
+    try:
+        return Manifest.model_validate(raw)
+    except ValidationError as exc:
+        raise BundleError(f"{source}: manifest does not match the schema: {exc}") from exc
+
+
 def read_manifest(bundle_dir: str | Path, *, verify_files: bool = True) -> Manifest:
     """Parse ``manifest.json`` and (by default) check every listed file's size and sha256.
 
@@ -119,17 +150,7 @@ def read_manifest(bundle_dir: str | Path, *, verify_files: bool = True) -> Manif
         raw = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(raw, dict):
-        raise BundleError(f"{path}: manifest must be a JSON object")
-    version = raw.get("format_version")
-    if version != FORMAT_VERSION:
-        raise BundleError(
-            f"{path}: unknown format_version {version!r}; this FedPA reads format_version {FORMAT_VERSION}"
-        )
-    try:
-        manifest = Manifest.model_validate(raw)
-    except ValidationError as exc:
-        raise BundleError(f"{path}: manifest does not match the schema: {exc}") from exc
+    manifest = parse_manifest(raw, source=str(path))
     if verify_files:
         for name, entry in manifest.files.items():
             file = bundle_dir / name

@@ -70,9 +70,6 @@ class Bundle:
         if not path.is_dir():
             raise BundleError(f"{path}: not a bundle directory")
         manifest = read_manifest(path, verify_files=verify)
-        outside = [f for f in manifest.files if Path(f).name != f or f in ("", ".", "..")]
-        if outside:  # a manifest must not make a client read (or trust) files outside the bundle
-            raise BundleError(f"{path}: manifest lists files outside the bundle directory: {outside[:3]}")
         unlisted = [f for f in REQUIRED_FILES if f not in manifest.files]
         if unlisted:
             raise BundleError(f"{path}: manifest lists no {unlisted} (incomplete bundle)")

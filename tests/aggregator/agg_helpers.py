@@ -52,10 +52,9 @@ def write_bundle(root: Path, *, model_id: str = MODEL_ID, model_version: int = 1
     rng = np.random.default_rng(seed)
     bank = {t.name: rng.normal(size=t.shape).astype(np.float32) for t in SPEC.tensors}
     blobs = {"shared_state.safetensors": encode_tensors(bank),
-             "programs/infer.onnx": b"stand-in program bytes " + bytes([seed % 256]) * 64}
+             "inference.onnx": b"stand-in program bytes " + bytes([seed % 256]) * 64}
     files = {}
     for name, data in blobs.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_bytes(data)
         files[name] = FileEntry(sha256=sha256(data), size=len(data))
     manifest = Manifest(model_id=model_id, model_version=model_version, created_at="2026-01-01T00:00:00Z",
@@ -66,7 +65,7 @@ def write_bundle(root: Path, *, model_id: str = MODEL_ID, model_version: int = 1
 
 
 def bundle_multipart(root: Path) -> list[tuple[str, tuple[str, bytes, str]]]:
-    names = ["manifest.json", "shared_state.safetensors", "programs/infer.onnx"]
+    names = ["manifest.json", "shared_state.safetensors", "inference.onnx"]
     return [("files", (n, (root / n).read_bytes(), "application/octet-stream")) for n in names]
 
 

@@ -33,8 +33,8 @@ def test_publish_then_download_manifest_and_files(app_client, bundle):
     created = publish(client, root, {"round_size": 5, "mode": "sync"})
     device = register(client)
     manifest = client.get(f"/v1/models/{MODEL_ID}", headers=device)
-    program = client.get(f"/v1/models/{MODEL_ID}/files/programs/infer.onnx", headers=device)
-    cached = client.get(f"/v1/models/{MODEL_ID}/files/programs/infer.onnx",
+    program = client.get(f"/v1/models/{MODEL_ID}/files/inference.onnx", headers=device)
+    cached = client.get(f"/v1/models/{MODEL_ID}/files/inference.onnx",
                         headers={**device, "If-None-Match": program.headers["etag"]})
     missing = client.get(f"/v1/models/{MODEL_ID}/files/nope.bin", headers=device)
     again = publish(client, root)
@@ -45,8 +45,8 @@ def test_publish_then_download_manifest_and_files(app_client, bundle):
     assert body["config"]["round_size"] == 5
     assert manifest.content == (root / "manifest.json").read_bytes()
     assert manifest.headers["x-fedpa-model-version"] == "1"
-    assert program.content == (root / "programs/infer.onnx").read_bytes()
-    assert program.headers["etag"].strip('"') == json.loads(manifest.content)["files"]["programs/infer.onnx"]["sha256"]
+    assert program.content == (root / "inference.onnx").read_bytes()
+    assert program.headers["etag"].strip('"') == json.loads(manifest.content)["files"]["inference.onnx"]["sha256"]
     assert cached.status_code == 304
     assert missing.status_code == 404 and missing.json()["error"] == "unknown_file"
     assert again.status_code == 409 and again.json()["error"] == "model_version_not_newer"

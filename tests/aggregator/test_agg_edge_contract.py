@@ -17,9 +17,7 @@ def test_edge_client_round_trip(app_client, bundle):
 
     published = admin.publish(root, config={"round_size": 1, "min_reporters": 1})
     device.register(MODEL_ID)
-    # (AggregatorClient.download_bundle does not create sub-directories for nested names such as
-    # programs/infer.onnx — reported to its owner; fetch the file itself here.)
-    program = device.file(MODEL_ID, "programs/infer.onnx")
+    program = device.file(MODEL_ID, "inference.onnx")
     manifest = device.manifest(MODEL_ID)
     state = device.state(MODEL_ID, {"age": 1, "region": 0})
     unchanged = device.state(MODEL_ID, {"age": 1, "region": 0}, etag=state.etag)
@@ -33,8 +31,8 @@ def test_edge_client_round_trip(app_client, bundle):
     after = device.state(MODEL_ID, {"age": 1, "region": 0}, etag=state.etag)
 
     assert published["model_version"] == 1
-    assert program == (root / "programs/infer.onnx").read_bytes()
-    assert manifest["model_id"] == MODEL_ID and "programs/infer.onnx" in manifest["files"]
+    assert program == (root / "inference.onnx").read_bytes()
+    assert manifest["model_id"] == MODEL_ID and "inference.onnx" in manifest["files"]
     assert set(state.tensors) == {t.name for t in SPEC.for_groups({"age": 1, "region": 0})}
     assert (state.state_version, state.model_version) == (0, 1)
     assert unchanged.tensors is None  # 304

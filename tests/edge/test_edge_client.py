@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import httpx
 import pytest
 
 from edge.client import AggregatorClient, Refused, RetryPolicy, ServerUnreachable
+from fedpa.errors import BundleError
+from fedpa.manifest import read_manifest
 
 
 def _client(handler, *, attempts: int = 4) -> tuple[AggregatorClient, list[float]]:
@@ -98,3 +101,53 @@ def test_state_download_passes_groups_and_etag():
     dl = client.state("m", {"age": 1, "region": 3}, etag='"abc"')
     assert seen == {"groups": "age:1,region:3", "etag": '"abc"'}
     assert dl.tensors is None and dl.state_version == 7 and dl.model_version == 2
+
+
+def _manifest_server(files: dict[str, bytes], listed: dict[str, bytes]):
+    """A MockTransport handler serving a manifest that lists ``listed`` while serving ``files``."""
+    import hashlib
+
+    from fedpa.manifest import FileEntry, Manifest
+    from fedpa.state import SharedStateSpec
+
+    spec = SharedStateSpec.build(gate=[("layers.0.gate.b1", (3,))], group=[], cardinalities={})
+    entries = {n: FileEntry(sha256=hashlib.sha256(b).hexdigest(), size=len(b)) for n, b in listed.items()}
+    manifest = Manifest(model_id="m", model_version=1, created_at="2026-01-01T00:00:00Z", feature_schema={},
+                        backbone={}, adapter={}, shared_state=spec, private_tensors=(), files=entries)
+    raw = json.loads(manifest.to_json())
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/models/m":
+            return httpx.Response(200, json=raw)
+        return httpx.Response(200, content=files[request.url.path.rsplit("/", 1)[-1]])
+
+    return raw, handler
+
+
+def test_download_bundle_checks_every_file_before_writing_it(tmp_path):
+    good = {"inference.pte": b"program", "golden.json": b"{}"}
+    _, handler = _manifest_server({**good, "golden.json": b"{tampered}"}, good)
+    client, _ = _client(handler)
+    with pytest.raises(BundleError, match=r"'golden.json' of 'm' arrived with 10 bytes"):
+        client.download_bundle("m", tmp_path / "bundle")
+    assert not (tmp_path / "bundle" / "golden.json").exists()
+
+    _, handler = _manifest_server(good, good)
+    client, _ = _client(handler)
+    dest = client.download_bundle("m", tmp_path / "bundle")
+    assert read_manifest(dest).files.keys() == good.keys()  # the written copy verifies
+
+
+def test_download_bundle_refuses_a_manifest_naming_a_path(tmp_path):
+    good = {"inference.pte": b"program"}
+    raw, _ = _manifest_server(good, good)
+    raw["files"]["../escape.txt"] = raw["files"]["inference.pte"]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=raw) if request.url.path == "/v1/models/m" else httpx.Response(
+            200, content=b"program")
+
+    client, _ = _client(handler)
+    with pytest.raises(BundleError, match="must be a plain file name"):
+        client.download_bundle("m", tmp_path / "bundle")
+    assert not (tmp_path / "escape.txt").exists() and not (tmp_path / "bundle").exists()

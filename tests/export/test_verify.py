@@ -62,7 +62,7 @@ def test_manifest_cannot_point_outside_the_bundle(bundle_copy):
     manifest["files"]["../outside.txt"] = manifest["files"]["golden.json"]
     (bundle_copy.parent / "outside.txt").write_bytes((bundle_copy / "golden.json").read_bytes())
     (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(BundleError, match="outside the bundle directory"):
+    with pytest.raises(BundleError, match="must be a plain file name"):
         Bundle.open(bundle_copy)
 
 
