@@ -73,6 +73,7 @@ class RoundResult:
     bytes_up: int = 0
     bytes_down: int = 0
     clip_norm_before: float = float("nan")
+    skipped_steps: int = 0  # local SGD steps not applied: non-finite loss or gradient
     receipt: dict[str, Any] = field(default_factory=dict)
     detail: str = ""
 
@@ -233,7 +234,7 @@ class Device:
         round_index = self.state.rounds_completed + self.state.refused  # this device's n-th training round
         batches = local_batches(len(y), batch_size=t.batch_size, epochs=t.epochs, seed=t.seed,
                                 client=t.client, round=round_index)
-        trained, loss = self.programs.train({**self.private(), **shared}, x, y, batches, lr=t.lr)
+        trained, loss, skipped = self.programs.train({**self.private(), **shared}, x, y, batches, lr=t.lr)
         deltas = spec.from_params({p: trained[p] - shared[p] for p in shared}, groups=self.state.groups)
         rng = (round_rng(self.noise_seed, t.client, round_index, stream=1) if self.noise_seed is not None
                else self._entropy)
@@ -251,7 +252,7 @@ class Device:
                                 example_count=len(y), epsilon_after=spent, created_at=time.time())
         self.store.stage_upload(pending, body, new_private)
         result = self._send_pending()
-        result.loss, result.clip_norm_before = loss, norm
+        result.loss, result.clip_norm_before, result.skipped_steps = loss, norm, skipped
         return result
 
     def _epsilon_for_next(self) -> float:

@@ -206,6 +206,7 @@ def run_fleet(ds: Any, root: str | Path, config: FleetConfig, *, http: httpx.Cli
                     "closed": status["state_version"] > before,
                     "statuses": {s: statuses.count(s) for s in sorted(set(statuses))},
                     "loss": float(np.nanmean([x.loss for x in results if isinstance(x, RoundResult)] or [np.nan])),
+                    "skipped_steps": sum(x.skipped_steps for x in results if isinstance(x, RoundResult)),
                 }
                 if not row["closed"] or row["statuses"].get("accepted", 0) == 0:
                     report.failed_rounds += 1

@@ -5,7 +5,7 @@ Devices never run eager PyTorch (STYLE §10): training goes through the bundle's
 Loaded programs are immutable and shared; the mutable per-call state (a trainer's tensors) lives
 in one instance per thread, so a fleet of simulated devices can share one loaded bundle.
 
-Usage: ``programs = LocalPrograms.open(bundle_dir); new, loss = programs.train(t, x, y, batches, lr=0.05)``.
+Usage: ``programs = LocalPrograms.open(bundle_dir); new, loss, skipped = programs.train(t, x, y, batches, lr=0.05)``.
 """
 
 from __future__ import annotations
@@ -70,15 +70,21 @@ class LocalPrograms:
         return cache[backend]
 
     def train(self, tensors: Mapping[str, np.ndarray], x: np.ndarray, y: np.ndarray,
-              batches: Sequence[np.ndarray], *, lr: float) -> tuple[dict[str, np.ndarray], float]:
-        """Plain SGD over ``batches`` (row indices) from ``tensors``; returns the trained tensors and mean loss."""
+              batches: Sequence[np.ndarray], *, lr: float) -> tuple[dict[str, np.ndarray], float, int]:
+        """Plain SGD over ``batches`` (row indices) from ``tensors``.
+
+        Returns the trained tensors, the mean loss of the applied steps and the number of steps
+        skipped because their loss or gradient was not finite (``Trainer.step``).
+        """
         trainer = self._trainer(lr)
         if self.max_batch is not None and any(len(b) > self.max_batch for b in batches):
             raise ConfigError(f"local batch size above the training program's max_batch {self.max_batch}")
         trainer.write(dict(tensors))
+        skipped_before = trainer.skipped_steps
         losses = [float(trainer.step(x[idx], y[idx])) for idx in batches]
         trained = {k: np.array(v, np.float32, copy=True) for k, v in trainer.read().items()}
-        return trained, float(np.mean(losses)) if losses else float("nan")
+        applied = [v for v in losses if np.isfinite(v)]
+        return trained, float(np.mean(applied)) if applied else float("nan"), trainer.skipped_steps - skipped_before
 
     def score(self, x: np.ndarray, personalisation: Mapping[str, np.ndarray], *, backend: str = "pte"
               ) -> np.ndarray:

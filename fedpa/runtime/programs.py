@@ -8,6 +8,7 @@ with ``torch.from_numpy`` (no copy).
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -195,6 +196,7 @@ class Trainer:
             raise BundleError(f"{path}: trainable tensors {sorted(self._params)[:5]} differ from the manifest's")
         self.names = tuple(self._params)
         self.lr = lr
+        self.skipped_steps = 0  # steps not applied because the loss or a gradient was not finite
 
     @property
     def lr(self) -> float:
@@ -223,12 +225,22 @@ class Trainer:
         return x, y
 
     def step(self, x: np.ndarray, y: np.ndarray) -> float:
-        """One SGD step on the batch; returns the mean BCE loss *before* the update."""
+        """One SGD step on the batch; returns the mean BCE loss *before* the update.
+
+        A step whose loss or gradient is not finite is not applied (and counted in
+        ``skipped_steps``): one diverging batch must not poison the adapters for good. The
+        simulation harness drops such steps the same way, so the two stay comparable.
+        """
         x, y = self._check_batch(x, y)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             loss = self._forward_backward(x, y)
-            self._sgd.step(self._module.named_gradients())
+            grads = self._module.named_gradients()
+            flat = self._torch.cat([g.reshape(-1) for g in grads.values()])
+            if math.isfinite(loss) and bool(self._torch.isfinite(flat.sum())):
+                self._sgd.step(grads)
+            else:
+                self.skipped_steps += 1
         return loss
 
     def loss(self, x: np.ndarray, y: np.ndarray) -> float:

@@ -112,6 +112,23 @@ def test_trained_adapters_round_trip_through_inference(bundle, helpers, rng):
     np.testing.assert_allclose(onnx, expected, atol=TOL, rtol=0)
 
 
+def test_a_step_with_a_non_finite_loss_is_not_applied(bundle, helpers, rng):
+    # Prepare: adapters so large that the forward pass overflows float32 (finite inputs, inf/NaN loss)
+    trainer = bundle.trainer(lr=0.2)
+    huge = {n: np.full_like(v, 1e30) for n, v in helpers.personalisation(rng).items()}
+    trainer.write(huge)
+    x, y = helpers.user_rows(0)
+    # Execute
+    loss = trainer.step(x, y)
+    # Assert: nothing moved, the step is counted; a sane start trains again
+    assert not np.isfinite(loss) and trainer.skipped_steps == 1
+    assert all(np.array_equal(v, huge[n]) for n, v in trainer.read().items())
+    sane = helpers.personalisation(rng)
+    trainer.write(sane)
+    assert np.isfinite(trainer.step(x, y)) and trainer.skipped_steps == 1
+    assert any(not np.array_equal(v, sane[n]) for n, v in trainer.read().items())
+
+
 def test_trainer_write_is_all_or_nothing(bundle, helpers, rng):
     trainer = bundle.trainer()
     before = trainer.read()
