@@ -212,7 +212,7 @@ def ceiling(data_dir: Path, cache: Path) -> dict:
     import copy
 
     from fedpa.data import load_dataset
-    from fedpa.sim.scoring import evaluate_fast
+    from fedpa.metrics import evaluate
 
     out = {}
     for name, sub in (("kuaisar-r", "kuaisar-r"), ("kuairand", "kuairand-pure")):
@@ -222,7 +222,7 @@ def ceiling(data_dir: Path, cache: Path) -> dict:
 
         def gauc(model, split):
             with torch.no_grad():
-                return evaluate_fast(split.user, split.y, model(torch.from_numpy(split.x)).numpy())["gauc"]
+                return evaluate(split.user, split.y, model(torch.from_numpy(split.x)).numpy())["gauc"]
 
         row = {"fm_only": {"val": gauc(student, splits["val"]), "test": gauc(student, splits["test"])}}
         x, y = torch.from_numpy(splits["train"].x), torch.from_numpy(splits["train"].y)
@@ -256,7 +256,7 @@ def ceiling(data_dir: Path, cache: Path) -> dict:
                 hit = uniq[pos] == k
                 prior = rate[split.user]
                 p = np.clip(np.where(hit, (clicks[pos] + 2 * prior) / (count[pos] + 2), prior), 1e-4, 1 - 1e-4)
-                return evaluate_fast(split.user, split.y, np.log(p / (1 - p)))["gauc"]
+                return evaluate(split.user, split.y, np.log(p / (1 - p)))["gauc"]
 
             row[f"user_x_{ds.schema.names[f]}"] = {"val": memo(splits["val"]), "test": memo(splits["test"])}
         out[name] = row

@@ -23,13 +23,13 @@ import numpy as np
 import torch
 
 from fedpa.errors import ConfigError
+from fedpa.metrics import evaluate
 from fedpa.model import Backbone
 from fedpa.privacy import PrivacyConfig, epsilon_after
 from fedpa.sim.engine import LocalConfig, Population, predict
 from fedpa.sim.layout import ClientRows, segment_length, segments
 from fedpa.sim.methods import Method, Program, build_program
 from fedpa.sim.rounds import run_round
-from fedpa.sim.scoring import evaluate_fast
 from fedpa.sim.server import AggregationConfig, wire_names
 from fedpa.sim.wire import WireDtype, encode_update
 
@@ -91,7 +91,7 @@ def select_clients(eligible: np.ndarray, fraction: float, *, seed: int, round: i
 
 
 def _metrics(rows: ClientRows, logits: np.ndarray) -> dict[str, float]:
-    return evaluate_fast(rows.user, rows.y.numpy(), logits)
+    return evaluate(rows.user, rows.y.numpy(), logits)
 
 
 def _bytes_per_client(program: Program, values: dict[str, np.ndarray], clients: np.ndarray, dtype: WireDtype,
@@ -157,7 +157,7 @@ def simulate(ds: Any, student: Backbone, method: Method, config: SimConfig | Non
         bad = ~np.isfinite(logits)
         logits[bad] = 0.0
         y = scored.y.numpy()
-        out = {name: evaluate_fast(scored.user[m], y[m], logits[m]) for name, m in split_rows.items()}
+        out = {name: evaluate(scored.user[m], y[m], logits[m]) for name, m in split_rows.items()}
         for name, m in split_rows.items():
             out[name]["nonfinite"] = int(bad[m].sum())
         return out

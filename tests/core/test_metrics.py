@@ -52,3 +52,13 @@ def test_single_class_auc_is_nan_and_evaluate_takes_logits(scored):
     result = evaluate(user, y, logits)
     assert result["auc"] == pytest.approx(roc_auc_score(y, prob), abs=1e-3)
     assert result["n"] == len(y)
+
+
+def test_gauc_skips_one_class_users_and_is_nan_without_any_two_class_user():
+    user = np.array([0, 0, 0, 1, 1, 2, 2, 2])
+    y = np.array([1, 0, 1, 1, 1, 0, 1, 0])  # user 1 has only positives
+    score = np.array([0.9, 0.1, 0.1, 0.5, 0.2, 0.3, 0.3, 0.8])  # ties inside users 0 and 2
+    expected = (roc_auc_score(y[:3], score[:3]) * 3 + roc_auc_score(y[5:], score[5:]) * 3) / 6
+    assert gauc(user, y, score) == pytest.approx(expected, abs=1e-12)
+    assert np.isnan(gauc(np.array([0, 0, 1]), np.array([1, 1, 0]), np.array([0.1, 0.2, 0.3])))
+    assert np.isnan(gauc(np.array([]), np.array([]), np.array([])))
