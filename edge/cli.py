@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from fedpa.data.cli import parse_dataset_options
 from fedpa.errors import FedPAError
 
 __all__ = ["app"]
@@ -76,26 +77,6 @@ def _privacy(manifest_privacy: Any, *, no_ldp: bool, epsilon: float | None, sigm
     return PrivacyConfig(mechanism=mechanism, clip_norm=clip or p.clip_norm,
                          noise_multiplier=sigma or (p.noise_multiplier if p.noise_multiplier > 0 else 1.0),
                          delta=p.delta, epsilon_budget=epsilon if epsilon is not None else p.epsilon_budget)
-
-
-def _options(pairs: list[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` strings → load_dataset options (ints and floats parsed, the rest kept as text)."""
-    from fedpa.errors import ConfigError
-
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--option needs KEY=VALUE, got {pair!r}")
-        for cast in (int, float):
-            try:
-                out[key] = cast(value)
-                break
-            except ValueError:
-                continue
-        else:
-            out[key] = value
-    return out
 
 
 def _bars() -> Progress:
@@ -181,7 +162,7 @@ def fleet(
     from fedpa.manifest import Manifest
 
     with console.status(f"loading {dataset}…"):
-        ds = load_dataset(dataset, data_dir, seed=seed, **_options(option or []))
+        ds = load_dataset(dataset, data_dir, seed=seed, **parse_dataset_options(option or []))
     with AggregatorClient(server, token=admin_token) as client:
         if client.token is None:  # reading the manifest needs a token: an observer device's will do
             client.register(model_id)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from fedpa.data.cli import parse_dataset_options
 from fedpa.errors import BundleError, FedPAError
 from fedpa.manifest import PrivacySettings
 
@@ -25,19 +26,6 @@ out_console = Console()
 def _fail(exc: Exception) -> typer.Exit:
     console.print(f"[bold red]error:[/] {exc}")
     return typer.Exit(code=1)
-
-
-def _parse_options(pairs: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise typer.BadParameter(f"--option expects KEY=VALUE, got {pair!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
 
 
 @app.command()
@@ -76,7 +64,7 @@ def build(
                                   delta=delta, epsilon_budget=epsilon_budget)
         with console.status("preparing the student…") as status:
             source = resolve_student(student=student, teacher=teacher, dataset=dataset, data_dir=data_dir,
-                                     dataset_options=_parse_options(option), split=split, seed=seed,
+                                     dataset_options=parse_dataset_options(option), split=split, seed=seed,
                                      progress=lambda m: (console.log(m), status.update(m)))
         adapter = adapter_config_for(source.schema, rank=rank, alpha=alpha, gate_mode=gate_mode,
                                      private_user_embeddings=private_user_embeddings)

@@ -17,7 +17,27 @@ from fedpa.data.dataset import dataset_stats
 from fedpa.data.loaders import DATASET_NAMES, load_dataset
 from fedpa.errors import FedPAError
 
-__all__ = ["data_app", "report_rows"]
+__all__ = ["data_app", "parse_dataset_options", "report_rows"]
+
+def parse_dataset_options(pairs: list[str] | None) -> dict[str, Any]:
+    """Repeated ``--option KEY=VALUE`` flags → ``load_dataset`` keyword options.
+
+    Values are read as JSON when they are JSON (``n_users=2000`` → int, ``drift=1.5`` → float,
+    ``flag=true`` → bool) and kept as text otherwise, so every CLI passes options the same way.
+    """
+    import json
+
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"--option expects KEY=VALUE, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
 
 data_app = typer.Typer(help="Inspect datasets: loaders, open/private splits and encoders.", no_args_is_help=True)
 

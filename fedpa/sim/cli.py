@@ -14,6 +14,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from fedpa.data.cli import parse_dataset_options
+
 __all__ = ["experiments", "simulate"]
 
 console = Console()
@@ -25,20 +27,6 @@ FractionOpt = Annotated[float, typer.Option(help="Fraction of private users per 
 EpochsOpt = Annotated[int, typer.Option("--local-epochs", help="Local epochs per round (paper: 1).")]
 OptionOpt = Annotated[list[str] | None, typer.Option("--option", help="Dataset option KEY=VALUE (repeatable), "
                                                                       "e.g. n_users=1000 for synthetic.")]
-
-
-def _parse_options(pairs: list[str] | None) -> dict[str, Any]:
-    """KEY=VALUE pairs → load_dataset options; values parsed as JSON when they are JSON."""
-    out: dict[str, Any] = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise typer.BadParameter(f"--option expects KEY=VALUE, got {pair!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
 
 
 def _progress() -> Progress:
@@ -97,7 +85,7 @@ def simulate(
                                                      weight_cap=weight_cap),
                        wire_dtype=wire_dtype, packed=packed)  # type: ignore[arg-type]
     with console.status(f"loading {dataset}…"):
-        ds = load_dataset(dataset, data_dir, seed=seed, **_parse_options(option))
+        ds = load_dataset(dataset, data_dir, seed=seed, **parse_dataset_options(option))
     if student is not None:
         model = load_checkpoint(student).model
     else:
@@ -140,7 +128,7 @@ def experiments(
 
     chosen = tuple(m.strip() for m in methods.split(",")) if methods else TABLE_METHODS
     config = ExperimentConfig(rounds=rounds, fraction=fraction, local_epochs=local_epochs, seeds=tuple(range(seeds)),
-                              methods=chosen, tune=tune, dataset_options=_parse_options(option))
+                              methods=chosen, tune=tune, dataset_options=parse_dataset_options(option))
     with _progress() as bar:
         task = bar.add_task(f"experiments on {dataset}", total=None, status="")
 
