@@ -39,7 +39,9 @@ def build(
     split: Annotated[str, typer.Option(help="Open/private split: attribute or time.")] = "attribute",
     model_id: Annotated[str, typer.Option(help="Model id in the manifest.")] = "fedpa",
     model_version: Annotated[int, typer.Option(help="Model version (≥ 1).")] = 1,
-    gate_mode: Annotated[str, typer.Option(help="paper (softmax over branches) or residual.")] = "paper",
+    gate_mode: Annotated[str, typer.Option(
+        help="residual (ours: starts exactly at the student, the `fedpa` method of docs/RESULTS.md) or paper "
+             "(the paper's softmax over branches).")] = "residual",
     rank: Annotated[int, typer.Option(help="LoRA rank of user and group adapters.")] = 4,
     alpha: Annotated[float, typer.Option(help="LoRA scale numerator (outputs × alpha/rank).")] = 8.0,
     private_user_embeddings: Annotated[bool, typer.Option(help="Fine-tune user feature embeddings privately.")]
