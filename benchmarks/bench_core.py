@@ -24,7 +24,7 @@ import torch
 from fedpa.data import load_dataset
 from fedpa.train import distill, pretrain, train_from_scratch
 
-DATA = Path(os.environ.get("FEDPA_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+DATA = Path(os.environ.get("FEDPA_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 DIRS = {"kuaisar-r": DATA / "kuaisar-r", "kuairand": DATA / "kuairand-pure", "synthetic": None}
 
 
