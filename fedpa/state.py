@@ -9,6 +9,7 @@ suffixed with the value (``…lora_A@3``). Nothing outside this module builds or
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
@@ -51,25 +52,44 @@ class SharedStateSpec(BaseModel):
 
     tensors: tuple[TensorSpec, ...]
 
-    def by_name(self) -> dict[str, TensorSpec]:
+    # The lookups below are computed once per spec (it is frozen): the aggregator validates every
+    # upload against the same spec, and rescanning a bank of hundreds of tensors each time showed.
+    @cached_property
+    def _by_name(self) -> dict[str, TensorSpec]:
         return {t.name: t for t in self.tensors}
 
-    @property
-    def attributes(self) -> dict[str, int]:
-        """Grouping attribute → number of values."""
+    @cached_property
+    def _attributes(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for t in self.tensors:
             if t.role == "group":
                 out[t.attribute] = max(out.get(t.attribute, 0), t.value + 1)  # type: ignore[index,operator]
         return out
 
+    @cached_property
+    def _by_group(self) -> dict[tuple[str, int], tuple[TensorSpec, ...]]:
+        out: dict[tuple[str, int], list[TensorSpec]] = {}
+        for t in self.tensors:
+            if t.role == "group":
+                out.setdefault((t.attribute, t.value), []).append(t)  # type: ignore[arg-type]
+        return {k: tuple(v) for k, v in out.items()}
+
+    def by_name(self) -> dict[str, TensorSpec]:
+        return dict(self._by_name)
+
+    @property
+    def attributes(self) -> dict[str, int]:
+        """Grouping attribute → number of values."""
+        return dict(self._attributes)
+
     def for_groups(self, groups: Mapping[str, int]) -> tuple[TensorSpec, ...]:
-        """The tensors a device with these group values downloads and updates."""
+        """The tensors a device with these group values downloads and updates (manifest order)."""
         self.check_groups(groups)
-        return tuple(t for t in self.tensors if t.role == "gate" or groups[t.attribute] == t.value)
+        wanted = {t.name for a, v in groups.items() for t in self._by_group.get((a, v), ())}
+        return tuple(t for t in self.tensors if t.role == "gate" or t.name in wanted)
 
     def check_groups(self, groups: Mapping[str, int]) -> None:
-        known = self.attributes
+        known = self._attributes
         if set(groups) != set(known):
             raise PayloadError(
                 f"groups must name exactly the attributes {sorted(known)}, got {sorted(groups)}"
@@ -82,7 +102,7 @@ class SharedStateSpec(BaseModel):
 
     def validate(self, arrays: Mapping[str, np.ndarray], *, groups: Mapping[str, int]) -> None:
         """Refuse anything but exactly this device's tensors with the declared shapes, dtype, finite."""
-        expected = {t.name: t for t in self.for_groups(groups)}
+        expected = {t.name: t for t in self.for_groups(groups)}  # also checks the groups
         missing = sorted(set(expected) - set(arrays))
         unknown = sorted(set(arrays) - set(expected))
         if unknown:
