@@ -162,7 +162,7 @@ def fleet(
     from fedpa.manifest import Manifest
 
     with console.status(f"loading {dataset}…"):
-        ds = load_dataset(dataset, data_dir, seed=seed, **parse_dataset_options(option or []))
+        ds = load_dataset(dataset, data_dir, seed=seed, **parse_dataset_options(option))
     with AggregatorClient(server, token=admin_token) as client:
         if client.token is None:  # reading the manifest needs a token: an observer device's will do
             client.register(model_id)

@@ -5,6 +5,7 @@ Usage: ``fedpa data stats --dataset kuaisar-r --data-dir ../shared/data``.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,14 +20,13 @@ from fedpa.errors import FedPAError
 
 __all__ = ["data_app", "parse_dataset_options", "report_rows"]
 
+
 def parse_dataset_options(pairs: list[str] | None) -> dict[str, Any]:
     """Repeated ``--option KEY=VALUE`` flags → ``load_dataset`` keyword options.
 
     Values are read as JSON when they are JSON (``n_users=2000`` → int, ``drift=1.5`` → float,
     ``flag=true`` → bool) and kept as text otherwise, so every CLI passes options the same way.
     """
-    import json
-
     out: dict[str, Any] = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
