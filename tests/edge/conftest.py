@@ -78,9 +78,9 @@ class FakePrograms:
         return dict(load_file(self.folder / "private_init.safetensors"))
 
     def train(self, tensors: Mapping[str, np.ndarray], x: np.ndarray, y: np.ndarray,
-              batches: list[np.ndarray], *, lr: float) -> tuple[dict[str, np.ndarray], float]:
+              batches: list[np.ndarray], *, lr: float) -> tuple[dict[str, np.ndarray], float, int]:
         self.calls += 1
-        return {k: (v + self.step * len(batches)).astype(np.float32) for k, v in tensors.items()}, 0.5
+        return {k: (v + self.step * len(batches)).astype(np.float32) for k, v in tensors.items()}, 0.5, 0
 
     def score(self, x: np.ndarray, personalisation: Mapping[str, np.ndarray], *, backend: str = "pte") -> np.ndarray:
         return np.asarray(x, np.float32).sum(axis=1)
