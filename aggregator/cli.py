@@ -12,6 +12,9 @@ import functools
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -71,7 +74,10 @@ def serve(host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
           workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes")] = 1,
           database_url: DbUrl = None,
           access_log: Annotated[bool, typer.Option(help="log every request")] = False,
-          log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info") -> None:
+          log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+          aggregation_process: Annotated[bool, typer.Option(
+              help="aggregate in one separate process instead of inside the serving workers "
+                   "(keeps ~0.5 s aggregations out of the upload latency)")] = False) -> None:
     """Run the HTTP server (uvicorn, uvloop + httptools); migrates the database first."""
     import uvicorn
 
@@ -82,16 +88,46 @@ def serve(host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
     db.migrate()
     db.dispose()
     metrics_dir = None
-    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # sum metrics over workers
-        metrics_dir = tempfile.mkdtemp(prefix="fedpa-metrics-")
+    if (workers > 1 or aggregation_process) and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        metrics_dir = tempfile.mkdtemp(prefix="fedpa-metrics-")  # /metrics sums every process
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     os.environ["FEDPA_AUTO_MIGRATE"] = "false"  # done above, once
+    aggregator = None
+    if aggregation_process:
+        os.environ["FEDPA_SCHEDULER_ENABLED"] = "false"  # the workers only serve
+        aggregator = subprocess.Popen([sys.executable, "-m", "aggregator.cli", "aggregate-loop"])
     try:
         uvicorn.run("aggregator.main:create_app", factory=True, host=host, port=port, workers=workers,
                     loop="uvloop", http="httptools", access_log=access_log, log_level=log_level, backlog=4096)
     finally:
+        if aggregator is not None:
+            aggregator.terminate()
+            try:
+                aggregator.wait(15)
+            except subprocess.TimeoutExpired:
+                aggregator.kill()
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+@app.command("aggregate-loop")
+@_friendly
+def aggregate_loop(database_url: DbUrl = None) -> None:
+    """Close due rounds (size reached, deadline passed) until stopped; run beside servers started
+    with FEDPA_SCHEDULER_ENABLED=false, or let `serve --aggregation-process` start it."""
+    import threading
+
+    from aggregator.services.scheduler import run_aggregation_loop
+
+    runtime = _runtime(database_url)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        run_aggregation_loop(runtime.close_due_rounds, poll_s=max(runtime.settings.scheduler_interval_s, 0.05),
+                             stop=stop)
+    finally:
+        runtime.db.dispose()
 
 
 @app.command()

@@ -5,6 +5,11 @@ Uploads never aggregate inline (that would put a long transaction on a device's 
 ``tick_s`` for deadlines. Every worker runs one; ``aggregate_model``'s locks make concurrent
 attempts harmless, and a restarted server finds the pending updates in the database and closes
 the round on its first tick, so nothing depends on in-memory state.
+
+``run_aggregation_loop`` is the same check for a dedicated process (``fedpa-aggregator
+aggregate-loop``, or ``serve --aggregation-process``): aggregating 1,000 updates takes ~0.5 s of
+CPU, and inside a serving worker that stalls its requests (the upload latency tail); in a process
+of its own it does not hold the workers' interpreter.
 """
 
 from __future__ import annotations
@@ -12,11 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import Callable
 
 from anyio import to_thread
 
-__all__ = ["Scheduler"]
+__all__ = ["Scheduler", "run_aggregation_loop"]
 
 log = logging.getLogger(__name__)
 
@@ -55,3 +61,16 @@ class Scheduler:
             except Exception:  # keep the worker alive; the next tick retries (state is in the DB)
                 log.exception("scheduled aggregation check failed")
             await asyncio.sleep(self._interval_s)
+
+
+def run_aggregation_loop(check: Callable[[], object], *, poll_s: float, stop: threading.Event) -> None:
+    """Run ``check()`` every ``poll_s`` seconds until ``stop`` is set (blocking; for its own process).
+
+    Without upload notifications the loop polls; ``due_models`` is one small indexed query.
+    """
+    while not stop.is_set():
+        try:
+            check()
+        except Exception:  # keep polling; the next check retries (state is in the database)
+            log.exception("aggregation check failed")
+        stop.wait(poll_s)

@@ -134,11 +134,13 @@ def free_port() -> int:
 class Server:
     """``fedpa-aggregator serve`` in a subprocess (own process group), on a free port."""
 
-    def __init__(self, database_url: str, *, workers: int = 1, env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, database_url: str, *, workers: int = 1, env: Mapping[str, str] | None = None,
+                 args: Sequence[str] = ()) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.database_url = database_url
         self.workers = workers
+        self.args = list(args)
         self.env = {**os.environ, "FEDPA_ADMIN_TOKEN": ADMIN_TOKEN, "FEDPA_RATE_LIMIT_PER_MINUTE": "0",
                     "FEDPA_SCHEDULER_INTERVAL_S": "0.01", **(env or {})}
         self.proc: subprocess.Popen | None = None
@@ -146,7 +148,7 @@ class Server:
     def start(self, timeout: float = 30.0) -> Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "aggregator.cli", "serve", "--port", str(self.port), "--workers",
-             str(self.workers), "--database-url", self.database_url, "--log-level", "warning"],
+             str(self.workers), "--database-url", self.database_url, "--log-level", "warning", *self.args],
             env=self.env, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -159,6 +161,19 @@ class Server:
                 pass
             time.sleep(0.1)
         raise TimeoutError("server did not become healthy")
+
+    def processes(self) -> dict[int, str]:
+        """pid → command line of every live process in the server's process group (Linux /proc)."""
+        assert self.proc is not None
+        out = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                if fields[0] != "Z" and int(fields[2]) == self.proc.pid:  # state, ppid, pgrp
+                    out[int(stat.parent.name)] = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except (OSError, ValueError, IndexError):
+                continue  # the process ended meanwhile
+        return out
 
     def kill(self) -> None:
         """SIGKILL the whole process group (the server and its workers): a crash."""

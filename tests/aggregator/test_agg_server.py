@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -53,9 +57,12 @@ def _assert_bank(actual, expected):
         np.testing.assert_allclose(actual[name], expected[name], rtol=1e-5, atol=1e-6, err_msg=name)
 
 
-def test_full_flow_on_sqlite(server_factory, sqlite_url, tmp_path):
+@pytest.mark.parametrize("aggregation_process", [False, True], ids=["in-worker", "aggregation-process"])
+def test_full_flow_on_sqlite(server_factory, sqlite_url, tmp_path, aggregation_process):
     bank = write_bundle(tmp_path / "b")
-    server = server_factory(sqlite_url)
+    server = server_factory(sqlite_url, args=["--aggregation-process"] if aggregation_process else [])
+    loops = [pid for pid, cmd in server.processes().items() if "aggregate-loop" in cmd]
+    assert len(loops) == (1 if aggregation_process else 0), server.processes()
     with httpx.Client(base_url=server.url, timeout=30) as http:
         assert publish(http, tmp_path / "b", {"round_size": 3, "min_reporters": 2}).status_code == 201
         sent = []
@@ -77,6 +84,15 @@ def test_full_flow_on_sqlite(server_factory, sqlite_url, tmp_path):
         _assert_bank(_bank(http), reference_step(bank, sent, min_reporters=2))
         assert f'fedpa_uploads_accepted_total{{model_id="{MODEL_ID}"}} 3.0' in metrics
         assert "fedpa_aggregation_duration_seconds_bucket" in metrics
+        assert re.search(r'fedpa_aggregations_total\{model_id="tiny",trigger="\w+"\} 1\.0', metrics), metrics
+
+        if aggregation_process:  # the workers only serve: without the loop a full round stays open
+            os.kill(loops[0], signal.SIGKILL)
+            for i in range(3):
+                body, _ = make_update({"age": 0, "region": 0}, seed=10 + i, base_version=1)
+                assert http.post(URL, content=body, headers=register(http)).status_code == 202
+            time.sleep(0.5)  # ten scheduler ticks of a worker, were one running
+            assert _status(http)["state_version"] == 1 and _status(http)["pending_updates"] == 3
 
 
 @pytest.mark.postgres
