@@ -12,7 +12,7 @@ For 1 and 2 uvicorn workers on PostgreSQL (a fresh schema, dropped afterwards):
 4. zero lost updates: after a final flush, the 202s counted by the clients == rows accepted ==
    rows aggregated, for every model.
 
-The model runs in async (buffered) mode with ``buffer_size`` 1,000, so aggregations happen during
+The model runs in async (buffered) mode with ``buffer_size`` 1,000 (``--buffer-size``), so aggregations happen during
 the load, as they would in production. The load generator is a minimal asyncio HTTP/1.1 client
 (uvloop, pre-built request bytes) on the same machine, so its CPU cost is counted against the
 server's — as the issue asks.
@@ -210,7 +210,7 @@ def _pids(cmd: list[str]) -> list[int]:
 
 
 class Server:
-    def __init__(self, url: str, workers: int, pool: int) -> None:
+    def __init__(self, url: str, workers: int, pool: int, aggregation_process: bool = False) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -219,7 +219,8 @@ class Server:
                "FEDPA_MAX_UPLOAD_BYTES": str(1 << 20)}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "aggregator.cli", "serve", "--port", str(self.port), "--workers", str(workers),
-             "--database-url", url, "--log-level", "warning"], env=env, start_new_session=True)
+             "--database-url", url, "--log-level", "warning",
+             *(["--aggregation-process"] if aggregation_process else [])], env=env, start_new_session=True)
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=120)
         for _ in range(600):
             try:
@@ -254,9 +255,9 @@ def devices_for(server: Server, model_id: str, n: int) -> list[Device]:
 
 
 def run_config(url: str, workers: int, args: argparse.Namespace) -> dict:
-    server = Server(url, workers, args.pool)
+    server = Server(url, workers, args.pool, args.aggregation_process)
     try:
-        config = {"mode": "async", "buffer_size": 1000, "deadline_s": None, "max_staleness": 1_000_000,
+        config = {"mode": "async", "buffer_size": args.buffer_size, "deadline_s": None, "max_staleness": 1_000_000,
                   "min_reporters": 1}
         load_model, agg_model, intake_model = f"load-w{workers}", f"agg-w{workers}", f"intake-w{workers}"
         publish(server, load_model, config)
@@ -336,6 +337,10 @@ def main() -> None:
     parser.add_argument("--intake-duration", type=float, default=8.0,
                         help="closed-loop seconds on a model whose buffer never fills (no aggregation)")
     parser.add_argument("--pool", type=int, default=16, help="database connections per worker")
+    parser.add_argument("--buffer-size", type=int, default=1000,
+                        help="async buffer of the loaded model: an aggregation every N uploads")
+    parser.add_argument("--aggregation-process", action="store_true",
+                        help="serve with --aggregation-process (aggregations outside the serving workers)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "aggregator.json")
     args = parser.parse_args()
     try:
