@@ -52,7 +52,7 @@ class SharedStateSpec(BaseModel):
 
     tensors: tuple[TensorSpec, ...]
 
-    # The lookups below are computed once per spec (it is frozen): the aggregator validates every
+    # These lookups are computed once per spec (it is frozen): the aggregator validates every
     # upload against the same spec, and rescanning a bank of hundreds of tensors each time showed.
     @cached_property
     def _by_name(self) -> dict[str, TensorSpec]:
@@ -66,14 +66,6 @@ class SharedStateSpec(BaseModel):
                 out[t.attribute] = max(out.get(t.attribute, 0), t.value + 1)  # type: ignore[index,operator]
         return out
 
-    @cached_property
-    def _by_group(self) -> dict[tuple[str, int], tuple[TensorSpec, ...]]:
-        out: dict[tuple[str, int], list[TensorSpec]] = {}
-        for t in self.tensors:
-            if t.role == "group":
-                out.setdefault((t.attribute, t.value), []).append(t)  # type: ignore[arg-type]
-        return {k: tuple(v) for k, v in out.items()}
-
     def by_name(self) -> dict[str, TensorSpec]:
         return dict(self._by_name)
 
@@ -85,8 +77,7 @@ class SharedStateSpec(BaseModel):
     def for_groups(self, groups: Mapping[str, int]) -> tuple[TensorSpec, ...]:
         """The tensors a device with these group values downloads and updates (manifest order)."""
         self.check_groups(groups)
-        wanted = {t.name for a, v in groups.items() for t in self._by_group.get((a, v), ())}
-        return tuple(t for t in self.tensors if t.role == "gate" or t.name in wanted)
+        return tuple(t for t in self.tensors if t.role == "gate" or groups[t.attribute] == t.value)
 
     def check_groups(self, groups: Mapping[str, int]) -> None:
         known = self._attributes
