@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await runtime.scheduler.stop()
+            await runtime.intake.close()
             runtime.db.dispose()
 
     app = FastAPI(title="FedPA aggregator", version=__version__, description=_DESCRIPTION, lifespan=lifespan)

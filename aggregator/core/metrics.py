@@ -49,6 +49,9 @@ class Metrics:
         self.aggregation_size = Histogram(
             "fedpa_aggregation_updates", "Updates per aggregation", ["model_id"], buckets=_SIZE_BUCKETS,
             registry=reg)
+        self.intake_batch_size = Histogram(
+            "fedpa_intake_batch_updates", "Uploads stored per intake transaction (group commit)",
+            buckets=_SIZE_BUCKETS, registry=reg)
         self.state_downloads = Counter(
             "fedpa_state_downloads", "Shared-state downloads (200 and 304)", ["model_id", "status"],
             registry=reg)
@@ -56,6 +59,9 @@ class Metrics:
     def accepted(self, model_id: str, nbytes: int) -> None:
         self.uploads_accepted.labels(model_id).inc()
         self.upload_bytes.labels(model_id).inc(nbytes)
+
+    def intake_batch(self, size: int) -> None:
+        self.intake_batch_size.observe(size)
 
     def rejected(self, reason: str) -> None:
         self.uploads_rejected.labels(reason).inc()

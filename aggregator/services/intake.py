@@ -1,22 +1,34 @@
-"""Update intake: validate everything, then store durably in one short transaction.
+"""Update intake: validate everything, then store durably by group commit.
 
 Order of checks (each refusal stores nothing): metadata parses as ``UpdateMeta`` and names this
 model → the model version is known → tensors are exactly this device's share of the manifest
 (names, shapes, float32, finite: ``SharedStateSpec.validate``) → declared privacy is at least
-the manifest's → *in the transaction*: rate limit (device token bucket), the base version is
-current (sync) or not too stale (async), and the nonce is new (unique constraint). The commit
-happens before the handler answers 202, so an accepted update survives a crash.
+the manifest's → *in the transaction*: the base version is current (sync) or not too stale
+(async), the nonce is new, and the device's token bucket holds a token. The commit happens
+before the handler answers 202, so an accepted update survives a crash.
 
-Usage: ``receipt = accept_update(db, catalog, device, "m1", body, limits=limits)``.
+Why group commit: one transaction per upload cost ~1.3 ms of a worker's CPU (a thread hop, a
+pooled connection, three round trips, a commit) — more than the HTTP handling and validation
+together, which capped a worker near 450 uploads/s. ``Intake`` validates on the event loop and
+queues the upload; a committer stores every upload queued meanwhile in one transaction, one
+thread hop and one commit for the whole batch. Each upload still gets its own verdict: a refused
+upload in a batch changes nothing and does not affect the others.
+
+Usage: ``receipt = await intake.submit(device, "m1", body)``; ``store_updates`` is the
+transaction itself (synchronous, for one batch).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from anyio import to_thread
 from pydantic import ValidationError
 
 from aggregator.core.errors import ConflictError, RateLimited, Unprocessable
@@ -24,12 +36,13 @@ from aggregator.db import Database, RawTransaction
 from aggregator.schemas import UpdateAccepted
 from aggregator.services.catalog import Catalog, ModelInfo, model_version_conflict
 from aggregator.services.devices import DeviceAuth
-from fedpa.errors import PayloadError
+from fedpa.errors import FedPAError, PayloadError
 from fedpa.manifest import PrivacySettings
 from fedpa.payload import decode_tensors
 from fedpa.protocol import UpdateMeta, UpdatePrivacy
 
-__all__ = ["META_KEY", "Limits", "accept_update", "groups_key", "parse_update", "read_metadata"]
+__all__ = ["META_KEY", "Intake", "Limits", "PendingUpdate", "groups_key", "parse_update", "read_metadata",
+           "store_updates"]
 
 META_KEY = "fedpa.update"  # safetensors __metadata__ key holding the UpdateMeta JSON
 _MAX_HEADER = 1 << 20
@@ -91,101 +104,207 @@ def check_privacy(declared: UpdatePrivacy, floor: PrivacySettings) -> None:
             code="privacy_below_floor")
 
 
+def check_update(info: ModelInfo, meta: UpdateMeta, arrays: dict[str, np.ndarray]) -> None:
+    """Everything that can be checked without the database: tensors and declared privacy."""
+    info.spec.validate(arrays, groups=meta.groups)
+    if info.config.enforce_privacy:
+        check_privacy(meta.privacy, info.privacy)
+
+
+@dataclass(frozen=True)
+class PendingUpdate:
+    """A validated upload waiting for its transaction."""
+
+    info: ModelInfo
+    meta: UpdateMeta
+    device_pk: int
+    body: bytes
+    received_at: float
+
+
 # The hot path's SQL, written once (``:name`` placeholders; see Database.raw for why not the ORM).
-_TAKE_TOKEN = """
-UPDATE devices SET
-    bucket_tokens = (CASE WHEN bucket_tokens + (:now - bucket_at) * :rate > :burst THEN :burst
-                     ELSE bucket_tokens + (:now - bucket_at) * :rate END) - 1.0,
-    bucket_at = :now
-WHERE id = :device_pk
-  AND (CASE WHEN bucket_tokens + (:now - bucket_at) * :rate > :burst THEN :burst
-       ELSE bucket_tokens + (:now - bucket_at) * :rate END) >= 1.0
+# The insert itself checks everything that needs the database — model version, freshness of the
+# base, a token in the device's bucket (read only), a new nonce — so a refusal is a statement that
+# inserted nothing (no error, no savepoint) and the batch's transaction goes on.
+_REFILLED = """(CASE WHEN d.bucket_tokens + (:now - d.bucket_at) * :rate > :burst THEN :burst
+      ELSE d.bucket_tokens + (:now - d.bucket_at) * :rate END)"""
+_TAKE_TOKEN = f"""
+UPDATE devices AS d SET bucket_tokens = {_REFILLED} - 1.0, bucket_at = :now
+WHERE d.id = :device_pk AND {_REFILLED} >= 1.0
 """
 _INSERT = """
 INSERT INTO updates (model_pk, model_version, device_pk, nonce, base_version, round, groups_key,
                      example_count, privacy_json, tensors, nbytes, received_at, status)
 SELECT :model_pk, :model_version, :device_pk, :nonce, :base_version, m.round, :groups_key,
        :example_count, :privacy_json, :tensors, :nbytes, :received_at, 'pending'
-FROM models m
+FROM models m, devices d
 WHERE m.id = :model_pk AND m.model_version = :model_version AND {fresh}
+  AND d.id = :device_pk AND {has_token}
+ON CONFLICT (model_pk, nonce) DO NOTHING
 RETURNING id, round
 """
-_INSERT_SYNC = _INSERT.format(fresh="m.state_version = :base_version")
-_INSERT_ASYNC = _INSERT.format(
-    fresh="m.state_version >= :base_version AND m.state_version - :base_version <= :max_staleness")
+_FRESH = {"sync": "m.state_version = :base_version",
+          "async": "m.state_version >= :base_version AND m.state_version - :base_version <= :max_staleness"}
+_INSERTS = {(mode, limited): _INSERT.format(fresh=fresh, has_token=f"{_REFILLED} >= 1.0" if limited else "1 = 1")
+            for mode, fresh in _FRESH.items() for limited in (False, True)}
+_UNDO_INSERT = "DELETE FROM updates WHERE id = :id"
 _CURRENT = "SELECT model_version, state_version FROM models WHERE id = :model_pk"
 _SEEN = "SELECT 1 FROM updates WHERE model_pk = :model_pk AND nonce = :nonce"
 
 
-def _take_token(tx: RawTransaction, device_pk: int, limits: Limits, now: float) -> None:
-    rate = limits.per_minute / 60.0
-    params = {"now": now, "rate": rate, "burst": float(limits.burst), "device_pk": device_pk}
-    if tx.execute(_TAKE_TOKEN, params).rowcount != 1:  # type: ignore[attr-defined]
-        raise RateLimited(f"device rate limit of {limits.per_minute:g} uploads/minute (burst {limits.burst}) "
-                          f"exceeded", retry_after_s=1.0 / rate)
+def _rate_limited(limits: Limits) -> RateLimited:
+    return RateLimited(f"device rate limit of {limits.per_minute:g} uploads/minute (burst {limits.burst}) "
+                       f"exceeded", retry_after_s=60.0 / limits.per_minute)
 
 
-def _replay(model_id: str, nonce: str) -> ConflictError:
-    return ConflictError(f"nonce {nonce!r} was already used for model {model_id!r} (replay)", code="replayed_nonce")
-
-
-def _diagnose(tx: RawTransaction, info: ModelInfo, meta: UpdateMeta) -> ConflictError:
-    """Why the guarded insert matched no row: a replay, another model version, or a stale base.
+def _diagnose(tx: RawTransaction, update: PendingUpdate, limits: Limits) -> FedPAError:
+    """Why the guarded insert matched no row: a replay, another model version, a stale base, or no token.
 
     A replay is reported first even when the round has moved on since: the device must learn
     that the server holds its update (and not retrain and resend it as new).
     """
+    info, meta = update.info, update.meta
     if tx.execute(_SEEN, {"model_pk": info.pk, "nonce": meta.nonce}).fetchone() is not None:  # type: ignore[attr-defined]
-        return _replay(info.model_id, meta.nonce)
+        return ConflictError(f"nonce {meta.nonce!r} was already used for model {info.model_id!r} (replay)",
+                             code="replayed_nonce")
     model_version, state_version = tx.execute(_CURRENT, {"model_pk": info.pk}).fetchone()  # type: ignore[attr-defined]
     if model_version != meta.model_version:
         return model_version_conflict(info.model_id, meta.model_version, model_version)
-    if info.config.mode == "sync":
-        detail = (f"base_version {meta.base_version} is stale: the current shared state is version "
-                  f"{state_version}; download it and train again")
-    else:
-        detail = (f"base_version {meta.base_version} is outside the accepted window "
-                  f"[{state_version - info.config.max_staleness}, {state_version}]")
-    return ConflictError(detail, code="stale_base")
+    config = info.config
+    if config.mode == "sync" and meta.base_version != state_version:
+        return ConflictError(f"base_version {meta.base_version} is stale: the current shared state is version "
+                             f"{state_version}; download it and train again", code="stale_base")
+    if config.mode == "async" and not 0 <= state_version - meta.base_version <= config.max_staleness:
+        return ConflictError(f"base_version {meta.base_version} is outside the accepted window "
+                             f"[{state_version - config.max_staleness}, {state_version}]", code="stale_base")
+    return _rate_limited(limits)
 
 
-def accept_update(db: Database, catalog: Catalog, device: DeviceAuth, model_id: str, body: bytes, *,
-                  limits: Limits, now: float | None = None) -> UpdateAccepted:
-    """Validate one upload and commit it; raises a FedPAError subclass (→ 4xx) on any refusal."""
-    meta, arrays = parse_update(body)
-    if meta.model_id != model_id:
-        raise Unprocessable(f"metadata model_id {meta.model_id!r} does not match the URL's {model_id!r}",
-                            code="model_id_mismatch")
-    info = catalog.cached(model_id, meta.model_version)
-    if info is None:
-        with db.sessions() as session:
-            info = catalog.version(session, model_id, meta.model_version)
-    info.spec.validate(arrays, groups=meta.groups)
-    if info.config.enforce_privacy:
-        check_privacy(meta.privacy, info.privacy)
-    now = time.time() if now is None else now
-    sync = info.config.mode == "sync"
+def _store_one(tx: RawTransaction, update: PendingUpdate, limits: Limits, now: float
+               ) -> UpdateAccepted | FedPAError:
+    info, meta = update.info, update.meta
+    limited = limits.per_minute > 0
+    bucket = {"now": now, "rate": limits.per_minute / 60.0, "burst": float(limits.burst),
+              "device_pk": update.device_pk}
     params = {
-        "model_pk": info.pk, "model_version": meta.model_version, "device_pk": device.pk, "nonce": meta.nonce,
-        "base_version": meta.base_version, "groups_key": groups_key(meta.groups),
-        "example_count": meta.example_count, "privacy_json": meta.privacy.model_dump_json(), "tensors": body,
-        "nbytes": len(body), "received_at": now, "max_staleness": info.config.max_staleness,
+        "model_pk": info.pk, "model_version": meta.model_version, "device_pk": update.device_pk,
+        "nonce": meta.nonce, "base_version": meta.base_version, "groups_key": groups_key(meta.groups),
+        "example_count": meta.example_count, "privacy_json": meta.privacy.model_dump_json(),
+        "tensors": update.body, "nbytes": len(update.body), "received_at": update.received_at,
+        **({"max_staleness": info.config.max_staleness} if info.config.mode == "async" else {}),
+        **(bucket if limited else {}),
     }
-    if sync:
-        del params["max_staleness"]
-    try:
-        with db.raw() as tx:
-            if sync:  # held until commit: an aggregation cannot close the round under us
-                db.lock_round(tx, info.pk, exclusive=False)
-            if limits.per_minute > 0:
-                _take_token(tx, device.pk, limits, now)
-            row = tx.execute(_INSERT_SYNC if sync else _INSERT_ASYNC, params).fetchone()  # type: ignore[attr-defined]
-            if row is None:
-                raise _diagnose(tx, info, meta)
-    except db.integrity_error as exc:
-        if "nonce" not in str(exc):
-            raise
-        raise _replay(model_id, meta.nonce) from exc
-    # round r trains on state version r, so the receipt's state version is the round's base.
+    row = tx.execute(_INSERTS[info.config.mode, limited], params).fetchone()  # type: ignore[attr-defined]
+    if row is None:
+        return _diagnose(tx, update, limits)
     update_id, round_ = row
+    # The insert only read the bucket; taking the token can still lose a race with another worker.
+    if limited and tx.execute(_TAKE_TOKEN, bucket).rowcount != 1:  # type: ignore[attr-defined]
+        tx.execute(_UNDO_INSERT, {"id": update_id})
+        return _rate_limited(limits)
+    # round r trains on state version r, so the receipt's state version is the round's base.
     return UpdateAccepted(update_id=update_id, state_version=round_, round=round_)
+
+
+def store_updates(db: Database, batch: Sequence[PendingUpdate], *, limits: Limits, now: float | None = None
+                  ) -> list[UpdateAccepted | FedPAError]:
+    """Store a batch in one transaction; per update, its receipt or the error refusing it.
+
+    A refused update changes nothing. Updates are visited in (device, nonce) order, so two
+    concurrent batches lock device rows in the same order and cannot deadlock. A database
+    failure raises and rolls back the whole batch: no update in it was accepted.
+    """
+    now = time.time() if now is None else now
+    outcomes: list[UpdateAccepted | FedPAError | None] = [None] * len(batch)
+    with db.raw() as tx:
+        # Held until commit: an aggregation cannot close a synchronous round under these inserts.
+        for model_pk in sorted({u.info.pk for u in batch if u.info.config.mode == "sync"}):
+            db.lock_round(tx, model_pk, exclusive=False)
+        for i in sorted(range(len(batch)), key=lambda i: (batch[i].device_pk, batch[i].meta.nonce)):
+            outcomes[i] = _store_one(tx, batch[i], limits, now)
+    return outcomes  # type: ignore[return-value]
+
+
+class Intake:
+    """The upload path of one worker: validate on the event loop, then group-commit.
+
+    ``committers`` batches may be in their transactions at once (each on its own pooled
+    connection), so a new upload waits at most for one batch to finish; under load every batch
+    carries what arrived during the previous one, up to ``max_batch``.
+    """
+
+    def __init__(self, db: Database, catalog: Catalog, limits: Limits, *, max_batch: int = 64,
+                 committers: int = 2) -> None:
+        self.db = db
+        self.catalog = catalog
+        self.limits = limits
+        self.max_batch = max_batch
+        self.committers = committers
+        self._queue: asyncio.Queue[tuple[PendingUpdate, asyncio.Future[UpdateAccepted]]] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.on_batch: Callable[[int], None] | None = None  # batch-size hook (metrics)
+
+    def _version(self, model_id: str, model_version: int) -> ModelInfo:
+        with self.db.sessions() as session:
+            return self.catalog.version(session, model_id, model_version)
+
+    async def submit(self, device: DeviceAuth, model_id: str, body: bytes) -> UpdateAccepted:
+        """Validate one upload and return its receipt once committed; raises a FedPAError (→ 4xx) on refusal."""
+        meta, arrays = parse_update(body)
+        if meta.model_id != model_id:
+            raise Unprocessable(f"metadata model_id {meta.model_id!r} does not match the URL's {model_id!r}",
+                                code="model_id_mismatch")
+        info = self.catalog.cached(model_id, meta.model_version)
+        if info is None:
+            info = await to_thread.run_sync(self._version, model_id, meta.model_version)
+        check_update(info, meta, arrays)
+        if self._queue is None:
+            self._start()
+        assert self._queue is not None
+        future: asyncio.Future[UpdateAccepted] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((PendingUpdate(info, meta, device.pk, body, time.time()), future))
+        return await future
+
+    def _start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._tasks = [asyncio.get_running_loop().create_task(self._commit_loop(), name=f"fedpa-intake-{i}")
+                       for i in range(self.committers)]
+
+    def _store(self, batch: list[PendingUpdate]) -> list[UpdateAccepted | FedPAError]:
+        return store_updates(self.db, batch, limits=self.limits)
+
+    async def _commit_loop(self) -> None:
+        queue = self._queue
+        assert queue is not None
+        while True:
+            batch = [await queue.get()]
+            while len(batch) < self.max_batch and not queue.empty():
+                batch.append(queue.get_nowait())
+            try:
+                outcomes: list[UpdateAccepted | FedPAError] | BaseException = await to_thread.run_sync(
+                    self._store, [update for update, _ in batch])
+            except Exception as exc:  # the batch rolled back: every upload in it fails (→ 5xx)
+                outcomes = exc
+            except BaseException:  # cancelled at shutdown: nobody may wait forever
+                for _, future in batch:
+                    future.cancel()
+                raise
+            if self.on_batch is not None:
+                self.on_batch(len(batch))
+            for i, (_, future) in enumerate(batch):
+                if future.done():  # the client went away
+                    continue
+                outcome = outcomes if isinstance(outcomes, BaseException) else outcomes[i]
+                if isinstance(outcome, BaseException):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
+
+    async def close(self) -> None:
+        """Stop the committers (after uvicorn drained the requests, the queue is empty)."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks, self._queue = [], None

@@ -16,7 +16,7 @@ from aggregator.schemas import AggregationInfo
 from aggregator.services.bank import StateCache
 from aggregator.services.catalog import Catalog
 from aggregator.services.devices import TokenCache
-from aggregator.services.intake import Limits
+from aggregator.services.intake import Intake, Limits
 from aggregator.services.rounds import aggregate_model, due_models
 from aggregator.services.scheduler import Scheduler
 
@@ -33,6 +33,7 @@ class Runtime:
     metrics: Metrics
     limits: Limits
     scheduler: Scheduler = field(init=False)
+    intake: Intake = field(init=False)
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
@@ -40,6 +41,9 @@ class Runtime:
         runtime = cls(settings=settings, db=db, catalog=Catalog(), tokens=TokenCache(db, ttl_s=settings.token_cache_s),
                       states=StateCache(), metrics=Metrics(),
                       limits=Limits(per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst))
+        runtime.intake = Intake(db, runtime.catalog, runtime.limits, max_batch=settings.intake_max_batch,
+                                committers=settings.intake_committers)
+        runtime.intake.on_batch = runtime.metrics.intake_batch
         runtime.scheduler = Scheduler(runtime.close_due_rounds, interval_s=settings.scheduler_interval_s,
                                       tick_s=settings.scheduler_tick_s)
         return runtime

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from starlette.concurrency import run_in_threadpool
 
 from aggregator.api.deps import DeviceDep
 from aggregator.api.direct import DirectRoute
 from aggregator.schemas import ErrorBody, UpdateAccepted
-from aggregator.services.intake import accept_update
 from aggregator.services.runtime import Runtime
 
 __all__ = ["router"]
@@ -28,8 +26,7 @@ async def upload_update(model_id: str, request: Request, principal: DeviceDep) -
     """Validate and store one update; the 202 comes after the commit, so it survives a crash."""
     runtime: Runtime = request.app.state.runtime
     body = await request.body()
-    receipt = await run_in_threadpool(accept_update, runtime.db, runtime.catalog, principal.device, model_id,
-                                      body, limits=runtime.limits)
+    receipt = await runtime.intake.submit(principal.device, model_id, body)
     runtime.metrics.accepted(model_id, len(body))
     runtime.scheduler.notify()
     # A plain JSONResponse: skips re-validating our own receipt on the hottest route.
