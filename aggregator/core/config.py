@@ -53,9 +53,9 @@ class Settings(BaseSettings):
     scheduler_tick_s: float = Field(1.0, gt=0)  # idle re-check, for deadlines
     auto_migrate: bool = True  # alembic upgrade head at startup (under a lock, safe with N workers)
 
-    # Group commit (services/intake.py): uploads per transaction, and transactions in flight per worker.
+    # Group commit (services/intake.py): most uploads per transaction; transactions in flight per worker.
     intake_max_batch: int = Field(64, ge=1)
-    intake_committers: int = Field(2, ge=1)
+    intake_committers: int = Field(1, ge=1)
 
     db_pool_size: int = Field(10, ge=1)
     db_max_overflow: int = Field(10, ge=0)

@@ -26,6 +26,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from anyio import to_thread
@@ -122,34 +123,50 @@ class PendingUpdate:
     received_at: float
 
 
-# The hot path's SQL, written once (``:name`` placeholders; see Database.raw for why not the ORM).
-# The insert itself checks everything that needs the database — model version, freshness of the
-# base, a token in the device's bucket (read only), a new nonce — so a refusal is a statement that
-# inserted nothing (no error, no savepoint) and the batch's transaction goes on.
+# The hot path's SQL (``:name`` placeholders; see Database.raw for why not the ORM). A batch is
+# stored in "waves" of at most one upload per device, two statements per wave: one INSERT of
+# every upload that passes the checks needing the database — model version, fresh base, a new
+# nonce, a token in the device's bucket (read only) — then one UPDATE taking the tokens. A
+# refusal is a row that was not inserted (no error, no savepoint), so the transaction goes on.
 _REFILLED = """(CASE WHEN d.bucket_tokens + (:now - d.bucket_at) * :rate > :burst THEN :burst
       ELSE d.bucket_tokens + (:now - d.bucket_at) * :rate END)"""
-_TAKE_TOKEN = f"""
-UPDATE devices AS d SET bucket_tokens = {_REFILLED} - 1.0, bucket_at = :now
-WHERE d.id = :device_pk AND {_REFILLED} >= 1.0
-"""
-_INSERT = """
-INSERT INTO updates (model_pk, model_version, device_pk, nonce, base_version, round, groups_key,
-                     example_count, privacy_json, tensors, nbytes, received_at, status)
-SELECT :model_pk, :model_version, :device_pk, :nonce, :base_version, m.round, :groups_key,
-       :example_count, :privacy_json, :tensors, :nbytes, :received_at, 'pending'
-FROM models m, devices d
-WHERE m.id = :model_pk AND m.model_version = :model_version AND {fresh}
-  AND d.id = :device_pk AND {has_token}
-ON CONFLICT (model_pk, nonce) DO NOTHING
-RETURNING id, round
-"""
-_FRESH = {"sync": "m.state_version = :base_version",
-          "async": "m.state_version >= :base_version AND m.state_version - :base_version <= :max_staleness"}
-_INSERTS = {(mode, limited): _INSERT.format(fresh=fresh, has_token=f"{_REFILLED} >= 1.0" if limited else "1 = 1")
-            for mode, fresh in _FRESH.items() for limited in (False, True)}
-_UNDO_INSERT = "DELETE FROM updates WHERE id = :id"
+_COLUMNS = ("model_pk", "model_version", "device_pk", "nonce", "base_version", "groups_key", "example_count",
+            "privacy_json", "tensors", "nbytes", "received_at", "max_staleness")
 _CURRENT = "SELECT model_version, state_version FROM models WHERE id = :model_pk"
 _SEEN = "SELECT 1 FROM updates WHERE model_pk = :model_pk AND nonce = :nonce"
+
+
+@lru_cache(maxsize=256)
+def _insert_sql(n: int, limited: bool) -> str:
+    """INSERT of ``n`` uploads (``:column_i`` parameters); a synchronous round has max_staleness 0."""
+    rows = ", ".join("(" + ", ".join(f":{c}_{i}" for c in _COLUMNS) + ")" for i in range(n))
+    return f"""
+WITH v ({", ".join(_COLUMNS)}) AS (VALUES {rows})
+INSERT INTO updates (model_pk, model_version, device_pk, nonce, base_version, round, groups_key,
+                     example_count, privacy_json, tensors, nbytes, received_at, status)
+SELECT v.model_pk, v.model_version, v.device_pk, v.nonce, v.base_version, m.round, v.groups_key,
+       v.example_count, v.privacy_json, v.tensors, v.nbytes, v.received_at, 'pending'
+FROM v JOIN models m ON m.id = v.model_pk JOIN devices d ON d.id = v.device_pk
+WHERE m.model_version = v.model_version AND m.state_version >= v.base_version
+  AND m.state_version - v.base_version <= v.max_staleness AND {f"{_REFILLED} >= 1.0" if limited else "1 = 1"}
+ON CONFLICT (model_pk, nonce) DO NOTHING
+RETURNING device_pk, id, round
+"""
+
+
+@lru_cache(maxsize=256)
+def _take_tokens_sql(n: int) -> str:
+    devices = ", ".join(f":device_{i}" for i in range(n))
+    return f"""
+UPDATE devices AS d SET bucket_tokens = {_REFILLED} - 1.0, bucket_at = :now
+WHERE d.id IN ({devices}) AND {_REFILLED} >= 1.0
+RETURNING id
+"""
+
+
+@lru_cache(maxsize=256)
+def _undo_sql(n: int) -> str:
+    return f"DELETE FROM updates WHERE id IN ({', '.join(f':id_{i}' for i in range(n))})"
 
 
 def _rate_limited(limits: Limits) -> RateLimited:
@@ -158,7 +175,7 @@ def _rate_limited(limits: Limits) -> RateLimited:
 
 
 def _diagnose(tx: RawTransaction, update: PendingUpdate, limits: Limits) -> FedPAError:
-    """Why the guarded insert matched no row: a replay, another model version, a stale base, or no token.
+    """Why an upload was not inserted: a replay, another model version, a stale base, or no token.
 
     A replay is reported first even when the round has moved on since: the device must learn
     that the server holds its update (and not retrain and resend it as new).
@@ -180,61 +197,81 @@ def _diagnose(tx: RawTransaction, update: PendingUpdate, limits: Limits) -> FedP
     return _rate_limited(limits)
 
 
-def _store_one(tx: RawTransaction, update: PendingUpdate, limits: Limits, now: float
-               ) -> UpdateAccepted | FedPAError:
-    info, meta = update.info, update.meta
+def _store_wave(tx: RawTransaction, wave: Sequence[PendingUpdate], limits: Limits, now: float
+                ) -> list[UpdateAccepted | FedPAError]:
+    """Uploads of distinct devices: one INSERT, one UPDATE of the buckets, per-upload verdicts."""
     limited = limits.per_minute > 0
-    bucket = {"now": now, "rate": limits.per_minute / 60.0, "burst": float(limits.burst),
-              "device_pk": update.device_pk}
-    params = {
-        "model_pk": info.pk, "model_version": meta.model_version, "device_pk": update.device_pk,
-        "nonce": meta.nonce, "base_version": meta.base_version, "groups_key": groups_key(meta.groups),
-        "example_count": meta.example_count, "privacy_json": meta.privacy.model_dump_json(),
-        "tensors": update.body, "nbytes": len(update.body), "received_at": update.received_at,
-        **({"max_staleness": info.config.max_staleness} if info.config.mode == "async" else {}),
-        **(bucket if limited else {}),
-    }
-    row = tx.execute(_INSERTS[info.config.mode, limited], params).fetchone()  # type: ignore[attr-defined]
-    if row is None:
-        return _diagnose(tx, update, limits)
-    update_id, round_ = row
-    # The insert only read the bucket; taking the token can still lose a race with another worker.
-    if limited and tx.execute(_TAKE_TOKEN, bucket).rowcount != 1:  # type: ignore[attr-defined]
-        tx.execute(_UNDO_INSERT, {"id": update_id})
-        return _rate_limited(limits)
-    # round r trains on state version r, so the receipt's state version is the round's base.
-    return UpdateAccepted(update_id=update_id, state_version=round_, round=round_)
+    bucket = {"now": now, "rate": limits.per_minute / 60.0, "burst": float(limits.burst)}
+    params: dict[str, object] = dict(bucket) if limited else {}
+    for i, u in enumerate(wave):
+        meta = u.meta
+        staleness = u.info.config.max_staleness if u.info.config.mode == "async" else 0
+        values = (u.info.pk, meta.model_version, u.device_pk, meta.nonce, meta.base_version, groups_key(meta.groups),
+                  meta.example_count, meta.privacy.model_dump_json(), u.body, len(u.body), u.received_at, staleness)
+        params.update({f"{c}_{i}": v for c, v in zip(_COLUMNS, values, strict=True)})
+    inserted = {device_pk: (update_id, round_) for device_pk, update_id, round_
+                in tx.execute(_insert_sql(len(wave), limited), params).fetchall()}  # type: ignore[attr-defined]
+    refused: set[int] = set()
+    if limited and inserted:
+        # The insert only read the buckets; taking the token can still lose a race with another worker.
+        devices = list(inserted)
+        took = {pk for (pk,) in tx.execute(_take_tokens_sql(len(devices)),  # type: ignore[attr-defined]
+                                           {**bucket, **{f"device_{i}": pk for i, pk in enumerate(devices)}})}
+        refused = set(devices) - took
+        if refused:
+            ids = [inserted[pk][0] for pk in sorted(refused)]
+            tx.execute(_undo_sql(len(ids)), {f"id_{i}": v for i, v in enumerate(ids)})
+    outcomes: list[UpdateAccepted | FedPAError] = []
+    for u in wave:
+        if u.device_pk in refused:
+            outcomes.append(_rate_limited(limits))
+        elif u.device_pk in inserted:
+            update_id, round_ = inserted[u.device_pk]
+            # round r trains on state version r, so the receipt's state version is the round's base.
+            outcomes.append(UpdateAccepted(update_id=update_id, state_version=round_, round=round_))
+        else:
+            outcomes.append(_diagnose(tx, u, limits))
+    return outcomes
 
 
 def store_updates(db: Database, batch: Sequence[PendingUpdate], *, limits: Limits, now: float | None = None
                   ) -> list[UpdateAccepted | FedPAError]:
     """Store a batch in one transaction; per update, its receipt or the error refusing it.
 
-    A refused update changes nothing. Updates are visited in (device, nonce) order, so two
-    concurrent batches lock device rows in the same order and cannot deadlock. A database
-    failure raises and rolls back the whole batch: no update in it was accepted.
+    A refused update changes nothing. The n-th upload of a device in the batch goes in the n-th
+    wave, so each wave's token check sees the previous waves' tokens taken. A database failure
+    raises and rolls back the whole batch: no update in it was accepted.
     """
     now = time.time() if now is None else now
+    waves: list[list[int]] = []
+    seen: dict[int, int] = {}
+    for i, update in enumerate(batch):
+        n = seen[update.device_pk] = seen.get(update.device_pk, -1) + 1
+        if n == len(waves):
+            waves.append([])
+        waves[n].append(i)
     outcomes: list[UpdateAccepted | FedPAError | None] = [None] * len(batch)
     with db.raw() as tx:
         # Held until commit: an aggregation cannot close a synchronous round under these inserts.
         for model_pk in sorted({u.info.pk for u in batch if u.info.config.mode == "sync"}):
             db.lock_round(tx, model_pk, exclusive=False)
-        for i in sorted(range(len(batch)), key=lambda i: (batch[i].device_pk, batch[i].meta.nonce)):
-            outcomes[i] = _store_one(tx, batch[i], limits, now)
+        for wave in waves:
+            for i, outcome in zip(wave, _store_wave(tx, [batch[i] for i in wave], limits, now), strict=True):
+                outcomes[i] = outcome
     return outcomes  # type: ignore[return-value]
 
 
 class Intake:
     """The upload path of one worker: validate on the event loop, then group-commit.
 
-    ``committers`` batches may be in their transactions at once (each on its own pooled
-    connection), so a new upload waits at most for one batch to finish; under load every batch
-    carries what arrived during the previous one, up to ``max_batch``.
+    A committer takes every upload queued so far (up to ``max_batch``) into one transaction, so
+    under load each batch carries what arrived during the previous one and a new upload waits at
+    most for one batch to finish. One committer per worker measured best (bigger batches: fewer
+    transactions); ``committers`` > 1 overlaps transactions on separate pooled connections.
     """
 
     def __init__(self, db: Database, catalog: Catalog, limits: Limits, *, max_batch: int = 64,
-                 committers: int = 2) -> None:
+                 committers: int = 1) -> None:
         self.db = db
         self.catalog = catalog
         self.limits = limits

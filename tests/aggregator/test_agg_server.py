@@ -78,7 +78,8 @@ def test_full_flow_on_sqlite(server_factory, sqlite_url, tmp_path, aggregation_p
             sent.append((deltas, float(i + 1)))
 
         status = wait_for(lambda: (s := _status(http))["state_version"] == 1 and s)
-        metrics = http.get("/metrics").text
+        # The aggregation's metrics are recorded just after its transaction commits.
+        metrics = wait_for(lambda: "fedpa_aggregations_total{" in (m := http.get("/metrics").text) and m)
 
         assert status["aggregated_total"] == 3 and status["last_aggregation"]["skipped_groups"] == {"age=1": 1}
         _assert_bank(_bank(http), reference_step(bank, sent, min_reporters=2))
