@@ -8,6 +8,7 @@ from agg_helpers import ADMIN, DECLARED, MODEL_ID, SPEC, make_update, publish, r
 from sqlalchemy import func, select
 
 from aggregator.models import Aggregation, BankVersion, Device, Model, Update
+from aggregator.services.devices import hash_token
 
 GROUPS = {"age": 1, "region": 0}
 URL = f"/v1/models/{MODEL_ID}/updates"
@@ -294,3 +295,79 @@ def test_unknown_routes_and_bad_requests_share_the_error_shape(ready):
     assert (unknown_model.status_code, unknown_model.json()["error"]) == (404, "unknown_model")
     assert (bad_groups.status_code, bad_groups.json()["error"]) == (422, "invalid_payload")
     assert SPEC.attributes == {"age": 3, "region": 2}
+
+
+def test_one_batch_gives_each_upload_its_own_verdict(app_client, bundle):
+    """Group commit: refusals inside one transaction change nothing and do not affect the others."""
+    from aggregator.services.intake import PendingUpdate, parse_update, store_updates
+
+    client = app_client(rate_limit_per_minute=1.0, rate_limit_burst=2)
+    root, _ = bundle
+    publish(client, root, {"round_size": 100})
+    runtime = client.app.state.runtime
+    headers = {name: register(client) for name in ("busy", "replayer", "stale", "fine")}
+    pks = {name: runtime.tokens.lookup(hash_token(h["Authorization"].split()[1])).pk for name, h in headers.items()}
+    stored, _ = make_update(GROUPS, seed=1, nonce="already-stored-nonce")
+    assert client.post(URL, content=stored, headers=headers["replayer"]).status_code == 202
+    before = snapshot(client)
+    with runtime.db.sessions() as session:
+        info = runtime.catalog.current(session, MODEL_ID)
+
+    def pending(name: str, **kwargs) -> PendingUpdate:
+        body, _ = make_update(GROUPS, **kwargs)
+        return PendingUpdate(info, parse_update(body)[0], pks[name], body, 0.0)
+
+    batch = [
+        pending("busy", seed=2), pending("busy", seed=3), pending("busy", seed=4),  # burst 2: the third is refused
+        pending("replayer", seed=5, nonce="already-stored-nonce"),
+        pending("stale", seed=6, base_version=3),
+        # the same nonce twice in one batch: the second is a replay
+        pending("fine", seed=7, nonce="twice-in-one-batch"), pending("fine", seed=8, nonce="twice-in-one-batch"),
+    ]
+    outcomes = store_updates(runtime.db, batch, limits=runtime.limits)
+
+    codes = [getattr(o, "code", "accepted") for o in outcomes]
+    assert codes == ["accepted", "accepted", "rate_limited", "replayed_nonce", "stale_base", "accepted",
+                     "replayed_nonce"]
+    after = snapshot(client)
+    accepted_ids = sorted(o.update_id for o in outcomes if not isinstance(o, Exception))
+    with runtime.db.sessions() as session:
+        nonces = dict(session.execute(select(Update.id, Update.nonce).where(Update.id.in_(accepted_ids))).all())
+    assert sorted(nonces.values()) == sorted(batch[i].meta.nonce for i in (0, 1, 5))
+    assert after[0][0] == before[0][0] + 3
+    buckets_before = {pk: (tokens, at) for pk, tokens, at in before[4]}
+    buckets_after = {pk: (tokens, at) for pk, tokens, at in after[4]}
+    for name in ("replayer", "stale"):  # refused outright: their buckets are exactly as they were
+        assert buckets_after[pks[name]] == buckets_before[pks[name]]
+    assert buckets_after[pks["busy"]][0] < 1.0  # both tokens taken, none refunded wrongly
+
+
+def test_concurrent_uploads_share_one_transaction(app_client, bundle):
+    """Uploads queued while the committer is busy go into one batch; each gets its own receipt."""
+    import asyncio
+
+    from aggregator.services.intake import Intake
+
+    client = app_client()
+    root, _ = bundle
+    publish(client, root, {"round_size": 100})
+    runtime = client.app.state.runtime
+    devices = [runtime.tokens.lookup(hash_token(register(client)["Authorization"].split()[1])) for _ in range(10)]
+    bodies = [make_update(GROUPS, seed=i)[0] for i in range(10)]
+    with runtime.db.sessions() as session:
+        runtime.catalog.current(session, MODEL_ID)  # cached: validation then needs no thread
+    intake = Intake(runtime.db, runtime.catalog, runtime.limits)
+    batches: list[int] = []
+    intake.on_batch = batches.append
+
+    async def upload_all() -> list:
+        try:  # all ten are validated and queued before the committer first runs
+            return await asyncio.gather(*(intake.submit(d, MODEL_ID, b) for d, b in zip(devices, bodies, strict=True)))
+        finally:
+            await intake.close()
+
+    receipts = asyncio.run(upload_all())
+
+    assert batches == [10]
+    assert len({r.update_id for r in receipts}) == 10
+    assert client.get(f"/v1/models/{MODEL_ID}/status", headers=ADMIN).json()["pending_updates"] == 10
