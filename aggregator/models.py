@@ -3,7 +3,7 @@
 The shared state is stored as tensors in the database: one safetensors blob per
 (model, model version, state version) in ``bank_versions``. An accepted update is one row of
 ``updates`` (its safetensors deltas in ``tensors``) committed before the 202, and the ``models``
-row is the round row that aggregation locks (``SELECT … FOR UPDATE``).
+row is the round row that aggregation locks (``SELECT … FOR NO KEY UPDATE``).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ Sync mode closes round ``r`` (trained on state ``r``) once ``round_size`` update
 same function the simulation harness calls.
 
 Exactly-once: ``aggregate_model`` runs in ONE transaction that takes the exclusive round lock
-(waiting out in-flight sync uploads), locks the model row ``FOR UPDATE``, re-checks that the
+(waiting out in-flight sync uploads), locks the model row ``FOR NO KEY UPDATE``, re-checks that the
 round is due, writes the new bank version, marks the updates it used ``aggregated`` by id and
 bumps the version. Any number of workers may call it concurrently; a crash anywhere rolls the
 whole step back and leaves the updates pending for the next try.
@@ -101,7 +101,11 @@ def aggregate_model(db: Database, catalog: Catalog, model_pk: int, *, trigger: s
     start = time.perf_counter()
     with db.begin() as session:
         db.lock_round(session, model_pk, exclusive=True)
-        model = session.execute(select(Model).where(Model.id == model_pk).with_for_update()).scalar_one()
+        # FOR NO KEY UPDATE: serialises aggregations of this model but, unlike FOR UPDATE, does not
+        # block the FOR KEY SHARE lock that each concurrent upload's foreign key check takes on this
+        # row (FOR UPDATE stalled every upload for the whole aggregation: the latency tail).
+        model = session.execute(select(Model).where(Model.id == model_pk)
+                                .with_for_update(key_share=True)).scalar_one()
         info = catalog.by_pk(session, model_pk)
         now = time.time() if now is None else now
         conds = _pending_filter(info, model.round)
