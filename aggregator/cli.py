@@ -112,13 +112,17 @@ def serve(host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
 
 @app.command("aggregate-loop")
 @_friendly
-def aggregate_loop(database_url: DbUrl = None) -> None:
+def aggregate_loop(database_url: DbUrl = None,
+                   nice: Annotated[int, typer.Option(
+                       min=0, max=19, help="CPU niceness added to this process: aggregation is background "
+                       "work, uploads waiting on the same cores are not")] = 10) -> None:
     """Close due rounds (size reached, deadline passed) until stopped; run beside servers started
     with FEDPA_SCHEDULER_ENABLED=false, or let `serve --aggregation-process` start it."""
     import threading
 
     from aggregator.services.scheduler import run_aggregation_loop
 
+    os.nice(nice)
     runtime = _runtime(database_url)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -7,6 +7,7 @@ import re
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -52,6 +53,10 @@ def _bank(http: httpx.Client) -> dict[str, np.ndarray]:
     return decode_tensors(http.get(f"/v1/models/{MODEL_ID}/state", headers=ADMIN).content)
 
 
+def _nice(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])  # field 19: nice
+
+
 def _assert_bank(actual, expected):
     for name in expected:
         np.testing.assert_allclose(actual[name], expected[name], rtol=1e-5, atol=1e-6, err_msg=name)
@@ -63,6 +68,8 @@ def test_full_flow_on_sqlite(server_factory, sqlite_url, tmp_path, aggregation_p
     server = server_factory(sqlite_url, args=["--aggregation-process"] if aggregation_process else [])
     loops = [pid for pid, cmd in server.processes().items() if "aggregate-loop" in cmd]
     assert len(loops) == (1 if aggregation_process else 0), server.processes()
+    if aggregation_process:  # background work: it yields the cores to the serving workers
+        assert _nice(loops[0]) == min(19, _nice(server.proc.pid) + 10)
     with httpx.Client(base_url=server.url, timeout=30) as http:
         assert publish(http, tmp_path / "b", {"round_size": 3, "min_reporters": 2}).status_code == 201
         sent = []
