@@ -1,13 +1,16 @@
 """Load benchmark of the aggregator (issue 7 targets), loopback only, bounded in time.
 
-For 1 and 2 uvicorn workers on PostgreSQL (a fresh schema, dropped afterwards):
+First, once, PostgreSQL alone: durable single-row inserts of the same size at ``--rate``/s on one
+connection → p50/p99, the floor this machine's database sets for any server in front of it. Then,
+for 1 and 2 uvicorn workers on PostgreSQL (a fresh schema, dropped afterwards):
 
 1. closed loop: ``--clients`` devices (default 200), each with its own token and keep-alive
    connection, upload ~18 KB safetensors updates back to back for ``--duration`` s → uploads/s,
    with aggregations of 1,000 updates running meanwhile; then the same load for
    ``--intake-duration`` s on a model whose buffer never fills (intake alone);
 2. open loop: requests start on a fixed schedule at ``--rate``/s (default 500) regardless of
-   answers; latency is measured from the *scheduled* start (no coordinated omission) → p50/p99;
+   answers; latency is measured from the *scheduled* start (no coordinated omission) → p50/p99
+   and CPU per upload at that rate;
 3. aggregation: 1,000 pending updates of a second model closed by the admin endpoint → time;
 4. zero lost updates: after a final flush, the 202s counted by the clients == rows accepted ==
    rows aggregated, for every model.
@@ -273,7 +276,11 @@ def run_config(url: str, workers: int, args: argparse.Namespace) -> dict:
                                        zip(("server", "postgres", "load_generator"), cpu0, cpu1, strict=True)}
         closed["cpu_cores_used"] = sum(b - a for a, b in zip(cpu0, cpu1, strict=True)) / (time.perf_counter() - t0)
         closed["loadavg_1min_after"] = os.getloadavg()[0]
+        cpu0 = server.cpu()
         opened = asyncio.run(open_loop(server.port, devices, args.rate, args.open_duration))
+        n = max(1, opened["accepted"])
+        opened["cpu_ms_per_upload"] = {name: 1000 * (b - a) / n for name, a, b in
+                                       zip(("server", "postgres"), cpu0, server.cpu(), strict=True)}
         # Intake alone: the same load on a model whose buffer never fills (no aggregation running).
         intake_devices = devices_for(server, intake_model, args.clients)
         intake = asyncio.run(closed_loop(server.port, intake_devices, args.intake_duration))
@@ -321,6 +328,29 @@ async def closed_loop_count(port: int, devices: list[Device], total: int) -> int
     return accepted
 
 
+def postgres_floor(dsn: str, schema: str, rate: float, duration: float) -> dict:
+    """PostgreSQL alone: one connection, one durable 18 KB insert per transaction at ``rate``/s.
+
+    The latency floor the database and disk of this machine set for any server in front of them.
+    """
+    body = payload_bytes() * b"\x01"
+    latencies = []
+    with psycopg.connect(dsn) as conn:
+        conn.execute(f"CREATE TABLE {schema}.floor (id bigserial PRIMARY KEY, nonce text UNIQUE, tensors bytea)")
+        conn.execute(f"ALTER TABLE {schema}.floor ALTER COLUMN tensors SET STORAGE EXTERNAL")
+        conn.commit()
+        start = time.perf_counter()
+        for i in range(int(rate * duration)):
+            scheduled = start + i / rate
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            conn.execute(f"INSERT INTO {schema}.floor (nonce, tensors) VALUES (%s, %s)", (f"n{i}", body))
+            conn.commit()
+            latencies.append(time.perf_counter() - scheduled)
+    return {"offered_per_s": rate, "inserts": len(latencies), **_percentiles(latencies)}
+
+
 def payload_bytes() -> int:
     prefix, suffix = body_template("load-w1", {"age": 0, "region": 0}, 0)
     return len(prefix) + NONCE_LEN + len(suffix)
@@ -356,6 +386,9 @@ def main() -> None:
     url = args.database.replace("postgresql://", "postgresql+psycopg://") + f"?options=-csearch_path%3D{schema}"
     results = []
     try:
+        floor = postgres_floor(args.database, schema, args.rate, args.open_duration)
+        print(f"PostgreSQL alone, one durable 18 KB insert per transaction at {args.rate:.0f}/s: "
+              f"p50 {floor['p50_ms']:.1f} ms, p99 {floor['p99_ms']:.1f} ms, max {floor['max_ms']:.0f} ms")
         for workers in args.workers:
             result = run_config(url, workers, args)
             results.append(result)
@@ -369,8 +402,10 @@ def main() -> None:
             i = result["intake_only_closed_loop"]
             print(f"  intake only (no aggregation running): {i['uploads_per_s']:.0f} uploads/s "
                   f"(p50 {i['p50_ms']:.1f} ms, p99 {i['p99_ms']:.1f} ms)")
+            ocpu = o["cpu_ms_per_upload"]
             print(f"  open loop {args.rate:.0f}/s offered: achieved {o['achieved_per_s']:.0f}/s, "
-                  f"p50 {o['p50_ms']:.1f} ms, p99 {o['p99_ms']:.1f} ms, max {o['max_ms']:.0f} ms")
+                  f"p50 {o['p50_ms']:.1f} ms, p99 {o['p99_ms']:.1f} ms, max {o['max_ms']:.0f} ms; CPU per upload: "
+                  f"server {ocpu['server']:.2f} ms, PostgreSQL {ocpu['postgres']:.2f} ms")
             print(f"  aggregation of {a['updates']} updates: {a['transaction_s'] * 1000:.0f} ms in the transaction, "
                   f"{a['request_s'] * 1000:.0f} ms end to end")
             print(f"  zero lost updates: {z}")
@@ -379,7 +414,7 @@ def main() -> None:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
     report = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0],
                           "loadavg_at_start": load_at_start, "loadavg_at_end": os.getloadavg()},
-              "payload_bytes": payload_bytes(),
+              "payload_bytes": payload_bytes(), "postgres_alone_open_loop": floor,
               "args": {k: str(v) for k, v in vars(args).items()}, "results": results,
               "median_closed_loop_uploads_per_s": statistics.median(r["closed_loop"]["uploads_per_s"] for r in results)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
