@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     # Group commit (services/intake.py): most uploads per transaction; transactions in flight per worker.
     intake_max_batch: int = Field(64, ge=1)
     intake_committers: int = Field(1, ge=1)
+    intake_max_queue: int = Field(4096, ge=1)  # uploads waiting for their transaction; beyond → 503
 
     db_pool_size: int = Field(10, ge=1)
     db_max_overflow: int = Field(10, ge=0)

@@ -24,6 +24,7 @@ __all__ = [
     "NotFoundError",
     "PayloadTooLarge",
     "RateLimited",
+    "ServiceUnavailable",
     "Unauthorized",
     "Unprocessable",
     "error_response",
@@ -92,6 +93,16 @@ class RateLimited(ApiError):
 
     def __init__(self, detail: str, *, retry_after_s: float) -> None:
         super().__init__(detail, headers={"Retry-After": str(max(1, int(retry_after_s + 0.999)))})
+
+
+class ServiceUnavailable(ApiError):
+    """503: nothing was stored and the request may be retried (queue full, database failing)."""
+
+    status_code = 503
+    code = "unavailable"
+
+    def __init__(self, detail: str, *, code: str | None = None, retry_after_s: float = 1.0) -> None:
+        super().__init__(detail, code=code, headers={"Retry-After": str(max(1, int(retry_after_s + 0.999)))})
 
 
 # fedpa.errors outside the ApiError branch → (status, code).

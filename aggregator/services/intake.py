@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ import numpy as np
 from anyio import to_thread
 from pydantic import ValidationError
 
-from aggregator.core.errors import ConflictError, RateLimited, Unprocessable
+from aggregator.core.errors import ConflictError, RateLimited, ServiceUnavailable, Unprocessable
 from aggregator.db import Database, RawTransaction
 from aggregator.schemas import UpdateAccepted
 from aggregator.services.catalog import Catalog, ModelInfo, model_version_conflict
@@ -44,6 +45,8 @@ from fedpa.protocol import UpdateMeta, UpdatePrivacy
 
 __all__ = ["META_KEY", "Intake", "Limits", "PendingUpdate", "groups_key", "parse_update", "read_metadata",
            "store_updates"]
+
+log = logging.getLogger(__name__)
 
 META_KEY = "fedpa.update"  # safetensors __metadata__ key holding the UpdateMeta JSON
 _MAX_HEADER = 1 << 20
@@ -267,16 +270,19 @@ class Intake:
     A committer takes every upload queued so far (up to ``max_batch``) into one transaction, so
     under load each batch carries what arrived during the previous one and a new upload waits at
     most for one batch to finish. One committer per worker measured best (bigger batches: fewer
-    transactions); ``committers`` > 1 overlaps transactions on separate pooled connections.
+    transactions); ``committers`` > 1 overlaps transactions on separate pooled connections. More
+    than ``max_queue`` uploads waiting means the database is not keeping up: new ones get 503
+    with Retry-After instead of piling up in memory.
     """
 
     def __init__(self, db: Database, catalog: Catalog, limits: Limits, *, max_batch: int = 64,
-                 committers: int = 1) -> None:
+                 committers: int = 1, max_queue: int = 4096) -> None:
         self.db = db
         self.catalog = catalog
         self.limits = limits
         self.max_batch = max_batch
         self.committers = committers
+        self.max_queue = max_queue
         self._queue: asyncio.Queue[tuple[PendingUpdate, asyncio.Future[UpdateAccepted]]] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.on_batch: Callable[[int], None] | None = None  # batch-size hook (metrics)
@@ -286,7 +292,7 @@ class Intake:
             return self.catalog.version(session, model_id, model_version)
 
     async def submit(self, device: DeviceAuth, model_id: str, body: bytes) -> UpdateAccepted:
-        """Validate one upload and return its receipt once committed; raises a FedPAError (→ 4xx) on refusal."""
+        """Validate one upload and return its receipt once committed; raises a FedPAError (→ 4xx/503) on refusal."""
         meta, arrays = parse_update(body)
         if meta.model_id != model_id:
             raise Unprocessable(f"metadata model_id {meta.model_id!r} does not match the URL's {model_id!r}",
@@ -298,6 +304,9 @@ class Intake:
         if self._queue is None:
             self._start()
         assert self._queue is not None
+        if self._queue.qsize() >= self.max_queue:
+            raise ServiceUnavailable(f"{self._queue.qsize()} uploads are waiting for the database; retry shortly",
+                                     code="intake_busy")
         future: asyncio.Future[UpdateAccepted] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((PendingUpdate(info, meta, device.pk, body, time.time()), future))
         return await future
@@ -318,10 +327,12 @@ class Intake:
             while len(batch) < self.max_batch and not queue.empty():
                 batch.append(queue.get_nowait())
             try:
-                outcomes: list[UpdateAccepted | FedPAError] | BaseException = await to_thread.run_sync(
+                outcomes: list[UpdateAccepted | FedPAError] | FedPAError = await to_thread.run_sync(
                     self._store, [update for update, _ in batch])
-            except Exception as exc:  # the batch rolled back: every upload in it fails (→ 5xx)
-                outcomes = exc
+            except Exception:  # rolled back: nothing of this batch was stored, the devices may retry
+                log.exception("storing a batch of %d uploads failed", len(batch))
+                outcomes = ServiceUnavailable("the database did not store this upload; retry shortly",
+                                              code="storage_unavailable")
             except BaseException:  # cancelled at shutdown: nobody may wait forever
                 for _, future in batch:
                     future.cancel()
@@ -331,8 +342,8 @@ class Intake:
             for i, (_, future) in enumerate(batch):
                 if future.done():  # the client went away
                     continue
-                outcome = outcomes if isinstance(outcomes, BaseException) else outcomes[i]
-                if isinstance(outcome, BaseException):
+                outcome = outcomes if isinstance(outcomes, FedPAError) else outcomes[i]
+                if isinstance(outcome, FedPAError):
                     future.set_exception(outcome)
                 else:
                     future.set_result(outcome)

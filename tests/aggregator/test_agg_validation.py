@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from agg_helpers import ADMIN, DECLARED, MODEL_ID, SPEC, make_update, publish, register, write_bundle
+from agg_helpers import ADMIN, DECLARED, MODEL_ID, SPEC, make_settings, make_update, publish, register, write_bundle
 from sqlalchemy import func, select
 
 from aggregator.models import Aggregation, BankVersion, Device, Model, Update
@@ -371,3 +371,57 @@ def test_concurrent_uploads_share_one_transaction(app_client, bundle):
     assert batches == [10]
     assert len({r.update_id for r in receipts}) == 10
     assert client.get(f"/v1/models/{MODEL_ID}/status", headers=ADMIN).json()["pending_updates"] == 10
+
+
+def _warm_intake(client, **kwargs):
+    """An Intake over the app's catalog (warmed: validation needs no thread) and devices."""
+    from aggregator.services.intake import Intake
+
+    runtime = client.app.state.runtime
+    with runtime.db.sessions() as session:
+        runtime.catalog.current(session, MODEL_ID)
+    devices = [runtime.tokens.lookup(hash_token(register(client)["Authorization"].split()[1])) for _ in range(3)]
+    return Intake(kwargs.pop("db", runtime.db), runtime.catalog, runtime.limits, **kwargs), devices
+
+
+def _submit_all(intake, devices, *rounds: list[bytes]) -> list[list]:
+    """Each round's uploads submitted together (one device each); the outcomes of every round."""
+    import asyncio
+
+    async def run() -> list[list]:
+        try:
+            return [await asyncio.gather(*(intake.submit(d, MODEL_ID, b) for d, b in zip(devices, bodies,
+                                                                                          strict=False)),
+                                         return_exceptions=True) for bodies in rounds]
+        finally:
+            await intake.close()
+
+    return asyncio.run(run())
+
+
+def test_full_intake_queue_answers_503_and_stores_nothing_more(app_client, bundle):
+    client = app_client()
+    publish(client, bundle[0], {"round_size": 100})
+    intake, devices = _warm_intake(client, max_queue=2)
+
+    [outcomes] = _submit_all(intake, devices, [make_update(GROUPS, seed=i)[0] for i in range(3)])
+
+    assert [getattr(o, "code", "accepted") for o in outcomes] == ["accepted", "accepted", "intake_busy"]
+    assert (outcomes[2].status_code, outcomes[2].headers["Retry-After"]) == (503, "1")
+    assert client.get(f"/v1/models/{MODEL_ID}/status", headers=ADMIN).json()["pending_updates"] == 2
+
+
+def test_database_failure_answers_503_for_the_whole_batch(app_client, bundle):
+    """A batch the database could not store is refused as a whole (retryable), and the committer goes on."""
+    from aggregator.db import Database
+
+    client = app_client()
+    publish(client, bundle[0], {"round_size": 100})
+    unreachable = Database(make_settings("postgresql+psycopg://postgres@127.0.0.1:1/nothing"))  # nothing listens
+    intake, devices = _warm_intake(client, db=unreachable)
+
+    first, later = _submit_all(intake, devices, [make_update(GROUPS, seed=i)[0] for i in range(3)],
+                               [make_update(GROUPS, seed=9)[0]])
+
+    assert [(o.status_code, o.code) for o in first + later] == [(503, "storage_unavailable")] * 4
+    assert client.get(f"/v1/models/{MODEL_ID}/status", headers=ADMIN).json()["pending_updates"] == 0

@@ -14,7 +14,7 @@ __all__ = ["router"]
 
 router = APIRouter(tags=["updates"], route_class=DirectRoute)  # the hot path: see api/direct.py
 
-_ERRORS = {code: {"model": ErrorBody} for code in (401, 403, 404, 409, 413, 422, 429)}
+_ERRORS = {code: {"model": ErrorBody} for code in (401, 403, 404, 409, 413, 422, 429, 503)}
 _BODY = {"requestBody": {"required": True, "content": {"application/octet-stream": {"schema": {
     "type": "string", "format": "binary",
     "description": "safetensors of the deltas (wire names); __metadata__['fedpa.update'] = UpdateMeta JSON"}}}}}
