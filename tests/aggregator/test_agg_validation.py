@@ -425,3 +425,30 @@ def test_database_failure_answers_503_for_the_whole_batch(app_client, bundle):
 
     assert [(o.status_code, o.code) for o in first + later] == [(503, "storage_unavailable")] * 4
     assert client.get(f"/v1/models/{MODEL_ID}/status", headers=ADMIN).json()["pending_updates"] == 0
+
+
+@pytest.mark.parametrize(("delay_s", "batches"), [(0.0, [1, 1]), (0.5, [2])])
+def test_commit_delay_lets_a_small_batch_wait_for_company(app_client, bundle, delay_s, batches):
+    import asyncio
+
+    client = app_client()
+    publish(client, bundle[0], {"round_size": 100})
+    intake, devices = _warm_intake(client, commit_delay_s=delay_s)
+    sizes: list[int] = []
+    intake.on_batch = sizes.append
+    bodies = [make_update(GROUPS, seed=i)[0] for i in range(2)]
+
+    async def late(device, body):
+        await asyncio.sleep(0.1)  # arrives while the first upload's batch waits (or is already stored)
+        return await intake.submit(device, MODEL_ID, body)
+
+    async def run() -> list:
+        try:
+            return await asyncio.gather(intake.submit(devices[0], MODEL_ID, bodies[0]), late(devices[1], bodies[1]))
+        finally:
+            await intake.close()
+
+    receipts = asyncio.run(run())
+
+    assert sizes == batches
+    assert len({r.update_id for r in receipts}) == 2
