@@ -272,8 +272,8 @@ class Intake:
     most for one batch to finish. One committer per worker measured best (bigger batches: fewer
     transactions); ``committers`` > 1 overlaps transactions on separate pooled connections.
     ``commit_delay_s`` > 0 lets a batch that would be small wait that long for company first: at
-    moderate load (500/s) 4 ms cut CPU per upload by a quarter in the server and a third in
-    PostgreSQL, for up to 4 ms of added latency. More than ``max_queue`` uploads waiting means the
+    moderate load (500/s) 4 ms cut PostgreSQL's CPU per upload by about a quarter (fewer, larger
+    transactions), for up to 4 ms of added latency. More than ``max_queue`` uploads waiting means the
     database is not keeping up: new ones get 503 with Retry-After instead of piling up in memory.
     """
 
