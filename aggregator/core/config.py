@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     auto_migrate: bool = True  # alembic upgrade head at startup (under a lock, safe with N workers)
 
     # Group commit (services/intake.py): most uploads per transaction; transactions in flight per worker.
-    intake_max_batch: int = Field(64, ge=1)
+    intake_max_batch: int = Field(64, ge=1, le=1000)  # 12 bound parameters per upload: stay far below driver limits
     intake_committers: int = Field(1, ge=1)
     intake_max_queue: int = Field(4096, ge=1)  # uploads waiting for their transaction; beyond → 503
     intake_commit_delay_ms: float = Field(4.0, ge=0, le=1000)  # a small batch waits this long for more
