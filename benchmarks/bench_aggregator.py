@@ -10,7 +10,7 @@ for 1 and 2 uvicorn workers on PostgreSQL (a fresh schema, dropped afterwards):
    ``--intake-duration`` s on a model whose buffer never fills (intake alone);
 2. open loop: requests start on a fixed schedule at ``--rate``/s (default 500) regardless of
    answers; latency is measured from the *scheduled* start (no coordinated omission) → p50/p99
-   and CPU per upload at that rate;
+   and CPU per upload at that rate; then the same on the intake-only model (no aggregation);
 3. aggregation: 1,000 pending updates of a second model closed by the admin endpoint → time;
 4. zero lost updates: after a final flush, the 202s counted by the clients == rows accepted ==
    rows aggregated, for every model.
@@ -284,6 +284,7 @@ def run_config(url: str, workers: int, args: argparse.Namespace) -> dict:
         # Intake alone: the same load on a model whose buffer never fills (no aggregation running).
         intake_devices = devices_for(server, intake_model, args.clients)
         intake = asyncio.run(closed_loop(server.port, intake_devices, args.intake_duration))
+        intake_open = asyncio.run(open_loop(server.port, intake_devices, args.rate, args.open_duration))
         # Aggregation of exactly 1,000 pending updates, timed end to end and inside the transaction.
         agg_devices = devices_for(server, agg_model, 50)
         asyncio.run(closed_loop_count(server.port, agg_devices, 1000))
@@ -300,9 +301,11 @@ def run_config(url: str, workers: int, args: argparse.Namespace) -> dict:
                 "ok": sent == final["accepted_total"] == final["aggregated_total"]}
         aggregations = server.http.get("/metrics").text.count("fedpa_aggregations_total{")
         intake_final = server.http.get(f"/v1/models/{intake_model}/status", headers=ADMIN).json()
-        lost["intake_ok"] = intake["accepted"] == intake_final["accepted_total"] == intake_final["pending_updates"]
+        intake_sent = intake["accepted"] + intake_open["accepted"]
+        lost["intake_ok"] = intake_sent == intake_final["accepted_total"] == intake_final["pending_updates"]
         lost["ok"] = lost["ok"] and lost["intake_ok"]
         return {"workers": workers, "closed_loop": closed, "intake_only_closed_loop": intake, "open_loop": opened,
+                "intake_only_open_loop": intake_open,
                 "aggregation_1000": aggregation,
                 "zero_lost": lost, "aggregation_metric_series": aggregations}
     finally:
@@ -406,6 +409,9 @@ def main() -> None:
             print(f"  open loop {args.rate:.0f}/s offered: achieved {o['achieved_per_s']:.0f}/s, "
                   f"p50 {o['p50_ms']:.1f} ms, p99 {o['p99_ms']:.1f} ms, max {o['max_ms']:.0f} ms; CPU per upload: "
                   f"server {ocpu['server']:.2f} ms, PostgreSQL {ocpu['postgres']:.2f} ms")
+            io = result["intake_only_open_loop"]
+            print(f"  open loop {args.rate:.0f}/s offered, intake only (no aggregation running): "
+                  f"p50 {io['p50_ms']:.1f} ms, p99 {io['p99_ms']:.1f} ms, max {io['max_ms']:.0f} ms")
             print(f"  aggregation of {a['updates']} updates: {a['transaction_s'] * 1000:.0f} ms in the transaction, "
                   f"{a['request_s'] * 1000:.0f} ms end to end")
             print(f"  zero lost updates: {z}")
