@@ -155,6 +155,22 @@ class Database:
         finally:
             conn.close()  # back to the pool
 
+    def read_one(self, sql: str, params: Mapping[str, object]) -> tuple | None:
+        """First row of one read-only statement (``:name`` placeholders) on a pooled DBAPI connection.
+
+        For hot reads, like ``raw`` for writes: the ORM cost ~1.2 ms of CPU for a one-row lookup.
+        Takes no write lock (SQLite) and ends the read transaction psycopg opened.
+        """
+        conn = self.engine.raw_connection()
+        try:
+            cursor = conn.cursor()
+            cursor.execute(_pyformat(sql) if self.is_postgres else sql, params)
+            row = cursor.fetchone()
+            conn.rollback()
+            return None if row is None else tuple(row)
+        finally:
+            conn.close()  # back to the pool
+
     @property
     def integrity_error(self) -> type[Exception]:
         """The driver's IntegrityError (unique violations on the raw path)."""

@@ -452,3 +452,25 @@ def test_commit_delay_lets_a_small_batch_wait_for_company(app_client, bundle, de
 
     assert sizes == batches
     assert len({r.update_id for r in receipts}) == 2
+
+
+def test_token_cache_expiries_are_spread_within_the_ttl(app_client, bundle):
+    """A revoked token lives at most token_cache_s; devices seen together do not all expire together."""
+    import time
+
+    from aggregator.services.devices import TokenCache, revoke_device
+
+    client = app_client()
+    publish(client, bundle[0], {"round_size": 100})
+    runtime = client.app.state.runtime
+    tokens = [register(client)["Authorization"].split()[1] for _ in range(40)]
+    cache = TokenCache(runtime.db, ttl_s=10.0)
+    start = time.monotonic()
+    devices = [cache.lookup(hash_token(t)) for t in tokens]
+    expiries = [cache._items[hash_token(t)][0] - start for t in tokens]
+    revoke_device(runtime.db, devices[0].device_id)
+
+    assert all(d is not None for d in devices)
+    assert all(4.9 <= e <= 10.1 for e in expiries) and max(expiries) - min(expiries) > 1.0
+    assert cache.lookup(hash_token(tokens[0])) == devices[0]  # cached: revocation not seen yet
+    assert TokenCache(runtime.db, ttl_s=10.0).lookup(hash_token(tokens[0])) is None  # a fresh lookup sees it
