@@ -171,11 +171,6 @@ class Database:
         finally:
             conn.close()  # back to the pool
 
-    @property
-    def integrity_error(self) -> type[Exception]:
-        """The driver's IntegrityError (unique violations on the raw path)."""
-        return self.engine.dialect.loaded_dbapi.IntegrityError
-
     def lock_round(self, session: Session | RawTransaction, model_pk: int, *, exclusive: bool) -> None:
         """Transaction-scoped round lock: shared for sync uploads, exclusive for aggregation."""
         if self.is_postgres:

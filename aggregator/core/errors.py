@@ -87,12 +87,17 @@ class PayloadTooLarge(ApiError):
     code = "payload_too_large"
 
 
+def _retry_after(seconds: float) -> dict[str, str]:
+    """The Retry-After header: whole seconds, rounded up, at least 1."""
+    return {"Retry-After": str(max(1, int(seconds + 0.999)))}
+
+
 class RateLimited(ApiError):
     status_code = 429
     code = "rate_limited"
 
     def __init__(self, detail: str, *, retry_after_s: float) -> None:
-        super().__init__(detail, headers={"Retry-After": str(max(1, int(retry_after_s + 0.999)))})
+        super().__init__(detail, headers=_retry_after(retry_after_s))
 
 
 class ServiceUnavailable(ApiError):
@@ -102,7 +107,7 @@ class ServiceUnavailable(ApiError):
     code = "unavailable"
 
     def __init__(self, detail: str, *, code: str | None = None, retry_after_s: float = 1.0) -> None:
-        super().__init__(detail, code=code, headers={"Retry-After": str(max(1, int(retry_after_s + 0.999)))})
+        super().__init__(detail, code=code, headers=_retry_after(retry_after_s))
 
 
 # fedpa.errors outside the ApiError branch → (status, code).

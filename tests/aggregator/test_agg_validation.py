@@ -305,10 +305,11 @@ def test_one_batch_gives_each_upload_its_own_verdict(app_client, bundle):
     root, _ = bundle
     publish(client, root, {"round_size": 100})
     runtime = client.app.state.runtime
-    headers = {name: register(client) for name in ("busy", "replayer", "stale", "fine")}
-    pks = {name: runtime.tokens.lookup(hash_token(h["Authorization"].split()[1])).pk for name, h in headers.items()}
+    pks = {name: _device(client).pk for name in ("busy", "stale", "fine")}
+    replayer = register(client)
+    pks["replayer"] = runtime.tokens.lookup(hash_token(replayer["Authorization"].split()[1])).pk
     stored, _ = make_update(GROUPS, seed=1, nonce="already-stored-nonce")
-    assert client.post(URL, content=stored, headers=headers["replayer"]).status_code == 202
+    assert client.post(URL, content=stored, headers=replayer).status_code == 202
     before = snapshot(client)
     with runtime.db.sessions() as session:
         info = runtime.catalog.current(session, MODEL_ID)
@@ -344,44 +345,35 @@ def test_one_batch_gives_each_upload_its_own_verdict(app_client, bundle):
 
 def test_concurrent_uploads_share_one_transaction(app_client, bundle):
     """Uploads queued while the committer is busy go into one batch; each gets its own receipt."""
-    import asyncio
-
-    from aggregator.services.intake import Intake
-
     client = app_client()
-    root, _ = bundle
-    publish(client, root, {"round_size": 100})
-    runtime = client.app.state.runtime
-    devices = [runtime.tokens.lookup(hash_token(register(client)["Authorization"].split()[1])) for _ in range(10)]
-    bodies = [make_update(GROUPS, seed=i)[0] for i in range(10)]
-    with runtime.db.sessions() as session:
-        runtime.catalog.current(session, MODEL_ID)  # cached: validation then needs no thread
-    intake = Intake(runtime.db, runtime.catalog, runtime.limits)
+    publish(client, bundle[0], {"round_size": 100})
+    intake, devices = _warm_intake(client, devices=10)
     batches: list[int] = []
     intake.on_batch = batches.append
 
-    async def upload_all() -> list:
-        try:  # all ten are validated and queued before the committer first runs
-            return await asyncio.gather(*(intake.submit(d, MODEL_ID, b) for d, b in zip(devices, bodies, strict=True)))
-        finally:
-            await intake.close()
-
-    receipts = asyncio.run(upload_all())
+    # all ten are validated and queued before the committer first runs
+    [receipts] = _submit_all(intake, devices, [make_update(GROUPS, seed=i)[0] for i in range(10)])
 
     assert batches == [10]
     assert len({r.update_id for r in receipts}) == 10
     assert client.get(f"/v1/models/{MODEL_ID}/status", headers=ADMIN).json()["pending_updates"] == 10
 
 
-def _warm_intake(client, **kwargs):
-    """An Intake over the app's catalog (warmed: validation needs no thread) and devices."""
+def _device(client):
+    """A newly registered device, as the intake sees it (DeviceAuth)."""
+    token = register(client)["Authorization"].split()[1]
+    return client.app.state.runtime.tokens.lookup(hash_token(token))
+
+
+def _warm_intake(client, *, devices: int = 3, **kwargs):
+    """An Intake over the app's catalog (warmed: validation needs no thread) and ``devices`` devices."""
     from aggregator.services.intake import Intake
 
     runtime = client.app.state.runtime
     with runtime.db.sessions() as session:
         runtime.catalog.current(session, MODEL_ID)
-    devices = [runtime.tokens.lookup(hash_token(register(client)["Authorization"].split()[1])) for _ in range(3)]
-    return Intake(kwargs.pop("db", runtime.db), runtime.catalog, runtime.limits, **kwargs), devices
+    return (Intake(kwargs.pop("db", runtime.db), runtime.catalog, runtime.limits, **kwargs),
+            [_device(client) for _ in range(devices)])
 
 
 def _submit_all(intake, devices, *rounds: list[bytes]) -> list[list]:
