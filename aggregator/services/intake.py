@@ -7,9 +7,9 @@ the manifest's → *in the transaction*: the base version is current (sync) or n
 (async), the nonce is new, and the device's token bucket holds a token. The commit happens
 before the handler answers 202, so an accepted update survives a crash.
 
-Why group commit: one transaction per upload cost ~1.3 ms of a worker's CPU (a thread hop, a
-pooled connection, three round trips, a commit) — more than the HTTP handling and validation
-together, which capped a worker near 450 uploads/s. ``Intake`` validates on the event loop and
+Why group commit: one transaction per upload (a thread hop, a pooled connection, three round
+trips, a commit) cost a worker more CPU than the HTTP handling and validation together, which
+capped a worker near 450 uploads/s. ``Intake`` validates on the event loop and
 queues the upload; a committer stores every upload queued meanwhile in one transaction, one
 thread hop and one commit for the whole batch. Each upload still gets its own verdict: a refused
 upload in a batch changes nothing and does not affect the others.
