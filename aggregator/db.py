@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
+import psycopg
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -32,13 +33,23 @@ from aggregator.core.config import Settings
 if TYPE_CHECKING:  # alembic (and mako) load only when migrating: workers start faster
     from alembic.config import Config
 
-__all__ = ["Database", "RawTransaction", "alembic_config", "make_engine", "run_migrations"]
+__all__ = ["Database", "LoopConnection", "Rows", "Script", "Statement", "alembic_config", "make_engine",
+           "run_migrations"]
 
 log = logging.getLogger(__name__)
 
 _LOCK_CLASS = 0x46504100  # "FPA\0": namespace of our advisory locks (first key of the pair)
 _MIGRATION_LOCK = 0x7FFF  # second key of the migration lock (model pks are small positive ints)
 _ALEMBIC_DIR = Path(__file__).with_name("alembic")
+
+T = TypeVar("T")
+Statement = tuple[str, Mapping[str, object]]  # SQL with ``:name`` placeholders, and its parameters
+Rows = list[tuple[Any, ...]]
+# A transaction written once as a generator: it yields each statement, is sent that statement's
+# rows, and returns its result. ``Database.run`` executes it on a blocking connection (SQLite, or in
+# a thread) and ``LoopConnection.run`` on the event loop (PostgreSQL), so the upload path's SQL and
+# its decisions exist once.
+Script = Generator[Statement, Rows, T]
 
 
 def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> Engine:
@@ -106,17 +117,56 @@ def _pyformat(sql: str) -> str:
     return re.sub(r"(?<![:\w]):([A-Za-z_]\w*)", r"%(\1)s", sql.replace("%", "%%"))
 
 
-class RawTransaction:
-    """A DBAPI cursor inside one transaction, for the few hot statements (see ``Database.raw``)."""
+def _run(script: Script[T], execute: Callable[[str, Mapping[str, object]], Rows]) -> T:
+    """Feed each statement the script yields to ``execute`` and send the rows back; its return value."""
+    try:
+        statement = next(script)
+        while True:
+            statement = script.send(execute(*statement))
+    except StopIteration as done:
+        return done.value
+    finally:
+        script.close()
 
-    def __init__(self, cursor: object, *, pyformat: bool) -> None:
-        self.cursor = cursor
-        self._pyformat = pyformat
 
-    def execute(self, sql: str, params: Mapping[str, object] | None = None) -> object:
-        """Run ``sql`` written with ``:name`` placeholders; returns the cursor (fetchone, rowcount)."""
-        self.cursor.execute(_pyformat(sql) if self._pyformat else sql, params or {})  # type: ignore[attr-defined]
-        return self.cursor
+class LoopConnection:
+    """One psycopg ``AsyncConnection`` used from the event loop by one task at a time (a committer).
+
+    The upload path's transaction then needs no thread: handing every batch to a worker thread and
+    back (and the GIL between them) was most of the upload latency tail. Connects lazily, inside the
+    running loop; after a connection failure it reconnects on the next transaction.
+    """
+
+    def __init__(self, conninfo: str) -> None:
+        self._conninfo = conninfo
+        self._conn: psycopg.AsyncConnection | None = None
+
+    async def run(self, script: Script[T]) -> T:
+        """Run ``script`` in one transaction, committed before this returns; rolled back if it raises."""
+        conn = self._conn
+        if conn is None or conn.closed:
+            conn = self._conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+        try:
+            async with conn.transaction(), conn.cursor() as cursor:
+                try:
+                    statement = next(script)
+                    while True:
+                        sql, params = statement
+                        await cursor.execute(_pyformat(sql), params)
+                        rows = await cursor.fetchall() if cursor.description is not None else []
+                        statement = script.send(rows)
+                except StopIteration as done:
+                    return done.value
+                finally:
+                    script.close()
+        except psycopg.OperationalError:
+            await self.close()  # the connection may be broken: start afresh next time
+            raise
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
 
 
 class Database:
@@ -134,26 +184,37 @@ class Database:
         with self.sessions.begin() as session:
             yield session
 
-    @contextmanager
-    def raw(self) -> Iterator[RawTransaction]:
-        """One transaction on a pooled DBAPI connection, bypassing SQLAlchemy's statement machinery.
+    def run(self, script: Script[T]) -> T:
+        """Run ``script`` (see ``Script``) in one transaction on a pooled DBAPI connection; blocking.
 
-        The upload path runs three tiny statements per request; building and compiling them through
-        the ORM cost ~2 ms of CPU per upload, which capped a worker near 400 uploads/s. Everything
-        else uses sessions. SQLite gets the same ``BEGIN IMMEDIATE`` as sessions do.
+        For the hot path, bypassing SQLAlchemy's statement machinery: building and compiling its
+        statements through the ORM cost ~2 ms of CPU per upload, which capped a worker near 400
+        uploads/s. Everything else uses sessions. SQLite gets the same ``BEGIN IMMEDIATE`` as sessions.
         """
         conn = self.engine.raw_connection()
         try:
             cursor = conn.cursor()
             if not self.is_postgres:
                 cursor.execute("BEGIN IMMEDIATE")
-            yield RawTransaction(cursor, pyformat=self.is_postgres)
+
+            def execute(sql: str, params: Mapping[str, object]) -> Rows:
+                cursor.execute(_pyformat(sql) if self.is_postgres else sql, params)
+                return cursor.fetchall() if cursor.description is not None else []
+
+            result = _run(script, execute)
             conn.commit()
+            return result
         except BaseException:
             conn.rollback()
             raise
         finally:
             conn.close()  # back to the pool
+
+    def loop_connection(self) -> LoopConnection | None:
+        """A new event-loop connection to the same PostgreSQL database; None on SQLite (use ``run``)."""
+        if not self.is_postgres:
+            return None
+        return LoopConnection(self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False))
 
     def read_one(self, sql: str, params: Mapping[str, object]) -> tuple | None:
         """First row of one read-only statement (``:name`` placeholders) on a pooled DBAPI connection.
@@ -171,15 +232,18 @@ class Database:
         finally:
             conn.close()  # back to the pool
 
-    def lock_round(self, session: Session | RawTransaction, model_pk: int, *, exclusive: bool) -> None:
+    def round_lock(self, model_pk: int, *, exclusive: bool) -> Statement | None:
+        """The statement taking the transaction-scoped round lock; None where there is none (SQLite)."""
+        if not self.is_postgres:
+            return None
+        fn = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+        return f"SELECT {fn}(:c, :k)", {"c": _LOCK_CLASS, "k": model_pk}
+
+    def lock_round(self, session: Session, model_pk: int, *, exclusive: bool) -> None:
         """Transaction-scoped round lock: shared for sync uploads, exclusive for aggregation."""
-        if self.is_postgres:
-            fn = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
-            sql, params = f"SELECT {fn}(:c, :k)", {"c": _LOCK_CLASS, "k": model_pk}
-            if isinstance(session, RawTransaction):
-                session.execute(sql, params)
-            else:
-                session.execute(text(sql), params)
+        statement = self.round_lock(model_pk, exclusive=exclusive)
+        if statement is not None:
+            session.execute(text(statement[0]), statement[1])
 
     def ping(self) -> None:
         with self.engine.connect() as conn:
