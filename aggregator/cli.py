@@ -76,8 +76,10 @@ def serve(host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
           access_log: Annotated[bool, typer.Option(help="log every request")] = False,
           log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
           aggregation_process: Annotated[bool, typer.Option(
-              help="aggregate in one separate process instead of inside the serving workers "
-                   "(keeps ~0.5 s aggregations out of the upload latency)")] = False) -> None:
+              "--aggregation-process/--aggregation-in-workers",
+              help="aggregate in one separate, niced process (default), or inside every serving worker "
+                   "(one process less; a ~0.5 s aggregation then holds that worker's interpreter and "
+                   "its uploads wait)")] = True) -> None:
     """Run the HTTP server (uvicorn, uvloop + httptools); migrates the database first."""
     import uvicorn
 
@@ -95,7 +97,8 @@ def serve(host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
     aggregator = None
     if aggregation_process:
         os.environ["FEDPA_SCHEDULER_ENABLED"] = "false"  # the workers only serve
-        aggregator = subprocess.Popen([sys.executable, "-m", "aggregator.cli", "aggregate-loop"])
+        aggregator = subprocess.Popen([sys.executable, "-m", "aggregator.cli", "aggregate-loop",
+                                       "--parent-pid", str(os.getpid())])
     try:
         uvicorn.run("aggregator.main:create_app", factory=True, host=host, port=port, workers=workers,
                     loop="uvloop", http="httptools", access_log=access_log, log_level=log_level, backlog=4096)
@@ -115,9 +118,12 @@ def serve(host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
 def aggregate_loop(database_url: DbUrl = None,
                    nice: Annotated[int, typer.Option(
                        min=0, max=19, help="CPU niceness added to this process: aggregation is background "
-                       "work, uploads waiting on the same cores are not")] = 10) -> None:
+                       "work, uploads waiting on the same cores are not")] = 10,
+                   parent_pid: Annotated[int | None, typer.Option(
+                       help="stop when this process is no longer our parent (serve passes its own pid, so "
+                            "a killed server leaves no aggregator behind)")] = None) -> None:
     """Close due rounds (size reached, deadline passed) until stopped; run beside servers started
-    with FEDPA_SCHEDULER_ENABLED=false, or let `serve --aggregation-process` start it."""
+    with FEDPA_SCHEDULER_ENABLED=false (`serve` starts one itself unless --aggregation-in-workers)."""
     import threading
 
     from aggregator.services.scheduler import run_aggregation_loop
@@ -129,7 +135,7 @@ def aggregate_loop(database_url: DbUrl = None,
         signal.signal(sig, lambda *_: stop.set())
     try:
         run_aggregation_loop(runtime.close_due_rounds, poll_s=max(runtime.settings.scheduler_interval_s, 0.05),
-                             stop=stop)
+                             stop=stop, parent_pid=parent_pid)
     finally:
         runtime.db.dispose()
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Generator, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -134,39 +134,59 @@ class LoopConnection:
 
     The upload path's transaction then needs no thread: handing every batch to a worker thread and
     back (and the GIL between them) was most of the upload latency tail. Connects lazily, inside the
-    running loop; after a connection failure it reconnects on the next transaction.
+    running loop. A kept connection the server has dropped meanwhile (restart, idle timeout) is
+    found out at ``BEGIN``, before anything was sent, so that transaction is retried once on a new
+    connection; a failure later in a transaction raises (the caller cannot know what was stored
+    only when it fails in ``COMMIT``) and the next transaction connects afresh.
     """
 
-    def __init__(self, conninfo: str) -> None:
+    def __init__(self, conninfo: str, *, application_name: str = "fedpa-aggregator") -> None:
         self._conninfo = conninfo
+        self._application_name = application_name  # shown in pg_stat_activity
         self._conn: psycopg.AsyncConnection | None = None
+
+    async def _begin(self) -> psycopg.AsyncConnection:
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            try:
+                await conn.execute("BEGIN")
+                return conn
+            except psycopg.OperationalError:
+                await self.close()
+        conn = self._conn = await psycopg.AsyncConnection.connect(
+            self._conninfo, autocommit=True, application_name=self._application_name)
+        await conn.execute("BEGIN")
+        return conn
 
     async def run(self, script: Script[T]) -> T:
         """Run ``script`` in one transaction, committed before this returns; rolled back if it raises."""
-        conn = self._conn
-        if conn is None or conn.closed:
-            conn = self._conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
         try:
-            async with conn.transaction(), conn.cursor() as cursor:
-                try:
+            conn = await self._begin()
+            try:
+                async with conn.cursor() as cursor:
                     statement = next(script)
                     while True:
                         sql, params = statement
                         await cursor.execute(_pyformat(sql), params)
-                        rows = await cursor.fetchall() if cursor.description is not None else []
-                        statement = script.send(rows)
-                except StopIteration as done:
-                    return done.value
-                finally:
-                    script.close()
+                        statement = script.send(await cursor.fetchall() if cursor.description is not None else [])
+            except StopIteration as done:
+                await conn.execute("COMMIT")
+                return done.value
+            except BaseException:
+                if not conn.closed:
+                    with suppress(psycopg.Error):
+                        await conn.execute("ROLLBACK")
+                raise
         except psycopg.OperationalError:
             await self.close()  # the connection may be broken: start afresh next time
             raise
+        finally:
+            script.close()
 
     async def close(self) -> None:
         if self._conn is not None:
-            await self._conn.close()
-            self._conn = None
+            conn, self._conn = self._conn, None
+            await conn.close()
 
 
 class Database:
@@ -210,11 +230,12 @@ class Database:
         finally:
             conn.close()  # back to the pool
 
-    def loop_connection(self) -> LoopConnection | None:
+    def loop_connection(self, application_name: str = "fedpa-aggregator") -> LoopConnection | None:
         """A new event-loop connection to the same PostgreSQL database; None on SQLite (use ``run``)."""
         if not self.is_postgres:
             return None
-        return LoopConnection(self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False))
+        return LoopConnection(self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False),
+                              application_name=application_name)
 
     def read_one(self, sql: str, params: Mapping[str, object]) -> tuple | None:
         """First row of one read-only statement (``:name`` placeholders) on a pooled DBAPI connection.

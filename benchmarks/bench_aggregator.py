@@ -20,7 +20,10 @@ the load, as they would in production. The load generator is a minimal asyncio H
 (uvloop, pre-built request bytes) on the same machine, so its CPU cost is counted against the
 server's — as the issue asks.
 
-Usage: ``python benchmarks/bench_aggregator.py [--duration 15] [--workers 1 2]``
+Before the floor and before each configuration the benchmark runs ``CHECKPOINT`` (superuser), so
+no measurement starts in the middle of flushing the previous one's writes.
+
+Usage: ``python benchmarks/bench_aggregator.py [--duration 15] [--workers 1 2] [--aggregation-in-workers]``
 """
 
 from __future__ import annotations
@@ -213,7 +216,7 @@ def _pids(cmd: list[str]) -> list[int]:
 
 
 class Server:
-    def __init__(self, url: str, workers: int, pool: int, aggregation_process: bool = False) -> None:
+    def __init__(self, url: str, workers: int, pool: int, in_workers: bool = False) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -223,7 +226,7 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "aggregator.cli", "serve", "--port", str(self.port), "--workers", str(workers),
              "--database-url", url, "--log-level", "warning",
-             *(["--aggregation-process"] if aggregation_process else [])], env=env, start_new_session=True)
+             *(["--aggregation-in-workers"] if in_workers else [])], env=env, start_new_session=True)
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=120)
         for _ in range(600):
             try:
@@ -258,7 +261,8 @@ def devices_for(server: Server, model_id: str, n: int) -> list[Device]:
 
 
 def run_config(url: str, workers: int, args: argparse.Namespace) -> dict:
-    server = Server(url, workers, args.pool, args.aggregation_process)
+    checkpoint(args.database)
+    server = Server(url, workers, args.pool, args.aggregation_in_workers)
     try:
         config = {"mode": "async", "buffer_size": args.buffer_size, "deadline_s": None, "max_staleness": 1_000_000,
                   "min_reporters": 1}
@@ -354,6 +358,13 @@ def postgres_floor(dsn: str, schema: str, rate: float, duration: float) -> dict:
     return {"offered_per_s": rate, "inserts": len(latencies), **_percentiles(latencies)}
 
 
+def checkpoint(dsn: str) -> None:
+    """Flush what earlier runs left dirty: each measurement starts from the same database state,
+    not in the middle of a checkpoint of the previous configuration's writes."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CHECKPOINT")
+
+
 def payload_bytes() -> int:
     prefix, suffix = body_template("load-w1", {"age": 0, "region": 0}, 0)
     return len(prefix) + NONCE_LEN + len(suffix)
@@ -372,8 +383,8 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=16, help="database connections per worker")
     parser.add_argument("--buffer-size", type=int, default=1000,
                         help="async buffer of the loaded model: an aggregation every N uploads")
-    parser.add_argument("--aggregation-process", action="store_true",
-                        help="serve with --aggregation-process (aggregations outside the serving workers)")
+    parser.add_argument("--aggregation-in-workers", action="store_true",
+                        help="serve with --aggregation-in-workers (default: serve's own aggregation process)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "aggregator.json")
     args = parser.parse_args()
     try:
@@ -389,6 +400,7 @@ def main() -> None:
     url = args.database.replace("postgresql://", "postgresql+psycopg://") + f"?options=-csearch_path%3D{schema}"
     results = []
     try:
+        checkpoint(args.database)
         floor = postgres_floor(args.database, schema, args.rate, args.open_duration)
         print(f"PostgreSQL alone, one durable 18 KB insert per transaction at {args.rate:.0f}/s: "
               f"p50 {floor['p50_ms']:.1f} ms, p99 {floor['p99_ms']:.1f} ms, max {floor['max_ms']:.0f} ms")

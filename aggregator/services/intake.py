@@ -329,8 +329,8 @@ class Intake:
     def _start(self) -> None:
         self._queue = asyncio.Queue()
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._commit_loop(self.db.loop_connection()), name=f"fedpa-intake-{i}")
-                       for i in range(self.committers)]
+        self._tasks = [loop.create_task(self._commit_loop(self.db.loop_connection(f"fedpa-intake-{i}")),
+                                        name=f"fedpa-intake-{i}") for i in range(self.committers)]
 
     async def _store(self, connection: LoopConnection | None, batch: list[PendingUpdate]) -> list[Outcome]:
         script = store_script(self.db, batch, limits=self.limits, now=time.time())

@@ -2,12 +2,13 @@
 
 Uploads never aggregate inline (that would put a long transaction on a device's request); they
 ``notify()`` this scheduler, which checks at most every ``interval_s`` and otherwise every
-``tick_s`` for deadlines. Every worker runs one; ``aggregate_model``'s locks make concurrent
-attempts harmless, and a restarted server finds the pending updates in the database and closes
-the round on its first tick, so nothing depends on in-memory state.
+``tick_s`` for deadlines. In-worker mode (``serve --aggregation-in-workers``, or an app built
+directly) every worker runs one; ``aggregate_model``'s locks make concurrent attempts harmless,
+and a restarted server finds the pending updates in the database and closes the round on its
+first tick, so nothing depends on in-memory state.
 
 ``run_aggregation_loop`` is the same check for a dedicated process (``fedpa-aggregator
-aggregate-loop``, or ``serve --aggregation-process``): aggregating 1,000 updates takes ~0.5 s of
+aggregate-loop``, which ``serve`` starts by default): aggregating 1,000 updates takes ~0.5 s of
 CPU, and inside a serving worker that stalls its requests (the upload latency tail); in a process
 of its own it does not hold the workers' interpreter.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import threading
 from collections.abc import Callable
 
@@ -63,12 +65,14 @@ class Scheduler:
             await asyncio.sleep(self._interval_s)
 
 
-def run_aggregation_loop(check: Callable[[], object], *, poll_s: float, stop: threading.Event) -> None:
+def run_aggregation_loop(check: Callable[[], object], *, poll_s: float, stop: threading.Event,
+                         parent_pid: int | None = None) -> None:
     """Run ``check()`` every ``poll_s`` seconds until ``stop`` is set (blocking; for its own process).
 
-    Without upload notifications the loop polls; ``due_models`` is one small indexed query.
+    Without upload notifications the loop polls; ``due_models`` is one small indexed query. With
+    ``parent_pid`` it also stops once that process is no longer its parent (it died, even by SIGKILL).
     """
-    while not stop.is_set():
+    while not stop.is_set() and (parent_pid is None or os.getppid() == parent_pid):
         try:
             check()
         except Exception:  # keep polling; the next check retries (state is in the database)

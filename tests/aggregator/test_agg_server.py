@@ -65,7 +65,7 @@ def _assert_bank(actual, expected):
 @pytest.mark.parametrize("aggregation_process", [False, True], ids=["in-worker", "aggregation-process"])
 def test_full_flow_on_sqlite(server_factory, sqlite_url, tmp_path, aggregation_process):
     bank = write_bundle(tmp_path / "b")
-    server = server_factory(sqlite_url, args=["--aggregation-process"] if aggregation_process else [])
+    server = server_factory(sqlite_url, args=[] if aggregation_process else ["--aggregation-in-workers"])
     loops = [pid for pid, cmd in server.processes().items() if "aggregate-loop" in cmd]
     assert len(loops) == (1 if aggregation_process else 0), server.processes()
     if aggregation_process:  # background work: it yields the cores to the serving workers
@@ -101,6 +101,17 @@ def test_full_flow_on_sqlite(server_factory, sqlite_url, tmp_path, aggregation_p
                 assert http.post(URL, content=body, headers=register(http)).status_code == 202
             time.sleep(0.5)  # ten scheduler ticks of a worker, were one running
             assert _status(http)["state_version"] == 1 and _status(http)["pending_updates"] == 3
+
+
+def test_killed_server_leaves_no_aggregation_process_behind(server_factory, sqlite_url):
+    server = server_factory(sqlite_url)
+    [loop] = [pid for pid, cmd in server.processes().items() if "aggregate-loop" in cmd]
+
+    os.kill(server.proc.pid, signal.SIGKILL)  # the serve process only: its finally never runs
+    server.proc.wait(10)
+
+    assert wait_for(lambda: not Path(f"/proc/{loop}").exists()
+                    or Path(f"/proc/{loop}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z", timeout=10)
 
 
 @pytest.mark.postgres

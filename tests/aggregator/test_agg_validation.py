@@ -419,6 +419,63 @@ def test_database_failure_answers_503_for_the_whole_batch(app_client, bundle):
     assert client.get(f"/v1/models/{MODEL_ID}/status", headers=ADMIN).json()["pending_updates"] == 0
 
 
+@pytest.mark.parametrize("db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+def test_committer_reconnects_when_postgres_drops_its_connection(app_client, bundle):
+    """Dropped while idle: found at BEGIN, retried on a new connection (202). Dropped inside a
+    transaction: that batch is 503 with nothing stored, and the next one connects afresh."""
+    import asyncio
+
+    import psycopg
+
+    from aggregator.db import _LOCK_CLASS
+
+    client = app_client()
+    publish(client, bundle[0], {"round_size": 100})  # synchronous rounds: a batch first takes the round lock
+    runtime = client.app.state.runtime
+    intake, devices = _warm_intake(client, devices=4)
+    model_pk = runtime.catalog.cached(MODEL_ID, 1).pk
+    bodies = [make_update(GROUPS, seed=i)[0] for i in range(4)]
+    admin = psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True)
+
+    def committer_backends(waiting_for_lock: bool = False) -> list[int]:
+        sql = "SELECT pid FROM pg_stat_activity WHERE application_name = 'fedpa-intake-0'"
+        if waiting_for_lock:
+            sql += " AND wait_event_type = 'Lock'"
+        return [pid for (pid,) in admin.execute(sql)]
+
+    def drop(pids: list[int]) -> None:
+        assert len(pids) == 1, pids
+        admin.execute("SELECT pg_terminate_backend(%s, 5000)", (pids[0],))
+
+    async def run() -> list:
+        outcomes: list = [await intake.submit(devices[0], MODEL_ID, bodies[0])]
+        first_backend = committer_backends()
+        drop(first_backend)
+        outcomes.append(await intake.submit(devices[1], MODEL_ID, bodies[1]))
+        assert committer_backends() != first_backend
+        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test") as holder:
+            holder.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_CLASS, model_pk))  # as an aggregation
+            blocked = asyncio.ensure_future(intake.submit(devices[2], MODEL_ID, bodies[2]))
+            for _ in range(200):
+                if committer_backends(waiting_for_lock=True):
+                    break
+                await asyncio.sleep(0.02)
+            drop(committer_backends(waiting_for_lock=True))
+            outcomes.extend(await asyncio.gather(blocked, return_exceptions=True))
+        outcomes.append(await intake.submit(devices[3], MODEL_ID, bodies[3]))
+        await intake.close()
+        return outcomes
+
+    try:
+        outcomes = asyncio.run(run())
+    finally:
+        admin.close()
+
+    assert [getattr(o, "code", "accepted") for o in outcomes] == ["accepted", "accepted", "storage_unavailable",
+                                                                  "accepted"]
+    assert client.get(f"/v1/models/{MODEL_ID}/status", headers=ADMIN).json()["pending_updates"] == 3
+
+
 @pytest.mark.parametrize(("delay_s", "batches"), [(0.0, [1, 1]), (0.5, [2])])
 def test_commit_delay_lets_a_small_batch_wait_for_company(app_client, bundle, delay_s, batches):
     import asyncio
