@@ -11,6 +11,10 @@ services:
 * On SQLite every write transaction starts with ``BEGIN IMMEDIATE``, which serialises writers
   outright (the locks are no-ops there).
 
+The upload path's transaction is a ``Script`` (a generator of statements) so that it is written
+once and runs blocking (``Database.run``: SQLite, or anywhere in a thread) or on the event loop
+(``LoopConnection``: PostgreSQL, no thread hand-off per batch).
+
 Usage: ``db = Database(settings); with db.begin() as session: ...``.
 """
 
@@ -136,8 +140,8 @@ class LoopConnection:
     back (and the GIL between them) was most of the upload latency tail. Connects lazily, inside the
     running loop. A kept connection the server has dropped meanwhile (restart, idle timeout) is
     found out at ``BEGIN``, before anything was sent, so that transaction is retried once on a new
-    connection; a failure later in a transaction raises (the caller cannot know what was stored
-    only when it fails in ``COMMIT``) and the next transaction connects afresh.
+    connection. A failure later in a transaction is raised, not retried (one in ``COMMIT`` leaves
+    unknown whether the batch was stored), and the next transaction connects afresh.
     """
 
     def __init__(self, conninfo: str, *, application_name: str = "fedpa-aggregator") -> None:
