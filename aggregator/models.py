@@ -23,7 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Aggregation", "BankVersion", "Base", "BundleFile", "Device", "Model", "Update"]
+__all__ = ["UNSCRUBBED", "Aggregation", "BankVersion", "Base", "BundleFile", "Device", "Model", "Update"]
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
 _BigId = BigInteger().with_variant(Integer, "sqlite")
@@ -91,6 +91,11 @@ class Device(Base):
     bucket_at: Mapped[float] = mapped_column(Float)
 
 
+# Used updates whose tensors still wait for scrub_payloads (dropped after the aggregation). Queries
+# repeat this literal text, so both databases can prove the partial index applies.
+UNSCRUBBED = "status <> 'pending' AND tensors IS NOT NULL"
+
+
 class Update(Base):
     """One accepted update; ``status`` goes pending → aggregated (or superseded by a new model version)."""
 
@@ -100,6 +105,7 @@ class Update(Base):
         Index("ix_updates_pending", "model_pk", "round",
               postgresql_where=text("status = 'pending'"), sqlite_where=text("status = 'pending'")),
         Index("ix_updates_model_version_status", "model_pk", "model_version", "status"),
+        Index("ix_updates_unscrubbed", "id", postgresql_where=text(UNSCRUBBED), sqlite_where=text(UNSCRUBBED)),
     )
 
     id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)

@@ -19,18 +19,18 @@ import json
 import logging
 import time
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from aggregator.db import Database
-from aggregator.models import Aggregation, Model, Update
+from aggregator.models import UNSCRUBBED, Aggregation, Model, Update
 from aggregator.schemas import AggregationInfo
 from aggregator.services.bank import load_bank, prune_bank, store_bank
 from aggregator.services.catalog import Catalog, ModelInfo
 from fedpa.aggregation import ClientUpdate, aggregate_bank, make_strategy
 from fedpa.payload import decode_tensors
 
-__all__ = ["aggregate_model", "due_models", "last_aggregation"]
+__all__ = ["aggregate_model", "due_models", "last_aggregation", "scrub_payloads"]
 
 log = logging.getLogger(__name__)
 _ID_CHUNK = 500  # ids per UPDATE … WHERE id IN (…) statement
@@ -94,10 +94,33 @@ def due_models(db: Database, catalog: Catalog, *, now: float) -> list[tuple[int,
     return out
 
 
+def scrub_payloads(db: Database, *, chunk: int = 100, pause_s: float = 0.005) -> int:
+    """Drop the tensors of used (aggregated or superseded) updates; returns how many were dropped.
+
+    Not inside the aggregation: dropping 1,000 18 KB values deletes their TOAST chunks, which
+    roughly doubled the aggregation's transaction and, competing for the cores, the upload latency
+    tail meanwhile. Here it is small transactions with short pauses, right after the aggregation
+    commits; what a crash leaves behind is found by the next pass (``ix_updates_unscrubbed``).
+    """
+    dropped = 0
+    while True:
+        with db.begin() as session:
+            ids = session.execute(select(Update.id).where(text(UNSCRUBBED)).order_by(Update.id)
+                                  .limit(chunk)).scalars().all()
+            if ids:
+                session.execute(update(Update).where(Update.id.in_(ids)).values(tensors=None))
+        dropped += len(ids)
+        if len(ids) < chunk:
+            return dropped
+        time.sleep(pause_s)
+
+
 def aggregate_model(db: Database, catalog: Catalog, model_pk: int, *, trigger: str, force: bool = False,
-                    keep_versions: int = 5, keep_payloads: bool = False,
-                    now: float | None = None) -> AggregationInfo | None:
-    """Close the model's open round if it is due (or ``force``); None when there was nothing to do."""
+                    keep_versions: int = 5, now: float | None = None) -> AggregationInfo | None:
+    """Close the model's open round if it is due (or ``force``); None when there was nothing to do.
+
+    The used updates keep their tensors until ``scrub_payloads`` (the runtime calls it next).
+    """
     start = time.perf_counter()
     with db.begin() as session:
         db.lock_round(session, model_pk, exclusive=True)
@@ -129,9 +152,7 @@ def aggregate_model(db: Database, catalog: Catalog, model_pk: int, *, trigger: s
         new_version = model.state_version + 1
         store_bank(session, info, new_version, new_bank, now=now)
         ids = [r.id for r in rows]
-        values: dict = {"status": "aggregated", "aggregated_into": new_version}
-        if not keep_payloads:
-            values["tensors"] = None
+        values = {"status": "aggregated", "aggregated_into": new_version}
         marked = 0
         for i in range(0, len(ids), _ID_CHUNK):
             marked += session.execute(update(Update).where(Update.id.in_(ids[i : i + _ID_CHUNK]),

@@ -17,7 +17,7 @@ from aggregator.services.bank import StateCache
 from aggregator.services.catalog import Catalog
 from aggregator.services.devices import TokenCache
 from aggregator.services.intake import Intake, Limits
-from aggregator.services.rounds import aggregate_model, due_models
+from aggregator.services.rounds import aggregate_model, due_models, scrub_payloads
 from aggregator.services.scheduler import Scheduler
 
 __all__ = ["Runtime"]
@@ -52,8 +52,9 @@ class Runtime:
     def close_round(self, model_pk: int, *, trigger: str, force: bool = False) -> AggregationInfo | None:
         """Aggregate one model if due (or forced), recording metrics (blocking)."""
         result = aggregate_model(self.db, self.catalog, model_pk, trigger=trigger, force=force,
-                                 keep_versions=self.settings.keep_state_versions,
-                                 keep_payloads=self.settings.keep_update_payloads)
+                                 keep_versions=self.settings.keep_state_versions)
+        if result is not None and not self.settings.keep_update_payloads:
+            scrub_payloads(self.db)
         if result is not None:
             with self.db.sessions() as session:
                 model_id = self.catalog.by_pk(session, model_pk).model_id

@@ -171,3 +171,32 @@ def test_pending_update_of_an_old_model_version_is_retired(app_client, bundle, t
         statuses = s.scalars(select(Update.status).order_by(Update.id)).all()
     assert statuses == ["superseded", "superseded"]
     assert _status(client)["pending_updates"] == 0
+
+
+@pytest.mark.parametrize("keep", [False, True], ids=["dropped", "kept"])
+def test_used_payloads_are_dropped_after_the_aggregation_unless_kept(app_client, bundle, keep):
+    from sqlalchemy import select, update
+
+    from aggregator.models import Update
+    from aggregator.services.rounds import scrub_payloads
+
+    client = app_client(keep_update_payloads=keep, scheduler_enabled=False)
+    publish(client, bundle[0], {"round_size": 100})
+    for seed in range(3):
+        assert client.post(URL, content=make_update(G, seed=seed)[0], headers=register(client)).status_code == 202
+    db = client.app.state.runtime.db
+
+    def payloads() -> list[tuple[str, bool]]:
+        with db.sessions() as session:
+            return [(status, tensors is not None) for status, tensors in
+                    session.execute(select(Update.status, Update.tensors).order_by(Update.id))]
+
+    assert client.post(f"/v1/models/{MODEL_ID}/aggregate", headers=ADMIN).status_code == 200
+    assert payloads() == [("aggregated", keep)] * 3
+
+    # What a crash between the aggregation and the scrub leaves is dropped by the next pass, in chunks.
+    with db.begin() as session:
+        session.execute(update(Update).values(tensors=b"left over"))
+    assert scrub_payloads(db, chunk=2) == 3
+    assert payloads() == [("aggregated", False)] * 3
+    assert scrub_payloads(db) == 0
