@@ -7,7 +7,7 @@ for 1 and 2 uvicorn workers on PostgreSQL (a fresh schema, dropped afterwards):
 1. closed loop: ``--clients`` devices (default 200), each with its own token and keep-alive
    connection, upload ~18 KB safetensors updates back to back for ``--duration`` s → uploads/s,
    with aggregations of 1,000 updates running meanwhile (then it waits until aggregation has caught
-   up with that load: fewer than ``buffer_size`` pending); then the same load for
+   up with that load: fewer than ``buffer_size`` pending, used payloads dropped); then the same load for
    ``--intake-duration`` s on a model whose buffer never fills (intake alone);
 2. open loop: requests start on a fixed schedule at ``--rate``/s (default 500) regardless of
    answers; latency is measured from the *scheduled* start (no coordinated omission) → p50/p99
@@ -217,7 +217,8 @@ def _pids(cmd: list[str]) -> list[int]:
 
 
 class Server:
-    def __init__(self, url: str, workers: int, pool: int, in_workers: bool = False) -> None:
+    def __init__(self, url: str, dsn: str, workers: int, pool: int, in_workers: bool = False) -> None:
+        self.dsn = dsn  # psycopg DSN of the same database and schema, for the benchmark's own reads
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -261,9 +262,9 @@ def devices_for(server: Server, model_id: str, n: int) -> list[Device]:
     return [Device(i, model_id, tok, server.port) for i, tok in enumerate(tokens)]
 
 
-def run_config(url: str, workers: int, args: argparse.Namespace) -> dict:
+def run_config(url: str, dsn: str, workers: int, args: argparse.Namespace) -> dict:
     checkpoint(args.database)
-    server = Server(url, workers, args.pool, args.aggregation_in_workers)
+    server = Server(url, dsn, workers, args.pool, args.aggregation_in_workers)
     try:
         config = {"mode": "async", "buffer_size": args.buffer_size, "deadline_s": None, "max_staleness": 1_000_000,
                   "min_reporters": 1}
@@ -319,20 +320,27 @@ def run_config(url: str, workers: int, args: argparse.Namespace) -> dict:
 
 
 def drain(server: Server, model_id: str, buffer_size: int, timeout: float = 300.0) -> dict:
-    """Wait until aggregation has caught up with a closed loop (fewer than ``buffer_size`` pending).
+    """Wait until aggregation has caught up with a closed loop: fewer than ``buffer_size`` pending
+    and every used payload dropped (``scrub_payloads`` runs after each aggregation).
 
     The niced aggregation process falls behind while the closed loop saturates the cores; the open
     loop must measure 500/s with its own aggregations, not the catch-up of that backlog.
     """
-    def pending() -> int:
-        return server.http.get(f"/v1/models/{model_id}/status", headers=ADMIN).json()["pending_updates"]
+    def backlog() -> tuple[int, int]:
+        pending = server.http.get(f"/v1/models/{model_id}/status", headers=ADMIN).json()["pending_updates"]
+        with psycopg.connect(server.dsn) as conn:
+            [(unscrubbed,)] = conn.execute("SELECT count(*) FROM updates WHERE status <> 'pending' "
+                                           "AND tensors IS NOT NULL").fetchall()
+        return pending, unscrubbed
 
-    start, backlog = time.perf_counter(), pending()
-    while pending() >= buffer_size:
+    start = time.perf_counter()
+    pending, unscrubbed = at_end = backlog()
+    while pending >= buffer_size or unscrubbed:
         if time.perf_counter() - start > timeout:
-            raise RuntimeError(f"aggregation did not catch up with {backlog} pending updates in {timeout:.0f} s")
+            raise RuntimeError(f"aggregation did not catch up with {at_end} (pending, unscrubbed) in {timeout:.0f} s")
         time.sleep(0.1)
-    return {"pending_at_end": backlog, "caught_up_s": time.perf_counter() - start}
+        pending, unscrubbed = backlog()
+    return {"pending_at_end": at_end[0], "unscrubbed_at_end": at_end[1], "caught_up_s": time.perf_counter() - start}
 
 
 async def closed_loop_count(port: int, devices: list[Device], total: int) -> int:
@@ -416,7 +424,8 @@ def main() -> None:
     schema = f"bench_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(args.database, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
-    url = args.database.replace("postgresql://", "postgresql+psycopg://") + f"?options=-csearch_path%3D{schema}"
+    dsn = f"{args.database}?options=-csearch_path%3D{schema}"
+    url = dsn.replace("postgresql://", "postgresql+psycopg://")
     results = []
     try:
         checkpoint(args.database)
@@ -424,7 +433,7 @@ def main() -> None:
         print(f"PostgreSQL alone, one durable 18 KB insert per transaction at {args.rate:.0f}/s: "
               f"p50 {floor['p50_ms']:.1f} ms, p99 {floor['p99_ms']:.1f} ms, max {floor['max_ms']:.0f} ms")
         for workers in args.workers:
-            result = run_config(url, workers, args)
+            result = run_config(url, dsn, workers, args)
             results.append(result)
             c, o, a, z = result["closed_loop"], result["open_loop"], result["aggregation_1000"], result["zero_lost"]
             print(f"workers={workers}: closed loop {args.clients} clients: {c['uploads_per_s']:.0f} uploads/s "
@@ -434,8 +443,8 @@ def main() -> None:
                   f"load generator {cpu['load_generator']:.2f} ms; {c['cpu_cores_used']:.2f} cores used, "
                   f"1-min load average {c['loadavg_1min_after']:.1f}")
             b = c["aggregation_backlog"]
-            print(f"  aggregation backlog at the end: {b['pending_at_end']} updates, caught up in "
-                  f"{b['caught_up_s']:.1f} s")
+            print(f"  aggregation backlog at the end: {b['pending_at_end']} updates pending, "
+                  f"{b['unscrubbed_at_end']} payloads to drop; caught up in {b['caught_up_s']:.1f} s")
             i = result["intake_only_closed_loop"]
             print(f"  intake only (no aggregation running): {i['uploads_per_s']:.0f} uploads/s "
                   f"(p50 {i['p50_ms']:.1f} ms, p99 {i['p99_ms']:.1f} ms)")
