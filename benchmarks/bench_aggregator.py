@@ -2,17 +2,20 @@
 
 First, once, PostgreSQL alone: durable single-row inserts of the same size at ``--rate``/s on one
 connection → p50/p99, the floor this machine's database sets for any server in front of it. Then,
-for 1 and 2 uvicorn workers on PostgreSQL (a fresh schema, dropped afterwards):
+for 1 and 2 uvicorn workers on PostgreSQL, each on a fresh schema (dropped afterwards), after a
+``CHECKPOINT`` (superuser) so no configuration starts amid flushing the previous one's writes:
 
-1. closed loop: ``--clients`` devices (default 200), each with its own token and keep-alive
-   connection, upload ~18 KB safetensors updates back to back for ``--duration`` s → uploads/s,
-   with aggregations of 1,000 updates running meanwhile (then it waits until aggregation has caught
-   up with that load: fewer than ``buffer_size`` pending, used payloads dropped); then the same load for
-   ``--intake-duration`` s on a model whose buffer never fills (intake alone);
-2. open loop: requests start on a fixed schedule at ``--rate``/s (default 500) regardless of
+1. open loop: requests start on a fixed schedule at ``--rate``/s (default 500) regardless of
    answers; latency is measured from the *scheduled* start (no coordinated omission) → p50/p99
-   and CPU per upload at that rate; then the same on the intake-only model (no aggregation);
-3. aggregation: 1,000 pending updates of a second model closed by the admin endpoint → time;
+   and CPU per upload at that rate; then the same on a model whose buffer never fills (intake
+   alone, no aggregation). Measured first, so that 500/s is measured with its own aggregations and
+   not in the aftermath of the saturation test below (autovacuum, checkpoints, a backlog);
+2. closed loop: ``--clients`` devices (default 200), each with its own token and keep-alive
+   connection, upload ~18 KB safetensors updates back to back for ``--duration`` s → uploads/s,
+   with aggregations of 1,000 updates running meanwhile; then it waits until aggregation has
+   caught up (fewer than ``buffer_size`` pending, used payloads dropped) and reports that backlog;
+   then the same load for ``--intake-duration`` s on the intake-only model;
+3. aggregation: 1,000 pending updates of a third model closed by the admin endpoint → time;
 4. zero lost updates: after a final flush, the 202s counted by the clients == rows accepted ==
    rows aggregated, for every model.
 
@@ -20,9 +23,6 @@ The model runs in async (buffered) mode with ``buffer_size`` 1,000 (``--buffer-s
 the load, as they would in production. The load generator is a minimal asyncio HTTP/1.1 client
 (uvloop, pre-built request bytes) on the same machine, so its CPU cost is counted against the
 server's — as the issue asks.
-
-Before the floor and before each configuration the benchmark runs ``CHECKPOINT`` (superuser), so
-no measurement starts in the middle of flushing the previous one's writes.
 
 Usage: ``python benchmarks/bench_aggregator.py [--duration 15] [--workers 1 2] [--aggregation-in-workers]``
 """
@@ -262,9 +262,15 @@ def devices_for(server: Server, model_id: str, n: int) -> list[Device]:
     return [Device(i, model_id, tok, server.port) for i, tok in enumerate(tokens)]
 
 
-def run_config(url: str, dsn: str, workers: int, args: argparse.Namespace) -> dict:
-    checkpoint(args.database)
-    server = Server(url, dsn, workers, args.pool, args.aggregation_in_workers)
+def run_config(database: str, workers: int, args: argparse.Namespace) -> dict:
+    """One configuration on a schema of its own: open loops first, then the saturating closed loops."""
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    dsn = f"{database}?options=-csearch_path%3D{schema}"
+    checkpoint(database)
+    server = Server(dsn.replace("postgresql://", "postgresql+psycopg://"), dsn, workers, args.pool,
+                    args.aggregation_in_workers)
     try:
         config = {"mode": "async", "buffer_size": args.buffer_size, "deadline_s": None, "max_staleness": 1_000_000,
                   "min_reporters": 1}
@@ -273,7 +279,20 @@ def run_config(url: str, dsn: str, workers: int, args: argparse.Namespace) -> di
         publish(server, intake_model, {**config, "buffer_size": 1_000_000})
         publish(server, agg_model, {**config, "buffer_size": 1_000_000})
         devices = devices_for(server, load_model, args.clients)
-        warm = asyncio.run(closed_loop(server.port, devices[:20], 1.0))  # warm caches and connections
+        intake_devices = devices_for(server, intake_model, args.clients)
+        # Warm every device's cached token, the connections and the first aggregation: just registered,
+        # all 200 would otherwise miss the token cache within the first 0.4 s of the measurement.
+        warm = asyncio.run(closed_loop(server.port, devices, 1.0))
+        # Open loops first: 500/s with its own aggregations, not the aftermath of a saturation test
+        # (autovacuum and checkpoints of ~30,000 uploads, an aggregation backlog).
+        cpu0 = server.cpu()
+        opened = asyncio.run(open_loop(server.port, devices, args.rate, args.open_duration))
+        n = max(1, opened["accepted"])
+        opened["cpu_ms_per_upload"] = {name: 1000 * (b - a) / n for name, a, b in
+                                       zip(("server", "postgres"), cpu0, server.cpu(), strict=True)}
+        # Intake alone: the same load on a model whose buffer never fills (no aggregation running).
+        intake_warm = asyncio.run(closed_loop(server.port, intake_devices, 0.5))
+        intake_open = asyncio.run(open_loop(server.port, intake_devices, args.rate, args.open_duration))
         cpu0, t0 = (*server.cpu(), time.process_time()), time.perf_counter()
         closed = asyncio.run(closed_loop(server.port, devices, args.duration))
         cpu1 = (*server.cpu(), time.process_time())
@@ -283,15 +302,7 @@ def run_config(url: str, dsn: str, workers: int, args: argparse.Namespace) -> di
         closed["cpu_cores_used"] = sum(b - a for a, b in zip(cpu0, cpu1, strict=True)) / (time.perf_counter() - t0)
         closed["loadavg_1min_after"] = os.getloadavg()[0]
         closed["aggregation_backlog"] = drain(server, load_model, args.buffer_size)
-        cpu0 = server.cpu()
-        opened = asyncio.run(open_loop(server.port, devices, args.rate, args.open_duration))
-        n = max(1, opened["accepted"])
-        opened["cpu_ms_per_upload"] = {name: 1000 * (b - a) / n for name, a, b in
-                                       zip(("server", "postgres"), cpu0, server.cpu(), strict=True)}
-        # Intake alone: the same load on a model whose buffer never fills (no aggregation running).
-        intake_devices = devices_for(server, intake_model, args.clients)
         intake = asyncio.run(closed_loop(server.port, intake_devices, args.intake_duration))
-        intake_open = asyncio.run(open_loop(server.port, intake_devices, args.rate, args.open_duration))
         # Aggregation of exactly 1,000 pending updates, timed end to end and inside the transaction.
         agg_devices = devices_for(server, agg_model, 50)
         asyncio.run(closed_loop_count(server.port, agg_devices, 1000))
@@ -308,7 +319,7 @@ def run_config(url: str, dsn: str, workers: int, args: argparse.Namespace) -> di
                 "ok": sent == final["accepted_total"] == final["aggregated_total"]}
         aggregations = server.http.get("/metrics").text.count("fedpa_aggregations_total{")
         intake_final = server.http.get(f"/v1/models/{intake_model}/status", headers=ADMIN).json()
-        intake_sent = intake["accepted"] + intake_open["accepted"]
+        intake_sent = intake_warm["accepted"] + intake["accepted"] + intake_open["accepted"]
         lost["intake_ok"] = intake_sent == intake_final["accepted_total"] == intake_final["pending_updates"]
         lost["ok"] = lost["ok"] and lost["intake_ok"]
         return {"workers": workers, "closed_loop": closed, "intake_only_closed_loop": intake, "open_loop": opened,
@@ -317,6 +328,8 @@ def run_config(url: str, dsn: str, workers: int, args: argparse.Namespace) -> di
                 "zero_lost": lost, "aggregation_metric_series": aggregations}
     finally:
         server.stop()
+        with psycopg.connect(database, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 def drain(server: Server, model_id: str, buffer_size: int, timeout: float = 300.0) -> dict:
@@ -397,6 +410,29 @@ def payload_bytes() -> int:
     return len(prefix) + NONCE_LEN + len(suffix)
 
 
+def print_config(result: dict, args: argparse.Namespace) -> None:
+    c, o, a, z = result["closed_loop"], result["open_loop"], result["aggregation_1000"], result["zero_lost"]
+    ocpu, io = o["cpu_ms_per_upload"], result["intake_only_open_loop"]
+    print(f"workers={result['workers']}: open loop {args.rate:.0f}/s offered: achieved {o['achieved_per_s']:.0f}/s, "
+          f"p50 {o['p50_ms']:.1f} ms, p99 {o['p99_ms']:.1f} ms, max {o['max_ms']:.0f} ms; CPU per upload: "
+          f"server {ocpu['server']:.2f} ms, PostgreSQL {ocpu['postgres']:.2f} ms")
+    print(f"  open loop {args.rate:.0f}/s offered, intake only (no aggregation running): "
+          f"p50 {io['p50_ms']:.1f} ms, p99 {io['p99_ms']:.1f} ms, max {io['max_ms']:.0f} ms")
+    print(f"  closed loop {args.clients} clients: {c['uploads_per_s']:.0f} uploads/s "
+          f"(p50 {c['p50_ms']:.1f} ms, p99 {c['p99_ms']:.1f} ms, status {c['status']})")
+    cpu, b, i = c["cpu_ms_per_upload"], c["aggregation_backlog"], result["intake_only_closed_loop"]
+    print(f"  CPU per upload: server {cpu['server']:.2f} ms, PostgreSQL {cpu['postgres']:.2f} ms, "
+          f"load generator {cpu['load_generator']:.2f} ms; {c['cpu_cores_used']:.2f} cores used, "
+          f"1-min load average {c['loadavg_1min_after']:.1f}")
+    print(f"  aggregation backlog at the end: {b['pending_at_end']} updates pending, "
+          f"{b['unscrubbed_at_end']} payloads to drop; caught up in {b['caught_up_s']:.1f} s")
+    print(f"  intake only (no aggregation running): {i['uploads_per_s']:.0f} uploads/s "
+          f"(p50 {i['p50_ms']:.1f} ms, p99 {i['p99_ms']:.1f} ms)")
+    print(f"  aggregation of {a['updates']} updates: {a['transaction_s'] * 1000:.0f} ms in the transaction, "
+          f"{a['request_s'] * 1000:.0f} ms end to end")
+    print(f"  zero lost updates: {z}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database", default="postgresql://postgres@127.0.0.1:5432/test")
@@ -424,43 +460,19 @@ def main() -> None:
     schema = f"bench_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(args.database, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
-    dsn = f"{args.database}?options=-csearch_path%3D{schema}"
-    url = dsn.replace("postgresql://", "postgresql+psycopg://")
-    results = []
     try:
         checkpoint(args.database)
         floor = postgres_floor(args.database, schema, args.rate, args.open_duration)
-        print(f"PostgreSQL alone, one durable 18 KB insert per transaction at {args.rate:.0f}/s: "
-              f"p50 {floor['p50_ms']:.1f} ms, p99 {floor['p99_ms']:.1f} ms, max {floor['max_ms']:.0f} ms")
-        for workers in args.workers:
-            result = run_config(url, dsn, workers, args)
-            results.append(result)
-            c, o, a, z = result["closed_loop"], result["open_loop"], result["aggregation_1000"], result["zero_lost"]
-            print(f"workers={workers}: closed loop {args.clients} clients: {c['uploads_per_s']:.0f} uploads/s "
-                  f"(p50 {c['p50_ms']:.1f} ms, p99 {c['p99_ms']:.1f} ms, status {c['status']})")
-            cpu = c["cpu_ms_per_upload"]
-            print(f"  CPU per upload: server {cpu['server']:.2f} ms, PostgreSQL {cpu['postgres']:.2f} ms, "
-                  f"load generator {cpu['load_generator']:.2f} ms; {c['cpu_cores_used']:.2f} cores used, "
-                  f"1-min load average {c['loadavg_1min_after']:.1f}")
-            b = c["aggregation_backlog"]
-            print(f"  aggregation backlog at the end: {b['pending_at_end']} updates pending, "
-                  f"{b['unscrubbed_at_end']} payloads to drop; caught up in {b['caught_up_s']:.1f} s")
-            i = result["intake_only_closed_loop"]
-            print(f"  intake only (no aggregation running): {i['uploads_per_s']:.0f} uploads/s "
-                  f"(p50 {i['p50_ms']:.1f} ms, p99 {i['p99_ms']:.1f} ms)")
-            ocpu = o["cpu_ms_per_upload"]
-            print(f"  open loop {args.rate:.0f}/s offered: achieved {o['achieved_per_s']:.0f}/s, "
-                  f"p50 {o['p50_ms']:.1f} ms, p99 {o['p99_ms']:.1f} ms, max {o['max_ms']:.0f} ms; CPU per upload: "
-                  f"server {ocpu['server']:.2f} ms, PostgreSQL {ocpu['postgres']:.2f} ms")
-            io = result["intake_only_open_loop"]
-            print(f"  open loop {args.rate:.0f}/s offered, intake only (no aggregation running): "
-                  f"p50 {io['p50_ms']:.1f} ms, p99 {io['p99_ms']:.1f} ms, max {io['max_ms']:.0f} ms")
-            print(f"  aggregation of {a['updates']} updates: {a['transaction_s'] * 1000:.0f} ms in the transaction, "
-                  f"{a['request_s'] * 1000:.0f} ms end to end")
-            print(f"  zero lost updates: {z}")
     finally:
         with psycopg.connect(args.database, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    print(f"PostgreSQL alone, one durable 18 KB insert per transaction at {args.rate:.0f}/s: "
+          f"p50 {floor['p50_ms']:.1f} ms, p99 {floor['p99_ms']:.1f} ms, max {floor['max_ms']:.0f} ms")
+    results = []
+    for workers in args.workers:
+        result = run_config(args.database, workers, args)
+        results.append(result)
+        print_config(result, args)
     report = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0],
                           "loadavg_at_start": load_at_start, "loadavg_at_end": os.getloadavg()},
               "payload_bytes": payload_bytes(), "postgres_alone_open_loop": floor,
