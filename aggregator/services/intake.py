@@ -10,12 +10,12 @@ before the handler answers 202, so an accepted update survives a crash.
 Why group commit: one transaction per upload (a thread hop, a pooled connection, three round
 trips, a commit) cost a worker more CPU than the HTTP handling and validation together, which
 capped a worker near 450 uploads/s. ``Intake`` validates on the event loop and
-queues the upload; a committer stores every upload queued meanwhile in one transaction, one
-thread hop and one commit for the whole batch. Each upload still gets its own verdict: a refused
-upload in a batch changes nothing and does not affect the others.
+queues the upload; a committer stores every upload queued meanwhile in one transaction and one
+commit — on PostgreSQL on the event loop itself, on SQLite in a worker thread. Each upload still
+gets its own verdict: a refused upload in a batch changes nothing and does not affect the others.
 
-Usage: ``receipt = await intake.submit(device, "m1", body)``; ``store_updates`` is the
-transaction itself (synchronous, for one batch).
+Usage: ``receipt = await intake.submit(device, "m1", body)``; ``store_script`` is the transaction
+itself (one batch, for either driver) and ``store_updates`` runs it blocking.
 """
 
 from __future__ import annotations
