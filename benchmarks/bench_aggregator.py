@@ -49,6 +49,7 @@ import httpx
 import numpy as np
 import psycopg
 
+from aggregator.models import UNSCRUBBED
 from fedpa.manifest import FileEntry, Manifest, PrivacySettings, sha256_file
 from fedpa.payload import encode_tensors
 from fedpa.protocol import UpdateMeta, UpdatePrivacy
@@ -336,23 +337,23 @@ def drain(server: Server, model_id: str, buffer_size: int, timeout: float = 300.
     """Wait until aggregation has caught up with a closed loop: fewer than ``buffer_size`` pending
     and every used payload dropped (``scrub_payloads`` runs after each aggregation).
 
-    The niced aggregation process falls behind while the closed loop saturates the cores; the open
-    loop must measure 500/s with its own aggregations, not the catch-up of that backlog.
+    The niced aggregation process falls behind while the closed loop saturates the cores; the
+    phases after it (intake alone, the timed aggregation) must not run during that catch-up.
     """
-    def backlog() -> tuple[int, int]:
-        pending = server.http.get(f"/v1/models/{model_id}/status", headers=ADMIN).json()["pending_updates"]
-        with psycopg.connect(server.dsn) as conn:
-            [(unscrubbed,)] = conn.execute("SELECT count(*) FROM updates WHERE status <> 'pending' "
-                                           "AND tensors IS NOT NULL").fetchall()
-        return pending, unscrubbed
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        def backlog() -> tuple[int, int]:
+            pending = server.http.get(f"/v1/models/{model_id}/status", headers=ADMIN).json()["pending_updates"]
+            [(unscrubbed,)] = conn.execute(f"SELECT count(*) FROM updates WHERE {UNSCRUBBED}").fetchall()
+            return pending, unscrubbed
 
-    start = time.perf_counter()
-    pending, unscrubbed = at_end = backlog()
-    while pending >= buffer_size or unscrubbed:
-        if time.perf_counter() - start > timeout:
-            raise RuntimeError(f"aggregation did not catch up with {at_end} (pending, unscrubbed) in {timeout:.0f} s")
-        time.sleep(0.1)
-        pending, unscrubbed = backlog()
+        start = time.perf_counter()
+        pending, unscrubbed = at_end = backlog()
+        while pending >= buffer_size or unscrubbed:
+            if time.perf_counter() - start > timeout:
+                raise RuntimeError(f"aggregation did not catch up with {at_end} (pending, unscrubbed) "
+                                   f"in {timeout:.0f} s")
+            time.sleep(0.1)
+            pending, unscrubbed = backlog()
     return {"pending_at_end": at_end[0], "unscrubbed_at_end": at_end[1], "caught_up_s": time.perf_counter() - start}
 
 

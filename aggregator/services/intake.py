@@ -126,7 +126,7 @@ class PendingUpdate:
     received_at: float
 
 
-# The hot path's SQL (``:name`` placeholders; see Database.raw for why not the ORM). A batch is
+# The hot path's SQL (``:name`` placeholders; see Database.run for why not the ORM). A batch is
 # stored in "waves" of at most one upload per device, two statements per wave: one INSERT of
 # every upload that passes the checks needing the database — model version, fresh base, a new
 # nonce, a token in the device's bucket (read only) — then one UPDATE taking the tokens. A
