@@ -1,6 +1,7 @@
 package org.fedpa.demo;
 
 import android.content.Context;
+import android.content.pm.ApplicationInfo;
 import android.os.Handler;
 import android.os.Looper;
 import java.io.File;
@@ -12,23 +13,31 @@ import org.fedpa.core.Catalog;
 import org.fedpa.core.FedPAClient;
 import org.fedpa.core.FedPAException;
 import org.fedpa.core.LocalStore;
-import org.fedpa.core.ModelRuntime;
+import org.fedpa.core.ServerPolicy;
+import org.fedpa.core.SyncException;
 import org.fedpa.core.TrainingConfig;
+import org.fedpa.core.VerifiedRuntimeFactory;
 
 /**
  * The process's one FedPA client and the single background thread every call runs on (network,
  * disk and training never touch the UI thread); results come back on the main looper.
  */
 final class AppState {
-    static final String DEFAULT_SERVER = "http://10.0.2.2:8000"; // the host machine, seen from the emulator
+    // No default server: the user enters the aggregator's https:// URL in Settings (plain HTTP only
+    // to this device / the emulator's host computer, with the debug setting; ServerPolicy).
+    static final String DEFAULT_SERVER = "";
     static final String DEFAULT_MODEL = "fedpa";
+    private static final String PREFS = "fedpa.app";
+    private static final String PREF_PLAIN_HTTP = "debug_allow_plain_http";
     static final int CATALOG_SIZE = 300;
     static final int FEED_SIZE = 20;
 
     private static AppState instance;
 
     final FedPAClient client;
-    final String runtimeName;
+    private final VerifiedRuntimeFactory verified; // null: this build has only the pure-Java engine
+    private final String runtimeProblem; // why ExecuTorch could not even be set up, or null
+    private final Context context;
     private final ExecutorService worker = Executors.newSingleThreadExecutor();
     private final Handler main = new Handler(Looper.getMainLooper());
     private final File storeDir;
@@ -47,12 +56,26 @@ final class AppState {
     }
 
     private AppState(Context context) throws FedPAException {
+        this.context = context;
         storeDir = new File(context.getFilesDir(), "fedpa");
         client = new FedPAClient(new LocalStore(storeDir), new SecureRandom(), TrainingConfig.defaults(), 15000);
         if (client.state().serverUrl.isEmpty()) {
             client.configure(DEFAULT_SERVER, DEFAULT_MODEL);
         }
-        runtimeName = installRuntime(client);
+        VerifiedRuntimeFactory v = null;
+        String problem = null;
+        try {
+            v = executorch();
+        } catch (Exception e) {
+            problem = "ExecuTorch unavailable (" + e + "); ranking and training with the pure-Java engine instead";
+        } catch (LinkageError e) { // a class of the AAR missing or broken
+            problem = "ExecuTorch unavailable (" + e + "); ranking and training with the pure-Java engine instead";
+        }
+        verified = v;
+        runtimeProblem = problem;
+        if (verified != null) {
+            client.setRuntimeFactory(verified);
+        }
     }
 
     static synchronized AppState get(Context context) throws FedPAException {
@@ -72,20 +95,46 @@ final class AppState {
 
     /**
      * The Gradle build adds an ExecuTorch runtime (src/executorch); the Debian-built APK has only
-     * the pure-Java engine. Either way the golden vectors were checked with the pure-Java engine.
+     * the pure-Java engine (null here). ExecuTorch is used for a bundle only once
+     * {@link VerifiedRuntimeFactory} has checked its version, loaded it and replayed the bundle's
+     * golden vectors through it; otherwise the pure-Java engine runs, with a notice.
      */
-    private static String installRuntime(FedPAClient client) {
+    private static VerifiedRuntimeFactory executorch() throws Exception {
+        Class<?> cls;
         try {
-            Class<?> cls = Class.forName("org.fedpa.demo.executorch.ExecuTorchRuntimeFactory");
-            client.setRuntimeFactory((ModelRuntime.Factory) cls.newInstance());
-            return "ExecuTorch";
+            cls = Class.forName("org.fedpa.demo.executorch.ExecuTorchRuntimeFactory");
         } catch (ClassNotFoundException e) {
-            return "pure Java";
-        } catch (Exception e) {
-            return "pure Java (ExecuTorch unavailable: " + e.getMessage() + ")";
-        } catch (LinkageError e) { // native library missing for this ABI
-            return "pure Java (ExecuTorch unavailable: " + e.getMessage() + ")";
+            return null;
         }
+        return new VerifiedRuntimeFactory((VerifiedRuntimeFactory.Candidate) cls.newInstance());
+    }
+
+    /** The engine in use, for the header ("ExecuTorch", "pure Java"). */
+    String runtimeName() {
+        return verified == null ? "pure Java" : verified.chosen();
+    }
+
+    /** Why this phone does not run the bundle with ExecuTorch though the app has it; null if it does or cannot. */
+    String runtimeNotice() {
+        return runtimeProblem != null ? runtimeProblem : verified == null ? null : verified.notice();
+    }
+
+    /** Debug builds only: the user's switch for plain HTTP to this device / the emulator's host. */
+    boolean debuggable() {
+        return (context.getApplicationInfo().flags & ApplicationInfo.FLAG_DEBUGGABLE) != 0;
+    }
+
+    boolean allowPlainHttp() {
+        return debuggable() && context.getSharedPreferences(PREFS, Context.MODE_PRIVATE).getBoolean(PREF_PLAIN_HTTP, false);
+    }
+
+    void setAllowPlainHttp(boolean on) {
+        context.getSharedPreferences(PREFS, Context.MODE_PRIVATE).edit().putBoolean(PREF_PLAIN_HTTP, on && debuggable()).apply();
+    }
+
+    /** Before any network call: the configured URL must pass {@link ServerPolicy} with the current setting. */
+    void checkServer() throws SyncException {
+        ServerPolicy.check(client.state().serverUrl, allowPlainHttp());
     }
 
     synchronized List<Catalog.Item> catalog() throws FedPAException {

@@ -92,9 +92,11 @@ public class FeedActivity extends Activity {
         DeviceState s = app.client.state();
         String eps = s.epsilonSpent >= Double.MAX_VALUE / 2 ? "unbounded (no LDP)"
                 : String.format(Locale.ROOT, "%.3f", s.epsilonSpent);
-        header.setText(String.format(Locale.ROOT, "%s · model %s v%d · engine: %s%nuploads accepted: %d · privacy spent ε = %s%s",
-                s.serverUrl, s.modelId, s.modelVersion, app.runtimeName, s.roundsCompleted, eps,
-                s.pendingNonce != null ? " · 1 upload pending" : ""));
+        String notice = app.runtimeNotice();
+        header.setText(String.format(Locale.ROOT, "%s · model %s v%d · engine: %s%nuploads accepted: %d · privacy spent ε = %s%s%s",
+                s.serverUrl.isEmpty() ? "(no server: open Settings)" : s.serverUrl, s.modelId, s.modelVersion,
+                app.runtimeName(), s.roundsCompleted, eps, s.pendingNonce != null ? " · 1 upload pending" : "",
+                notice == null ? "" : "\n⚠ " + notice));
     }
 
     /**
@@ -182,6 +184,7 @@ public class FeedActivity extends Activity {
         app.run(new AppState.Task<FedPAClient.RoundResult>() {
             @Override
             public FedPAClient.RoundResult call() throws Exception {
+                app.checkServer();
                 return app.client.trainAndSync(listener);
             }
         }, new AppState.Callback<FedPAClient.RoundResult>() {

@@ -6,6 +6,7 @@ import android.os.Bundle;
 import android.text.InputType;
 import android.view.View;
 import android.widget.ArrayAdapter;
+import android.widget.CheckBox;
 import android.widget.EditText;
 import android.widget.LinearLayout;
 import android.widget.ScrollView;
@@ -15,15 +16,19 @@ import java.util.ArrayList;
 import java.util.List;
 import org.fedpa.core.DeviceState;
 import org.fedpa.core.Manifest;
+import org.fedpa.core.ServerPolicy;
+import org.fedpa.core.SyncException;
 
 /**
- * Server URL and model id, and the local user's profile (its user-feature values, which pick
+ * Server URL (HTTPS; plain HTTP to a loopback/emulator host only in debug builds, behind an
+ * explicit switch) and model id, and the local user's profile (its user-feature values, which pick
  * the group adapters it trains and downloads). "Reset" moves the local data aside, never deletes.
  */
 public class SettingsActivity extends Activity {
     private AppState app;
     private EditText server;
     private EditText model;
+    private CheckBox plainHttp;
     private TextView message;
     private final List<Spinner> features = new ArrayList<Spinner>();
 
@@ -37,14 +42,20 @@ public class SettingsActivity extends Activity {
         server.setSingleLine(true);
         model = new EditText(this);
         model.setSingleLine(true);
-        root.addView(Ui.text(this, "Aggregator URL", 14));
+        root.addView(Ui.text(this, "Aggregator URL (https://…)", 14));
         root.addView(server);
         root.addView(Ui.text(this, "Model id", 14));
         root.addView(model);
+        plainHttp = new CheckBox(this);
+        plainHttp.setText("Debug: allow plain HTTP to this computer (http://10.0.2.2 from the emulator, "
+                + "http://127.0.0.1 on the device; never to another machine)");
+        root.addView(plainHttp);
         final LinearLayout profile = Ui.column(this);
         root.addView(profile);
         try {
             app = AppState.get(this);
+            plainHttp.setChecked(app.allowPlainHttp());
+            plainHttp.setVisibility(app.debuggable() ? View.VISIBLE : View.GONE); // release builds: HTTPS only
             load(profile);
         } catch (Exception e) {
             show(Messages.describe(e), true);
@@ -150,8 +161,11 @@ public class SettingsActivity extends Activity {
         }
         final String url = server.getText().toString().trim();
         final String id = model.getText().toString().trim();
-        if (!url.startsWith("http://") && !url.startsWith("https://")) {
-            show("The server URL must start with http:// or https://", true);
+        final boolean allowHttp = app.debuggable() && plainHttp.isChecked();
+        try {
+            ServerPolicy.check(url, allowHttp);
+        } catch (SyncException e) {
+            show(e.getMessage(), true);
             return;
         }
         if (id.isEmpty()) {
@@ -165,6 +179,7 @@ public class SettingsActivity extends Activity {
         app.run(new AppState.Task<Boolean>() {
             @Override
             public Boolean call() throws Exception {
+                app.setAllowPlainHttp(allowHttp);
                 app.client.configure(url, id);
                 if (codes.length > 0) {
                     app.client.setUserCodes(codes);

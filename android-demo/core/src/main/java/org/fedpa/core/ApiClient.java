@@ -31,10 +31,9 @@ public final class ApiClient {
         while (url.endsWith("/")) {
             url = url.substring(0, url.length() - 1);
         }
-        if (!url.startsWith("http://") && !url.startsWith("https://")) {
-            throw new SyncException(0, "bad_url", "server URL must start with http:// or https://, got '" + baseUrl + "'");
-        }
-        this.baseUrl = url;
+        // HTTPS, or plain HTTP to a loopback/emulator host only; the app's debug switch is checked
+        // before a client is made (ServerPolicy.check(url, setting)).
+        this.baseUrl = ServerPolicy.check(url, true);
         this.token = token;
         this.timeoutMs = timeoutMs;
     }

@@ -41,14 +41,7 @@ public final class Golden {
 
     /** Replay {@code golden.json} of the bundle on {@code model}; every check, passed or not. */
     public static List<Check> replay(Model model) throws BundleException {
-        JSONObject g;
-        try {
-            g = new JSONObject(new String(Bundle.readFile(model.bundle().file("golden.json")), "UTF-8"));
-        } catch (java.io.IOException e) {
-            throw new BundleException("golden.json: cannot read (" + e.getMessage() + ")", e);
-        } catch (JSONException e) {
-            throw new BundleException("golden.json is not valid JSON: " + e.getMessage(), e);
-        }
+        JSONObject g = read(model.bundle());
         try {
             return replay(model, g);
         } catch (JSONException e) {
@@ -56,10 +49,79 @@ public final class Golden {
         }
     }
 
-    private static List<Check> replay(Model model, JSONObject g) throws JSONException, BundleException {
-        if (g.optInt("format_version", -1) != 1) {
-            throw new BundleException("golden.json: unknown format_version " + g.opt("format_version"));
+    /**
+     * Replay {@code golden.json} through any {@link ModelRuntime} (the one the app will rank and
+     * train with, e.g. ExecuTorch): the inference cases by {@code score}, then one {@code step}
+     * from the golden personalisation, checked by its loss, every updated tensor
+     * ({@code start - lr * gradient}, which checks each gradient scaled by lr) and the loss after.
+     * A runtime exposes no gradients, so they are not compared one by one as in
+     * {@link #replay(Model)}.
+     */
+    public static List<Check> replay(Bundle bundle, ModelRuntime runtime) throws FedPAException {
+        JSONObject g = read(bundle);
+        try {
+            return replayRuntime(bundle, runtime, g);
+        } catch (JSONException e) {
+            throw new BundleException("golden.json is malformed: " + e.getMessage(), e);
         }
+    }
+
+    private static JSONObject read(Bundle bundle) throws BundleException {
+        try {
+            JSONObject g = new JSONObject(new String(Bundle.readFile(bundle.file("golden.json")), "UTF-8"));
+            if (g.optInt("format_version", -1) != 1) {
+                throw new BundleException("golden.json: unknown format_version " + g.opt("format_version"));
+            }
+            return g;
+        } catch (java.io.IOException e) {
+            throw new BundleException("golden.json: cannot read (" + e.getMessage() + ")", e);
+        } catch (JSONException e) {
+            throw new BundleException("golden.json is not valid JSON: " + e.getMessage(), e);
+        }
+    }
+
+    private static List<Check> replayRuntime(Bundle bundle, ModelRuntime runtime, JSONObject g)
+            throws JSONException, FedPAException {
+        double atol = g.optDouble("atol", 1e-5);
+        double rtol = g.optDouble("rtol", 1e-4);
+        int nf = bundle.manifest().config.nFeatures();
+        Map<String, Tensor> personalisation = tensors(g.getJSONObject("personalisation"));
+        List<Check> checks = new ArrayList<Check>();
+        JSONArray cases = g.getJSONArray("inference");
+        for (int c = 0; c < cases.length(); c++) {
+            JSONObject kase = cases.getJSONObject(c);
+            float[] want = floats(kase.getJSONArray("logits"));
+            float[] got = runtime.score(rows(kase.getJSONArray("x"), nf), want.length, Model.copy(personalisation));
+            checks.add(compare("inference case " + c + " (" + want.length + " rows)", want, got, atol, rtol));
+        }
+        JSONObject t = g.getJSONObject("training");
+        long[] x = rows(t.getJSONArray("x"), nf);
+        float[] y = floats(t.getJSONArray("y"));
+        float lr = (float) t.getDouble("lr");
+        Map<String, Tensor> params = Model.copy(personalisation);
+        float loss = runtime.step(x, y, y.length, params, lr);
+        checks.add(compare("training loss", new float[] {(float) t.getDouble("loss")}, new float[] {loss}, atol, rtol));
+        Map<String, Tensor> grads = tensors(t.getJSONObject("gradients"));
+        for (Map.Entry<String, Tensor> e : grads.entrySet()) {
+            Tensor start = personalisation.get(e.getKey());
+            if (start == null || params.get(e.getKey()) == null) {
+                checks.add(new Check("SGD update " + e.getKey() + " (not a personalisation tensor here)", Double.NaN, false));
+                continue;
+            }
+            float[] grad = e.getValue().data();
+            float[] want = new float[grad.length];
+            for (int i = 0; i < want.length && i < start.data().length; i++) {
+                want[i] = start.data()[i] - lr * grad[i];
+            }
+            checks.add(compare("SGD update " + e.getKey(), want, params.get(e.getKey()).data(), atol, rtol));
+        }
+        float after = Trainer.bceLoss(runtime.score(x, y.length, params), y);
+        checks.add(compare("loss after one SGD step", new float[] {(float) t.getDouble("loss_after")},
+                new float[] {after}, atol, rtol));
+        return checks;
+    }
+
+    private static List<Check> replay(Model model, JSONObject g) throws JSONException, BundleException {
         double atol = g.optDouble("atol", 1e-5);
         double rtol = g.optDouble("rtol", 1e-4);
         int nf = model.manifest().config.nFeatures();

@@ -95,11 +95,13 @@ public final class Model {
         public final float lossBefore;
         public final float lossAfter;
         public final int steps;
+        public final int skippedSteps; // not applied: non-finite loss or gradient (ModelRuntime.step)
 
-        Fit(float lossBefore, float lossAfter, int steps) {
+        Fit(float lossBefore, float lossAfter, int steps, int skippedSteps) {
             this.lossBefore = lossBefore;
             this.lossAfter = lossAfter;
             this.steps = steps;
+            this.skippedSteps = skippedSteps;
         }
     }
 
@@ -121,6 +123,7 @@ public final class Model {
         float before = Trainer.bceLoss(runtime.score(x, n, params), y);
         Random rng = new Random(seed);
         int done = 0;
+        int skipped = 0;
         for (int e = 0; e < cfg.epochs; e++) {
             int[] order = permutation(n, rng);
             for (int start = 0; start < n; start += cfg.batchSize) {
@@ -133,6 +136,7 @@ public final class Model {
                     by[i] = y[row];
                 }
                 float loss = runtime.step(bx, by, b, params, cfg.lr);
+                skipped += Float.isNaN(loss) ? 1 : 0;
                 done++;
                 if (listener != null) {
                     listener.step(done, total, loss);
@@ -140,7 +144,7 @@ public final class Model {
             }
         }
         float after = Trainer.bceLoss(runtime.score(x, n, params), y);
-        return new Fit(before, after, done);
+        return new Fit(before, after, done, skipped);
     }
 
     static int[] permutation(int n, Random rng) {

@@ -76,9 +76,17 @@ public final class Trainer {
         return new Result(bceLoss(t.logits, y), grads);
     }
 
-    /** One SGD step in place on the named tensors; returns the loss before the step. */
+    /**
+     * One SGD step in place on the named tensors; returns the loss before the step. A step whose
+     * loss or any gradient is not finite is not applied and returns {@link Float#NaN}: one
+     * diverging batch must not poison the adapters (as {@code fedpa.runtime.programs.Trainer.step}
+     * and the simulation harness; see {@link ModelRuntime#step}).
+     */
     public float step(long[] x, float[] y, int n, Map<String, Tensor> params, Collection<String> trainable, float lr) {
         Result r = gradients(x, y, n, params);
+        if (!StepGuard.finite(r.loss, r.gradients.values())) {
+            return Float.NaN;
+        }
         for (String name : trainable) {
             float[] p = params.get(name).data();
             float[] g = r.gradients.get(name);

@@ -1,6 +1,6 @@
 package org.fedpa.demo.executorch;
 
-import java.lang.reflect.Method;
+import java.io.Closeable;
 import java.nio.Buffer;
 import java.nio.FloatBuffer;
 import java.util.ArrayList;
@@ -10,6 +10,7 @@ import org.fedpa.core.Bundle;
 import org.fedpa.core.BundleException;
 import org.fedpa.core.FedPAException;
 import org.fedpa.core.ModelRuntime;
+import org.fedpa.core.StepGuard;
 import org.json.JSONArray;
 import org.json.JSONObject;
 import org.pytorch.executorch.EValue;
@@ -20,12 +21,16 @@ import org.pytorch.executorch.training.TrainingModule;
 
 /**
  * The bundle's ExecuTorch programs on the phone (Gradle build only; NOT compiled by build-apk.sh,
- * which has no ExecuTorch AAR). Inference: {@code inference.pte} with x and the personalisation
- * tensors as inputs, in the manifest's input order, split into chunks of its max_batch. Training:
- * {@code training.pte} holds the personalisation tensors as its parameters; each step writes our
- * current values into them, runs forward+backward, applies ExecuTorch's SGD and reads them back.
+ * which has no ExecuTorch AAR; test.sh compile-checks it against tools/executorch-stub, the
+ * ExecuTorch 1.4.1 Java API it uses). Inference: {@code inference.pte} with x and the
+ * personalisation tensors as inputs, in the manifest's input order, split into chunks of its
+ * max_batch. Training: {@code training.pte} holds the personalisation tensors as its parameters;
+ * each step writes our current values into them, runs forward+backward, and applies ExecuTorch's
+ * SGD only when the loss and every gradient are finite ({@link StepGuard}), then reads them back.
+ * Used only after {@link org.fedpa.core.VerifiedRuntimeFactory} has replayed the bundle's golden
+ * vectors through it.
  */
-final class ExecuTorchRuntime implements ModelRuntime {
+final class ExecuTorchRuntime implements ModelRuntime, Closeable {
     private static final String METHOD = "forward";
 
     private final Module inference;
@@ -85,7 +90,7 @@ final class ExecuTorchRuntime implements ModelRuntime {
             live = training.namedParameters(METHOD);
         }
         if (sgd == null || sgdLr != lr) { // plain SGD is stateless: one optimiser per learning rate
-            sgd = SGD.create(live, lr);
+            sgd = SGD.create(live, (double) lr);
             sgdLr = lr;
         }
         for (Map.Entry<String, Tensor> e : live.entrySet()) {
@@ -93,14 +98,29 @@ final class ExecuTorchRuntime implements ModelRuntime {
             if (mine == null) {
                 throw new BundleException("training.pte trains '" + e.getKey() + "', which is not a personalisation tensor");
             }
-            FloatBuffer buf = (FloatBuffer) rawBuffer(e.getValue());
+            // namedParameters() wraps the program's own memory (a direct buffer over the native
+            // tensor, jni_layer.cpp newJTensorFromTensor); Tensor.getRawDataBuffer() is public in 1.4.1.
+            Buffer raw = e.getValue().getRawDataBuffer();
+            if (!(raw instanceof FloatBuffer) || raw.capacity() != mine.data().length) {
+                throw new BundleException("training.pte parameter '" + e.getKey() + "' is not a float32 tensor of "
+                        + mine.data().length + " values");
+            }
+            FloatBuffer buf = (FloatBuffer) raw;
             buf.rewind();
             buf.put(mine.data());
         }
         EValue[] out = training.executeForwardBackward(METHOD,
                 EValue.from(Tensor.fromBlob(x, new long[] {n, nFeatures})), EValue.from(Tensor.fromBlob(y, new long[] {n})));
         float loss = out[0].toTensor().getDataAsFloatArray()[0];
-        sgd.step(training.namedGradients(METHOD));
+        Map<String, Tensor> gradients = training.namedGradients(METHOD);
+        List<float[]> values = new ArrayList<float[]>();
+        for (Tensor g : gradients.values()) {
+            values.add(g.getDataAsFloatArray());
+        }
+        if (!StepGuard.finite(loss, values)) {
+            return Float.NaN; // not applied; params keep their values (the program's copy is overwritten next step)
+        }
+        sgd.step(gradients);
         for (Map.Entry<String, Tensor> e : live.entrySet()) {
             float[] updated = e.getValue().getDataAsFloatArray();
             System.arraycopy(updated, 0, params.get(e.getKey()).data(), 0, updated.length);
@@ -108,18 +128,10 @@ final class ExecuTorchRuntime implements ModelRuntime {
         return loss;
     }
 
-    /**
-     * The tensor's native buffer. namedParameters() wraps the program's own memory, but the Java
-     * Tensor exposes no public writer (experimental API), so the package-private accessor is used.
-     */
-    private static Buffer rawBuffer(Tensor t) throws FedPAException {
-        try {
-            Method m = Tensor.class.getDeclaredMethod("getRawDataBuffer");
-            m.setAccessible(true);
-            return (Buffer) m.invoke(t);
-        } catch (Exception e) {
-            throw new BundleException("this ExecuTorch version does not let the app write training parameters: " + e, e);
-        }
+    @Override
+    public void close() {
+        inference.close();
+        training.close();
     }
 
     private static long[] longs(int[] shape) {

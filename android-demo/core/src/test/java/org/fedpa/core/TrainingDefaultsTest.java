@@ -1,0 +1,26 @@
+package org.fedpa.core;
+
+import static org.junit.Assert.assertEquals;
+
+import org.json.JSONObject;
+import org.junit.Test;
+
+/**
+ * The app trains with the project's one set of local-training defaults: {@link TrainingConfig#defaults()}
+ * must equal the fields of the Python {@code edge.device.LocalTraining()} the edge client and the
+ * simulation use, read from the project's own code (not copied into this test).
+ */
+public class TrainingDefaultsTest {
+    @Test
+    public void javaDefaultsEqualThePythonLocalTrainingDefaults() throws Exception {
+        String out = SafeTensorsTest.runPython("import dataclasses, json\n"
+                + "from edge.device import LocalTraining\n"
+                + "print('DEFAULTS ' + json.dumps(dataclasses.asdict(LocalTraining())))\n", "");
+        String line = out.substring(out.lastIndexOf("DEFAULTS ") + "DEFAULTS ".length()).trim();
+        JSONObject py = new JSONObject(line);
+        TrainingConfig java = TrainingConfig.defaults();
+        assertEquals("epochs", py.getInt("epochs"), java.epochs);
+        assertEquals("batch_size", py.getInt("batch_size"), java.batchSize);
+        assertEquals("lr (float32 of the Python float)", (float) py.getDouble("lr"), java.lr, 0f);
+    }
+}
