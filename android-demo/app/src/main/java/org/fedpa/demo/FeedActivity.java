@@ -212,10 +212,16 @@ public class FeedActivity extends Activity {
         }
         if ("accepted".equals(r.status)) {
             return String.format(Locale.ROOT,
-                    "Update accepted (%d examples, base state v%d). Local loss %.4f → %.4f; ε spent now %.3f.",
-                    r.examples, r.baseVersion, r.lossBefore, r.lossAfter, r.epsilon);
+                    "Update accepted (%d examples, base state v%d). Local loss %.4f → %.4f; your AUC on your own "
+                    + "taps/skips %s → %s; ε spent now %.3f.%s",
+                    r.examples, r.baseVersion, r.lossBefore, r.lossAfter, auc(r.aucBefore), auc(r.aucAfter), r.epsilon,
+                    r.skippedSteps == 0 ? "" : "\n" + r.skippedSteps + " training step(s) skipped: non-finite loss or gradient.");
         }
         return "Update " + r.status + ": " + r.detail + "\nYour private adapter is unchanged; sync again to retrain.";
+    }
+
+    private static String auc(double v) {
+        return Double.isNaN(v) ? "n/a (tap some and skip some)" : String.format(Locale.ROOT, "%.3f", v);
     }
 
     /** Rows: title, click probability, label, and the two buttons. */

@@ -36,6 +36,9 @@ public final class FedPAClient {
         public int examples;
         public float lossBefore = Float.NaN;
         public float lossAfter = Float.NaN;
+        public double aucBefore = Double.NaN; // this user's AUC on its own labels, before/after local training
+        public double aucAfter = Double.NaN;
+        public int skippedSteps; // local steps not applied: non-finite loss or gradient
         public double epsilon;
         public double clipNormBefore = Double.NaN;
         public String updateId;
@@ -266,6 +269,9 @@ public final class FedPAClient {
         store.stagePending(body, newPrivate, state);
         result.lossBefore = fit.lossBefore;
         result.lossAfter = fit.lossAfter;
+        result.aucBefore = fit.aucBefore;
+        result.aucAfter = fit.aucAfter;
+        result.skippedSteps = fit.skippedSteps;
         result.clipNormBefore = noised.report.normBefore;
         return sendPending(result);
     }

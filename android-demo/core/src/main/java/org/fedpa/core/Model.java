@@ -96,12 +96,16 @@ public final class Model {
         public final float lossAfter;
         public final int steps;
         public final int skippedSteps; // not applied: non-finite loss or gradient (ModelRuntime.step)
+        public final double aucBefore; // AUC of the training labels before / after (NaN: one class only)
+        public final double aucAfter;
 
-        Fit(float lossBefore, float lossAfter, int steps, int skippedSteps) {
+        Fit(float lossBefore, float lossAfter, int steps, int skippedSteps, double aucBefore, double aucAfter) {
             this.lossBefore = lossBefore;
             this.lossAfter = lossAfter;
             this.steps = steps;
             this.skippedSteps = skippedSteps;
+            this.aucBefore = aucBefore;
+            this.aucAfter = aucAfter;
         }
     }
 
@@ -120,7 +124,8 @@ public final class Model {
         int nf = manifest().config.nFeatures();
         int perEpoch = (n + cfg.batchSize - 1) / cfg.batchSize;
         int total = perEpoch * cfg.epochs;
-        float before = Trainer.bceLoss(runtime.score(x, n, params), y);
+        float[] first = runtime.score(x, n, params);
+        float before = Trainer.bceLoss(first, y);
         Random rng = new Random(seed);
         int done = 0;
         int skipped = 0;
@@ -143,8 +148,9 @@ public final class Model {
                 }
             }
         }
-        float after = Trainer.bceLoss(runtime.score(x, n, params), y);
-        return new Fit(before, after, done, skipped);
+        float[] last = runtime.score(x, n, params);
+        float after = Trainer.bceLoss(last, y);
+        return new Fit(before, after, done, skipped, Metrics.auc(y, first), Metrics.auc(y, last));
     }
 
     static int[] permutation(int n, Random rng) {

@@ -88,6 +88,9 @@ public class LoopbackTest {
         assertNotNull(r.updateId);
         assertEquals(40, r.examples);
         assertTrue("loss went down locally: " + r.lossBefore + " -> " + r.lossAfter, r.lossAfter < r.lossBefore);
+        assertTrue("the user's AUC on its labels is reported: " + r.aucBefore + " -> " + r.aucAfter,
+                r.aucBefore >= 0 && r.aucBefore <= 1 && r.aucAfter >= 0 && r.aucAfter <= 1);
+        assertEquals(0, r.skippedSteps);
         assertTrue("epsilon charged", r.epsilon > 0 && a.state().epsilonSpent == r.epsilon);
         assertTrue("progress reported", calls[0] > 3);
         assertNull("nothing pending", a.state().pendingNonce);
