@@ -109,9 +109,13 @@ final class AppState {
         return new VerifiedRuntimeFactory((VerifiedRuntimeFactory.Candidate) cls.newInstance());
     }
 
-    /** The engine in use, for the header ("ExecuTorch", "pure Java"). */
+    /** The engine in use, for the header ("ExecuTorch", "pure Java"; chosen when a model is opened). */
     String runtimeName() {
-        return verified == null ? "pure Java" : verified.chosen();
+        if (verified == null) {
+            return "pure Java";
+        }
+        String chosen = verified.chosen();
+        return chosen != null ? chosen : "ExecuTorch if it passes the model's checks (no model yet)";
     }
 
     /** Why this phone does not run the bundle with ExecuTorch though the app has it; null if it does or cannot. */

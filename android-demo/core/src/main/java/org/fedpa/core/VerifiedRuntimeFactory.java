@@ -30,14 +30,14 @@ public final class VerifiedRuntimeFactory implements ModelRuntime.Factory {
     private static final Pattern RELEASE = Pattern.compile("^(\\d+)\\.(\\d+)(?:\\D|$)");
 
     private final Candidate preferred;
-    private volatile String chosen = "pure Java";
+    private volatile String chosen; // null until a bundle is opened
     private volatile String notice;
 
     public VerifiedRuntimeFactory(Candidate preferred) {
         this.preferred = preferred;
     }
 
-    /** The runtime chosen for the last bundle opened ("ExecuTorch" or "pure Java"). */
+    /** The runtime chosen for the last bundle opened ("ExecuTorch" or "pure Java"); null before any. */
     public String chosen() {
         return chosen;
     }
