@@ -5,8 +5,9 @@
 #   2. write reference data with the project's Python code (tools/make_fixtures.py)
 #   3. build a real bundle with `fedpa-export build --dataset synthetic` (cached by source hash)
 #   4. start a real aggregator on loopback (SQLite), publish the bundle (rounds closed by the test)
-#   5. compile core (Java 8) + tests; compile-check app/src/executorch against tools/executorch-stub
-#      (the ExecuTorch Java API it uses, pinned by gradle.properties); run the tests, the last line is
+#   5. compile core (Java 8) + tests; compile app/src/executorch against tools/executorch-stub (the
+#      ExecuTorch Java API it uses, at the release gradle.properties pins) and tools/executorch-fake
+#      (the same API run by the pure-Java engine); run the tests, the last line is
 #      "N passed, N failed, N skipped"
 #
 # Environment: PYTHON (default: ../.venv/bin/python, else python3) must have the project
@@ -97,24 +98,31 @@ if ! grep -q "@ executorch v$ET_VERSION " tools/executorch-stub/org/pytorch/exec
   echo "gradle.properties pins executorch $ET_VERSION but tools/executorch-stub cites another release: re-read the"
   echo "upstream sources of that tag and update the stub (tools/executorch-stub/README.md)"; echo "0 passed, 1 failed"; exit 1
 fi
-ET_CLASSES=$BUILD/executorch-classes
-rm -rf "$ET_CLASSES" "$BUILD/executorch-gen" && mkdir -p "$ET_CLASSES" "$BUILD/executorch-gen/org/fedpa/demo"
+ET=$BUILD/executorch
+rm -rf "$ET" && mkdir -p "$ET/gen/org/fedpa/demo" "$ET/stub" "$ET/app" "$ET/fake" "$ET/app-vs-fake"
 # what AGP generates from app/build.gradle.kts (buildConfigField EXECUTORCH_VERSION from gradle.properties)
 printf 'package org.fedpa.demo;\npublic final class BuildConfig {\n    public static final String EXECUTORCH_VERSION = "%s";\n}\n' \
-  "$ET_VERSION" > "$BUILD/executorch-gen/org/fedpa/demo/BuildConfig.java"
-if ! javac --release 8 -nowarn -Xlint:-options -encoding UTF-8 -cp "$CLASSES:$JSON_JAR" -d "$ET_CLASSES" \
-    $(find tools/executorch-stub app/src/executorch "$BUILD/executorch-gen" -name '*.java') > "$BUILD/javac-executorch.log" 2>&1; then
-  cat "$BUILD/javac-executorch.log"; echo "app/src/executorch does not compile against the ExecuTorch $ET_VERSION API"
+  "$ET_VERSION" > "$ET/gen/org/fedpa/demo/BuildConfig.java"
+JAVAC8=(javac --release 8 -nowarn -Xlint:-options -encoding UTF-8)
+APP_ET_SOURCES=$(find app/src/executorch "$ET/gen" -name '*.java')
+# 1. the stub (signatures only), the app's ExecuTorch code against it; 2. the fake (same API, run by
+# the pure-Java engine) and the app's code against it too, so both present the same API to the app
+if ! { "${JAVAC8[@]}" -d "$ET/stub" $(find tools/executorch-stub -name '*.java') \
+    && "${JAVAC8[@]}" -cp "$CLASSES:$JSON_JAR:$ET/stub" -d "$ET/app" $APP_ET_SOURCES \
+    && "${JAVAC8[@]}" -cp "$CLASSES:$JSON_JAR" -d "$ET/fake" $(find tools/executorch-fake -name '*.java') \
+    && "${JAVAC8[@]}" -cp "$CLASSES:$JSON_JAR:$ET/fake" -d "$ET/app-vs-fake" $APP_ET_SOURCES; } > "$BUILD/javac-executorch.log" 2>&1; then
+  cat "$BUILD/javac-executorch.log"; echo "app/src/executorch does not compile against the ExecuTorch $ET_VERSION API (stub or fake)"
   echo "0 passed, 1 failed"; exit 1
 fi
-echo "app/src/executorch compiles against the ExecuTorch $ET_VERSION Java API it uses"
+echo "app/src/executorch compiles against the ExecuTorch $ET_VERSION Java API it uses (stub) and the fake"
 
 tests=()
 for f in core/src/test/java/org/fedpa/core/*Test.java; do tests+=("org.fedpa.core.$(basename "$f" .java)"); done
 echo "setup took $(( $(date +%s) - start )) s"
 set +e
-java -cp "$CLASSES:$ET_CLASSES:$CP_LIBS" \
+java -cp "$CLASSES:$CP_LIBS" \
   -Dfedpa.fixtures="$FIXTURES" -Dfedpa.bundle="$BUNDLE" -Dfedpa.python="$PYTHON" -Dfedpa.executorch.version="$ET_VERSION" \
+  -Dfedpa.executorch.app="$ET/app" -Dfedpa.executorch.stub="$ET/stub" -Dfedpa.executorch.fake="$ET/fake" \
   -Dfedpa.server="http://127.0.0.1:$PORT" -Dfedpa.model=android-test -Dfedpa.admin="$ADMIN_TOKEN" \
   org.fedpa.core.HostTestMain "${tests[@]}" > "$BUILD/junit.log" 2>&1
 rc=$?

@@ -41,6 +41,19 @@ final class Fixtures {
         return v;
     }
 
+    /**
+     * The app's ExecuTorch runtime factory (app/src/executorch, compiled by test.sh) linked against
+     * {@code api}: "stub" (signatures only, no native code) or "fake" (run by the pure-Java engine),
+     * each in its own class loader so both can be used in one JVM.
+     */
+    static VerifiedRuntimeFactory.Candidate executorch(String api) throws Exception {
+        java.net.URL[] path = new java.net.URL[] {new File(required("fedpa.executorch.app")).toURI().toURL(),
+                new File(required("fedpa.executorch." + api)).toURI().toURL()};
+        ClassLoader loader = new java.net.URLClassLoader(path, Fixtures.class.getClassLoader());
+        return (VerifiedRuntimeFactory.Candidate) loader.loadClass("org.fedpa.demo.executorch.ExecuTorchRuntimeFactory")
+                .newInstance();
+    }
+
     static SafeTensors read(File f) throws IOException, PayloadException {
         return SafeTensors.decode(Bundle.readFile(f));
     }

@@ -227,8 +227,7 @@ public class RuntimeFallbackTest {
     @Test
     public void theAppsExecuTorchRuntimeWithoutNativeLibraryFallsBack() throws Exception {
         String linked = Fixtures.optional("fedpa.executorch.version"); // set by test.sh when it compiled the stub
-        VerifiedRuntimeFactory.Candidate et = (VerifiedRuntimeFactory.Candidate)
-                Class.forName("org.fedpa.demo.executorch.ExecuTorchRuntimeFactory").newInstance();
+        VerifiedRuntimeFactory.Candidate et = Fixtures.executorch("stub");
         assertEquals("ExecuTorch", et.runtimeName());
         assertEquals("the app links the ExecuTorch of gradle.properties", linked, et.version());
         VerifiedRuntimeFactory v = new VerifiedRuntimeFactory(et);

@@ -1,0 +1,38 @@
+package org.pytorch.executorch;
+
+import java.io.File;
+import java.util.LinkedHashMap;
+import java.util.Map;
+import org.fedpa.core.Bundle;
+import org.fedpa.core.Model;
+
+/** The bundle a .pte file belongs to, opened with the pure-Java engine that stands in for the program. */
+public final class FakeProgram {
+    private FakeProgram() {
+    }
+
+    public static Model open(String ptePath) {
+        try {
+            return new Model(Bundle.open(new File(ptePath).getParentFile()));
+        } catch (Exception e) {
+            throw new IllegalArgumentException("fake ExecuTorch cannot open " + ptePath + ": " + e.getMessage(), e);
+        }
+    }
+
+    /** ExecuTorch tensors → the engine's, by name (copies). */
+    public static Map<String, org.fedpa.core.Tensor> toCore(Map<String, Tensor> in) {
+        Map<String, org.fedpa.core.Tensor> out = new LinkedHashMap<String, org.fedpa.core.Tensor>();
+        for (Map.Entry<String, Tensor> e : in.entrySet()) {
+            out.put(e.getKey(), org.fedpa.core.Tensor.of(e.getValue().getDataAsFloatArray(), e.getValue().intShape()));
+        }
+        return out;
+    }
+
+    public static long[] codes(Tensor t) {
+        return t.longs();
+    }
+
+    public static int rows(Tensor t) {
+        return (int) t.shape[0];
+    }
+}
