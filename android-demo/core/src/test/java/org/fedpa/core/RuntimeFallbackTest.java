@@ -17,9 +17,9 @@ import org.junit.Test;
  * "native" runtimes failing in each way a phone can: missing native library, version that does
  * not match the bundle's toolchain, results that disagree with the golden vectors (inference or
  * training), an exception, a skipped step. Each must fall back to the pure-Java engine with a
- * notice naming the reason; a faithful runtime must be chosen. When test.sh compiled the app's
- * real ExecuTorch runtime against the ExecuTorch API stub ({@code fedpa.executorch.version} set), that
- * runtime is run too: the stub has no native code, exactly like a phone without libexecutorch.so.
+ * notice naming the reason; a faithful runtime must be chosen. The app's real ExecuTorch runtime,
+ * compiled by test.sh against the ExecuTorch API stub, is run too: the stub has no native code,
+ * exactly like a phone without libexecutorch.so.
  */
 public class RuntimeFallbackTest {
     private File copy;
@@ -226,7 +226,7 @@ public class RuntimeFallbackTest {
     /** The app's real ExecuTorch runtime, compiled by test.sh against the ExecuTorch API stub. */
     @Test
     public void theAppsExecuTorchRuntimeWithoutNativeLibraryFallsBack() throws Exception {
-        String linked = Fixtures.optional("fedpa.executorch.version"); // set by test.sh when it compiled the stub
+        String linked = Fixtures.required("fedpa.executorch.version"); // gradle.properties, passed by test.sh
         VerifiedRuntimeFactory.Candidate et = Fixtures.executorch("stub");
         assertEquals("ExecuTorch", et.runtimeName());
         assertEquals("the app links the ExecuTorch of gradle.properties", linked, et.version());
