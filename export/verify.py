@@ -17,6 +17,7 @@ from fedpa.errors import BundleError
 from fedpa.manifest import MANIFEST_NAME
 from fedpa.runtime.bundle import Bundle
 from fedpa.runtime.parity import ParityReport, check_golden
+from fedpa.signing import PublicKey, verify_bundle_signature
 
 __all__ = ["VerifyResult", "summarise", "verify_bundle"]
 
@@ -50,8 +51,14 @@ def _check_contents(bundle: Bundle) -> None:
         raise BundleError("the .pte and .onnx inference programs declare different personalisation inputs")
 
 
-def verify_bundle(path: str | Path, *, backends: tuple[str, ...] = ("pte", "onnx")) -> VerifyResult:
-    """Hashes, manifest schema, file contents, then golden-vector parity. Raises BundleError when unreadable."""
+def verify_bundle(path: str | Path, *, backends: tuple[str, ...] = ("pte", "onnx"),
+                  trust_key: PublicKey | None = None) -> VerifyResult:
+    """Signature (with ``trust_key``), hashes, manifest schema, file contents, then golden-vector parity.
+
+    Raises BundleError when unreadable, SignatureError when not signed by ``trust_key``.
+    """
+    if trust_key is not None:
+        verify_bundle_signature(path, trust_key)
     bundle = Bundle.open(path)
     _check_contents(bundle)
     return VerifyResult(bundle=bundle, parity=check_golden(bundle, backends=backends))
