@@ -28,7 +28,8 @@ app = typer.Typer(
 console = Console()
 
 app.add_typer(data_app, name="data", help="Inspect datasets: `fedpa data stats --dataset NAME --data-dir DIR`.")
-app.add_typer(privacy_app, name="privacy", help="Privacy accounting: `fedpa privacy epsilon --noise-multiplier S --rounds R`.")
+app.add_typer(privacy_app, name="privacy",
+              help="Privacy accounting: `fedpa privacy epsilon --noise-multiplier S --rounds R`.")
 app.command("demo")(demo)
 app.command("simulate")(simulate)
 app.command("experiments")(experiments)
