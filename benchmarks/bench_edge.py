@@ -171,7 +171,10 @@ def count_sweep(dataset: str = "synthetic", data_dir: Path = Path("."), seeds: s
 @app.command("ldp-sweep")
 def ldp_sweep(data_dir: Annotated[Path, typer.Option(help="KuaiSAR-R folder")], dataset: str = "kuaisar-r",
               seeds: str = "0,1,2", epsilons: str = "1,2,4,8,16,64", clips: str = "0.1,0.3,1.0",
-              rounds: int = 30, cache: Path = Path("runs/students"), tag: str = "") -> None:
+              rounds: int = 30, cache: Path = Path("runs/students"), tag: str = "",
+              server_lrs: Annotated[str, typer.Option(help="Server learning rates tried per ε with each clip "
+                                                           "norm (default: the non-private choice only).")] = ""
+              ) -> None:
     """Utility vs ε with the simulation harness; settings chosen on seed-0 validation only."""
     import torch
 
@@ -207,23 +210,26 @@ def ldp_sweep(data_dir: Annotated[Path, typer.Option(help="KuaiSAR-R folder")], 
 
     # 2. per ε: clip norm on seed 0 validation, then every seed
     grid, rows = [], []
+    slr_list = [float(v) for v in server_lrs.split(",")] if server_lrs else [server_lr]
     for eps in eps_list:
         sigma = noise_multiplier_for(eps, rounds, delta=1e-5)
         per_clip = {}
         for clip in clip_list:
-            privacy = PrivacyConfig(clip_norm=clip, noise_multiplier=sigma, delta=1e-5)
-            r = _sim(*worlds[s0], lr=lr, server_lr=server_lr, seed=s0, privacy=privacy, rounds=rounds)
-            per_clip[clip] = r
-            grid.append({"epsilon": eps, "sigma": sigma, "clip_norm": clip, "seed": s0, "val_gauc": r.val["gauc"],
-                         "test_gauc": r.test["gauc"], "epsilon_accounted": r.info.get("epsilon")})
-            print("grid", grid[-1], flush=True)
-        clip = max(per_clip, key=lambda c: per_clip[c].val["gauc"])
+            for slr in slr_list:
+                privacy = PrivacyConfig(clip_norm=clip, noise_multiplier=sigma, delta=1e-5)
+                r = _sim(*worlds[s0], lr=lr, server_lr=slr, seed=s0, privacy=privacy, rounds=rounds)
+                per_clip[clip, slr] = r
+                grid.append({"epsilon": eps, "sigma": sigma, "clip_norm": clip, "server_lr": slr, "seed": s0,
+                             "val_gauc": r.val["gauc"], "test_gauc": r.test["gauc"],
+                             "epsilon_accounted": r.info.get("epsilon")})
+                print("grid", grid[-1], flush=True)
+        clip, slr = max(per_clip, key=lambda c: per_clip[c].val["gauc"])
         privacy = PrivacyConfig(clip_norm=clip, noise_multiplier=sigma, delta=1e-5)
-        results = [per_clip[clip]] + [_sim(*worlds[s], lr=lr, server_lr=server_lr, seed=s, privacy=privacy,
-                                           rounds=rounds) for s in seed_list[1:]]
+        results = [per_clip[clip, slr]] + [_sim(*worlds[s], lr=lr, server_lr=slr, seed=s, privacy=privacy,
+                                                rounds=rounds) for s in seed_list[1:]]
         gauc = [r.test["gauc"] for r in results]
         auc = [r.test["auc"] for r in results]
-        rows.append({"epsilon": eps, "sigma": sigma, "clip_norm": clip, "gauc": float(np.mean(gauc)),
+        rows.append({"epsilon": eps, "sigma": sigma, "clip_norm": clip, "server_lr": slr, "gauc": float(np.mean(gauc)),
                      "gauc_std": float(np.std(gauc)), "auc": float(np.mean(auc)), "auc_std": float(np.std(auc)),
                      "per_seed_gauc": gauc,
                      "loss_vs_nonprivate": float(np.mean([n.test["gauc"] for n in nonprivate]) - np.mean(gauc))})
@@ -242,14 +248,16 @@ def ldp_sweep(data_dir: Annotated[Path, typer.Option(help="KuaiSAR-R folder")], 
     plot_sweep(rows, RESULTS / f"{name}.png",
                baseline=float(np.mean(base)), fm_only=float(np.mean(fm)),
                title=f"{dataset}: FedPA test GAUC vs per-user ε (replacement, 30 rounds, δ=1e-5)")
-    lines = ["| ε (replacement, δ=1e-5, 30 rounds) | σ | C (val) | test GAUC | Δ vs non-private | test AUC |",
-             "|---|---|---|---|---|---|",
-             f"| ∞ (no LDP) | 0 | – | {np.mean(base):.4f} ± {np.std(base):.4f} | 0 | "
+    lines = ["| ε (replacement, δ=1e-5, 30 rounds) | σ | C (val) | server lr (val) | test GAUC | Δ vs non-private "
+             "| test AUC |",
+             "|---|---|---|---|---|---|---|",
+             f"| ∞ (no LDP) | 0 | – | {server_lr:g} | {np.mean(base):.4f} ± {np.std(base):.4f} | 0 | "
              f"{payload['nonprivate_gauc']['auc_mean']:.4f} |"]
     for r in sorted(rows, key=lambda r: -r["epsilon"]):
-        lines.append(f"| {r['epsilon']:g} | {r['sigma']:.3f} | {r['clip_norm']:g} | {r['gauc']:.4f} ± "
+        lines.append(f"| {r['epsilon']:g} | {r['sigma']:.3f} | {r['clip_norm']:g} | {r['server_lr']:g} | "
+                     f"{r['gauc']:.4f} ± "
                      f"{r['gauc_std']:.4f} | {-r['loss_vs_nonprivate']:+.4f} | {r['auc']:.4f} |")
-    lines.append(f"| FM-only | – | – | {np.mean(fm):.4f} ± {np.std(fm):.4f} | | |")
+    lines.append(f"| FM-only | – | – | – | {np.mean(fm):.4f} ± {np.std(fm):.4f} | | |")
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -58,9 +58,10 @@ CountReport = Literal["exact", "bounded", "coarse", "none"]
 DEFAULT_EPSILON_BUDGET = 8.0  # per user, over every upload the device ever makes
 DEFAULT_DELTA = 1e-5
 DEFAULT_MAX_CLIP_NORM = 1.0
-# What leaves the device as an upload's example count (the server's aggregation weight):
-# measured in docs/RESULTS.md §5 ("example_count"); "coarse" = power-of-two bucket, at most 64.
-EXAMPLE_COUNT_REPORT: CountReport = "coarse"
+# What leaves the device as an upload's example count (the server's aggregation weight). Measured
+# in docs/RESULTS.md §5: weighting by the exact, bounded or coarse count is within seed noise of
+# sending nothing (a constant 1, an unweighted mean) — so the device sends nothing.
+EXAMPLE_COUNT_REPORT: CountReport = "none"
 EXAMPLE_COUNT_CAP = 64
 
 
