@@ -4,7 +4,8 @@
 #   1. fetch junit4 + hamcrest + org.json (Debian packages, unpacked into .tools/, no system change)
 #   2. write reference data with the project's Python code (tools/make_fixtures.py)
 #   3. build a real bundle with `fedpa-export build --dataset synthetic` (cached by source hash)
-#   4. start a real aggregator on loopback (SQLite), publish the bundle (rounds closed by the test)
+#   4. sign it with a fresh publisher key, start a real aggregator on loopback (SQLite), publish the
+#      bundle (rounds closed by the test)
 #   5. compile core (Java 8) + tests, run them; the last line is "N passed, N failed, N skipped"
 #
 # Environment: PYTHON (default: ../.venv/bin/python, else python3) must have the project
@@ -58,6 +59,11 @@ if [[ ! -f $BUNDLE/manifest.json ]]; then
 fi
 [[ -f $BUNDLE/manifest.json ]] || { echo "fedpa-export did not write a bundle"; echo "0 passed, 1 failed"; exit 1; }
 
+echo "== publisher key; the test bundle is signed with it (devices pin publisher.pub)"
+KEYS=$BUILD/keys
+"$BIN/fedpa-export" keygen --out "$KEYS" --overwrite > /dev/null
+"$BIN/fedpa-export" sign "$BUNDLE" --signing-key "$KEYS/publisher.key" > /dev/null
+
 echo "== aggregator on loopback"
 AGG=$BUILD/aggregator
 rm -rf "$AGG" && mkdir -p "$AGG"
@@ -95,6 +101,7 @@ set +e
 java -cp "$CLASSES:$CP_LIBS" \
   -Dfedpa.fixtures="$FIXTURES" -Dfedpa.bundle="$BUNDLE" -Dfedpa.python="$PYTHON" \
   -Dfedpa.server="http://127.0.0.1:$PORT" -Dfedpa.model=android-test -Dfedpa.admin="$ADMIN_TOKEN" \
+  -Dfedpa.publisherKey="$KEYS/publisher.pub" \
   org.fedpa.core.HostTestMain "${tests[@]}" > "$BUILD/junit.log" 2>&1
 rc=$?
 set -e

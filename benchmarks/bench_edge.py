@@ -173,14 +173,17 @@ def ldp_sweep(data_dir: Annotated[Path, typer.Option(help="KuaiSAR-R folder")], 
               seeds: str = "0,1,2", epsilons: str = "1,2,4,8,16,64", clips: str = "0.1,0.3,1.0",
               rounds: int = 30, cache: Path = Path("runs/students"), tag: str = "",
               server_lrs: Annotated[str, typer.Option(help="Server learning rates tried per ε with each clip "
-                                                           "norm (default: the non-private choice only).")] = ""
+                                                           "norm (default: the non-private choice only).")] = "",
+              option: Annotated[list[str] | None, typer.Option(help="load_dataset option KEY=VALUE (repeatable), "
+                                                                     "e.g. n_users=2000.")] = None,
               ) -> None:
     """Utility vs ε with the simulation harness; settings chosen on seed-0 validation only."""
     import torch
 
     from edge.report import plot_sweep
     from fedpa.data import load_dataset
-    from fedpa.privacy import PrivacyConfig, noise_multiplier_for
+    from fedpa.data.cli import parse_dataset_options
+    from fedpa.privacy import EXAMPLE_COUNT_REPORT, PrivacyConfig, noise_multiplier_for
     from fedpa.sim.experiments import cached_student
     from fedpa.sim.methods import get_method
     from fedpa.sim.runner import simulate
@@ -190,9 +193,10 @@ def ldp_sweep(data_dir: Annotated[Path, typer.Option(help="KuaiSAR-R folder")], 
     eps_list = [float(e) for e in epsilons.split(",")]
     clip_list = [float(c) for c in clips.split(",")]
     worlds = {}
+    options = parse_dataset_options(option)
     for s in seed_list:
-        ds = load_dataset(dataset, data_dir, seed=s)
-        worlds[s] = (ds, cached_student(ds, seed=s, cache_dir=cache))
+        ds = load_dataset(dataset, data_dir, seed=s, **options)
+        worlds[s] = (ds, cached_student(ds, seed=s, cache_dir=cache / tag if options else cache))
     started = time.perf_counter()
     fm = [simulate(*worlds[s], get_method("fm-only")).test["gauc"] for s in seed_list]
 
@@ -236,7 +240,8 @@ def ldp_sweep(data_dir: Annotated[Path, typer.Option(help="KuaiSAR-R folder")], 
         print("row", rows[-1], flush=True)
     base = [r.test["gauc"] for r in nonprivate]
     payload = {
-        "machine": _machine(), "dataset": dataset, "seeds": seed_list, "rounds": rounds, "delta": 1e-5,
+        "machine": _machine(), "dataset": dataset, "options": options, "seeds": seed_list, "rounds": rounds,
+        "delta": 1e-5, "adjacency": "replacement", "example_counts": EXAMPLE_COUNT_REPORT,
         "method": "fedpa", "lr": lr, "server_lr": server_lr, "tuning": tuning, "grid_seed0": grid,
         "fm_only_gauc": {"mean": float(np.mean(fm)), "std": float(np.std(fm)), "per_seed": fm},
         "nonprivate_gauc": {"mean": float(np.mean(base)), "std": float(np.std(base)), "per_seed": base,
