@@ -193,7 +193,7 @@ public class PrivacyTest {
 
     @Test
     public void budgetRefusesTheUploadThatWouldExceedIt() throws Exception {
-        Privacy p = new Privacy("gaussian", 1.0, 1.0, 1e-5, 10.0);
+        Privacy p = new Privacy("gaussian", 1.0, 3.0, 1e-5, 10.0);
         double first = p.checkBudget(0);
         assertTrue(first > 0 && first < 10);
         int rounds = 0;
