@@ -236,7 +236,8 @@ class World:
     bundle: Path
     root: Path
 
-    def publish(self, server: Any, model_id: str, config: dict[str, Any], *, privacy: Any = None) -> Path:
+    def publish(self, server: Any, model_id: str, config: dict[str, Any], *, privacy: Any = None,
+                signing_key: Path | None = None) -> Path:
         """Publish the bundle under a fresh model id (a copy with its manifest renamed) on ``server``."""
         import shutil
 
@@ -247,6 +248,10 @@ class World:
         manifest = read_manifest(dest).model_copy(update={"model_id": model_id, **({"privacy": privacy}
                                                                                    if privacy else {})})
         (dest / "manifest.json").write_text(manifest.to_json())
+        if signing_key is not None:
+            from fedpa.signing import load_private_key, sign_bundle
+
+            sign_bundle(dest, load_private_key(signing_key))
         with AggregatorClient(server.url, token=server.admin_token) as admin:
             admin.publish(dest, config=config)
         return dest
