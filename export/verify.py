@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fedpa.errors import BundleError
-from fedpa.manifest import MANIFEST_NAME
+from fedpa.manifest import MANIFEST_NAME, SIGNATURE_NAME
 from fedpa.runtime.bundle import Bundle
 from fedpa.runtime.parity import ParityReport, check_golden
 from fedpa.signing import PublicKey, verify_bundle_signature
@@ -82,6 +82,8 @@ def summarise(path: str | Path, *, verify: bool = True) -> dict[str, Any]:
         by_group[t.group] = by_group.get(t.group, 0) + _numel(t.shape)
     files = {name: entry.size for name, entry in m.files.items()}
     files[MANIFEST_NAME] = (bundle.path / MANIFEST_NAME).stat().st_size
+    if (bundle.path / SIGNATURE_NAME).is_file():
+        files[SIGNATURE_NAME] = (bundle.path / SIGNATURE_NAME).stat().st_size
     return {
         "path": str(bundle.path),
         "model_id": m.model_id,
