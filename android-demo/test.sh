@@ -4,7 +4,8 @@
 #   1. fetch junit4 + hamcrest + org.json (Debian packages, unpacked into .tools/, no system change)
 #   2. write reference data with the project's Python code (tools/make_fixtures.py)
 #   3. build a real bundle with `fedpa-export build --dataset synthetic` (cached by source hash)
-#   4. start a real aggregator on loopback (SQLite), publish the bundle (rounds closed by the test)
+#   4. sign it with a fresh publisher key, start a real aggregator on loopback (SQLite), publish the
+#      bundle (rounds closed by the test)
 #   5. compile core (Java 8) + tests; compile app/src/executorch against tools/executorch-stub (the
 #      ExecuTorch Java API it uses, at the release gradle.properties pins) and tools/executorch-fake
 #      (the same API run by the pure-Java engine); run the tests, the last line is
@@ -60,6 +61,11 @@ if [[ ! -f $BUNDLE/manifest.json ]]; then
     --max-batch 256 --max-train-batch 256 2>&1 | grep -v -E "torchvision|cpuinfo|^\s*$" | tail -4
 fi
 [[ -f $BUNDLE/manifest.json ]] || { echo "fedpa-export did not write a bundle"; echo "0 passed, 1 failed"; exit 1; }
+
+echo "== publisher key; the test bundle is signed with it (devices pin publisher.pub)"
+KEYS=$BUILD/keys
+"$BIN/fedpa-export" keygen --out "$KEYS" --overwrite > /dev/null
+"$BIN/fedpa-export" sign "$BUNDLE" --signing-key "$KEYS/publisher.key" > /dev/null
 
 echo "== aggregator on loopback"
 AGG=$BUILD/aggregator
@@ -124,6 +130,7 @@ java -cp "$CLASSES:$CP_LIBS" \
   -Dfedpa.fixtures="$FIXTURES" -Dfedpa.bundle="$BUNDLE" -Dfedpa.python="$PYTHON" -Dfedpa.executorch.version="$ET_VERSION" \
   -Dfedpa.executorch.app="$ET/app" -Dfedpa.executorch.stub="$ET/stub" -Dfedpa.executorch.fake="$ET/fake" \
   -Dfedpa.server="http://127.0.0.1:$PORT" -Dfedpa.model=android-test -Dfedpa.admin="$ADMIN_TOKEN" \
+  -Dfedpa.publisherKey="$KEYS/publisher.pub" \
   org.fedpa.core.HostTestMain "${tests[@]}" > "$BUILD/junit.log" 2>&1
 rc=$?
 set -e

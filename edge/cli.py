@@ -5,8 +5,9 @@ library does the work. Every refusal (budget, server, bundle) prints one line an
 
 Usage::
 
-    fedpa-edge run --server http://127.0.0.1:8000 --model-id demo --interactions me.csv --store ~/.fedpa
-    fedpa-edge fleet --server http://127.0.0.1:8000 --model-id demo --dataset synthetic --rounds 5
+    fedpa-edge run --server http://127.0.0.1:8000 --model-id demo --trust-key publisher.pub \
+        --interactions me.csv --store ~/.fedpa
+    fedpa-edge fleet --server http://127.0.0.1:8000 --model-id demo --allow-unsigned --dataset synthetic --rounds 5
     fedpa-edge recommend --store ~/.fedpa --candidates items.csv -k 10
 """
 
@@ -39,10 +40,20 @@ console = Console()
 
 Server = Annotated[str, typer.Option(help="Aggregator base URL.")]
 ModelId = Annotated[str, typer.Option(help="Published model id.")]
-Epsilon = Annotated[float | None, typer.Option(help="Refuse uploads past this per-user ε (default: the bundle's).")]
-Sigma = Annotated[float | None, typer.Option(help="Noise multiplier σ (default: the bundle's).")]
-Clip = Annotated[float | None, typer.Option(help="Clip norm C of each upload (default: the bundle's).")]
-NoLdp = Annotated[bool, typer.Option("--no-ldp", help="Send raw deltas (only servers that allow it accept them).")]
+Epsilon = Annotated[float, typer.Option(help="This device's ε budget over all its uploads (replacement adjacency); "
+                                            "uploads past it are refused on the device.")]
+Delta = Annotated[float, typer.Option(help="This device's δ of (ε, δ).")]
+MinSigma = Annotated[float | None, typer.Option(
+    help="Smallest σ this device accepts (default: the σ that fits the bundle's planned rounds in --epsilon).")]
+MaxClip = Annotated[float, typer.Option(help="Largest clip norm C this device accepts.")]
+Sigma = Annotated[float | None, typer.Option(help="Noise multiplier σ to apply (default: the bundle's; ≥ the floor).")]
+Clip = Annotated[float | None, typer.Option(help="Clip norm C to apply (default: the bundle's; ≤ --max-clip-norm).")]
+NoLdp = Annotated[bool, typer.Option("--no-ldp", help="Send raw deltas, no privacy at all (only servers that allow "
+                                                      "it accept them; debugging).")]
+TrustKey = Annotated[Path | None, typer.Option(
+    exists=True, dir_okay=False, help="Publisher public key (publisher.pub): only bundles it signed are installed.")]
+AllowUnsigned = Annotated[bool, typer.Option("--allow-unsigned",
+                                             help="Install unsigned bundles (development servers only).")]
 Lr = Annotated[float, typer.Option(help="Local SGD learning rate.")]
 Epochs = Annotated[int, typer.Option(min=1, help="Local epochs per round.")]
 Batch = Annotated[int, typer.Option(min=1, help="Local mini-batch size.")]
@@ -65,18 +76,32 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log eve
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
 
 
-def _privacy(manifest_privacy: Any, *, no_ldp: bool, epsilon: float | None, sigma: float | None,
-             clip: float | None) -> Any:
-    """The bundle's LDP settings, overridden by flags (a device may be stricter than the publisher)."""
-    from fedpa.privacy import PrivacyConfig
+def _policy(*, no_ldp: bool, epsilon: float, delta: float, min_sigma: float | None, max_clip: float) -> Any:
+    """The device's own privacy policy from its flags (None with --no-ldp: the user opted out)."""
+    from fedpa.privacy import DevicePolicy
 
-    if no_ldp:
+    return None if no_ldp else DevicePolicy(epsilon_budget=epsilon, delta=delta, min_noise_multiplier=min_sigma,
+                                            max_clip_norm=max_clip)
+
+
+def _privacy(manifest_privacy: Any, policy: Any, *, sigma: float | None, clip: float | None) -> Any:
+    """What the device applies: the bundle's σ and C (or stricter flags), checked against its policy."""
+    if policy is None:
         return None
-    p = manifest_privacy
-    mechanism = p.mechanism if p.mechanism != "none" else "gaussian"
-    return PrivacyConfig(mechanism=mechanism, clip_norm=clip or p.clip_norm,
-                         noise_multiplier=sigma or (p.noise_multiplier if p.noise_multiplier > 0 else 1.0),
-                         delta=p.delta, epsilon_budget=epsilon if epsilon is not None else p.epsilon_budget)
+    return policy.config_for(manifest_privacy, noise_multiplier=sigma, clip_norm=clip)
+
+
+def _trust(trust_key: Path | None, allow_unsigned: bool) -> Any:
+    """The pinned publisher key; refusing to guess when none is given."""
+    from fedpa.errors import ConfigError
+    from fedpa.signing import load_public_key
+
+    if trust_key is not None:
+        return load_public_key(trust_key)
+    if not allow_unsigned:
+        raise ConfigError("no publisher key pinned: pass --trust-key publisher.pub (from `fedpa-export keygen`), "
+                          "or --allow-unsigned for a development server")
+    return None
 
 
 def _bars() -> Progress:
@@ -94,7 +119,9 @@ def run(
     store: Annotated[Path, typer.Option(help="The device's local store folder.")] = Path("edge-store"),
     rounds: Annotated[int, typer.Option(min=1, help="Rounds to take part in.")] = 1,
     wait: Annotated[float, typer.Option(help="Seconds to wait for the server to close each round.")] = 60.0,
-    epsilon: Epsilon = None, noise_multiplier: Sigma = None, clip_norm: Clip = None, no_ldp: NoLdp = False,
+    trust_key: TrustKey = None, allow_unsigned: AllowUnsigned = False,
+    epsilon: Epsilon = 8.0, delta: Delta = 1e-5, min_noise_multiplier: MinSigma = None, max_clip_norm: MaxClip = 1.0,
+    noise_multiplier: Sigma = None, clip_norm: Clip = None, no_ldp: NoLdp = False,
     lr: Lr = 1.0, epochs: Epochs = 5, batch_size: Batch = 32,
     seed: Annotated[int, typer.Option(help="Batch-order seed.")] = 0,
 ) -> None:
@@ -106,17 +133,19 @@ def run(
     from edge.local_data import groups_of, read_interactions, schema_of
     from edge.store import LocalStore
 
+    key = _trust(trust_key, allow_unsigned)
+    policy = _policy(no_ldp=no_ldp, epsilon=epsilon, delta=delta, min_sigma=min_noise_multiplier,
+                     max_clip=max_clip_norm)
     local = LocalStore.open(store)
     with AggregatorClient(server) as client:
-        device = Device(local, client, model_id=model_id, training=LocalTraining(lr=lr, epochs=epochs,
-                                                                                 batch_size=batch_size, seed=seed))
+        device = Device(local, client, model_id=model_id, policy=policy, trust_key=key,
+                        training=LocalTraining(lr=lr, epochs=epochs, batch_size=batch_size, seed=seed))
         device.setup()
         schema = schema_of(device.manifest)
         x, y, ts = read_interactions(interactions, schema)
         local.save_log(x, y, ts)
         device.setup(groups=groups_of(x, schema))
-        device.privacy = _privacy(device.manifest.privacy, no_ldp=no_ldp, epsilon=epsilon, sigma=noise_multiplier,
-                                  clip=clip_norm)
+        device.privacy = _privacy(device.manifest.privacy, policy, sigma=noise_multiplier, clip=clip_norm)
         table = Table("round", "status", "base version", "examples", "loss", "ε spent", "bytes up")
         for _ in range(rounds):
             result = device.run_round()
@@ -147,7 +176,9 @@ def fleet(
     workers: Annotated[int, typer.Option(min=1, help="Device threads.")] = 4,
     admin_token: Annotated[str | None, typer.Option(envvar="FEDPA_ADMIN_TOKEN",
                                                     help="Lets the fleet close rounds itself.")] = None,
-    epsilon: Epsilon = None, noise_multiplier: Sigma = None, clip_norm: Clip = None, no_ldp: NoLdp = False,
+    trust_key: TrustKey = None, allow_unsigned: AllowUnsigned = False,
+    epsilon: Epsilon = 8.0, delta: Delta = 1e-5, min_noise_multiplier: MinSigma = None, max_clip_norm: MaxClip = 1.0,
+    noise_multiplier: Sigma = None, clip_norm: Clip = None, no_ldp: NoLdp = False,
     lr: Lr = 1.0, epochs: Epochs = 5, batch_size: Batch = 32,
     seed: Annotated[int, typer.Option(help="Dataset, batch-order and noise seed.")] = 0,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the fleet report here.")] = None,
@@ -161,15 +192,20 @@ def fleet(
     from fedpa.data import load_dataset
     from fedpa.manifest import Manifest
 
+    key = _trust(trust_key, allow_unsigned)
+    policy = _policy(no_ldp=no_ldp, epsilon=epsilon, delta=delta, min_sigma=min_noise_multiplier,
+                     max_clip=max_clip_norm)
     with console.status(f"loading {dataset}…"):
         ds = load_dataset(dataset, data_dir, seed=seed, **parse_dataset_options(option))
     with AggregatorClient(server, token=admin_token) as client:
         if client.token is None:  # reading the manifest needs a token: an observer device's will do
             client.register(model_id)
         manifest = Manifest.model_validate(client.manifest(model_id))
-    privacy = _privacy(manifest.privacy, no_ldp=no_ldp, epsilon=epsilon, sigma=noise_multiplier, clip=clip_norm)
+    # each device re-checks the bundle (signature, policy) when it installs it; this only picks σ and C
+    privacy = _privacy(manifest.privacy, policy, sigma=noise_multiplier, clip=clip_norm)
     config = FleetConfig(server=server, model_id=model_id, rounds=rounds, workers=workers, max_devices=devices,
-                         privacy=privacy, training=LocalTraining(lr=lr, epochs=epochs, batch_size=batch_size),
+                         privacy=privacy, policy=policy, trust_key=key,
+                         training=LocalTraining(lr=lr, epochs=epochs, batch_size=batch_size),
                          seed=seed, admin_token=admin_token)
     bars = _bars()
     tasks: dict[str, Any] = {}

@@ -26,7 +26,7 @@ import numpy as np
 
 from edge.store import atomic_write
 from fedpa.errors import BundleError, SyncError
-from fedpa.manifest import MANIFEST_NAME, parse_manifest, read_manifest
+from fedpa.manifest import MANIFEST_NAME, SIGNATURE_NAME, parse_manifest, read_manifest
 from fedpa.payload import decode_tensors
 
 __all__ = ["AggregatorClient", "Refused", "RetryPolicy", "ServerUnreachable", "StateDownload"]
@@ -162,18 +162,37 @@ class AggregatorClient:
     def manifest(self, model_id: str) -> dict[str, Any]:
         return self.request("GET", f"/v1/models/{model_id}").json()
 
+    def manifest_bytes(self, model_id: str) -> bytes:
+        """``manifest.json`` byte for byte as published (what the publisher's signature covers)."""
+        return self.request("GET", f"/v1/models/{model_id}").content
+
+    def signature(self, model_id: str) -> bytes | None:
+        """The bundle's ``manifest.sig`` as published, or None when the model was published unsigned."""
+        try:
+            return self.file(model_id, SIGNATURE_NAME)
+        except Refused as exc:
+            if exc.status == 404:
+                return None
+            raise
+
     def file(self, model_id: str, name: str) -> bytes:
         return self.request("GET", f"/v1/models/{model_id}/files/{name}").content
 
     def download_bundle(self, model_id: str, dest: str | Path) -> Path:
-        """Every file the manifest lists plus ``manifest.json`` into ``dest``.
+        """Every file the manifest lists, ``manifest.json`` (exact bytes) and ``manifest.sig`` if published.
 
         The manifest is validated first (so a hostile one cannot name a path outside ``dest``) and
-        each file's size and sha256 are checked before it is written; BundleError otherwise.
+        each file's size and sha256 are checked before it is written; BundleError otherwise. The
+        signature is *not* checked here: the device does that against the key it pins.
         """
         dest = Path(dest)
-        raw = self.manifest(model_id)
+        manifest_bytes = self.manifest_bytes(model_id)
+        try:
+            raw = json.loads(manifest_bytes)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BundleError(f"{self.base_url} model {model_id!r}: manifest is not valid JSON ({exc})") from exc
         manifest = parse_manifest(raw, source=f"{self.base_url} model {model_id!r}")
+        signature = self.signature(model_id)
         dest.mkdir(parents=True, exist_ok=True)
         for name, entry in manifest.files.items():
             content = self.file(model_id, name)
@@ -183,12 +202,15 @@ class AggregatorClient:
                                   f"{len(content)} bytes, sha256 {digest}; the manifest says {entry.size}, "
                                   f"{entry.sha256}")
             atomic_write(dest / name, content)
-        atomic_write(dest / MANIFEST_NAME, json.dumps(raw, indent=2).encode())
+        if signature is not None:
+            atomic_write(dest / SIGNATURE_NAME, signature)
+        atomic_write(dest / MANIFEST_NAME, manifest_bytes)
         return dest
 
-    def state(self, model_id: str, groups: Mapping[str, int] | None = None, *,
+    def state(self, model_id: str, groups: Mapping[str, int | str] | None = None, *,
               etag: str | None = None) -> StateDownload:
-        """Gate + the groups' adapters (wire names); ``etag`` turns an unchanged state into a 304."""
+        """Gate + the groups' adapters (wire names; a value ``"*"`` = all of that attribute's);
+        ``etag`` turns an unchanged state into a 304."""
         params = {"groups": ",".join(f"{k}:{v}" for k, v in groups.items())} if groups is not None else {}
         headers = {"If-None-Match": etag} if etag else {}
         r = self.request("GET", f"/v1/models/{model_id}/state", params=params, headers=headers, ok=(200, 304))
@@ -217,7 +239,8 @@ class AggregatorClient:
         """Admin: upload every file of a bundle (multipart, docs/api.md) → model id/version."""
         bundle_dir = Path(bundle_dir)
         manifest = read_manifest(bundle_dir)
-        names = [MANIFEST_NAME, *manifest.files]
+        signed = [SIGNATURE_NAME] if (bundle_dir / SIGNATURE_NAME).is_file() else []
+        names = [MANIFEST_NAME, *signed, *manifest.files]
         files = [("files", (name, (bundle_dir / name).read_bytes(), "application/octet-stream")) for name in names]
         data = {"config": json.dumps(dict(config))} if config else None
         return self.request("POST", "/v1/models", files=files, data=data, ok=(200, 201)).json()

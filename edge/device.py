@@ -2,18 +2,24 @@
 
 A round on a device (SPEC §3, §4):
 
-1. fetch the gate and *its* groups' adapters (``GET …/state?groups=…``);
-2. refuse early if one more upload would exceed the ε budget (nothing is trained or sent);
+1. fetch the whole shared bank (``GET …/state?groups=attr:*,…``: the download does not reveal the
+   device's groups) and keep the gate and its own groups' adapters;
+2. refuse early if one more upload would exceed the ε budget (nothing is trained or sent): the
+   accountant composes what this device actually applied to every upload it ever sent (the
+   store's ledger), at the device's δ and budget (:class:`~fedpa.privacy.DevicePolicy`);
 3. train private adapter + gate + group adapters with the bundle's **training program**
    (ExecuTorch runtime), mini-batches from :func:`fedpa.schedule.local_batches`;
-4. deltas of the shared tensors only → clip to C → noise (``fedpa.privacy.clip_and_noise``);
+4. deltas of the shared tensors only → clip to C → noise (``fedpa.privacy.clip_and_noise``, a fresh
+   OS-entropy generator per upload unless a simulation passes ``noise_seed``);
 5. stage the upload in the local store (ε charged here, once), then POST it; on 2xx the round's
    private adapter becomes current, on a 4xx the local state is left exactly as before the round.
 
 The private adapter exists only in ``private.safetensors`` and the training program's inputs;
-nothing that builds a request ever reads it.
+nothing that builds a request ever reads it. A bundle is installed only if it is signed by the
+pinned publisher key (``trust_key``), is not older than the installed model version, and its
+privacy settings satisfy the device's policy.
 
-Usage: ``device = Device(store, client, privacy=PrivacyConfig(epsilon_budget=8)); device.run_round()``.
+Usage: ``device = Device(store, client, model_id="demo", policy=DevicePolicy(), trust_key=key); device.setup()``.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,12 +40,13 @@ import numpy as np
 from edge.client import AggregatorClient, Refused, ServerUnreachable
 from edge.programs import LocalPrograms
 from edge.store import DeviceState, LocalStore, PendingUpload
-from fedpa.errors import ConfigError
+from fedpa.errors import BundleError, ConfigError, PrivacyBudgetError, PrivacyPolicyError
 from fedpa.manifest import Manifest, read_manifest
 from fedpa.payload import encode_tensors
-from fedpa.privacy import PrivacyConfig, clip_and_noise
+from fedpa.privacy import DevicePolicy, PrivacyConfig, clip_and_noise, report_example_count, secure_rng
 from fedpa.protocol import UpdateMeta, UpdatePrivacy
 from fedpa.schedule import local_batches, round_rng
+from fedpa.signing import PublicKey, verify_bundle_signature
 
 __all__ = ["UNBOUNDED", "Device", "LocalTraining", "RoundResult"]
 
@@ -82,20 +89,24 @@ class Device:
     """A phone's FedPA client over a local store and an aggregator connection."""
 
     def __init__(self, store: LocalStore, client: AggregatorClient, *, model_id: str,
-                 privacy: PrivacyConfig | None = None, training: LocalTraining | None = None,
+                 privacy: PrivacyConfig | None = None, policy: DevicePolicy | None = None,
+                 trust_key: PublicKey | None = None, training: LocalTraining | None = None,
                  programs: Callable[[Path], LocalPrograms] = LocalPrograms.open,
                  noise_seed: int | None = None, backend: str = "pte") -> None:
         self.store = store
         self.client = client
         self.model_id = model_id
         self.privacy = privacy  # None: LDP off (simulation parity, debugging) — raw deltas are sent
+        # The device's own floor and budget: bundles below it are refused, its δ and ε budget are
+        # the accountant's (None: the privacy config's own budget, for simulations and tests).
+        self.policy = policy
+        self.trust_key = trust_key  # None: unsigned bundles are accepted (CLIs require --allow-unsigned)
         self.training = training or LocalTraining()
         self._open_programs = programs  # a fleet passes a cache so its devices share loaded programs
         self._programs: LocalPrograms | None = None
         # Real devices draw noise from OS entropy: seeded noise is predictable noise. Simulated
         # fleets pass a seed so a run is reproducible and matches fedpa.sim's noise stream.
         self.noise_seed = noise_seed
-        self._entropy = np.random.default_rng()
         self.backend = backend
         self._shared: dict[str, np.ndarray] | None = None  # wire names, last downloaded
         self._etag: str | None = None
@@ -130,28 +141,52 @@ class Device:
         self.client.token = st.token
         remote = self.client.manifest(self.model_id)
         if st.model_version != remote["model_version"] or not (self.bundle_dir / "manifest.json").is_file():
-            self._download_bundle()
-            st.model_version = int(remote["model_version"])
+            st.model_version = self._download_bundle()
             changed = True
         if changed:
             self.store.commit()
 
-    def _download_bundle(self) -> None:
-        """Into a fresh folder, verified, then swapped in: a crash never leaves half a bundle in use."""
+    def _download_bundle(self) -> int:
+        """Into a fresh folder, verified, then swapped in: a crash never leaves half a bundle in use.
+
+        Refused (nothing installed): a signature that is not the pinned key's, a model version
+        older than the installed one, privacy settings below the device's policy. Returns the
+        installed model version.
+        """
         incoming = self.store.root / "bundle.incoming"
         shutil.rmtree(incoming, ignore_errors=True)
         before = self.client.bytes_down
-        self.client.download_bundle(self.model_id, incoming)
-        read_manifest(incoming)  # every file's sha256, or BundleError
+        try:
+            self.client.download_bundle(self.model_id, incoming)
+            self.store.state.bytes_down += self.client.bytes_down - before
+            manifest = self._check_incoming(incoming)
+        except BaseException:
+            shutil.rmtree(incoming, ignore_errors=True)
+            raise
         old = self.store.root / "bundle.old"
         shutil.rmtree(old, ignore_errors=True)
         if self.bundle_dir.exists():
             self.bundle_dir.rename(old)
         incoming.rename(self.bundle_dir)
         shutil.rmtree(old, ignore_errors=True)
-        self.store.state.bytes_down += self.client.bytes_down - before
         self._programs = None
         self.store.save_private(self.programs.private_init())  # a new model starts a new adapter
+        return manifest.model_version
+
+    def _check_incoming(self, incoming: Path) -> Manifest:
+        if self.trust_key is not None:
+            verify_bundle_signature(incoming, self.trust_key)  # SignatureError: unsigned, re-signed, tampered
+        manifest = read_manifest(incoming)  # every file's sha256, or BundleError
+        st = self.store.state
+        if manifest.model_id != self.model_id:
+            raise BundleError(f"{self.client.base_url}: asked for model {self.model_id!r}, the bundle is "
+                              f"{manifest.model_id!r}")
+        if st.model_id == self.model_id and st.model_version is not None and manifest.model_version < st.model_version:
+            raise BundleError(f"{self.client.base_url}: model {self.model_id!r} version {manifest.model_version} is "
+                              f"older than the installed version {st.model_version}; refusing the downgrade")
+        if self.policy is not None:
+            self.policy.config_for(manifest.privacy)  # PrivacyPolicyError: below this device's floor
+        return manifest
 
     @property
     def programs(self) -> LocalPrograms:
@@ -172,10 +207,17 @@ class Device:
     def sync_state(self) -> int:
         """Download the gate + this device's group adapters if they changed; returns the state version."""
         before = self.client.bytes_down
-        dl = self.client.state(self.model_id, self.state.groups, etag=self._etag if self._shared else None)
+        spec = self.manifest.shared_state
+        everything = {a: "*" for a in spec.attributes}  # the whole bank: the request names no group of ours
+        dl = self.client.state(self.model_id, everything, etag=self._etag if self._shared else None)
         self.state.bytes_down += self.client.bytes_down - before
         if dl.tensors is not None:
-            self.manifest.shared_state.validate(dl.tensors, groups=self.state.groups)
+            mine = {t.name for t in spec.for_groups(self.state.groups)}
+            spec.validate({n: a for n, a in dl.tensors.items() if n in mine}, groups=self.state.groups)
+            if set(dl.tensors) != {t.name for t in spec.tensors}:
+                raise BundleError(f"{self.client.base_url}: the shared-state download is not the whole bank "
+                                  f"of {self.model_id!r}")
+            dl = replace(dl, tensors={n: a for n, a in dl.tensors.items() if n in mine})
             if (dl.state_version, dl.etag) != self._cached:  # rewrite the offline cache only on change
                 self.store.save_shared(dl.tensors, version=dl.state_version, etag=dl.etag)
                 self._cached = (dl.state_version, dl.etag)
@@ -225,7 +267,8 @@ class Device:
         if data is None or len(data[1]) == 0:
             return RoundResult("skipped", self.state.last_state_version or 0, detail="no local interactions")
         x, y, _ = data
-        eps = self._epsilon_for_next()  # PrivacyBudgetError here: nothing trained, nothing sent
+        applied = self._applied()
+        eps = self._epsilon_for_next(applied)  # PrivacyBudgetError here: nothing trained, nothing sent
         base_version = self.sync_state()
         assert self._shared is not None
         spec = self.manifest.shared_state
@@ -237,33 +280,53 @@ class Device:
         trained, loss, skipped = self.programs.train({**self.private(), **shared}, x, y, batches, lr=t.lr)
         deltas = spec.from_params({p: trained[p] - shared[p] for p in shared}, groups=self.state.groups)
         rng = (round_rng(self.noise_seed, t.client, round_index, stream=1) if self.noise_seed is not None
-               else self._entropy)
-        upload, privacy, norm = self._privatise(deltas, eps, rng)
+               else secure_rng())
+        upload, privacy, norm = self._privatise(deltas, applied, eps, rng)
         nonce = secrets.token_urlsafe(24)
         meta = UpdateMeta(model_id=self.model_id, model_version=int(self.state.model_version or 1),
-                          base_version=base_version, groups=self.state.groups, example_count=len(y),
-                          nonce=nonce, privacy=privacy)
+                          base_version=base_version, groups=self.state.groups,
+                          example_count=report_example_count(len(y)), nonce=nonce, privacy=privacy)
         body = encode_tensors(upload, metadata={"fedpa.update": meta.model_dump_json()})
         private_names = set(self.private())
         new_private = {p: v for p, v in trained.items() if p in private_names}
         # without LDP there is no finite ε to claim: the device records it as infinite
-        spent = privacy.epsilon_spent if self.privacy is not None and self.privacy.mechanism != "none" else math.inf
+        spent = eps if applied is not None and applied.mechanism != "none" else math.inf
+        record = {"mechanism": privacy.mechanism, "noise_multiplier": privacy.noise_multiplier,
+                  "clip_norm": privacy.clip_norm}
         pending = PendingUpload(nonce=nonce, base_version=base_version, round=self.state.rounds_completed,
-                                example_count=len(y), epsilon_after=spent, created_at=time.time())
+                                example_count=len(y), epsilon_after=spent, created_at=time.time(), applied=record)
         self.store.stage_upload(pending, body, new_private)
         result = self._send_pending()
         result.loss, result.clip_norm_before, result.skipped_steps = loss, norm, skipped
         return result
 
-    def _epsilon_for_next(self) -> float:
-        if self.privacy is None or self.privacy.mechanism == "none":
-            return UNBOUNDED
-        return self.privacy.check_budget(self.state.uploads_sent)
+    def _applied(self) -> PrivacyConfig | None:
+        """The settings this round applies: the configured ones under the device's policy.
 
-    def _privatise(self, deltas: dict[str, np.ndarray], eps: float, rng: np.random.Generator
-                   ) -> tuple[dict[str, np.ndarray], UpdatePrivacy, float]:
-        norm = float(np.sqrt(sum(float(np.square(d, dtype=np.float64).sum()) for d in deltas.values())))
+        With a policy, σ must clear its floor for the bundle's planned rounds, C its ceiling, and
+        δ and the ε budget are the policy's (a server or bundle never sets them).
+        """
         p = self.privacy
+        if p is None or self.policy is None:
+            return p
+        if p.mechanism == "none":
+            raise PrivacyPolicyError("this device's privacy policy requires noise on every upload (mechanism 'none')")
+        settings = self.manifest.privacy.model_copy(update={"mechanism": p.mechanism})
+        return self.policy.config_for(settings, noise_multiplier=p.noise_multiplier, clip_norm=p.clip_norm)
+
+    def _epsilon_for_next(self, applied: PrivacyConfig | None) -> float:
+        """ε after this upload, composed over every upload this device sent; refuses past the budget."""
+        if applied is None or applied.mechanism == "none":
+            budget = self.policy.epsilon_budget if self.policy is not None else None
+            if budget is not None:
+                raise PrivacyBudgetError(f"an upload without noise has unbounded ε, past this device's budget "
+                                         f"ε={budget:g}; nothing was trained or sent")
+            return UNBOUNDED
+        return min(applied.check_budget(self.store.uploads()), UNBOUNDED)
+
+    def _privatise(self, deltas: dict[str, np.ndarray], p: PrivacyConfig | None, eps: float,
+                   rng: np.random.Generator) -> tuple[dict[str, np.ndarray], UpdatePrivacy, float]:
+        norm = float(np.sqrt(sum(float(np.square(d, dtype=np.float64).sum()) for d in deltas.values())))
         if p is None:
             return ({k: v.astype(np.float32) for k, v in deltas.items()},
                     UpdatePrivacy(mechanism="none", clip_norm=UNBOUNDED, noise_multiplier=0.0,

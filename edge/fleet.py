@@ -34,7 +34,8 @@ from edge.store import LocalStore
 from fedpa.errors import BundleError, FedPAError, SyncError
 from fedpa.manifest import read_manifest
 from fedpa.metrics import evaluate
-from fedpa.privacy import PrivacyConfig
+from fedpa.privacy import DevicePolicy, PrivacyConfig
+from fedpa.signing import PublicKey
 
 __all__ = ["FleetConfig", "FleetReport", "ProgramCache", "build_devices", "run_fleet"]
 
@@ -51,6 +52,8 @@ class FleetConfig:
     workers: int = 4  # threads; each runs one device's round at a time
     max_devices: int | None = None  # None: every private user of the dataset
     privacy: PrivacyConfig | None = None  # None: LDP off
+    policy: DevicePolicy | None = None  # every device's own floor and budget (None: privacy's budget)
+    trust_key: PublicKey | None = None  # the publisher key devices pin (None: unsigned bundles accepted)
     training: LocalTraining = field(default_factory=LocalTraining)
     seed: int = 0
     admin_token: str | None = None  # lets the fleet close rounds itself; else it waits for the server
@@ -125,7 +128,8 @@ def build_devices(ds: Any, root: Path, config: FleetConfig, *, http: httpx.Clien
             store.save_log(*_rows(ds.private_train, int(user)))
         client = AggregatorClient(config.server, http=http, seed=config.seed * 1_000_003 + int(user),
                                   retry=RetryPolicy())
-        device = Device(store, client, model_id=config.model_id, privacy=config.privacy,
+        device = Device(store, client, model_id=config.model_id, privacy=config.privacy, policy=config.policy,
+                        trust_key=config.trust_key,
                         training=replace(config.training, seed=config.seed, client=int(user)),
                         programs=programs or ProgramCache(), noise_seed=config.seed,
                         backend=config.backend)

@@ -8,7 +8,8 @@ mix; leftover ``*.tmp`` files are ignored and cleaned on open.
 
 Layout of a store folder::
 
-    state.json                device id/token, groups, counters (rounds, uploads, ε, bytes), pending upload
+    state.json                device id/token, groups, counters (rounds, uploads, ε, bytes), the
+                              privacy ledger (σ, C of every upload sent), pending upload
     private.safetensors       the private user adapter (parameter names); never leaves the device
     interactions.safetensors  the local interaction log (encoded x, labels, timestamps)
     shared.safetensors        the last downloaded gate + group adapters (for offline scoring)
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import threading
 from collections.abc import Mapping
@@ -35,6 +37,7 @@ from safetensors import safe_open
 from safetensors.numpy import load_file, save
 
 from fedpa.errors import ConfigError
+from fedpa.privacy import Upload
 
 __all__ = ["DeviceState", "LocalStore", "PendingUpload", "atomic_write"]
 
@@ -81,6 +84,8 @@ class PendingUpload:
     example_count: int
     epsilon_after: float  # the device's ε once this upload counts as sent
     created_at: float
+    # what this upload applied (mechanism, noise_multiplier, clip_norm): the accountant's entry
+    applied: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -97,7 +102,10 @@ class DeviceState:
     token: str | None = None
     rounds_completed: int = 0  # rounds whose upload the server accepted
     uploads_sent: int = 0  # noised updates that left the device (the accountant's count)
-    epsilon_spent: float = 0.0
+    epsilon_spent: float = 0.0  # at the δ the device accounted with when it last uploaded
+    # one entry per upload that left the device: what it *applied* (never what a server claimed);
+    # kept across bundle installs and model versions — a new bundle does not give privacy back
+    ledger: list[dict[str, Any]] = field(default_factory=list)
     bytes_up: int = 0
     bytes_down: int = 0
     refused: int = 0  # uploads the server refused with a 4xx
@@ -234,8 +242,16 @@ class LocalStore:
         self._save(self.pending_private_path(pending.nonce), private)
         self.state.pending = pending
         self.state.uploads_sent += 1
+        self.state.ledger.append(dict(pending.applied))
         self.state.epsilon_spent = pending.epsilon_after
         self.commit()
+
+    def uploads(self) -> list[Upload]:
+        """The accountant's view of every upload sent; an upload with no record counts as un-noised."""
+        ledger = [Upload(e["mechanism"], float(e["noise_multiplier"]), float(e["clip_norm"]))
+                  for e in self.state.ledger]
+        missing = self.state.uploads_sent - len(ledger)  # a store written before the ledger existed
+        return ledger + [Upload("none", 0.0, math.inf)] * max(0, missing)
 
     def pending_body(self) -> bytes:
         if self.state.pending is None:

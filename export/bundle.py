@@ -43,8 +43,11 @@ from fedpa.runtime.bundle import (
 )
 from fedpa.runtime.golden import write_golden
 from fedpa.runtime.parity import ParityReport, check_golden
+from fedpa.signing import sign_bundle
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     from fedpa.data.schema import FeatureSchema
 
 __all__ = ["BuildResult", "build_bundle", "check_architecture"]
@@ -101,8 +104,13 @@ def build_bundle(student: Backbone, schema: FeatureSchema, out: str | Path, *, m
                  model_version: int = 1, adapter: AdapterConfig | None = None,
                  privacy: PrivacySettings | None = None, metrics: Mapping[str, Any] | None = None,
                  seed: int = 0, max_batch: int = 1024, max_train_batch: int = 1024, golden_lr: float = 0.05,
-                 overwrite: bool = False, progress: Progress | None = None) -> BuildResult:
-    """Lower ``student`` with FedPA adapters to ExecuTorch/ONNX and write a self-verified bundle."""
+                 overwrite: bool = False, progress: Progress | None = None,
+                 signing_key: ec.EllipticCurvePrivateKey | None = None) -> BuildResult:
+    """Lower ``student`` with FedPA adapters to ExecuTorch/ONNX and write a self-verified bundle.
+
+    With ``signing_key`` the manifest is signed (``manifest.sig``, :mod:`fedpa.signing`): devices
+    that pin the publisher's key accept nothing else.
+    """
     from fedpa.train import adapter_config_for
 
     say = progress or (lambda _msg: None)
@@ -176,6 +184,8 @@ def build_bundle(student: Backbone, schema: FeatureSchema, out: str | Path, *, m
         )
         # compact JSON: indentation alone would add ~50% to the manifest's share of the size budget
         (tmp / MANIFEST_NAME).write_text(manifest.model_dump_json())
+        if signing_key is not None:
+            sign_bundle(tmp, signing_key)
 
         parity = check_golden(Bundle.open(tmp))
         lap("self-check (hashes, golden parity on .pte, .onnx, training .pte)")

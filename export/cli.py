@@ -48,9 +48,16 @@ def build(
     = False,
     mechanism: Annotated[str, typer.Option(help="Default LDP mechanism: gaussian, laplace or none.")] = "gaussian",
     clip_norm: Annotated[float, typer.Option(help="Default L2 clip of a shared update.")] = 1.0,
-    noise_multiplier: Annotated[float, typer.Option(help="Default noise multiplier σ.")] = 1.0,
+    noise_multiplier: Annotated[float | None, typer.Option(
+        help="Noise multiplier σ (default: the σ that keeps --rounds uploads within --epsilon-budget, "
+             "replacement adjacency).")] = None,
     delta: Annotated[float, typer.Option(help="Default δ of the privacy accountant.")] = 1e-5,
-    epsilon_budget: Annotated[float | None, typer.Option(help="Per-user ε budget (none: unlimited).")] = None,
+    epsilon_budget: Annotated[float, typer.Option(help="Per-user ε budget the publisher asks for (devices keep "
+                                                       "their own, default 8).")] = 8.0,
+    planned_rounds: Annotated[int, typer.Option("--rounds", min=1, help="Uploads per user σ is planned for.")] = 30,
+    signing_key: Annotated[Path | None, typer.Option(
+        help="Publisher key (`fedpa-export keygen`) that signs the manifest; devices pinning its "
+             "publisher.pub refuse anything else.")] = None,
     max_batch: Annotated[int, typer.Option(help="Most candidates one inference call takes.")] = 1024,
     max_train_batch: Annotated[int, typer.Option(help="Largest training batch.")] = 1024,
     seed: Annotated[int, typer.Option(help="Seed for data split, training, initial adapters, golden vectors.")] = 0,
@@ -62,8 +69,16 @@ def build(
     from fedpa.train import adapter_config_for
 
     try:
+        from fedpa.privacy import noise_multiplier_for
+        from fedpa.signing import load_private_key
+
+        key = load_private_key(signing_key) if signing_key is not None else None
+        if noise_multiplier is None:
+            noise_multiplier = (0.0 if mechanism == "none" else
+                                noise_multiplier_for(epsilon_budget, planned_rounds, delta=delta,
+                                                     mechanism=mechanism))  # type: ignore[arg-type]
         privacy = PrivacySettings(mechanism=mechanism, clip_norm=clip_norm, noise_multiplier=noise_multiplier,
-                                  delta=delta, epsilon_budget=epsilon_budget)
+                                  delta=delta, epsilon_budget=epsilon_budget, rounds=planned_rounds)
         with console.status("preparing the student…") as status:
             source = resolve_student(student=student, teacher=teacher, dataset=dataset, data_dir=data_dir,
                                      dataset_options=parse_dataset_options(option), split=split, seed=seed,
@@ -75,24 +90,63 @@ def build(
             result = build_bundle(source.model, source.schema, out, model_id=model_id, model_version=model_version,
                                   adapter=adapter, privacy=privacy, metrics=source.metrics, seed=seed,
                                   max_batch=max_batch, max_train_batch=max_train_batch, overwrite=overwrite,
-                                  progress=console.log)
+                                  progress=console.log, signing_key=key)
     except (FedPAError, ValueError) as exc:
         raise _fail(exc) from exc
     total = sum(e.size for e in result.manifest.files.values()) + (result.path / "manifest.json").stat().st_size
     console.print(f"[green]wrote[/] {result.path} ({total / 1024:.1f} KiB) in {time.perf_counter() - start:.1f} s "
-                  f"after training; golden parity: {len(result.parity.checks)} checks passed")
+                  f"after training; golden parity: {len(result.parity.checks)} checks passed"
+                  + ("; signed" if key is not None else "; [yellow]unsigned[/] (devices that pin a key refuse it)"))
+
+
+@app.command()
+def keygen(
+    out: Annotated[Path, typer.Option("--out", help="Folder for publisher.key (secret, 0600) and publisher.pub.")],
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing key pair.")] = False,
+) -> None:
+    """Write a publisher signing key pair (ECDSA P-256): sign with the .key, pin the .pub on devices."""
+    from fedpa.signing import generate_keypair, load_public_key
+
+    try:
+        key_path, pub_path = generate_keypair(out, overwrite=overwrite)
+    except FedPAError as exc:
+        raise _fail(exc) from exc
+    out_console.print(f"wrote {key_path} (keep it secret, off the server) and {pub_path} "
+                      f"(key id {load_public_key(pub_path).key_id[:16]})")
+
+
+@app.command()
+def sign(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory.")],
+    signing_key: Annotated[Path, typer.Option(help="Publisher key from `fedpa-export keygen`.")],
+) -> None:
+    """Sign an existing bundle's manifest (hashes checked first): writes manifest.sig beside it."""
+    from fedpa.manifest import read_manifest
+    from fedpa.signing import load_private_key, sign_bundle
+
+    try:
+        key = load_private_key(signing_key)
+        read_manifest(bundle)
+        path = sign_bundle(bundle, key)
+    except FedPAError as exc:
+        raise _fail(exc) from exc
+    out_console.print(f"wrote {path}")
 
 
 @app.command()
 def verify(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory.")],
     skip_onnx: Annotated[bool, typer.Option(help="Replay golden vectors on the .pte programs only.")] = False,
+    trust_key: Annotated[Path | None, typer.Option(
+        help="Publisher public key (publisher.pub): the bundle must carry its signature.")] = None,
 ) -> None:
-    """Check hashes and the manifest, then replay the golden vectors through .pte, .onnx and training .pte."""
+    """Check signature, hashes and manifest, then replay the golden vectors through .pte, .onnx and training .pte."""
     from export.verify import verify_bundle
+    from fedpa.signing import load_public_key
 
     try:
-        result = verify_bundle(bundle, backends=("pte",) if skip_onnx else ("pte", "onnx"))
+        trusted = load_public_key(trust_key) if trust_key is not None else None
+        result = verify_bundle(bundle, backends=("pte",) if skip_onnx else ("pte", "onnx"), trust_key=trusted)
     except FedPAError as exc:
         raise _fail(exc) from exc
     table = Table(title=f"{bundle}: golden-vector parity")
@@ -109,7 +163,8 @@ def verify(
     out_console.print(table)
     if not result.ok:
         raise _fail(BundleError(f"{len(result.parity.failures())} parity checks failed"))
-    out_console.print(f"[green]OK[/]: hashes, manifest and {len(result.parity.checks)} parity checks")
+    signed = "signature, " if trust_key is not None else ""
+    out_console.print(f"[green]OK[/]: {signed}hashes, manifest and {len(result.parity.checks)} parity checks")
 
 
 @app.command()

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from fedpa.errors import BundleError
-from fedpa.manifest import MANIFEST_NAME
+from fedpa.manifest import MANIFEST_NAME, SIGNATURE_NAME
 from fedpa.runtime.bundle import Bundle
 from fedpa.runtime.parity import ParityReport, check_golden
+from fedpa.signing import PublicKey, verify_bundle_signature
 
 __all__ = ["VerifyResult", "summarise", "verify_bundle"]
 
@@ -50,8 +51,14 @@ def _check_contents(bundle: Bundle) -> None:
         raise BundleError("the .pte and .onnx inference programs declare different personalisation inputs")
 
 
-def verify_bundle(path: str | Path, *, backends: tuple[str, ...] = ("pte", "onnx")) -> VerifyResult:
-    """Hashes, manifest schema, file contents, then golden-vector parity. Raises BundleError when unreadable."""
+def verify_bundle(path: str | Path, *, backends: tuple[str, ...] = ("pte", "onnx"),
+                  trust_key: PublicKey | None = None) -> VerifyResult:
+    """Signature (with ``trust_key``), hashes, manifest schema, file contents, then golden-vector parity.
+
+    Raises BundleError when unreadable, SignatureError when not signed by ``trust_key``.
+    """
+    if trust_key is not None:
+        verify_bundle_signature(path, trust_key)
     bundle = Bundle.open(path)
     _check_contents(bundle)
     return VerifyResult(bundle=bundle, parity=check_golden(bundle, backends=backends))
@@ -75,6 +82,8 @@ def summarise(path: str | Path, *, verify: bool = True) -> dict[str, Any]:
         by_group[t.group] = by_group.get(t.group, 0) + _numel(t.shape)
     files = {name: entry.size for name, entry in m.files.items()}
     files[MANIFEST_NAME] = (bundle.path / MANIFEST_NAME).stat().st_size
+    if (bundle.path / SIGNATURE_NAME).is_file():
+        files[SIGNATURE_NAME] = (bundle.path / SIGNATURE_NAME).stat().st_size
     return {
         "path": str(bundle.path),
         "model_id": m.model_id,

@@ -14,6 +14,7 @@ from rich.table import Table
 # These modules import torch only inside their commands, so `fedpa --help` stays fast.
 from fedpa.data.cli import data_app
 from fedpa.demo import demo
+from fedpa.privacy_cli import privacy_app
 from fedpa.sim.cli import experiments, simulate
 
 __all__ = ["app"]
@@ -27,6 +28,8 @@ app = typer.Typer(
 console = Console()
 
 app.add_typer(data_app, name="data", help="Inspect datasets: `fedpa data stats --dataset NAME --data-dir DIR`.")
+app.add_typer(privacy_app, name="privacy",
+              help="Privacy accounting: `fedpa privacy epsilon --noise-multiplier S --rounds R`.")
 app.command("demo")(demo)
 app.command("simulate")(simulate)
 app.command("experiments")(experiments)

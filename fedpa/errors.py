@@ -11,6 +11,8 @@ __all__ = [
     "FedPAError",
     "PayloadError",
     "PrivacyBudgetError",
+    "PrivacyPolicyError",
+    "SignatureError",
     "SyncError",
 ]
 
@@ -37,6 +39,14 @@ class BundleError(FedPAError):
 
 class PrivacyBudgetError(FedPAError):
     """An upload would spend more privacy (ε) than the device's configured budget."""
+
+
+class PrivacyPolicyError(FedPAError):
+    """A bundle's privacy settings fall below the device's own policy (σ floor, C ceiling, no LDP)."""
+
+
+class SignatureError(BundleError):
+    """A bundle is unsigned, signed by another key, or its signature does not match its manifest."""
 
 
 class SyncError(FedPAError):

@@ -20,6 +20,7 @@ from fedpa.state import SharedStateSpec
 
 __all__ = [
     "FORMAT_VERSION",
+    "SIGNATURE_NAME",
     "FileEntry",
     "Manifest",
     "PrivacySettings",
@@ -32,6 +33,7 @@ __all__ = [
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+SIGNATURE_NAME = "manifest.sig"  # beside the manifest, never listed in it (it signs the manifest's bytes)
 # Bundle files sit side by side; a name with a path in it could make a downloader write outside the bundle.
 _PLAIN_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -66,14 +68,20 @@ class ProgramSpec(BaseModel):
 
 
 class PrivacySettings(BaseModel):
-    """The LDP defaults the publisher asks devices to apply (devices may be stricter)."""
+    """The LDP settings the publisher asks devices to apply.
+
+    A request, not an order: each device checks them against its own ``fedpa.privacy.DevicePolicy``
+    (σ floor, C ceiling) and keeps its own ε budget and δ. ``rounds`` is how many uploads per user
+    the publisher planned σ for; a device derives its default σ floor from it.
+    """
 
     model_config = ConfigDict(frozen=True)
     mechanism: Literal["gaussian", "laplace", "none"] = "gaussian"
-    clip_norm: float = Field(1.0, gt=0)
-    noise_multiplier: float = Field(1.0, ge=0)
+    clip_norm: float = Field(1.0, gt=0, allow_inf_nan=False)
+    noise_multiplier: float = Field(1.0, ge=0, allow_inf_nan=False)
     delta: float = Field(1e-5, gt=0, lt=1)
-    epsilon_budget: float | None = Field(None, gt=0)
+    epsilon_budget: float | None = Field(None, gt=0, allow_inf_nan=False)
+    rounds: int = Field(30, ge=1)  # planned uploads per user
 
 
 class Manifest(BaseModel):
@@ -98,7 +106,7 @@ class Manifest(BaseModel):
     @classmethod
     def _plain_file_names(cls, files: dict[str, FileEntry]) -> dict[str, FileEntry]:
         for name in files:
-            if not _PLAIN_FILE_NAME.fullmatch(name) or ".." in name or name == MANIFEST_NAME:
+            if not _PLAIN_FILE_NAME.fullmatch(name) or ".." in name or name in (MANIFEST_NAME, SIGNATURE_NAME):
                 raise ValueError(f"bundle file name {name!r} must be a plain file name "
                                  "(letters, digits, '.', '_', '-'; no path, not manifest.json)")
         return files

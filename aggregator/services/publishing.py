@@ -28,7 +28,7 @@ from aggregator.schemas import PublishResult, RoundConfig
 from aggregator.services.bank import prune_bank, store_bank, validate_bank
 from aggregator.services.catalog import ModelInfo, round_config_json
 from fedpa.errors import BundleError, ConfigError
-from fedpa.manifest import MANIFEST_NAME, Manifest, read_manifest
+from fedpa.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest, read_manifest
 from fedpa.payload import decode_tensors
 
 __all__ = ["SHARED_STATE_FILE", "merge_config", "publish_bundle", "stage_files"]
@@ -77,7 +77,7 @@ def publish_bundle(db: Database, bundle_dir: Path, *, config: Mapping[str, Any] 
     listed = set(manifest.files)
     if strict:
         present = {p.relative_to(bundle_dir).as_posix() for p in bundle_dir.rglob("*") if p.is_file()}
-        extra = sorted(present - listed - {MANIFEST_NAME})
+        extra = sorted(present - listed - {MANIFEST_NAME, SIGNATURE_NAME})
         if extra:
             raise BundleError(f"files not listed in the manifest: {extra[:5]}")
     if SHARED_STATE_FILE not in listed:
@@ -118,7 +118,9 @@ def _store(db: Database, bundle_dir: Path, manifest: Manifest, state_blob: bytes
         row.manifest_json = (bundle_dir / MANIFEST_NAME).read_text()
         row.config_json = round_config_json(round_config)
         session.flush()
-        for name in [MANIFEST_NAME, *sorted(listed)]:
+        # the publisher's signature is stored and served byte for byte; devices verify it, not us
+        signed = [SIGNATURE_NAME] if (bundle_dir / SIGNATURE_NAME).is_file() else []
+        for name in [MANIFEST_NAME, *signed, *sorted(listed)]:
             content = (bundle_dir / name).read_bytes()
             entry = manifest.files.get(name)
             sha = entry.sha256 if entry else _sha256(content)

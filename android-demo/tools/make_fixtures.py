@@ -8,7 +8,9 @@
    The Java engine must reproduce all of it.
 2. ``roundtrip.safetensors`` + ``roundtrip.json``: tensors and metadata written by
    ``fedpa.payload.encode_tensors`` with their values in JSON, for the safetensors reader.
-3. ``epsilon.json``: ``fedpa.privacy.epsilon_after`` for a grid of (sigma, rounds, delta).
+3. ``epsilon.json``: ``fedpa.privacy.epsilon_after`` for a grid of (sigma, rounds, delta);
+   ``heterogeneous.json``: ``epsilon_of`` for ledgers of mixed sigma; ``signing/``: a manifest
+   signed by ``fedpa.signing`` (and by another key) for the Java verifier.
 4. ``model.onnx`` + ``model-frozen.safetensors``: the inference ONNX of ``export.lower`` for the
    paper model and its frozen tensors, for the ONNX initializer reader.
 
@@ -111,6 +113,27 @@ def main() -> int:
                 eps = epsilon_after(rounds, PrivacyConfig(noise_multiplier=sigma, delta=delta))
                 grid.append({"sigma": sigma, "rounds": rounds, "delta": delta, "epsilon": eps})
     (out / "epsilon.json").write_text(json.dumps(grid))
+    # heterogeneous ledgers: each upload composed with its own σ (replacement adjacency)
+    from fedpa.privacy import Upload, epsilon_of
+
+    ledgers = [[(0.5, 4), (5.0, 1)], [(7.0, 10), (2.0, 3)], [(1.1, 1), (4.0, 30), (0.8, 2)]]
+    hetero = []
+    for ledger in ledgers:
+        for delta in (1e-5, 1e-3):
+            uploads = [Upload("gaussian", s, 1.0) for s, n in ledger for _ in range(n)]
+            hetero.append({"uploads": [[s, n] for s, n in ledger], "delta": delta,
+                           "epsilon": epsilon_of(uploads, delta=delta)})
+    (out / "heterogeneous.json").write_text(json.dumps(hetero))
+    # publisher signatures made by fedpa.signing, for the Java verifier
+    from fedpa.signing import generate_keypair, load_private_key, sign_manifest
+
+    signing = out / "signing"
+    key, _ = generate_keypair(signing / "publisher", overwrite=True)
+    other, _ = generate_keypair(signing / "other", overwrite=True)
+    manifest = json.dumps({"format_version": 1, "model_id": "m", "model_version": 3}).encode()
+    (signing / "manifest.json").write_bytes(manifest)
+    (signing / "manifest.sig").write_bytes(sign_manifest(manifest, load_private_key(key)))
+    (signing / "manifest.sig-other").write_bytes(sign_manifest(manifest, load_private_key(other)))
 
     from export.lower import lower_onnx
 

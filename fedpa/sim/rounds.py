@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from fedpa.aggregation import AggregationReport
+from fedpa.privacy import report_example_counts
 from fedpa.sim.engine import LocalConfig, LocalResult, Population, local_train
 from fedpa.sim.layout import ClientRows
 from fedpa.sim.methods import Program
@@ -65,9 +66,9 @@ def run_round(program: Program, pop: Population, train: ClientRows, part: np.nda
         if not deltas:
             continue
         if accumulator is not None:
-            accumulator.add(deltas, values, train.counts[chunk])
+            accumulator.add(deltas, values, report_example_counts(train.counts[chunk], config.example_counts))
         else:
-            kept.append((deltas, values, train.counts[chunk]))
+            kept.append((deltas, values, report_example_counts(train.counts[chunk], config.example_counts)))
     loss = torch.cat(losses) if losses else torch.zeros(0, dtype=torch.float64)
     if program.spec is None:
         return None, loss, skipped

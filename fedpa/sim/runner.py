@@ -25,7 +25,7 @@ import torch
 from fedpa.errors import ConfigError
 from fedpa.metrics import evaluate
 from fedpa.model import Backbone
-from fedpa.privacy import PrivacyConfig, epsilon_after
+from fedpa.privacy import EXAMPLE_COUNT_REPORT, CountReport, PrivacyConfig, epsilon_after
 from fedpa.sim.engine import LocalConfig, Population, predict
 from fedpa.sim.layout import ClientRows, segment_length, segments
 from fedpa.sim.methods import Method, Program, build_program
@@ -50,6 +50,8 @@ class SimConfig:
     packed: bool = False  # one concatenated tensor per upload (see fedpa.sim.wire)
     select: Literal["auc", "gauc"] = "auc"
     exact_aggregation: bool = False  # one ClientUpdate per client even for the weighted mean
+    # the aggregation weight each upload declares: what a device sends (fedpa.privacy.report_example_count)
+    example_counts: CountReport = EXAMPLE_COUNT_REPORT
     max_rows: int = 1 << 18  # rows per batched forward (memory bound only)
     client_chunk: int = 32768  # clients trained and uploaded together (memory bound only)
 

@@ -56,9 +56,9 @@ def test_epsilon_grows_with_rounds_and_shrinks_with_noise():
 
 
 def test_budget_refusal_names_the_numbers():
-    cfg = PrivacyConfig(noise_multiplier=1.0, epsilon_budget=5.0)
+    cfg = PrivacyConfig(noise_multiplier=3.0, epsilon_budget=5.0)
     assert cfg.check_budget(0) < 5.0
-    with pytest.raises(PrivacyBudgetError, match=r"budget ε=5\.0"):
+    with pytest.raises(PrivacyBudgetError, match=r"budget ε=5 \(δ=1e-05, replacement adjacency\)"):
         cfg.check_budget(100)
 
 
@@ -72,3 +72,98 @@ def test_invalid_privacy_settings_are_refused(kwargs, match):
         PrivacyConfig(**kwargs)
     with pytest.raises(ConfigError):
         noise_multiplier_for(0.0, 10)
+
+
+# ----------------------------------------------------------------------------- standard accounting
+
+
+@pytest.mark.parametrize("sigma", [0.5, 1.0, 3.0, 7.0])
+@pytest.mark.parametrize("rounds", [1, 5, 30])
+def test_replacement_epsilon_is_dp_accountings_gaussian_at_sensitivity_2c(sigma, rounds):
+    import dp_accounting
+    from dp_accounting.rdp.rdp_privacy_accountant import RdpAccountant
+
+    accountant = RdpAccountant()  # replacement: ‖u − u′‖ ≤ 2C, noise σC → noise multiplier σ/2
+    accountant.compose(dp_accounting.SelfComposedDpEvent(dp_accounting.GaussianDpEvent(sigma / 2), rounds))
+    expected = accountant.get_epsilon(1e-5)
+    assert epsilon_after(rounds, PrivacyConfig(noise_multiplier=sigma)) == pytest.approx(expected, rel=1e-9)
+    assert epsilon_after(rounds, PrivacyConfig(noise_multiplier=sigma), adjacency="add_remove") < expected
+
+
+def test_heterogeneous_uploads_compose_with_their_own_sigma():
+    from fedpa.privacy import Upload, epsilon_of
+
+    uploads = [Upload("gaussian", 0.5, 1.0)] * 4 + [Upload("gaussian", 5.0, 1.0)]
+    # the issue's case: 4 × σ=0.5 then 1 × σ=5 (add/remove figure 25.97; "today's σ for all" said 1.91)
+    assert epsilon_of(uploads, adjacency="add_remove") == pytest.approx(25.97, abs=0.01)
+    today = epsilon_after(5, PrivacyConfig(noise_multiplier=5.0), adjacency="add_remove")
+    assert today == pytest.approx(1.91, abs=0.01)
+    assert epsilon_of(uploads) == pytest.approx(68.75, abs=0.01)  # replacement: σ/2 each
+    assert epsilon_of(uploads) > epsilon_of(uploads[:4]) > 0
+    assert epsilon_of([*uploads, Upload("none", 0.0, 1.0)]) == float("inf")
+
+
+def test_budget_check_uses_the_ledger_not_todays_sigma():
+    from fedpa.privacy import Upload
+
+    cfg = PrivacyConfig(noise_multiplier=5.0, epsilon_budget=20.0)
+    assert cfg.check_budget(4) < 20.0  # four earlier uploads *at σ=5* would fit
+    with pytest.raises(PrivacyBudgetError, match="upload #5"):
+        cfg.check_budget([Upload("gaussian", 0.5, 1.0)] * 4)  # but they were sent at σ=0.5
+
+
+def test_device_policy_floor_and_ceiling():
+    from fedpa.errors import PrivacyPolicyError
+    from fedpa.manifest import PrivacySettings
+    from fedpa.privacy import DevicePolicy
+
+    policy = DevicePolicy()  # ε ≤ 8 over the bundle's planned rounds, C ≤ 1
+    floor = policy.floor(30)
+    assert epsilon_after(30, PrivacyConfig(noise_multiplier=floor)) == pytest.approx(8.0, rel=1e-3)
+    ok = policy.config_for(PrivacySettings(noise_multiplier=floor * 1.01, clip_norm=0.5, delta=0.1,
+                                           epsilon_budget=1e9, rounds=30))
+    assert (ok.delta, ok.epsilon_budget, ok.clip_norm) == (1e-5, 8.0, 0.5)  # δ and budget are the device's
+    with pytest.raises(PrivacyPolicyError, match="below this device's floor"):
+        policy.config_for(PrivacySettings(noise_multiplier=0.001, rounds=30))
+    with pytest.raises(PrivacyPolicyError, match="below this device's floor"):  # fewer planned rounds, lower floor
+        policy.config_for(PrivacySettings(noise_multiplier=policy.floor(1) * 0.9, rounds=1))
+    with pytest.raises(PrivacyPolicyError, match="maximum C"):
+        policy.config_for(PrivacySettings(noise_multiplier=floor * 2, clip_norm=1e30))
+    with pytest.raises(PrivacyPolicyError, match="no LDP"):
+        policy.config_for(PrivacySettings(mechanism="none", noise_multiplier=0.0))
+    assert DevicePolicy(min_noise_multiplier=2.0).floor(30) == 2.0
+    with pytest.raises(ConfigError):
+        DevicePolicy(epsilon_budget=float("inf"))
+
+
+def test_example_count_reports():
+    from fedpa.privacy import report_example_count, report_example_counts
+
+    assert [report_example_count(n, "coarse") for n in (1, 3, 64, 1000)] == [1, 2, 64, 64]
+    assert [report_example_count(n, "bounded") for n in (3, 1000)] == [3, 64]
+    assert report_example_count(1234) == 1  # the device's choice reveals nothing
+    assert report_example_counts(np.array([0, 5, 100]), "coarse").tolist() == [0, 4, 64]
+    with pytest.raises(ConfigError):
+        report_example_count(0)
+
+
+def test_secure_rng_draws_fresh_noise_each_time():
+    from fedpa.privacy import secure_rng
+
+    assert not np.array_equal(secure_rng().normal(size=8), secure_rng().normal(size=8))
+
+
+def test_fedpa_privacy_epsilon_cli_prints_replacement_json():
+    import json
+
+    from typer.testing import CliRunner
+
+    from fedpa.cli import app
+
+    result = CliRunner().invoke(app, ["privacy", "epsilon", "--noise-multiplier", "3.4926634469157625",
+                                      "--clip-norm", "1", "--rounds", "30", "--delta", "1e-5"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["adjacency"] == "replacement"
+    assert out["epsilon"] == pytest.approx(18.85, abs=0.01)  # the old docs' "ε = 8"
+    assert out["epsilon_add_remove"] == pytest.approx(8.0, abs=0.01)

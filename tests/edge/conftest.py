@@ -9,7 +9,6 @@ aggregator instead.
 
 from __future__ import annotations
 
-import json
 import secrets
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -99,6 +98,7 @@ class FakeAggregator:
     accepted: list[UpdateMeta] = field(default_factory=list)
     nonces: set[str] = field(default_factory=set)
     version: int = 1
+    state_queries: list[str] = field(default_factory=list)  # the ?groups= of every state download
 
     def __post_init__(self) -> None:
         from safetensors.numpy import load_file
@@ -123,14 +123,21 @@ class FakeAggregator:
         if method == "POST" and path == "/v1/devices":
             return httpx.Response(201, json={"device_id": secrets.token_hex(4), "token": secrets.token_hex(8),
                                              "model_id": "tiny"})
-        if method == "GET" and path == "/v1/models/tiny":
-            return httpx.Response(200, json=json.loads(self.manifest.to_json()),
-                                  headers={"X-FedPA-Model-Version": "1"})
+        if method == "GET" and path == "/v1/models/tiny":  # byte for byte, as the real server serves it
+            return httpx.Response(200, content=(self.bundle / "manifest.json").read_bytes(),
+                                  headers={"X-FedPA-Model-Version": str(self.manifest.model_version),
+                                           "Content-Type": "application/json"})
         if method == "GET" and path.startswith("/v1/models/tiny/files/"):
-            return httpx.Response(200, content=(self.bundle / path.rsplit("/", 1)[1]).read_bytes())
+            file = self.bundle / path.rsplit("/", 1)[1]
+            if not file.is_file():
+                return self._error(404, "unknown_file", path)
+            return httpx.Response(200, content=file.read_bytes())
         if method == "GET" and path == "/v1/models/tiny/state":
             groups = dict(kv.split(":") for kv in request.url.params["groups"].split(","))
-            wanted = {t.name for t in self.manifest.shared_state.for_groups({k: int(v) for k, v in groups.items()})}
+            self.state_queries.append(request.url.params["groups"])
+            spec = self.manifest.shared_state
+            wanted = {t.name for t in spec.tensors
+                      if t.role == "gate" or groups[t.attribute] in ("*", str(t.value))}
             return httpx.Response(200, content=encode_tensors({k: v for k, v in self.bank.items() if k in wanted}),
                                   headers={"X-FedPA-State-Version": str(self.version), "X-FedPA-Model-Version": "1",
                                            "ETag": f'"{self.version}"'})
@@ -229,7 +236,8 @@ class World:
     bundle: Path
     root: Path
 
-    def publish(self, server: Any, model_id: str, config: dict[str, Any], *, privacy: Any = None) -> Path:
+    def publish(self, server: Any, model_id: str, config: dict[str, Any], *, privacy: Any = None,
+                signing_key: Path | None = None) -> Path:
         """Publish the bundle under a fresh model id (a copy with its manifest renamed) on ``server``."""
         import shutil
 
@@ -240,6 +248,10 @@ class World:
         manifest = read_manifest(dest).model_copy(update={"model_id": model_id, **({"privacy": privacy}
                                                                                    if privacy else {})})
         (dest / "manifest.json").write_text(manifest.to_json())
+        if signing_key is not None:
+            from fedpa.signing import load_private_key, sign_bundle
+
+            sign_bundle(dest, load_private_key(signing_key))
         with AggregatorClient(server.url, token=server.admin_token) as admin:
             admin.publish(dest, config=config)
         return dest

@@ -23,7 +23,8 @@ def test_fleet_command_runs_rounds_and_writes_report_and_plot(world, sqlite_serv
     result = runner.invoke(app, [
         "fleet", "--server", sqlite_server.url, "--model-id", "cli-fleet", "--option", "n_users=200",
         "--option", "drift=3.0", "--devices", "12", "--rounds", "2", "--root", str(tmp_path / "devices"),
-        "--admin-token", sqlite_server.admin_token, "--no-ldp", "--json", str(out), "--plot", str(tmp_path / "p.png")])
+        "--admin-token", sqlite_server.admin_token, "--no-ldp", "--allow-unsigned", "--json", str(out),
+        "--plot", str(tmp_path / "p.png")])
 
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
@@ -36,7 +37,7 @@ def test_fleet_command_refuses_a_dataset_encoded_unlike_the_bundle(world, sqlite
     world.publish(sqlite_server, "cli-mismatch", {"round_size": 2, "min_reporters": 1, "enforce_privacy": False})
     result = runner.invoke(app, ["fleet", "--server", sqlite_server.url, "--model-id", "cli-mismatch",
                                  "--option", "n_users=50", "--devices", "2", "--rounds", "1", "--no-ldp",
-                                 "--root", str(tmp_path)])
+                                 "--allow-unsigned", "--root", str(tmp_path)])
     assert result.exit_code == 1
     assert "feature schema differs" in result.output
 
@@ -56,8 +57,12 @@ def _raw_rows(schema: FeatureSchema, x: np.ndarray) -> pd.DataFrame:
 
 
 def test_run_then_recommend_from_a_raw_interaction_file(world, sqlite_server, tmp_path):
+    from fedpa.manifest import PrivacySettings
+    from fedpa.signing import generate_keypair
+
+    key, pub = generate_keypair(tmp_path / "keys")
     world.publish(sqlite_server, "cli-run", {"round_size": 1, "min_reporters": 1, "enforce_privacy": True},
-                  privacy=None)
+                  privacy=PrivacySettings(clip_norm=0.5, noise_multiplier=3.0, rounds=5), signing_key=key)
     ds = world.ds
     user = int(ds.private_users[3])
     rows = ds.private_train.user == user
@@ -72,11 +77,12 @@ def test_run_then_recommend_from_a_raw_interaction_file(world, sqlite_server, tm
 
     result = runner.invoke(app, ["run", "--server", sqlite_server.url, "--model-id", "cli-run",
                                  "--interactions", str(csv), "--store", str(store), "--rounds", "2",
-                                 "--wait", "10"])
+                                 "--wait", "10", "--trust-key", str(pub)])
 
     assert result.exit_code == 0, result.output
     state = LocalStore.open(store).state
-    assert state.rounds_completed == 2 and state.epsilon_spent > 0  # the bundle's LDP defaults applied
+    assert state.rounds_completed == 2 and state.epsilon_spent > 0  # the bundle's LDP settings applied
+    assert state.ledger == [{"mechanism": "gaussian", "noise_multiplier": 3.0, "clip_norm": 0.5}] * 2
     assert state.groups == {a: int(v) for a, v in zip(ds.schema.group_attributes, ds.user_groups[user], strict=True)}
 
     items = _raw_rows(ds.schema, ds.private_test.x[:30])[[f.name for f in ds.schema.features if f.side == "item"]]
@@ -90,15 +96,19 @@ def test_run_then_recommend_from_a_raw_interaction_file(world, sqlite_server, tm
 
 
 def test_run_refuses_past_the_budget(world, sqlite_server, tmp_path):
-    world.publish(sqlite_server, "cli-budget", {"round_size": 1, "min_reporters": 1, "enforce_privacy": False})
+    from fedpa.manifest import PrivacySettings
+
+    world.publish(sqlite_server, "cli-budget", {"round_size": 1, "min_reporters": 1, "enforce_privacy": False},
+                  privacy=PrivacySettings(clip_norm=0.5, noise_multiplier=2.0, rounds=1))
     ds = world.ds
     rows = ds.private_train.user == int(ds.private_users[4])
     np.savez(tmp_path / "me.npz", x=ds.private_train.x[rows], y=ds.private_train.y[rows])
     args = ["run", "--server", sqlite_server.url, "--model-id", "cli-budget", "--interactions",
-            str(tmp_path / "me.npz"), "--store", str(tmp_path / "s"), "--epsilon", "3", "--noise-multiplier", "2"]
+            str(tmp_path / "me.npz"), "--store", str(tmp_path / "s"), "--epsilon", "6", "--allow-unsigned"]
+    # σ = 2 per upload: ε 4.73 after one, 7.08 after two (replacement adjacency)
 
     first = runner.invoke(app, args)
     second = runner.invoke(app, args)
 
     assert first.exit_code == 0, first.output
-    assert second.exit_code == 1 and "past the budget" in second.output
+    assert second.exit_code == 1 and "past this device's budget" in " ".join(second.output.split())

@@ -119,7 +119,10 @@ def _manifest_server(files: dict[str, bytes], listed: dict[str, bytes]):
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/v1/models/m":
             return httpx.Response(200, json=raw)
-        return httpx.Response(200, content=files[request.url.path.rsplit("/", 1)[-1]])
+        name = request.url.path.rsplit("/", 1)[-1]
+        if name not in files:  # e.g. manifest.sig of an unsigned model
+            return httpx.Response(404, json={"error": "unknown_file", "detail": name})
+        return httpx.Response(200, content=files[name])
 
     return raw, handler
 

@@ -74,7 +74,7 @@ def test_budget_refusal_sends_nothing(make_device, fake_server):
     device.run_round()
     sent = len(fake_server.bodies)
 
-    with pytest.raises(PrivacyBudgetError, match="past the budget"):
+    with pytest.raises(PrivacyBudgetError, match=r"past this device's budget"):
         device.run_round()
 
     assert len(fake_server.bodies) == sent  # not even a state download

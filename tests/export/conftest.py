@@ -45,12 +45,21 @@ def student_checkpoint(tmp_path_factory, student, dataset) -> Path:
 
 
 @pytest.fixture(scope="session")
-def bundle_dir(tmp_path_factory, student_checkpoint) -> Path:
+def publisher_keys(tmp_path_factory) -> Path:
+    """A publisher key pair written by `fedpa-export keygen` (publisher.key, publisher.pub)."""
+    folder = tmp_path_factory.mktemp("keys")
+    result = CliRunner().invoke(app, ["keygen", "--out", str(folder)])
+    assert result.exit_code == 0, result.output
+    return folder
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(tmp_path_factory, student_checkpoint, publisher_keys) -> Path:
     out = tmp_path_factory.mktemp("bundles") / "synthetic-v1"
     result = CliRunner().invoke(app, [
         "build", "--student", str(student_checkpoint), "--dataset", "synthetic", "--out", str(out),
         "--model-id", "synthetic", "--model-version", "1", "--rank", "4", "--gate-mode", "paper",
-        "--max-train-batch", "256",
+        "--max-train-batch", "256", "--signing-key", str(publisher_keys / "publisher.key"),
     ])
     assert result.exit_code == 0, result.output
     return out

@@ -127,3 +127,23 @@ def test_cli_verify_and_inspect(bundle_dir, bundle_copy):
     bad = runner.invoke(app, ["verify", str(bundle_copy)])
     assert bad.exit_code == 1
     assert "corrupt or tampered" in bad.output
+
+
+def test_cli_signatures(bundle_dir, bundle_copy, publisher_keys, tmp_path):
+    runner = CliRunner()
+    trust = ["--trust-key", str(publisher_keys / "publisher.pub"), "--skip-onnx"]
+    ok = runner.invoke(app, ["verify", str(bundle_dir), *trust])  # built with --signing-key
+    assert ok.exit_code == 0, ok.output
+    assert "signature" in ok.output
+    other = tmp_path / "other"
+    assert runner.invoke(app, ["keygen", "--out", str(other)]).exit_code == 0
+    resigned = runner.invoke(app, ["sign", str(bundle_copy), "--signing-key", str(other / "publisher.key")])
+    assert resigned.exit_code == 0, resigned.output
+    bad = runner.invoke(app, ["verify", str(bundle_copy), *trust])
+    assert bad.exit_code == 1 and "not by the trusted publisher key" in " ".join(bad.output.split())
+    (bundle_copy / "manifest.sig").unlink()
+    unsigned = runner.invoke(app, ["verify", str(bundle_copy), *trust])
+    assert unsigned.exit_code == 1 and "unsigned" in " ".join(unsigned.output.split())
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    assert manifest["privacy"]["epsilon_budget"] == 8.0 and manifest["privacy"]["rounds"] == 30
+    assert manifest["privacy"]["noise_multiplier"] == pytest.approx(6.985, abs=1e-3)  # ε = 8, replacement

@@ -104,8 +104,34 @@ public final class ApiClient {
         return new String(request("GET", "/v1/models/" + enc(modelId), null, null, null).body, UTF8);
     }
 
+    /** GET /v1/models/{id}: the current manifest byte for byte (what the publisher's signature covers). */
+    public byte[] manifestBytes(String modelId) throws SyncException {
+        return request("GET", "/v1/models/" + enc(modelId), null, null, null).body;
+    }
+
     public byte[] file(String modelId, String name) throws SyncException {
         return request("GET", "/v1/models/" + enc(modelId) + "/files/" + enc(name), null, null, null).body;
+    }
+
+    /** The bundle's manifest.sig as published, or null when the model was published unsigned (404). */
+    public byte[] signature(String modelId) throws SyncException {
+        try {
+            return file(modelId, Signatures.FILE);
+        } catch (SyncException e) {
+            if (e.status() == 404) {
+                return null;
+            }
+            throw e;
+        }
+    }
+
+    /** GET the whole shared bank ({@code attr:*} for every attribute): the request names none of the user's groups. */
+    public Response stateAll(String modelId, java.util.Collection<String> attributes, String etag) throws SyncException {
+        StringBuilder q = new StringBuilder();
+        for (String a : attributes) {
+            q.append(q.length() == 0 ? "" : ",").append(a).append(":*");
+        }
+        return request("GET", "/v1/models/" + enc(modelId) + "/state?groups=" + enc(q.toString()), null, null, etag);
     }
 
     /** GET state for these groups; status 304 (body empty) when {@code etag} still matches. */

@@ -9,15 +9,34 @@ import java.nio.charset.Charset;
  * Installs a model version from the server: every file the manifest lists is downloaded into
  * {@code bundle.incoming}, checked against its sha256, the whole bundle is opened as the app will
  * open it and its golden vectors are replayed on the pure-Java engine; only then is it swapped in.
- * Any failure leaves the current bundle (and the user's adapters) untouched.
+ * Before any file is fetched the manifest's exact bytes must carry the pinned publisher key's
+ * signature, its model version must not be older than the installed one, and its privacy settings
+ * must clear the device's policy. Any failure leaves the current bundle (and the user's adapters) untouched.
  */
 final class BundleInstaller {
     private BundleInstaller() {
     }
 
     /** Into a fresh folder, every file verified, then swapped in: the old bundle stays until then. */
-    static void install(ApiClient api, String modelId, Manifest remote, LocalStore store, FedPAClient.Progress progress)
-            throws FedPAException {
+    static Manifest install(ApiClient api, String modelId, LocalStore store, FedPAClient.Progress progress,
+                            java.security.PublicKey trusted, DevicePolicy policy) throws FedPAException {
+        byte[] manifestBytes = api.manifestBytes(modelId);
+        byte[] signature = api.signature(modelId);
+        if (trusted != null) {
+            Signatures.verify(manifestBytes, signature, trusted);
+        }
+        Manifest remote = Manifest.parse(new String(manifestBytes, Charset.forName("UTF-8")));
+        if (!remote.modelId.equals(modelId)) {
+            throw new BundleException("asked for model '" + modelId + "', the server's manifest is '" + remote.modelId + "'");
+        }
+        int installed = installedVersion(store, modelId);
+        if (remote.modelVersion < installed) {
+            throw new BundleException("model '" + modelId + "' version " + remote.modelVersion + " is older than the "
+                    + "installed version " + installed + "; refusing the downgrade");
+        }
+        if (policy != null) {
+            policy.apply(remote.privacy); // PrivacyPolicyException: below this device's floor
+        }
         File incoming = new File(store.dir(), "bundle.incoming");
         deleteTree(incoming);
         if (!incoming.mkdirs()) {
@@ -38,7 +57,10 @@ final class BundleInstaller {
             }
             writeFile(new File(incoming, name), data);
         }
-        writeFile(new File(incoming, Bundle.MANIFEST), remote.json.getBytes(Charset.forName("UTF-8")));
+        if (signature != null) {
+            writeFile(new File(incoming, Signatures.FILE), signature);
+        }
+        writeFile(new File(incoming, Bundle.MANIFEST), manifestBytes);
         Bundle fresh = Bundle.open(incoming); // the whole bundle, as the app will open it
         if (fresh.manifest().fileSha256.containsKey("golden.json")) {
             progress.update("checking the engine against the golden vectors", 0.27);
@@ -59,6 +81,23 @@ final class BundleInstaller {
             throw new StoreException("cannot install the new bundle");
         }
         deleteTree(old);
+        return remote;
+    }
+
+    /** The installed bundle's model version if it is this model, else 0. */
+    static int installedVersion(LocalStore store, String modelId) {
+        File mf = new File(store.bundleDir(), Bundle.MANIFEST);
+        if (!mf.isFile()) {
+            return 0;
+        }
+        try {
+            Manifest m = Manifest.parse(new String(Bundle.readFile(mf), Charset.forName("UTF-8")));
+            return m.modelId.equals(modelId) ? m.modelVersion : 0;
+        } catch (java.io.IOException e) {
+            return 0;
+        } catch (BundleException e) {
+            return 0;
+        }
     }
 
     private static void writeFile(File f, byte[] data) throws StoreException {

@@ -21,6 +21,18 @@ public final class DeviceState {
     public String pendingNonce;
     public int pendingBaseVersion;
     public int pendingExamples;
+    // one entry per upload that left the device, what it applied (never a server's claim); survives
+    // bundle installs and model versions: a new bundle does not give privacy back
+    public final java.util.List<Accountant.Upload> ledger = new java.util.ArrayList<Accountant.Upload>();
+
+    /** The accountant's view: the ledger, plus un-noised entries for uploads from before the ledger existed. */
+    public java.util.List<Accountant.Upload> uploads() {
+        java.util.List<Accountant.Upload> out = new java.util.ArrayList<Accountant.Upload>(ledger);
+        for (int i = ledger.size(); i < uploadsCharged; i++) {
+            out.add(new Accountant.Upload("none", 0.0, Double.MAX_VALUE));
+        }
+        return out;
+    }
 
     public JSONObject toJson() throws JSONException {
         JSONObject o = new JSONObject();
@@ -42,6 +54,12 @@ public final class DeviceState {
         o.put("epsilon_spent", epsilonSpent);
         o.put("last_state_version", lastStateVersion);
         o.put("refused", refused);
+        JSONArray l = new JSONArray();
+        for (Accountant.Upload u : ledger) {
+            l.put(new JSONObject().put("mechanism", u.mechanism).put("noise_multiplier", u.noiseMultiplier)
+                    .put("clip_norm", u.clipNorm));
+        }
+        o.put("ledger", l);
         if (pendingNonce != null) {
             JSONObject p = new JSONObject();
             p.put("nonce", pendingNonce);
@@ -71,6 +89,12 @@ public final class DeviceState {
         s.epsilonSpent = o.optDouble("epsilon_spent", 0.0);
         s.lastStateVersion = o.optInt("last_state_version", -1);
         s.refused = o.optInt("refused", 0);
+        JSONArray l = o.optJSONArray("ledger");
+        for (int i = 0; l != null && i < l.length(); i++) {
+            JSONObject u = l.getJSONObject(i);
+            s.ledger.add(new Accountant.Upload(u.getString("mechanism"), u.getDouble("noise_multiplier"),
+                    u.getDouble("clip_norm")));
+        }
         JSONObject p = o.optJSONObject("pending");
         if (p != null) {
             s.pendingNonce = p.getString("nonce");

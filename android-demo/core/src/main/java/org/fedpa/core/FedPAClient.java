@@ -53,6 +53,9 @@ public final class FedPAClient {
     private DeviceState state;
     private Model model;
     private ModelRuntime.Factory runtimes = JavaRuntime.FACTORY;
+    private java.security.PublicKey publisherKey; // the only key whose bundles are installed
+    private boolean allowUnsigned;
+    private DevicePolicy policy = DevicePolicy.defaults();
 
     /** Usage: {@code new FedPAClient(new LocalStore(dir), new SecureRandom(), TrainingConfig.defaults(), 15000)}. */
     public FedPAClient(LocalStore store, Random noise, TrainingConfig training, int timeoutMs) throws StoreException {
@@ -67,6 +70,25 @@ public final class FedPAClient {
     public void setRuntimeFactory(ModelRuntime.Factory factory) {
         this.runtimes = factory;
         this.model = null;
+    }
+
+    /** Pin the publisher's key (the PEM text of {@code publisher.pub}): only bundles it signed are installed. */
+    public void setPublisherKey(String pem) throws BundleException {
+        this.publisherKey = Signatures.publicKey(pem);
+    }
+
+    /** Install unsigned bundles when no key is pinned (development servers only). */
+    public void setAllowUnsigned(boolean allow) {
+        this.allowUnsigned = allow;
+    }
+
+    /** The device's own privacy floor and budget (default: epsilon 8 over the bundle's planned rounds). */
+    public void setPolicy(DevicePolicy policy) {
+        this.policy = policy;
+    }
+
+    public DevicePolicy policy() {
+        return policy;
     }
 
     public DeviceState state() {
@@ -129,12 +151,15 @@ public final class FedPAClient {
             state.token = reg.optString("token");
             store.saveState(state);
         }
+        if (publisherKey == null && !allowUnsigned) {
+            throw new BundleException("no publisher key pinned: set the publisher's key (publisher.pub) in Settings");
+        }
         progress.update("checking the model", 0.05);
         Manifest remote = Manifest.parse(api.manifest(state.modelId));
         boolean haveBundle = new File(store.bundleDir(), Bundle.MANIFEST).isFile();
         if (!haveBundle || state.modelVersion != remote.modelVersion) {
-            BundleInstaller.install(api, state.modelId, remote, store, progress);
-            state.modelVersion = remote.modelVersion;
+            Manifest installed = BundleInstaller.install(api, state.modelId, store, progress, publisherKey, policy);
+            state.modelVersion = installed.modelVersion;
             model = null;
             store.savePrivate(model().bundle().privateInit()); // a new model starts a new adapter
             store.saveState(state);
@@ -212,13 +237,14 @@ public final class FedPAClient {
         }
         Model mdl = model();
         Manifest m = mdl.manifest();
-        Privacy privacy = m.privacy;
-        double eps = "none".equals(privacy.mechanism) ? Double.MAX_VALUE : privacy.checkBudget(state.uploadsCharged);
+        Privacy privacy = policy.apply(m.privacy); // the device's delta and budget, sigma and C checked
+        double eps = privacy.checkBudget(state.uploads()); // every upload ever sent, each with its own sigma
         Map<String, Integer> groups = groups();
         progress.update("downloading the shared adapters", 0.3);
         ApiClient api = api();
-        ApiClient.Response r = api.state(state.modelId, groups, null);
-        Map<String, Tensor> base = SafeTensors.decode(r.body).tensors();
+        java.util.Set<String> attributes = new java.util.TreeSet<String>(groups.keySet());
+        ApiClient.Response r = api.stateAll(state.modelId, attributes, null); // names none of our groups
+        Map<String, Tensor> base = SharedState.slice(m, SafeTensors.decode(r.body).tensors(), groups);
         SharedState.validate(m, base, groups);
         int baseVersion = parseInt(r.header("X-FedPA-State-Version"), -1);
         if (baseVersion < 0) {
@@ -253,7 +279,8 @@ public final class FedPAClient {
         Map<String, Tensor> deltas = SharedState.deltas(m, params, base, groups);
         Ldp.Result noised = Ldp.clipAndNoise(deltas, privacy, noise);
         String nonce = nonce();
-        byte[] body = SafeTensors.encode(noised.update, updateMeta(m, baseVersion, groups, log.size(), nonce, privacy, eps));
+        // example_count: a constant 1 (fedpa.privacy.EXAMPLE_COUNT_REPORT): the server learns nothing of how much we use the app
+        byte[] body = SafeTensors.encode(noised.update, updateMeta(m, baseVersion, groups, 1, nonce, privacy, eps));
         Map<String, Tensor> newPrivate = new LinkedHashMap<String, Tensor>();
         for (String name : privateNames) {
             newPrivate.put(name, params.get(name));
@@ -262,9 +289,8 @@ public final class FedPAClient {
         state.pendingBaseVersion = baseVersion;
         state.pendingExamples = log.size();
         state.uploadsCharged += 1;
-        if (!"none".equals(privacy.mechanism)) {
-            state.epsilonSpent = eps;
-        }
+        state.ledger.add(privacy.upload());
+        state.epsilonSpent = eps;
         progress.update("uploading " + body.length + " bytes", 0.85);
         store.stagePending(body, newPrivate, state);
         result.lossBefore = fit.lossBefore;

@@ -26,6 +26,11 @@ final class Fixtures {
         return new File(required("fedpa.bundle"));
     }
 
+    /** The PEM text of the publisher key test.sh signed the published bundle with. */
+    static String publisherKey() throws IOException {
+        return new String(Bundle.readFile(new File(required("fedpa.publisherKey"))), "UTF-8");
+    }
+
     static String required(String property) {
         String v = System.getProperty(property);
         if (v == null || v.isEmpty()) {

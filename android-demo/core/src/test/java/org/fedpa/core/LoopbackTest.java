@@ -46,6 +46,7 @@ public class LoopbackTest {
     private FedPAClient phone(String name, long seed) throws Exception {
         FedPAClient c = new FedPAClient(new LocalStore(new File(root, name)), new Random(seed), TrainingConfig.defaults(), 10000);
         c.configure(server, modelId);
+        c.setPublisherKey(Fixtures.publisherKey()); // test.sh signed the bundle it published
         return c;
     }
 

@@ -6,6 +6,7 @@ import static org.junit.Assert.assertFalse;
 import static org.junit.Assert.assertTrue;
 import static org.junit.Assert.fail;
 
+import java.io.File;
 import java.util.LinkedHashMap;
 import java.util.Map;
 import java.util.Random;
@@ -111,8 +112,88 @@ public class PrivacyTest {
     }
 
     @Test
+    public void heterogeneousLedgersMatchDpAccounting() throws Exception {
+        JSONArray cases = new JSONArray(new String(Bundle.readFile(Fixtures.fixture("heterogeneous.json")), "UTF-8"));
+        assertTrue(cases.length() >= 6);
+        for (int i = 0; i < cases.length(); i++) {
+            JSONObject c = cases.getJSONObject(i);
+            java.util.List<Accountant.Upload> ledger = new java.util.ArrayList<Accountant.Upload>();
+            JSONArray uploads = c.getJSONArray("uploads");
+            for (int j = 0; j < uploads.length(); j++) {
+                for (int n = 0; n < uploads.getJSONArray(j).getInt(1); n++) {
+                    ledger.add(new Accountant.Upload("gaussian", uploads.getJSONArray(j).getDouble(0), 1.0));
+                }
+            }
+            double want = c.getDouble("epsilon");
+            assertEquals(c.toString(), want, Accountant.epsilon(ledger, c.getDouble("delta")), 1e-9 * Math.max(1, want));
+        }
+        // the issue's case under replacement: 4 uploads at sigma 0.5, then 1 at sigma 5
+        java.util.List<Accountant.Upload> issue = new java.util.ArrayList<Accountant.Upload>();
+        for (int n = 0; n < 4; n++) {
+            issue.add(new Accountant.Upload("gaussian", 0.5, 1.0));
+        }
+        issue.add(new Accountant.Upload("gaussian", 5.0, 1.0));
+        assertEquals(68.75, Accountant.epsilon(issue, 1e-5), 0.01);
+        Privacy today = new Privacy("gaussian", 1.0, 5.0, 1e-5, 20.0);
+        today.checkBudget(4); // four uploads at today's sigma would fit...
+        try {
+            today.checkBudget(issue.subList(0, 4)); // ...but they were sent at sigma 0.5
+            fail("the ledger's real sigmas were ignored");
+        } catch (PrivacyBudgetException expected) {
+            assertTrue(expected.getMessage().contains("upload #5"));
+        }
+    }
+
+    @Test
+    public void devicePolicyRefusesSettingsBelowItsFloor() throws Exception {
+        DevicePolicy policy = DevicePolicy.defaults();
+        double floor = policy.floor(30);
+        assertEquals(8.0, Accountant.epsilon(new Privacy("gaussian", 1.0, floor, 1e-5, 8.0), 30), 1e-3);
+        Privacy applied = policy.apply(new Privacy("gaussian", 0.5, floor * 1.01, 0.1, 1e9, 30));
+        assertEquals(1e-5, applied.delta, 0); // the device's delta and budget, never the bundle's
+        assertEquals(8.0, applied.epsilonBudget, 0);
+        String[][] bad = {{"gaussian", "1.0", "0.001"}, {"gaussian", "1e30", "100"}, {"none", "1.0", "0"}};
+        for (String[] b : bad) {
+            try {
+                policy.apply(new Privacy(b[0], Double.parseDouble(b[1]), Double.parseDouble(b[2]), 1e-5, 8.0, 30));
+                fail("accepted " + java.util.Arrays.toString(b));
+            } catch (PrivacyPolicyException expected) {
+                assertTrue(expected.getMessage(), expected.getMessage().contains("this device"));
+            }
+        }
+    }
+
+    @Test
+    public void ledgerSurvivesARestartAndKeepsRefusing() throws Exception {
+        File dir = File.createTempFile("fedpa-ledger", "");
+        dir.delete();
+        try {
+            LocalStore store = new LocalStore(dir);
+            DeviceState s = store.loadState();
+            Privacy p = new Privacy("gaussian", 0.5, 7.0, 1e-5, Accountant.gaussianEpsilon(7.0, 2, 1e-5) + 1e-6);
+            for (int i = 0; i < 2; i++) {
+                p.checkBudget(s.uploads());
+                s.ledger.add(p.upload());
+                s.uploadsCharged += 1;
+            }
+            store.saveState(s);
+            DeviceState again = new LocalStore(dir).loadState(); // a restart (or a re-installed bundle: not in state)
+            assertEquals(2, again.ledger.size());
+            assertEquals(7.0, again.ledger.get(1).noiseMultiplier, 0);
+            try {
+                p.checkBudget(again.uploads());
+                fail("budget reset by a restart");
+            } catch (PrivacyBudgetException expected) {
+                assertTrue(expected.getMessage().contains("upload #3"));
+            }
+        } finally {
+            BundleInstaller.deleteTree(dir);
+        }
+    }
+
+    @Test
     public void budgetRefusesTheUploadThatWouldExceedIt() throws Exception {
-        Privacy p = new Privacy("gaussian", 1.0, 1.0, 1e-5, 10.0);
+        Privacy p = new Privacy("gaussian", 1.0, 3.0, 1e-5, 10.0);
         double first = p.checkBudget(0);
         assertTrue(first > 0 && first < 10);
         int rounds = 0;
@@ -122,7 +203,7 @@ public class PrivacyTest {
             }
             fail("budget never reached");
         } catch (PrivacyBudgetException e) {
-            assertTrue(e.getMessage(), e.getMessage().contains("past the budget"));
+            assertTrue(e.getMessage(), e.getMessage().contains("past this device's budget"));
         }
         assertTrue(p.epsilonAfter(rounds - 1) <= 10.0);
         assertTrue(p.epsilonAfter(rounds) > 10.0);

@@ -46,6 +46,7 @@ public class ResilienceTest {
     private FedPAClient phone(String name) throws Exception {
         FedPAClient c = new FedPAClient(new LocalStore(new File(root, name)), new Random(9), TrainingConfig.defaults(), 10000);
         c.configure(proxy.url(), modelId);
+        c.setPublisherKey(Fixtures.publisherKey());
         return c;
     }
 
@@ -108,6 +109,7 @@ public class ResilienceTest {
                 p.store().loadPrivate().get("layers.0.user.lora_B").data(), 0f);
         FedPAClient reopened = new FedPAClient(new LocalStore(new File(root, "dropped")), new Random(1),
                 TrainingConfig.defaults(), 10000); // the app was killed meanwhile
+        reopened.setPublisherKey(Fixtures.publisherKey());
         proxy.upload = FlakyProxy.Upload.PASS;
         FedPAClient.RoundResult r = reopened.trainAndSync(null);
         assertEquals(r.detail, "accepted", r.status);
