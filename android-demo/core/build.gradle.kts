@@ -16,13 +16,15 @@ dependencies {
     testImplementation("junit:junit:4.13.2")
 }
 
-// The tests need reference data, a bundle, an aggregator and the app's ExecuTorch code compiled
-// against tools/executorch-stub and -fake: android-demo/test.sh prepares all of them and passes
-// them as these system properties (a bare `gradle test` skips nothing silently:
-// the tests fail naming the missing property).
+// The tests need reference data, a bundle signed with a publisher key (fedpa.publisherKey: the path
+// of its publisher.pub), an aggregator and the app's ExecuTorch code compiled against
+// tools/executorch-stub and -fake: android-demo/test.sh prepares all of them and passes them as
+// these system properties (a bare `gradle test` skips nothing silently: the tests fail naming the
+// missing property).
 tasks.test {
     for (p in listOf("fedpa.fixtures", "fedpa.bundle", "fedpa.python", "fedpa.server", "fedpa.model", "fedpa.admin",
-                     "fedpa.executorch.version", "fedpa.executorch.app", "fedpa.executorch.stub", "fedpa.executorch.fake")) {
+                     "fedpa.executorch.version", "fedpa.executorch.app", "fedpa.executorch.stub", "fedpa.executorch.fake",
+                     "fedpa.publisherKey")) {
         System.getProperty(p)?.let { systemProperty(p, it) }
     }
 }

@@ -9,11 +9,13 @@ import java.security.SecureRandom;
 import java.util.List;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
+import org.fedpa.core.BundleException;
 import org.fedpa.core.Catalog;
 import org.fedpa.core.FedPAClient;
 import org.fedpa.core.FedPAException;
 import org.fedpa.core.LocalStore;
 import org.fedpa.core.ServerPolicy;
+import org.fedpa.core.Signatures;
 import org.fedpa.core.SyncException;
 import org.fedpa.core.TrainingConfig;
 import org.fedpa.core.VerifiedRuntimeFactory;
@@ -29,6 +31,8 @@ final class AppState {
     static final String DEFAULT_MODEL = "fedpa";
     private static final String PREFS = "fedpa.app";
     private static final String PREF_PLAIN_HTTP = "debug_allow_plain_http";
+    private static final String PREF_PUBLISHER_KEY = "publisher_key_pem";
+    private static final String PREF_ALLOW_UNSIGNED = "debug_allow_unsigned_bundles";
     static final int CATALOG_SIZE = 300;
     static final int FEED_SIZE = 20;
 
@@ -140,6 +144,62 @@ final class AppState {
     void checkServer() throws SyncException {
         ServerPolicy.check(client.state().serverUrl, allowPlainHttp());
     }
+
+    /** The pinned publisher key (PEM text of {@code publisher.pub}), or "" if none. */
+    String publisherKey() {
+        return context.getSharedPreferences(PREFS, Context.MODE_PRIVATE).getString(PREF_PUBLISHER_KEY, "");
+    }
+
+    /**
+     * Pin {@code pem} ("" unpins): checked to be an ECDSA P-256 public key first, so a bad paste
+     * is refused with the reason and the stored key stays as it was.
+     */
+    void setPublisherKey(String pem) throws BundleException {
+        String text = pem.trim();
+        if (!text.isEmpty()) {
+            Signatures.publicKey(text);
+        }
+        context.getSharedPreferences(PREFS, Context.MODE_PRIVATE).edit().putString(PREF_PUBLISHER_KEY, text).apply();
+    }
+
+    /** The pinned key's id (sha256 of its DER encoding, as {@code manifest.sig} names it), or null. */
+    String publisherKeyId() {
+        String pem = publisherKey();
+        if (pem.isEmpty()) {
+            return null;
+        }
+        try {
+            return Signatures.keyId(Signatures.publicKey(pem));
+        } catch (BundleException e) {
+            return null;
+        }
+    }
+
+    /** Debug builds only: install unsigned bundles while no key is pinned (a development server). */
+    boolean allowUnsigned() {
+        return debuggable() && context.getSharedPreferences(PREFS, Context.MODE_PRIVATE).getBoolean(PREF_ALLOW_UNSIGNED, false);
+    }
+
+    void setAllowUnsigned(boolean on) {
+        context.getSharedPreferences(PREFS, Context.MODE_PRIVATE).edit().putBoolean(PREF_ALLOW_UNSIGNED, on && debuggable()).apply();
+    }
+
+    /**
+     * Before any sync: hand the settings' key (or the debug switch) to the client. Without either,
+     * refuse here, before the phone contacts the server.
+     */
+    void applyTrust() throws BundleException {
+        String pem = publisherKey();
+        boolean unsigned = allowUnsigned();
+        if (pem.isEmpty() && !unsigned) {
+            throw new BundleException(NO_KEY);
+        }
+        client.setPublisherKey(pem.isEmpty() ? null : pem);
+        client.setAllowUnsigned(pem.isEmpty() && unsigned);
+    }
+
+    static final String NO_KEY = "no publisher key pinned: paste the publisher's public key (publisher.pub, from "
+            + "fedpa-export keygen) in Settings before syncing; without it no model can be checked or installed";
 
     synchronized List<Catalog.Item> catalog() throws FedPAException {
         if (catalog == null) {

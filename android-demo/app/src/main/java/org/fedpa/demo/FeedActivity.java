@@ -18,6 +18,7 @@ import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import org.fedpa.core.Catalog;
+import org.fedpa.core.DevicePolicy;
 import org.fedpa.core.DeviceState;
 import org.fedpa.core.FedPAClient;
 import org.fedpa.core.Interaction;
@@ -90,13 +91,24 @@ public class FeedActivity extends Activity {
 
     private void updateHeader() {
         DeviceState s = app.client.state();
+        DevicePolicy policy = app.client.policy();
         String eps = s.epsilonSpent >= Double.MAX_VALUE / 2 ? "unbounded (no LDP)"
                 : String.format(Locale.ROOT, "%.3f", s.epsilonSpent);
         String notice = app.runtimeNotice();
-        header.setText(String.format(Locale.ROOT, "%s · model %s v%d · engine: %s%nuploads accepted: %d · privacy spent ε = %s%s%s",
+        String keyId = app.publisherKeyId();
+        String trust = keyId != null ? "publisher key " + keyId.substring(0, 16) + "…"
+                : app.allowUnsigned() ? "⚠ DEBUG: unsigned models accepted (no publisher key)"
+                : "⚠ no publisher key: paste publisher.pub in Settings to sync";
+        // epsilon as the device's accountant charges it (replacement adjacency, at the device's delta)
+        header.setText(String.format(Locale.ROOT, "%s · model %s v%d · engine: %s%n%s%nuploads accepted: %d · privacy "
+                        + "spent ε = %s of this device's budget ε ≤ %s (replacement adjacency, δ = %s)%s%s",
                 s.serverUrl.isEmpty() ? "(no server: open Settings)" : s.serverUrl, s.modelId, s.modelVersion,
-                app.runtimeName(), s.roundsCompleted, eps, s.pendingNonce != null ? " · 1 upload pending" : "",
-                notice == null ? "" : "\n⚠ " + notice));
+                app.runtimeName(), trust, s.roundsCompleted, eps, fmt(policy.epsilonBudget), fmt(policy.delta),
+                s.pendingNonce != null ? " · 1 upload pending" : "", notice == null ? "" : "\n⚠ " + notice));
+    }
+
+    private static String fmt(double v) {
+        return java.math.BigDecimal.valueOf(v).stripTrailingZeros().toPlainString(); // 8, 0.00001
     }
 
     /**
@@ -185,6 +197,7 @@ public class FeedActivity extends Activity {
             @Override
             public FedPAClient.RoundResult call() throws Exception {
                 app.checkServer();
+                app.applyTrust(); // no key pinned (and no debug switch): refused before any network call
                 return app.client.trainAndSync(listener);
             }
         }, new AppState.Callback<FedPAClient.RoundResult>() {

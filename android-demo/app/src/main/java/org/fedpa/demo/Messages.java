@@ -29,6 +29,9 @@ final class Messages {
         }
         if (e instanceof BundleException) {
             String m = e.getMessage();
+            if (m != null && m.startsWith("no publisher key pinned")) {
+                return "Not synced: " + m + ".";
+            }
             return m != null && m.startsWith("no model on this device") ? "Welcome: " + m + "." : "Model check failed: " + m;
         }
         if (e instanceof StoreException) {

@@ -14,14 +14,17 @@ import android.widget.Spinner;
 import android.widget.TextView;
 import java.util.ArrayList;
 import java.util.List;
+import org.fedpa.core.BundleException;
 import org.fedpa.core.DeviceState;
 import org.fedpa.core.Manifest;
 import org.fedpa.core.ServerPolicy;
+import org.fedpa.core.Signatures;
 import org.fedpa.core.SyncException;
 
 /**
  * Server URL (HTTPS; plain HTTP to a loopback/emulator host only in debug builds, behind an
- * explicit switch) and model id, and the local user's profile (its user-feature values, which pick
+ * explicit switch), model id, the publisher's public key that every installed model must be signed
+ * with (unsigned models only in debug builds, behind another switch), and the local user's profile (its user-feature values, which pick
  * the group adapters it trains and downloads). "Reset" moves the local data aside, never deletes.
  */
 public class SettingsActivity extends Activity {
@@ -29,6 +32,8 @@ public class SettingsActivity extends Activity {
     private EditText server;
     private EditText model;
     private CheckBox plainHttp;
+    private EditText publisherKey;
+    private CheckBox allowUnsigned;
     private TextView message;
     private final List<Spinner> features = new ArrayList<Spinner>();
 
@@ -50,12 +55,26 @@ public class SettingsActivity extends Activity {
         plainHttp.setText("Debug: allow plain HTTP to this computer (http://10.0.2.2 from the emulator, "
                 + "http://127.0.0.1 on the device; never to another machine)");
         root.addView(plainHttp);
+        publisherKey = new EditText(this);
+        publisherKey.setInputType(InputType.TYPE_CLASS_TEXT | InputType.TYPE_TEXT_FLAG_MULTI_LINE
+                | InputType.TYPE_TEXT_FLAG_NO_SUGGESTIONS);
+        publisherKey.setMinLines(4);
+        publisherKey.setHint("-----BEGIN PUBLIC KEY-----\n…\n-----END PUBLIC KEY-----");
+        root.addView(Ui.text(this, "Publisher's public key (paste publisher.pub from fedpa-export keygen): only models "
+                + "signed with this key are installed; syncing needs it", 14));
+        root.addView(publisherKey);
+        allowUnsigned = new CheckBox(this);
+        allowUnsigned.setText("Debug: install unsigned models while no publisher key is set (development server only)");
+        root.addView(allowUnsigned);
         final LinearLayout profile = Ui.column(this);
         root.addView(profile);
         try {
             app = AppState.get(this);
             plainHttp.setChecked(app.allowPlainHttp());
             plainHttp.setVisibility(app.debuggable() ? View.VISIBLE : View.GONE); // release builds: HTTPS only
+            publisherKey.setText(app.publisherKey());
+            allowUnsigned.setChecked(app.allowUnsigned());
+            allowUnsigned.setVisibility(app.debuggable() ? View.VISIBLE : View.GONE); // release builds: signed only
             load(profile);
         } catch (Exception e) {
             show(Messages.describe(e), true);
@@ -162,11 +181,21 @@ public class SettingsActivity extends Activity {
         final String url = server.getText().toString().trim();
         final String id = model.getText().toString().trim();
         final boolean allowHttp = app.debuggable() && plainHttp.isChecked();
+        final String pem = publisherKey.getText().toString().trim();
+        final boolean unsigned = app.debuggable() && allowUnsigned.isChecked();
         try {
             ServerPolicy.check(url, allowHttp);
         } catch (SyncException e) {
             show(e.getMessage(), true);
             return;
+        }
+        if (!pem.isEmpty()) {
+            try {
+                Signatures.publicKey(pem); // refuse a bad paste here; nothing is saved
+            } catch (BundleException e) {
+                show("Publisher key refused: " + e.getMessage(), true);
+                return;
+            }
         }
         if (id.isEmpty()) {
             show("The model id must not be empty", true);
@@ -180,6 +209,8 @@ public class SettingsActivity extends Activity {
             @Override
             public Boolean call() throws Exception {
                 app.setAllowPlainHttp(allowHttp);
+                app.setPublisherKey(pem);
+                app.setAllowUnsigned(unsigned);
                 app.client.configure(url, id);
                 if (codes.length > 0) {
                     app.client.setUserCodes(codes);

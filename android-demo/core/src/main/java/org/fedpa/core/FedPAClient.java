@@ -72,9 +72,12 @@ public final class FedPAClient {
         this.model = null;
     }
 
-    /** Pin the publisher's key (the PEM text of {@code publisher.pub}): only bundles it signed are installed. */
+    /**
+     * Pin the publisher's key (the PEM text of {@code publisher.pub}): only bundles it signed are
+     * installed. Null unpins (the app's Settings can clear the key); a bad key leaves the pin as it was.
+     */
     public void setPublisherKey(String pem) throws BundleException {
-        this.publisherKey = Signatures.publicKey(pem);
+        this.publisherKey = pem == null ? null : Signatures.publicKey(pem);
     }
 
     /** Install unsigned bundles when no key is pinned (development servers only). */
@@ -143,6 +146,9 @@ public final class FedPAClient {
     /** Register (once) and download + verify the bundle (once per model version). */
     public void setup(Progress progress) throws FedPAException {
         progress = progress != null ? progress : SILENT;
+        if (publisherKey == null && !allowUnsigned) { // before any request: nothing is sent without a trust anchor
+            throw new BundleException("no publisher key pinned: set the publisher's key (publisher.pub) in Settings");
+        }
         ApiClient api = api();
         if (state.token == null) {
             progress.update("registering with " + api.baseUrl(), 0.02);
@@ -150,9 +156,6 @@ public final class FedPAClient {
             state.deviceId = reg.optString("device_id");
             state.token = reg.optString("token");
             store.saveState(state);
-        }
-        if (publisherKey == null && !allowUnsigned) {
-            throw new BundleException("no publisher key pinned: set the publisher's key (publisher.pub) in Settings");
         }
         progress.update("checking the model", 0.05);
         Manifest remote = Manifest.parse(api.manifest(state.modelId));

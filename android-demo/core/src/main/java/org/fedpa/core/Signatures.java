@@ -14,7 +14,8 @@ import org.json.JSONObject;
  * Publisher signatures on bundles ({@code fedpa.signing}): {@code manifest.sig} holds an ECDSA
  * P-256 / SHA-256 signature of {@code manifest.json}'s exact bytes, and the manifest pins every
  * other file's sha256. ECDSA rather than Ed25519 because Android verifies Ed25519 only from API 33
- * and the app runs from API 26; {@code SHA256withECDSA} and {@code java.util.Base64} are there.
+ * and the app runs from API 26; {@code SHA256withECDSA} is there. Base64 is {@link Golden#base64}:
+ * build-apk.sh compiles against API 23, which has no {@code java.util.Base64}.
  */
 public final class Signatures {
     public static final String ALGORITHM = "ecdsa-p256-sha256";
@@ -28,8 +29,13 @@ public final class Signatures {
     public static PublicKey publicKey(String pem) throws BundleException {
         String body = pem.replace("-----BEGIN PUBLIC KEY-----", "").replace("-----END PUBLIC KEY-----", "")
                 .replaceAll("\\s", "");
+        byte[] der;
         try {
-            byte[] der = java.util.Base64.getDecoder().decode(body);
+            der = Golden.base64(body);
+        } catch (BundleException e) {
+            throw new BundleException("publisher key is not a PEM public key: " + e.getMessage(), e);
+        }
+        try {
             PublicKey key = KeyFactory.getInstance("EC").generatePublic(new X509EncodedKeySpec(der));
             if (!(key instanceof java.security.interfaces.ECPublicKey)
                     || ((java.security.interfaces.ECPublicKey) key).getParams().getCurve().getField().getFieldSize() != 256) {
@@ -37,7 +43,7 @@ public final class Signatures {
             }
             return key;
         } catch (IllegalArgumentException e) {
-            throw new BundleException("publisher key is not a PEM public key: " + e.getMessage(), e);
+            throw new BundleException("publisher key is not an EC public key: " + e.getMessage(), e);
         } catch (GeneralSecurityException e) {
             throw new BundleException("publisher key is not an EC public key: " + e.getMessage(), e);
         }
@@ -69,10 +75,10 @@ public final class Signatures {
             JSONObject o = new JSONObject(new String(signatureFile, UTF8));
             algorithm = o.getString("algorithm");
             keyId = o.getString("key_id");
-            raw = java.util.Base64.getDecoder().decode(o.getString("signature"));
+            raw = Golden.base64(o.getString("signature"));
         } catch (JSONException e) {
             throw new BundleException(FILE + " is malformed: " + e.getMessage(), e);
-        } catch (IllegalArgumentException e) {
+        } catch (BundleException e) {
             throw new BundleException(FILE + " is malformed: " + e.getMessage(), e);
         }
         if (!ALGORITHM.equals(algorithm)) {

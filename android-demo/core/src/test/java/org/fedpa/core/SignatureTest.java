@@ -33,6 +33,7 @@ public class SignatureTest {
     private HttpServer http;
     private final Map<String, byte[]> served = new HashMap<String, byte[]>();
     private File root;
+    private final java.util.concurrent.atomic.AtomicInteger requests = new java.util.concurrent.atomic.AtomicInteger();
 
     @Before
     public void setUp() throws Exception {
@@ -42,6 +43,7 @@ public class SignatureTest {
         http.createContext("/", new HttpHandler() {
             @Override
             public void handle(HttpExchange ex) throws IOException {
+                requests.incrementAndGet();
                 String path = ex.getRequestURI().getPath();
                 byte[] body = served.get(path);
                 int status = body == null ? 404 : 200;
@@ -65,6 +67,43 @@ public class SignatureTest {
 
     private static byte[] read(File f) throws IOException {
         return Bundle.readFile(f);
+    }
+
+    /** The app pins the key from its Settings before every sync; without one nothing reaches the server. */
+    @Test
+    public void clientWithoutPinnedKeyRefusesBeforeAnyRequest() throws Exception {
+        FedPAClient c = new FedPAClient(new LocalStore(new File(root, "client")), new java.util.Random(0),
+                TrainingConfig.defaults(), 5000);
+        c.configure("http://127.0.0.1:" + http.getAddress().getPort(), "sig-test");
+        expectNoKey(c);
+        String pem = pem(keyPair());
+        c.setPublisherKey(pem);
+        try {
+            c.setPublisherKey("-----BEGIN PUBLIC KEY-----\nnot a key\n-----END PUBLIC KEY-----");
+            fail("accepted a malformed publisher key");
+        } catch (BundleException e) {
+            assertTrue(e.getMessage(), e.getMessage().startsWith("publisher key is not"));
+        }
+        c.setPublisherKey(null); // the user cleared the key in Settings
+        expectNoKey(c);
+        assertEquals("no request without a publisher key", 0, requests.get());
+        c.setAllowUnsigned(true); // the debug switch: now it syncs (and the empty test server answers 404)
+        try {
+            c.setup(null);
+            fail("the test server has no model");
+        } catch (SyncException e) {
+            assertTrue(requests.get() > 0);
+        }
+    }
+
+    private static void expectNoKey(FedPAClient c) {
+        try {
+            c.setup(null);
+            fail("synced without a pinned publisher key");
+        } catch (FedPAException e) {
+            assertTrue(e.getClass().getSimpleName() + ": " + e.getMessage(),
+                    e instanceof BundleException && e.getMessage().startsWith("no publisher key pinned"));
+        }
     }
 
     @Test
