@@ -2,6 +2,7 @@ package org.fedpa.demo;
 
 import org.fedpa.core.BundleException;
 import org.fedpa.core.PrivacyBudgetException;
+import org.fedpa.core.PrivacyPolicyException;
 import org.fedpa.core.StoreException;
 import org.fedpa.core.SyncException;
 
@@ -36,6 +37,10 @@ final class Messages {
         }
         if (e instanceof StoreException) {
             return "Local data problem: " + e.getMessage() + "\n(Settings → Reset moves the local data aside.)";
+        }
+        if (e instanceof PrivacyPolicyException) {
+            return "Model refused by this device's privacy policy: " + e.getMessage() + ". The current model is kept; "
+                    + "nothing was uploaded.";
         }
         if (e instanceof PrivacyBudgetException) {
             return "Privacy budget reached: " + e.getMessage() + ". Nothing was trained or uploaded.";

@@ -119,6 +119,9 @@ public class SignatureTest {
         expectRefused(manifest, null, key, "unsigned");
         byte[] tampered = new String(manifest, UTF8).replace("\"model_version\": 3", "\"model_version\": 4").getBytes(UTF8);
         expectRefused(tampered, read(new File(dir, "manifest.sig")), key, "does not match");
+        byte[] badBase64 = new JSONObject(sig.toString()).put("signature", "*not base64*").toString().getBytes(UTF8);
+        expectRefused(manifest, badBase64, key, Signatures.FILE + " is malformed: invalid base64");
+        expectRefused(manifest, "{\"algorithm\": ".getBytes(UTF8), key, Signatures.FILE + " is malformed");
     }
 
     private static void expectRefused(byte[] manifest, byte[] sig, java.security.PublicKey key, String why) {
