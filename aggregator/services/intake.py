@@ -1,11 +1,20 @@
 """Update intake: validate everything, then store durably by group commit.
 
-Order of checks (each refusal stores nothing): metadata parses as ``UpdateMeta`` and names this
-model → the model version is known → tensors are exactly this device's share of the manifest
-(names, shapes, float32, finite: ``SharedStateSpec.validate``) → declared privacy is at least
-the manifest's → *in the transaction*: the base version is current (sync) or not too stale
-(async), the nonce is new, and the device's token bucket holds a token. The commit happens
+Order of checks (each refusal stores nothing): the safetensors header is small JSON of float32
+tensors (metadata ≤ ``max_metadata_bytes``) → metadata parses as ``UpdateMeta`` and names this
+model → the model version is known → every number is in range (the columns it is stored in, the
+model's ``max_example_count``, finite privacy values) → tensors are exactly this device's share of
+the manifest (names, shapes, float32, finite: ``SharedStateSpec.validate``) → declared privacy
+meets the manifest's policy → *in the transaction*: the base version is current (sync) or not too
+stale (async), the nonce is new, and the device's token bucket holds a token. The commit happens
 before the handler answers 202, so an accepted update survives a crash.
+
+Per-upload isolation: because everything that could make the INSERT fail (an out-of-range
+integer, an over-long string) is refused before the transaction, a batch cannot fail because of
+one upload's content; only a database failure rolls a batch back (503 for all of it, retried).
+Measured against a per-upload SAVEPOINT (docs/aggregator.md): the infallible batch is kept.
+A refused upload (422, 409) still costs the device a rate-limit token, taken in the batch's
+transaction, so a device sending garbage is throttled like one sending too much.
 
 Why group commit: one transaction per upload (a thread hop, a pooled connection, three round
 trips, a commit) cost a worker more CPU than the HTTP handling and validation together, which
@@ -24,6 +33,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -50,6 +60,9 @@ log = logging.getLogger(__name__)
 
 META_KEY = "fedpa.update"  # safetensors __metadata__ key holding the UpdateMeta JSON
 _MAX_HEADER = 1 << 20
+INT32_MAX = 2**31 - 1  # versions are stored in 32-bit columns
+# Tensor dtypes safetensors.numpy can load; others (BF16, F8_*) are refused with a precise 422.
+_NUMPY_DTYPES = frozenset({"BOOL", "U8", "I8", "U16", "I16", "F16", "U32", "I32", "F32", "U64", "I64", "F64"})
 
 
 @dataclass(frozen=True)
@@ -60,8 +73,13 @@ class Limits:
     burst: int = 10
 
 
-def read_metadata(body: bytes) -> dict[str, str]:
-    """The ``__metadata__`` of a safetensors body (safetensors' own loader does not return it)."""
+def read_metadata(body: bytes, *, max_metadata_bytes: int = 16384) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors body (safetensors' own loader does not return it).
+
+    Also refuses what safetensors.numpy cannot load (a BF16 tensor raised KeyError inside it: a
+    500) and JSON nested deeper than Python's parser recurses (RecursionError: a 500), and
+    metadata over ``max_metadata_bytes`` (junk padding that would be stored with the update).
+    """
     if len(body) < 8:
         raise PayloadError(f"payload of {len(body)} bytes is not safetensors (no header)")
     n = int.from_bytes(body[:8], "little")
@@ -71,15 +89,28 @@ def read_metadata(body: bytes) -> dict[str, str]:
         header = json.loads(body[8 : 8 + n])
     except (UnicodeDecodeError, ValueError) as exc:
         raise PayloadError(f"safetensors header is not JSON: {exc}") from exc
-    meta = header.get("__metadata__", {}) if isinstance(header, dict) else None
-    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+    except RecursionError:
+        raise PayloadError("safetensors header is nested too deeply to be a tensor index") from None
+    if not isinstance(header, dict):
+        raise PayloadError("safetensors header must be a JSON object")
+    meta = header.get("__metadata__", {})
+    if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
         raise PayloadError("safetensors __metadata__ must map strings to strings")
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in meta.items())
+    if size > max_metadata_bytes:
+        raise PayloadError(f"safetensors __metadata__ of {size} bytes exceeds the limit of {max_metadata_bytes} bytes")
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        dtype = entry.get("dtype") if isinstance(entry, dict) else None
+        if dtype not in _NUMPY_DTYPES:
+            raise PayloadError(f"tensor {name!r} has dtype {dtype!r}; updates are float32 (F32)")
     return meta
 
 
-def parse_update(body: bytes) -> tuple[UpdateMeta, dict[str, np.ndarray]]:
+def parse_update(body: bytes, *, max_metadata_bytes: int = 16384) -> tuple[UpdateMeta, dict[str, np.ndarray]]:
     """Metadata (``fedpa.update`` → UpdateMeta) and the delta arrays of one upload body."""
-    raw = read_metadata(body).get(META_KEY)
+    raw = read_metadata(body, max_metadata_bytes=max_metadata_bytes).get(META_KEY)
     if raw is None:
         raise PayloadError(f"the safetensors __metadata__ has no {META_KEY!r} entry (UpdateMeta JSON)")
     try:
@@ -94,22 +125,54 @@ def groups_key(groups: dict[str, int]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(groups.items()))
 
 
-def check_privacy(declared: UpdatePrivacy, floor: PrivacySettings) -> None:
-    """Refuse an update whose declared LDP is weaker than the model asks for (SPEC §4).
+def check_ranges(meta: UpdateMeta, *, max_example_count: int) -> None:
+    """Every number of the metadata within what the model accepts and the database can store.
 
-    The server cannot verify noise; it can refuse a device that says it used less of it.
+    An ``example_count`` of 2^63 or a ``base_version`` of 2^31 used to pass here and fail the
+    batch's INSERT, rolling back every other device's upload with it.
     """
-    if floor.mechanism == "none":
+    for name, value in (("model_version", meta.model_version), ("base_version", meta.base_version)):
+        if value > INT32_MAX:
+            raise Unprocessable(f"{name} {value} is out of range (at most {INT32_MAX})", code="out_of_range")
+    if meta.example_count > max_example_count:
+        raise Unprocessable(f"example_count {meta.example_count} exceeds this model's max_example_count "
+                            f"{max_example_count}", code="out_of_range")
+    p = meta.privacy
+    for name in ("clip_norm", "noise_multiplier", "epsilon_spent", "delta"):
+        value = getattr(p, name)
+        if not math.isfinite(value):
+            raise Unprocessable(f"privacy.{name} must be finite, got {value}", code="invalid_privacy")
+
+
+def check_privacy(declared: UpdatePrivacy, policy: PrivacySettings) -> None:
+    """Refuse an update whose declared LDP is weaker than the model's policy (SPEC §4).
+
+    The server cannot verify noise; it can refuse a device that says it used less of it: another
+    mechanism, a smaller noise multiplier σ, a larger clip norm C (devices may clip tighter, never
+    looser: the aggregator's norm bound assumes C), a larger δ, or more ε spent than the budget.
+    """
+    if policy.mechanism == "none":
         return
-    if declared.mechanism != floor.mechanism or declared.noise_multiplier < floor.noise_multiplier:
+    if declared.mechanism != policy.mechanism or declared.noise_multiplier < policy.noise_multiplier:
         raise Unprocessable(
             f"declared privacy {declared.mechanism} with noise_multiplier {declared.noise_multiplier} is weaker "
-            f"than the model's {floor.mechanism} with noise_multiplier {floor.noise_multiplier}",
+            f"than the model's {policy.mechanism} with noise_multiplier {policy.noise_multiplier}",
             code="privacy_below_floor")
+    if declared.clip_norm > policy.clip_norm:
+        raise Unprocessable(f"declared clip_norm {declared.clip_norm} exceeds the model's clip_norm {policy.clip_norm}",
+                            code="privacy_below_floor")
+    if declared.delta > policy.delta:
+        raise Unprocessable(f"declared delta {declared.delta} exceeds the model's delta {policy.delta}",
+                            code="privacy_below_floor")
+    budget = policy.epsilon_budget
+    if budget is not None and declared.epsilon_spent > budget:
+        raise Unprocessable(f"declared epsilon_spent {declared.epsilon_spent} exceeds the model's epsilon_budget "
+                            f"{budget}", code="privacy_budget_exceeded")
 
 
 def check_update(info: ModelInfo, meta: UpdateMeta, arrays: dict[str, np.ndarray]) -> None:
-    """Everything that can be checked without the database: tensors and declared privacy."""
+    """Everything that can be checked without the database: ranges, tensors and declared privacy."""
+    check_ranges(meta, max_example_count=info.config.max_example_count)
     info.spec.validate(arrays, groups=meta.groups)
     if info.config.enforce_privacy:
         check_privacy(meta.privacy, info.privacy)
@@ -117,13 +180,14 @@ def check_update(info: ModelInfo, meta: UpdateMeta, arrays: dict[str, np.ndarray
 
 @dataclass(frozen=True)
 class PendingUpdate:
-    """A validated upload waiting for its transaction."""
+    """A validated upload waiting for its transaction — or a refused one, only to take its rate-limit token."""
 
-    info: ModelInfo
-    meta: UpdateMeta
+    info: ModelInfo | None
+    meta: UpdateMeta | None
     device_pk: int
     body: bytes
     received_at: float
+    refusal: FedPAError | None = None  # set: store nothing, charge a token, answer this (or 429)
 
 
 # The hot path's SQL (``:name`` placeholders; see Database.run for why not the ORM). A batch is
@@ -187,6 +251,7 @@ def _diagnose(update: PendingUpdate, limits: Limits) -> Script[FedPAError]:
     that the server holds its update (and not retrain and resend it as new).
     """
     info, meta = update.info, update.meta
+    assert info is not None and meta is not None
     if (yield _SEEN, {"model_pk": info.pk, "nonce": meta.nonce}):
         return ConflictError(f"nonce {meta.nonce!r} was already used for model {info.model_id!r} (replay)",
                              code="replayed_nonce")
@@ -204,32 +269,40 @@ def _diagnose(update: PendingUpdate, limits: Limits) -> Script[FedPAError]:
 
 
 def _store_wave(wave: Sequence[PendingUpdate], limits: Limits, now: float) -> Script[list[Outcome]]:
-    """Uploads of distinct devices: one INSERT, one UPDATE of the buckets, per-upload verdicts."""
+    """Uploads of distinct devices: one INSERT, one UPDATE of the buckets, per-upload verdicts.
+
+    With a rate limit every device of the wave pays a token, refused uploads included; one whose
+    bucket is empty gets 429 instead of its refusal.
+    """
     limited = limits.per_minute > 0
     bucket = {"now": now, "rate": limits.per_minute / 60.0, "burst": float(limits.burst)}
-    params: dict[str, object] = dict(bucket) if limited else {}
-    for i, u in enumerate(wave):
-        meta = u.meta
-        staleness = u.info.config.max_staleness if u.info.config.mode == "async" else 0
-        values = (u.info.pk, meta.model_version, u.device_pk, meta.nonce, meta.base_version, groups_key(meta.groups),
-                  meta.example_count, meta.privacy.model_dump_json(), u.body, len(u.body), u.received_at, staleness)
-        params.update({f"{c}_{i}": v for c, v in zip(_COLUMNS, values, strict=True)})
-    inserted = {device_pk: (update_id, round_) for device_pk, update_id, round_
-                in (yield _insert_sql(len(wave), limited), params)}
-    refused: set[int] = set()
-    if limited and inserted:
+    storable = [u for u in wave if u.refusal is None]
+    inserted: dict[int, tuple[int, int]] = {}
+    if storable:
+        params: dict[str, object] = dict(bucket) if limited else {}
+        for i, u in enumerate(storable):
+            meta, info = u.meta, u.info
+            assert meta is not None and info is not None
+            staleness = info.config.max_staleness if info.config.mode == "async" else 0
+            values = (info.pk, meta.model_version, u.device_pk, meta.nonce, meta.base_version,
+                      groups_key(meta.groups), meta.example_count, meta.privacy.model_dump_json(), u.body,
+                      len(u.body), u.received_at, staleness)
+            params.update({f"{c}_{i}": v for c, v in zip(_COLUMNS, values, strict=True)})
+        inserted = {device_pk: (update_id, round_) for device_pk, update_id, round_
+                    in (yield _insert_sql(len(storable), limited), params)}
+    took: set[int] = set()
+    if limited:
         # The insert only read the buckets; taking the token can still lose a race with another worker.
-        devices = list(inserted)
+        devices = [u.device_pk for u in wave]
         took = {pk for (pk,) in (yield _take_tokens_sql(len(devices)),
                                  {**bucket, **{f"device_{i}": pk for i, pk in enumerate(devices)}})}
-        refused = set(devices) - took
-        if refused:
-            ids = [inserted[pk][0] for pk in sorted(refused)]
-            yield _undo_sql(len(ids)), {f"id_{i}": v for i, v in enumerate(ids)}
+        lost = sorted(pk for pk in inserted if pk not in took)
+        if lost:
+            yield _undo_sql(len(lost)), {f"id_{i}": inserted.pop(pk)[0] for i, pk in enumerate(lost)}
     outcomes: list[Outcome] = []
     for u in wave:
-        if u.device_pk in refused:
-            outcomes.append(_rate_limited(limits))
+        if u.refusal is not None:
+            outcomes.append(u.refusal if not limited or u.device_pk in took else _rate_limited(limits))
         elif u.device_pk in inserted:
             update_id, round_ = inserted[u.device_pk]
             # round r trains on state version r, so the receipt's state version is the round's base.
@@ -256,7 +329,7 @@ def store_script(db: Database, batch: Sequence[PendingUpdate], *, limits: Limits
             waves.append([])
         waves[n].append(i)
     # Held until commit: an aggregation cannot close a synchronous round under these inserts.
-    for model_pk in sorted({u.info.pk for u in batch if u.info.config.mode == "sync"}):
+    for model_pk in sorted({u.info.pk for u in batch if u.info is not None and u.info.config.mode == "sync"}):
         lock = db.round_lock(model_pk, exclusive=False)
         if lock is not None:
             yield lock
@@ -285,19 +358,24 @@ class Intake:
     run in a worker thread.
     ``commit_delay_s`` > 0 lets a batch that would be small wait that long for company first: at
     moderate load (500/s) 4 ms cut PostgreSQL's CPU per upload by about a quarter (fewer, larger
-    transactions), for up to 4 ms of added latency. More than ``max_queue`` uploads waiting means the
-    database is not keeping up: new ones get 503 with Retry-After instead of piling up in memory.
+    transactions), for up to 4 ms of added latency. More than ``max_queue`` uploads (or
+    ``max_queue_bytes`` of their bodies) waiting means the database is not keeping up: new ones get
+    503 with Retry-After instead of piling up in memory.
     """
 
     def __init__(self, db: Database, catalog: Catalog, limits: Limits, *, max_batch: int = 64,
-                 committers: int = 1, max_queue: int = 4096, commit_delay_s: float = 0.0) -> None:
+                 committers: int = 1, max_queue: int = 4096, max_queue_bytes: int = 64 << 20,
+                 commit_delay_s: float = 0.0, max_metadata_bytes: int = 16384) -> None:
         self.db = db
         self.catalog = catalog
         self.limits = limits
         self.max_batch = max_batch
         self.committers = committers
         self.max_queue = max_queue
+        self.max_queue_bytes = max_queue_bytes  # bodies waiting, in bytes; beyond → 503 like max_queue
+        self.queued_bytes = 0  # taken off when a committer picks the upload up
         self.commit_delay_s = commit_delay_s
+        self.max_metadata_bytes = max_metadata_bytes
         self._queue: asyncio.Queue[tuple[PendingUpdate, asyncio.Future[UpdateAccepted]]] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.on_batch: Callable[[int], None] | None = None  # batch-size hook (metrics)
@@ -308,22 +386,32 @@ class Intake:
 
     async def submit(self, device: DeviceAuth, model_id: str, body: bytes) -> UpdateAccepted:
         """Validate one upload and return its receipt once committed; raises a FedPAError (→ 4xx/503) on refusal."""
-        meta, arrays = parse_update(body)
-        if meta.model_id != model_id:
-            raise Unprocessable(f"metadata model_id {meta.model_id!r} does not match the URL's {model_id!r}",
-                                code="model_id_mismatch")
-        info = self.catalog.cached(model_id, meta.model_version)
-        if info is None:
-            info = await to_thread.run_sync(self._version, model_id, meta.model_version)
-        check_update(info, meta, arrays)
+        try:
+            meta, arrays = parse_update(body, max_metadata_bytes=self.max_metadata_bytes)
+            if meta.model_id != model_id:
+                raise Unprocessable(f"metadata model_id {meta.model_id!r} does not match the URL's {model_id!r}",
+                                    code="model_id_mismatch")
+            info = self.catalog.cached(model_id, meta.model_version)
+            if info is None:
+                info = await to_thread.run_sync(self._version, model_id, meta.model_version)
+            check_update(info, meta, arrays)
+        except FedPAError as exc:
+            if self.limits.per_minute <= 0 or isinstance(exc, ServiceUnavailable):
+                raise
+            # A refusal costs a token too (in the next batch), so garbage is throttled like volume.
+            return await self._enqueue(PendingUpdate(None, None, device.pk, b"", time.time(), refusal=exc))
+        return await self._enqueue(PendingUpdate(info, meta, device.pk, body, time.time()))
+
+    async def _enqueue(self, pending: PendingUpdate) -> UpdateAccepted:
         if self._queue is None:
             self._start()
         assert self._queue is not None
-        if self._queue.qsize() >= self.max_queue:
-            raise ServiceUnavailable(f"{self._queue.qsize()} uploads are waiting for the database; retry shortly",
-                                     code="intake_busy")
+        if self._queue.qsize() >= self.max_queue or self.queued_bytes + len(pending.body) > self.max_queue_bytes:
+            raise ServiceUnavailable(f"{self._queue.qsize()} uploads ({self.queued_bytes} bytes) are waiting for the "
+                                     "database; retry shortly", code="intake_busy")
         future: asyncio.Future[UpdateAccepted] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((PendingUpdate(info, meta, device.pk, body, time.time()), future))
+        self.queued_bytes += len(pending.body)
+        self._queue.put_nowait((pending, future))
         return await future
 
     def _start(self) -> None:
@@ -354,6 +442,7 @@ class Intake:
                 await asyncio.sleep(self.commit_delay_s)
             while len(batch) < self.max_batch and not queue.empty():
                 batch.append(queue.get_nowait())
+            self.queued_bytes -= sum(len(u.body) for u, _ in batch)
             try:
                 outcomes: list[Outcome] | FedPAError = await self._store(connection, [u for u, _ in batch])
             except Exception:  # rolled back: nothing of this batch was stored, the devices may retry

@@ -48,6 +48,7 @@ def test_production_accepts_safe_settings(monkeypatch):
     monkeypatch.setenv("FEDPA_ENV", "production")
     monkeypatch.setenv("FEDPA_ADMIN_TOKEN", "k" * 40)
     monkeypatch.setenv("FEDPA_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    monkeypatch.setenv("FEDPA_ENROLLMENT", "enrollment-key")
 
     assert Settings().env == "production"
 
