@@ -225,6 +225,7 @@ def aggregate_bank(
             report.skipped_groups[key] = len(clients)
             continue
         delta = strategy.reduce(stacked, np.minimum(client_weights, cap))
-        new_bank[t.name] = (bank[t.name] + server_lr * delta).astype(np.float32)
+        with np.errstate(over="ignore"):  # an overflow to ±inf is what check_step refuses
+            new_bank[t.name] = (bank[t.name] + server_lr * delta).astype(np.float32)
         report.updated.append(t.name)
     return new_bank, report

@@ -142,6 +142,8 @@ def _classify(exc: Exception) -> tuple[int, str, str, dict[str, str]]:
         parts = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}" for e in exc.errors()]
         return 422, "invalid_request", "; ".join(parts) or "invalid request", {}
     if isinstance(exc, StarletteHTTPException):
+        if exc.status_code == 400:  # FastAPI's only 400: a JSON body it could not parse (bad UTF-8, too deep)
+            return 400, "invalid_json", "the request body is not valid JSON (UTF-8, nesting)", {}
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return exc.status_code, code, str(exc.detail), dict(exc.headers or {})
     raise TypeError(f"not an error the API maps: {type(exc).__name__}")  # pragma: no cover

@@ -83,15 +83,18 @@ def _spend_key(session: Session, key: str, model_pk: int, model_id: str, *, rate
     """Take one use of an issued enrollment key, or say precisely why not."""
     params = {"key_hash": hash_token(key), "model_pk": model_pk, "now": now, "rate": rate_per_minute / 60.0,
               "burst": float(burst)}
-    row = session.execute(select(EnrollmentKey).where(EnrollmentKey.key_hash == params["key_hash"])).scalar_one_or_none()
+    row = session.execute(select(EnrollmentKey).where(EnrollmentKey.key_hash == params["key_hash"])
+                          ).scalar_one_or_none()
     if row is None or row.revoked:
-        raise Unauthorized("registration needs a valid enrollment key as bearer token", code="invalid_enrollment_key")
+        raise Unauthorized("registration needs a valid enrollment key as bearer token",
+                           code="invalid_enrollment_key")
     if session.execute(_USE_KEY, params).first() is not None:
         return
     if row.model_pk != model_pk:
         raise ForbiddenError(f"this enrollment key is not for model {model_id!r}", code="wrong_model")
     if row.expires_at is not None and row.expires_at <= now:
-        raise Unauthorized("this enrollment key has expired; ask the admin for a new one", code="enrollment_key_expired")
+        raise Unauthorized("this enrollment key has expired; ask the admin for a new one",
+                           code="enrollment_key_expired")
     if row.used >= row.max_devices:
         raise ForbiddenError(f"this enrollment key has registered its {row.max_devices} devices",
                              code="enrollment_key_used_up")

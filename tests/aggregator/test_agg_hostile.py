@@ -301,3 +301,30 @@ def test_a_body_that_never_finishes_gets_408():
     start = next(m for m in sent if m["type"] == "http.response.start")
     body = next(m for m in sent if m["type"] == "http.response.body")
     assert start["status"] == 408 and json.loads(body["body"])["error"] == "body_timeout"
+
+
+# Declared privacy (issue 15, deliverable 5): checked against the manifest's policy, 422 and nothing stored.
+@pytest.mark.parametrize(("declared", "code", "match"), [
+    ({"clip_norm": float("inf")}, "invalid_privacy", "privacy.clip_norm must be finite"),
+    ({"epsilon_spent": float("inf")}, "invalid_privacy", "privacy.epsilon_spent must be finite"),
+    ({"noise_multiplier": 0.4}, "privacy_below_floor", "noise_multiplier 0.4 is weaker"),
+    ({"clip_norm": 2.0}, "privacy_below_floor", "clip_norm 2.0 exceeds the model's clip_norm 1.0"),
+    ({"delta": 1e-3}, "privacy_below_floor", "delta 0.001 exceeds the model's delta 1e-05"),
+    ({"epsilon_spent": 8.5}, "privacy_budget_exceeded", "epsilon_spent 8.5 exceeds the model's epsilon_budget 8.0"),
+])
+def test_declared_privacy_outside_the_policy_is_422(sqlite_url, tmp_path, declared, code, match):
+    from agg_helpers import DECLARED, PRIVACY, write_bundle
+
+    write_bundle(tmp_path / "b", privacy=PRIVACY.model_copy(update={"epsilon_budget": 8.0}))
+    with TestClient(create_app(make_settings(sqlite_url))) as client:
+        publish(client, tmp_path / "b")
+        privacy = json.loads(DECLARED.model_dump_json()) | declared
+        body, _ = make_update({"age": 0, "region": 0}, seed=30, meta_override={"privacy": privacy})
+        ok, _ = make_update({"age": 0, "region": 0}, seed=31, privacy=DECLARED.model_copy(
+            update={"clip_norm": 0.5, "noise_multiplier": 0.6, "epsilon_spent": 8.0}))  # stricter is fine
+
+        r = client.post(URL, content=body, headers=register(client))
+
+        assert (r.status_code, r.json()["error"]) == (422, code) and match in r.json()["detail"], r.text
+        assert _status(client)["accepted_total"] == 0
+        assert client.post(URL, content=ok, headers=register(client)).status_code == 202
