@@ -145,19 +145,18 @@ def check_step(old: Mapping[str, np.ndarray], new: Mapping[str, np.ndarray], *, 
                                              f"bound {max_step:.4g}", reason="step_too_large", tensor=name)
 
 
-def _merge_clients(rows: list[tuple[int, np.ndarray, float]]) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """(client index, delta, weight) rows → one weighted-mean delta and summed weight per client."""
-    clients = sorted({c for c, _, _ in rows})
-    if len(clients) == len(rows):
-        ordered = sorted(rows, key=lambda r: r[0])
-        return np.stack([d for _, d, _ in ordered]), np.array([w for _, _, w in ordered]), clients
-    where = {c: i for i, c in enumerate(clients)}
-    sums = np.zeros((len(clients), *rows[0][1].shape))
-    totals = np.zeros(len(clients))
-    for c, d, w in rows:
-        sums[where[c]] += w * d
-        totals[where[c]] += w
-    return sums / np.maximum(totals, 1e-300).reshape(-1, *([1] * (sums.ndim - 1))), totals, clients
+def _merge_clients(clients: np.ndarray, deltas: np.ndarray, weights: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, int]:
+    """``[n]`` client ids, ``[n, *shape]`` deltas, ``[n]`` weights → one weighted-mean delta and summed
+    weight per distinct client (``[k, *shape]``, ``[k]``) and k."""
+    unique, inverse = np.unique(clients, return_inverse=True)
+    if len(unique) == len(clients):
+        return deltas, weights, len(unique)
+    totals = np.zeros(len(unique))
+    np.add.at(totals, inverse, weights)
+    sums = np.zeros((len(unique), *deltas.shape[1:]))
+    np.add.at(sums, inverse, deltas * weights.reshape(-1, *([1] * (deltas.ndim - 1))))
+    return sums / np.maximum(totals, 1e-300).reshape(-1, *([1] * (deltas.ndim - 1))), totals, len(unique)
 
 
 @dataclass
@@ -207,8 +206,9 @@ def aggregate_bank(
     keys: dict[Hashable, int] = {}
     client_of = [keys.setdefault(("update", i) if u.client is None else u.client, len(keys))
                  for i, u in enumerate(updates)]
+    client_ids = np.array(client_of)
     totals = np.zeros(len(keys))
-    np.add.at(totals, client_of, weights)
+    np.add.at(totals, client_ids, weights)
     cap = np.inf if weight_cap is None else weight_cap
     if weight_cap_median is not None:
         cap = min(cap, weight_cap_median * float(np.median(totals)))
@@ -218,11 +218,12 @@ def aggregate_bank(
         key = "gate" if t.role == "gate" else f"{t.attribute}={t.value}"
         if not idx:
             continue
-        stacked, client_weights, clients = _merge_clients(
-            [(client_of[i], updates[i].deltas[t.name].astype(np.float64) * scales[i], weights[i]) for i in idx])
-        report.reporters[key] = len(clients)
-        if t.role == "group" and len(clients) < min_reporters:
-            report.skipped_groups[key] = len(clients)
+        stacked, client_weights, n_clients = _merge_clients(
+            client_ids[idx], np.stack([updates[i].deltas[t.name].astype(np.float64) * scales[i] for i in idx]),
+            weights[idx])
+        report.reporters[key] = n_clients
+        if t.role == "group" and n_clients < min_reporters:
+            report.skipped_groups[key] = n_clients
             continue
         delta = strategy.reduce(stacked, np.minimum(client_weights, cap))
         with np.errstate(over="ignore"):  # an overflow to ±inf is what check_step refuses
