@@ -328,3 +328,21 @@ def test_declared_privacy_outside_the_policy_is_422(sqlite_url, tmp_path, declar
         assert (r.status_code, r.json()["error"]) == (422, code) and match in r.json()["detail"], r.text
         assert _status(client)["accepted_total"] == 0
         assert client.post(URL, content=ok, headers=register(client)).status_code == 202
+
+
+def test_a_non_finite_stored_state_is_never_served(app_client, bundle):
+    """Defence in depth: a bank row made non-finite outside the server (restore, tampering) is a 503."""
+    from sqlalchemy import update
+
+    from aggregator.models import BankVersion
+
+    client = app_client()
+    root, bank = bundle
+    publish(client, root)
+    poisoned = {k: np.full_like(v, np.inf) for k, v in bank.items()}
+    with client.app.state.runtime.db.begin() as session:
+        session.execute(update(BankVersion).values(tensors=encode_tensors(poisoned)))
+
+    r = client.get(f"/v1/models/{MODEL_ID}/state?groups=age:0,region:0", headers=register(client))
+
+    assert (r.status_code, r.json()["error"]) == (503, "state_unavailable")
