@@ -125,7 +125,7 @@ def groups_key(groups: dict[str, int]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(groups.items()))
 
 
-def check_ranges(meta: UpdateMeta, *, max_example_count: int) -> None:
+def check_ranges(meta: UpdateMeta, *, max_example_count: int | None = None) -> None:
     """Every number of the metadata within what the model accepts and the database can store.
 
     An ``example_count`` of 2^63 or a ``base_version`` of 2^31 used to pass here and fail the
@@ -134,7 +134,7 @@ def check_ranges(meta: UpdateMeta, *, max_example_count: int) -> None:
     for name, value in (("model_version", meta.model_version), ("base_version", meta.base_version)):
         if value > INT32_MAX:
             raise Unprocessable(f"{name} {value} is out of range (at most {INT32_MAX})", code="out_of_range")
-    if meta.example_count > max_example_count:
+    if max_example_count is not None and meta.example_count > max_example_count:
         raise Unprocessable(f"example_count {meta.example_count} exceeds this model's max_example_count "
                             f"{max_example_count}", code="out_of_range")
     p = meta.privacy
@@ -391,6 +391,7 @@ class Intake:
             if meta.model_id != model_id:
                 raise Unprocessable(f"metadata model_id {meta.model_id!r} does not match the URL's {model_id!r}",
                                     code="model_id_mismatch")
+            check_ranges(meta)  # before the catalog: a version of 2^31 is out of range, not merely unknown
             info = self.catalog.cached(model_id, meta.model_version)
             if info is None:
                 info = await to_thread.run_sync(self._version, model_id, meta.model_version)
