@@ -167,8 +167,23 @@ def register(model_id: str, database_url: DbUrl = None) -> None:
     from aggregator.services.devices import register_device
 
     runtime = _runtime(database_url)
-    created = register_device(runtime.db, model_id, burst=runtime.settings.rate_limit_burst)
+    created = register_device(runtime.db, model_id, burst=runtime.settings.rate_limit_burst,
+                              token_ttl_s=runtime.settings.token_ttl_s)
     print(created.model_dump_json())
+
+
+@admin.command("issue-enrollment-key")
+@_friendly
+def issue_key(model_id: str,
+              max_devices: Annotated[int, typer.Option(min=1, help="devices the key may register")] = 100,
+              ttl_s: Annotated[float, typer.Option(min=1, help="seconds until the key expires")] = 7 * 86400.0,
+              database_url: DbUrl = None) -> None:
+    """Issue an enrollment key for MODEL_ID (FEDPA_ENROLLMENT=enrollment-key) and print it as JSON (shown once)."""
+    from aggregator.services.devices import issue_enrollment_key
+
+    runtime = _runtime(database_url)
+    print(issue_enrollment_key(runtime.db, model_id, max_devices=max_devices, ttl_s=ttl_s,
+                               burst=runtime.settings.enrollment_burst).model_dump_json())
 
 
 @admin.command("revoke-device")

@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aggregator.api.routes import devices, health, models, state, status, updates
 from aggregator.core.config import Settings, get_settings
-from aggregator.core.errors import handle_error, is_upload
+from aggregator.core.errors import STORAGE_ERRORS, handle_error, is_upload
 from aggregator.core.limits import BodyLimit
 from aggregator.services.runtime import Runtime
 from fedpa import __version__
@@ -59,17 +59,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="FedPA aggregator", version=__version__, description=_DESCRIPTION, lifespan=lifespan)
     app.state.runtime = runtime
-    for exc_class in (FedPAError, RequestValidationError, StarletteHTTPException):
+    for exc_class in (FedPAError, RequestValidationError, StarletteHTTPException, *STORAGE_ERRORS):
         app.add_exception_handler(exc_class, handle_error)
 
     def limit_for(path: str) -> int:
         return settings.max_bundle_bytes if path == "/v1/models" else settings.max_upload_bytes
 
-    def on_refuse(method: str, path: str) -> None:
+    def on_refuse(method: str, path: str, code: str) -> None:
         if is_upload(method, path):
-            runtime.metrics.rejected("payload_too_large")
+            runtime.metrics.rejected(code)
 
-    app.add_middleware(BodyLimit, limit_for=limit_for, on_refuse=on_refuse)
+    app.add_middleware(BodyLimit, limit_for=limit_for, on_refuse=on_refuse, timeout_s=settings.body_timeout_s)
     # Starlette matches routes in order: the hot upload route goes first.
     for module in (updates, state, health, devices, models, status):
         app.include_router(module.router)

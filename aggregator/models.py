@@ -23,7 +23,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["UNSCRUBBED", "Aggregation", "BankVersion", "Base", "BundleFile", "Device", "Model", "Update"]
+__all__ = ["UNSCRUBBED", "Aggregation", "BankVersion", "Base", "BundleFile", "Device", "EnrollmentKey", "Model",
+           "Update"]
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
 _BigId = BigInteger().with_variant(Integer, "sqlite")
@@ -86,8 +87,26 @@ class Device(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[float] = mapped_column(Float)
+    token_expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # None: never
     # Token bucket (rate limit): tokens left at time bucket_at (unix seconds).
     bucket_tokens: Mapped[float] = mapped_column(Float)
+    bucket_at: Mapped[float] = mapped_column(Float)
+
+
+class EnrollmentKey(Base):
+    """A key the admin issued for registering devices of one model: limited uses, expiry, rate bucket."""
+
+    __tablename__ = "enrollment_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 of the key; the key is shown once
+    model_pk: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
+    max_devices: Mapped[int] = mapped_column(Integer)
+    used: Mapped[int] = mapped_column(Integer, default=0)
+    expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[float] = mapped_column(Float)
+    bucket_tokens: Mapped[float] = mapped_column(Float)  # registrations per minute (token bucket)
     bucket_at: Mapped[float] = mapped_column(Float)
 
 
@@ -97,7 +116,8 @@ UNSCRUBBED = "status <> 'pending' AND tensors IS NOT NULL"
 
 
 class Update(Base):
-    """One accepted update; ``status`` goes pending → aggregated (or superseded by a new model version)."""
+    """One accepted update; ``status`` goes pending → aggregated (or superseded by a new model version, or
+    refused with the aggregation that would have used it: non-finite or too large a step)."""
 
     __tablename__ = "updates"
     __table_args__ = (
@@ -140,5 +160,8 @@ class Aggregation(Base):
     updates: Mapped[int] = mapped_column(Integer)
     report_json: Mapped[str] = mapped_column(Text)  # reporters, skipped groups
     trigger: Mapped[str] = mapped_column(String(16))
+    # "applied", or "refused" (the state did not change; reason says why, e.g. non_finite).
+    outcome: Mapped[str] = mapped_column(String(16), default="applied", server_default="applied")
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     duration_s: Mapped[float] = mapped_column(Float)
     created_at: Mapped[float] = mapped_column(Float)

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "AggregationInfo",
     "DeviceCreate",
     "DeviceCreated",
+    "DeviceStatus",
+    "EnrollmentKeyCreate",
+    "EnrollmentKeyCreated",
     "ErrorBody",
     "Health",
     "ModelStatus",
@@ -33,23 +36,41 @@ class RoundConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     mode: Literal["sync", "async"] = "sync"
-    # sync: close the round once this many updates arrived (all pending ones are then averaged).
+    # sync: close the round once this many distinct devices reported (all pending updates are then used).
     round_size: int = Field(10, ge=1, le=1_000_000)
     # Close a round (sync) / flush the buffer (async) this long after its first pending update,
     # so a round with too few devices still ends. None: only round_size / buffer_size or admin.
     deadline_s: float | None = Field(600.0, gt=0)
-    # Privacy threshold: a group adapter changes only when this many clients of the group reported.
+    # Privacy threshold: a group adapter changes only when this many distinct devices of the group reported.
     min_reporters: int = Field(3, ge=1)
     server_lr: float = Field(1.0, gt=0, le=100)
     strategy: Literal["mean", "trimmed-mean", "median"] = "mean"
     trim_beta: float = Field(0.1, ge=0, lt=0.5)
-    weight_cap: float | None = Field(None, gt=0)  # cap on an update's example count (weight)
-    norm_bound: float | None = Field(None, gt=0)  # L2 bound on each whole update before averaging
-    buffer_size: int = Field(10, ge=1, le=1_000_000)  # async: apply after K updates (FedBuff)
+    # Robust defaults (issue 16): one hostile device must not steer the shared state.
+    # L2 bound on each whole update before averaging. "auto": derived from the manifest's LDP clip
+    # norm C and noise σ (fedpa.aggregation.ldp_norm_bound) when LDP is on, else the round's median
+    # update norm; None: no bound.
+    norm_bound: float | Literal["auto"] | None = Field("auto", json_schema_extra={"examples": ["auto", 5.0]})
+    weight_cap: float | None = Field(None, gt=0)  # absolute cap on one device's weight (example count)
+    # Cap on one device's weight: this many times the round's median device weight; None: no cap.
+    weight_cap_median: float | None = Field(4.0, ge=1)
+    # Uploads declaring more examples are refused (422): the weight is the example count.
+    max_example_count: int = Field(100_000, ge=1, le=2**31 - 1)
+    # Refuse an aggregation that moves any tensor further than this (L2); "auto": server_lr × the
+    # numeric norm bound in force (none with a median bound); None: only the finiteness check.
+    max_step: float | Literal["auto"] | None = Field("auto", json_schema_extra={"examples": ["auto", 10.0]})
+    buffer_size: int = Field(10, ge=1, le=1_000_000)  # async: apply after K updates (FedBuff; counts updates)
     staleness_exponent: float = Field(0.5, ge=0, le=10)  # async weight (1 + gap)^-exponent
     max_staleness: int = Field(10, ge=0)  # async: refuse updates more than this many versions old
     # Refuse uploads that declare weaker LDP than the manifest's privacy settings ask for.
     enforce_privacy: bool = True
+
+    @field_validator("norm_bound", "max_step")
+    @classmethod
+    def _positive_finite(cls, value: float | str | None) -> float | str | None:
+        if isinstance(value, float) and not (0 < value < float("inf")):
+            raise ValueError(f"must be a positive finite number, 'auto' or null, got {value}")
+        return value
 
 
 class ErrorBody(BaseModel):
@@ -80,6 +101,23 @@ class DeviceCreated(BaseModel):
     device_id: str
     token: str  # shown once; the server keeps only its sha256
     model_id: str
+    expires_at: float | None = None  # unix time the token stops working (rotate before); None: never
+
+
+class EnrollmentKeyCreate(BaseModel):
+    """Admin: a key that lets up to ``max_devices`` devices of ``model_id`` register themselves."""
+
+    model_config = ConfigDict(extra="forbid")
+    model_id: str = Field(min_length=1, max_length=64)
+    max_devices: int = Field(100, ge=1, le=10_000_000)
+    ttl_s: float | None = Field(7 * 86400.0, gt=0, le=10 * 365 * 86400.0)  # None: never expires
+
+
+class EnrollmentKeyCreated(BaseModel):
+    key: str  # shown once; the server keeps only its sha256
+    model_id: str
+    max_devices: int
+    expires_at: float | None
 
 
 class UpdateAccepted(BaseModel):
@@ -99,6 +137,8 @@ class AggregationInfo(BaseModel):
     trigger: Literal["size", "deadline", "admin"]
     duration_ms: float
     at: float  # unix time
+    outcome: Literal["applied", "refused"] = "applied"
+    reason: str | None = None  # why it was refused (the state stayed at the last good version)
 
 
 class ModelStatus(BaseModel):
@@ -108,8 +148,21 @@ class ModelStatus(BaseModel):
     mode: Literal["sync", "async"]
     round: int
     pending_updates: int
-    reporters: dict[str, int]  # pending updates per "gate" / "attr=value" in the open round/buffer
+    reporters: dict[str, int]  # distinct devices per "gate" / "attr=value" in the open round/buffer
+    pending_devices: int  # distinct devices among them (what round_size and min_reporters count)
     last_aggregation: AggregationInfo | None
+    last_refused: AggregationInfo | None  # the last aggregation refused by the safety check, if any
     accepted_total: int  # accepted for this model version
     aggregated_total: int  # of those, already folded into the shared state
+    refused_total: int  # of those, dropped with a refused aggregation
     config: RoundConfig
+
+
+class DeviceStatus(BaseModel):
+    """What a device needs to know (no per-group counts, which would reveal other devices' groups)."""
+
+    model_id: str
+    model_version: int
+    state_version: int
+    mode: Literal["sync", "async"]
+    round: int

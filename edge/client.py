@@ -86,7 +86,7 @@ class StateDownload:
     nbytes: int
 
 
-_RETRY_STATUS = {429, 500, 502, 503, 504}
+_RETRY_STATUS = {408, 429, 500, 502, 503, 504}  # 408: the server timed out a slow body
 
 
 class AggregatorClient:

@@ -5,17 +5,25 @@ A *strategy* reduces the deltas of one shared tensor, reported by several client
 across all reporters, each group tensor only across the clients of that group value, skipped
 below ``min_reporters``. The aggregator service and the simulation harness both call it, so the
 HTTP path and the in-process simulation compute the same numbers.
+
+Robustness against a hostile client (the aggregator's defaults, issue 16): each update is first
+scaled to an L2 ``norm_bound`` (a number, or ``"median"``: the round's median update norm), the
+updates of one client are merged into one vote (so thresholds and robust rules count clients, not
+uploads), each client's weight is capped, and :func:`check_step` refuses a result that is not finite
+or moves a tensor further than a bound. :func:`ldp_norm_bound` is the norm an honest clipped and
+noised LDP update stays under, from which the server derives its default bound.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
-from fedpa.errors import ConfigError
+from fedpa.errors import ConfigError, FedPAError
 from fedpa.state import SharedStateSpec
 
 __all__ = [
@@ -24,10 +32,22 @@ __all__ = [
     "CoordinateMedian",
     "Strategy",
     "TrimmedMean",
+    "UnsafeAggregationError",
     "WeightedMean",
     "aggregate_bank",
+    "check_step",
+    "ldp_norm_bound",
     "make_strategy",
 ]
+
+
+class UnsafeAggregationError(FedPAError):
+    """An aggregation result that must not become the shared state (non-finite, or too large a step)."""
+
+    def __init__(self, detail: str, *, reason: str, tensor: str) -> None:
+        super().__init__(detail)
+        self.reason = reason  # "non_finite" or "step_too_large"
+        self.tensor = tensor
 
 
 @dataclass(frozen=True)
@@ -37,6 +57,7 @@ class ClientUpdate:
     deltas: Mapping[str, np.ndarray]
     weight: float  # example count (capped by the caller's policy)
     staleness: int = 0  # shared-state versions between the client's base and now (async mode)
+    client: Hashable | None = None  # who sent it: updates of one client are merged into one vote
 
 
 class Strategy(Protocol):
@@ -90,6 +111,54 @@ def make_strategy(name: str, *, trim_beta: float = 0.1) -> Strategy:
     raise ConfigError(f"unknown aggregation rule {name!r}; choose mean, trimmed-mean or median")
 
 
+def ldp_norm_bound(*, clip_norm: float, noise_multiplier: float, mechanism: str, dim: int) -> float | None:
+    """An L2 norm that an honest update, clipped to ``clip_norm`` and noised, exceeds with probability < 1e-3.
+
+    Gaussian noise of std σC per coordinate has norm σC·χ_d, and P(χ_d ≥ √d + t) ≤ exp(−t²/2)
+    (Lipschitz concentration): t = 4 gives 3·10⁻⁴. Laplace noise of scale b = σC has E X² = 2b²,
+    Var X² = 20b⁴, so ‖X‖² ≤ b²(2d + 6√(20d)) beyond six standard deviations (its L1 clip also
+    bounds the L2 norm by C). None without noise (``mechanism="none"``): nothing to derive from.
+    """
+    if mechanism == "none":
+        return None
+    if mechanism == "gaussian":
+        return clip_norm * (1.0 + noise_multiplier * (math.sqrt(dim) + 4.0))
+    if mechanism == "laplace":
+        return clip_norm * (1.0 + noise_multiplier * math.sqrt(2.0 * dim + 6.0 * math.sqrt(20.0 * dim)))
+    raise ConfigError(f"unknown LDP mechanism {mechanism!r}")
+
+
+def check_step(old: Mapping[str, np.ndarray], new: Mapping[str, np.ndarray], *, max_step: float | None) -> None:
+    """Refuse ``new`` if any tensor is not finite or moved more than ``max_step`` (L2) from ``old``.
+
+    The last line of defence: whatever a rule or a client did, a non-finite or runaway state is
+    never stored (a float32 overflow of a finite float64 mean shows up here as ``inf``).
+    """
+    for name, array in new.items():
+        if not np.isfinite(array).all():
+            raise UnsafeAggregationError(f"aggregated tensor {name!r} is not finite", reason="non_finite",
+                                         tensor=name)
+        if max_step is not None:
+            step = float(np.linalg.norm((array.astype(np.float64) - old[name]).ravel()))
+            if step > max_step:
+                raise UnsafeAggregationError(f"aggregated tensor {name!r} moved by {step:.4g} (L2), more than the "
+                                             f"bound {max_step:.4g}", reason="step_too_large", tensor=name)
+
+
+def _merge_clients(clients: np.ndarray, deltas: np.ndarray, weights: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, int]:
+    """``[n]`` client ids, ``[n, *shape]`` deltas, ``[n]`` weights → one weighted-mean delta and summed
+    weight per distinct client (``[k, *shape]``, ``[k]``) and k."""
+    unique, inverse = np.unique(clients, return_inverse=True)
+    if len(unique) == len(clients):
+        return deltas, weights, len(unique)
+    totals = np.zeros(len(unique))
+    np.add.at(totals, inverse, weights)
+    sums = np.zeros((len(unique), *deltas.shape[1:]))
+    np.add.at(sums, inverse, deltas * weights.reshape(-1, *([1] * (deltas.ndim - 1))))
+    return sums / np.maximum(totals, 1e-300).reshape(-1, *([1] * (deltas.ndim - 1))), totals, len(unique)
+
+
 @dataclass
 class AggregationReport:
     updated: list[str] = field(default_factory=list)  # tensor names that changed
@@ -106,13 +175,17 @@ def aggregate_bank(
     server_lr: float = 1.0,
     min_reporters: int = 1,
     weight_cap: float | None = None,
-    norm_bound: float | None = None,
+    weight_cap_median: float | None = None,
+    norm_bound: float | Literal["median"] | None = None,
     staleness_exponent: float = 0.5,
 ) -> tuple[dict[str, np.ndarray], AggregationReport]:
     """Apply one aggregation step; returns the new bank (inputs untouched) and what happened.
 
-    Weights are ``min(weight, weight_cap) · (1 + staleness)^-staleness_exponent``; with
-    ``norm_bound`` each client's whole update is first scaled down to that L2 norm.
+    Each update is scaled down to ``norm_bound`` (``"median"``: the median update norm), weighted
+    ``weight · (1 + staleness)^-staleness_exponent``; the updates of one ``client`` are merged into
+    one (their weighted mean, their summed weight), whose weight is then capped at ``weight_cap``
+    and at ``weight_cap_median`` × the median client weight. ``min_reporters`` and the strategy
+    therefore count clients. Updates with ``client=None`` are each their own client.
     """
     if server_lr <= 0 or min_reporters < 1:
         raise ConfigError(f"need server_lr > 0 and min_reporters ≥ 1, got {server_lr}, {min_reporters}")
@@ -123,26 +196,37 @@ def aggregate_bank(
         return new_bank, report
 
     weights = np.array([u.weight for u in updates], np.float64)
-    if weight_cap is not None:
-        weights = np.minimum(weights, weight_cap)
     weights = weights * (1.0 + np.array([u.staleness for u in updates], np.float64)) ** -staleness_exponent
     scales = np.ones(len(updates))
     if norm_bound is not None:
         norms = np.array([np.sqrt(sum(float(np.square(d, dtype=np.float64).sum()) for d in u.deltas.values()))
                           for u in updates])
-        scales = np.minimum(1.0, norm_bound / np.maximum(norms, 1e-12))
+        bound = float(np.median(norms)) if norm_bound == "median" else float(norm_bound)
+        scales = np.minimum(1.0, bound / np.maximum(norms, 1e-12))
+    keys: dict[Hashable, int] = {}
+    client_of = [keys.setdefault(("update", i) if u.client is None else u.client, len(keys))
+                 for i, u in enumerate(updates)]
+    client_ids = np.array(client_of)
+    totals = np.zeros(len(keys))
+    np.add.at(totals, client_ids, weights)
+    cap = np.inf if weight_cap is None else weight_cap
+    if weight_cap_median is not None:
+        cap = min(cap, weight_cap_median * float(np.median(totals)))
 
     for t in spec.tensors:
         idx = [i for i, u in enumerate(updates) if t.name in u.deltas]
         key = "gate" if t.role == "gate" else f"{t.attribute}={t.value}"
         if not idx:
             continue
-        report.reporters[key] = len(idx)
-        if t.role == "group" and len(idx) < min_reporters:
-            report.skipped_groups[key] = len(idx)
+        stacked, client_weights, n_clients = _merge_clients(
+            client_ids[idx], np.stack([updates[i].deltas[t.name].astype(np.float64) * scales[i] for i in idx]),
+            weights[idx])
+        report.reporters[key] = n_clients
+        if t.role == "group" and n_clients < min_reporters:
+            report.skipped_groups[key] = n_clients
             continue
-        stacked = np.stack([updates[i].deltas[t.name].astype(np.float64) * scales[i] for i in idx])
-        delta = strategy.reduce(stacked, weights[idx])
-        new_bank[t.name] = (bank[t.name] + server_lr * delta).astype(np.float32)
+        delta = strategy.reduce(stacked, np.minimum(client_weights, cap))
+        with np.errstate(over="ignore"):  # an overflow to ±inf is what check_step refuses
+            new_bank[t.name] = (bank[t.name] + server_lr * delta).astype(np.float32)
         report.updated.append(t.name)
     return new_bank, report

@@ -2,12 +2,14 @@
 
 ``Authenticate`` is the one auth dependency: it reads the bearer token once and answers for
 admin (constant-time compare with ``FEDPA_ADMIN_TOKEN``) or device (sha256 lookup, cached per
-worker). A device token only opens routes of its own model (403 otherwise).
+worker; an expired token is 401 ``token_expired``). A device token only opens routes of its own
+model (403 otherwise). A database failure during the lookup is a 503 (core/errors.py).
 """
 
 from __future__ import annotations
 
 import hmac
+import time
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -75,6 +77,9 @@ class Authenticate(HTTPBearer):
             device = await run_in_threadpool(cache.lookup, token_hash)
         if device is None:
             raise Unauthorized("invalid or revoked token", code="invalid_token")
+        if device.expired(time.time()):
+            raise Unauthorized("this device token has expired; register again (rotate before expires_at)",
+                               code="token_expired")
         if not self.device:
             raise ForbiddenError("this route needs the admin token", code="admin_only")
         model_id = request.path_params.get("model_id")

@@ -2,7 +2,8 @@
 
 pydantic-settings maps ``FEDPA_DATABASE_URL`` → ``database_url``; nested round defaults use ``__``
 (``FEDPA_DEFAULT_ROUND__MODE=async``). In production the settings refuse to start with unsafe
-defaults (no or short admin token, the implicit SQLite file) rather than run insecurely.
+defaults (no or short admin token, the implicit SQLite file, open device registration unless
+``FEDPA_ENROLLMENT=open`` is set explicitly) rather than run insecurely.
 
 Usage: ``settings = get_settings()`` (the CLI maps its flags onto the environment first).
 """
@@ -33,11 +34,24 @@ class Settings(BaseSettings):
     database_url: str = DEFAULT_DATABASE_URL
     # Admin bearer token; with none configured every admin endpoint answers 401.
     admin_token: SecretStr | None = None
-    # If set, POST /v1/devices needs it as bearer token (closed registration).
+    # Who may register a device (POST /v1/devices):
+    #   open            anyone (demos, tests); production refuses it unless FEDPA_ENROLLMENT=open is explicit
+    #   enrollment-key  a key the admin issued (POST /v1/enrollment-keys: per-model, limited uses,
+    #                   expiry, rate-limited) or the static FEDPA_REGISTRATION_KEY, as bearer token
+    #   admin-issued    only the admin; it hands each device its token
+    enrollment: Literal["open", "enrollment-key", "admin-issued"] = "open"
+    # A static enrollment key (bearer token of POST /v1/devices); setting it implies enrollment-key mode.
     registration_key: SecretStr | None = None
+    enrollment_rate_per_minute: float = Field(60.0, gt=0)  # registrations per issued key (token bucket)
+    enrollment_burst: int = Field(20, ge=1)
+    # Device tokens expire this long after issue (rotate with POST /v1/devices/token); None: never.
+    token_ttl_s: float | None = Field(90 * 86400.0, gt=0)
 
     max_upload_bytes: int = Field(1 << 20, ge=1024)  # one update body (safetensors)
     max_bundle_bytes: int = Field(512 << 20, ge=1024)  # one publish request (multipart)
+    max_metadata_bytes: int = Field(16384, ge=1024)  # safetensors __metadata__ of one update
+    # A request body must arrive within this many seconds of the request (slow-body clients → 408).
+    body_timeout_s: float = Field(30.0, gt=0)
     # Per-device token bucket, held in the database so it is exact across workers; 0 disables.
     rate_limit_per_minute: float = Field(60.0, ge=0)
     rate_limit_burst: int = Field(10, ge=1)
@@ -57,6 +71,7 @@ class Settings(BaseSettings):
     intake_max_batch: int = Field(64, ge=1, le=1000)  # 12 bound parameters per upload: stay far below driver limits
     intake_committers: int = Field(1, ge=1)
     intake_max_queue: int = Field(4096, ge=1)  # uploads waiting for their transaction; beyond → 503
+    intake_max_queue_bytes: int = Field(64 << 20, ge=1 << 20)  # their bodies' bytes; beyond → 503
     intake_commit_delay_ms: float = Field(4.0, ge=0, le=1000)  # a small batch waits this long for more
 
     db_pool_size: int = Field(10, ge=1)
@@ -74,7 +89,17 @@ class Settings(BaseSettings):
             )
         if self.database_url == DEFAULT_DATABASE_URL:
             raise ConfigError("FEDPA_ENV=production needs an explicit FEDPA_DATABASE_URL (e.g. PostgreSQL)")
+        if self.enrollment_mode == "open" and "enrollment" not in self.model_fields_set:
+            raise ConfigError("FEDPA_ENV=production refuses open device registration by default: set "
+                              "FEDPA_ENROLLMENT=enrollment-key or admin-issued (or FEDPA_ENROLLMENT=open explicitly)")
         return self
+
+    @property
+    def enrollment_mode(self) -> str:
+        """The effective mode: a static registration key closes ``open`` registration (as it always did)."""
+        if self.enrollment == "open" and self.registration_key is not None:
+            return "enrollment-key"
+        return self.enrollment
 
     @property
     def is_sqlite(self) -> bool:

@@ -3,21 +3,28 @@
 Services raise ``fedpa.errors`` exceptions (``PayloadError`` for bad tensors, ``BundleError`` for a
 bad bundle) or the HTTP-flavoured subclasses below; routes never build error responses themselves.
 FastAPI's own validation errors and Starlette's 404/405 go through the same handler, so a client
-sees one error shape for every refusal.
+sees one error shape for every refusal. So do database failures (``STORAGE_ERRORS``): whatever
+route met them — a token look-up, a registration, a download — the client gets 503 with
+Retry-After, never a bare 500.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 
+import psycopg
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from fedpa.errors import BundleError, ConfigError, FedPAError, PayloadError
 
 __all__ = [
+    "STORAGE_ERRORS",
     "ApiError",
     "ConflictError",
     "ForbiddenError",
@@ -110,6 +117,9 @@ class ServiceUnavailable(ApiError):
         super().__init__(detail, code=code, headers=_retry_after(retry_after_s))
 
 
+# The database (or its driver, used directly on the hot paths) failed: the request may be retried.
+STORAGE_ERRORS: tuple[type[Exception], ...] = (SQLAlchemyError, psycopg.Error, sqlite3.Error)
+
 # fedpa.errors outside the ApiError branch → (status, code).
 _CORE_ERRORS: tuple[tuple[type[FedPAError], int, str], ...] = (
     (PayloadError, 422, "invalid_payload"),
@@ -126,10 +136,14 @@ def _classify(exc: Exception) -> tuple[int, str, str, dict[str, str]]:
             return status, code, str(exc), {}
     if isinstance(exc, FedPAError):
         return 400, "bad_request", str(exc), {}
+    if isinstance(exc, STORAGE_ERRORS):
+        return 503, "storage_unavailable", "the database is unavailable; retry shortly", _retry_after(1.0)
     if isinstance(exc, RequestValidationError):
         parts = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}" for e in exc.errors()]
         return 422, "invalid_request", "; ".join(parts) or "invalid request", {}
     if isinstance(exc, StarletteHTTPException):
+        if exc.status_code == 400:  # FastAPI's only 400: a JSON body it could not parse (bad UTF-8, too deep)
+            return 400, "invalid_json", "the request body is not valid JSON (UTF-8, nesting)", {}
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return exc.status_code, code, str(exc.detail), dict(exc.headers or {})
     raise TypeError(f"not an error the API maps: {type(exc).__name__}")  # pragma: no cover
@@ -148,12 +162,26 @@ def error_response(exc: Exception) -> JSONResponse:
 async def handle_error(request: Request, exc: Exception) -> JSONResponse:
     """The one exception handler, registered for FedPAError, validation errors and HTTP errors."""
     response = error_response(exc)
-    if response.status_code >= 500:  # pragma: no cover - only unexpected HTTPExceptions
+    if response.status_code == 405:
+        response.headers["Allow"] = _allowed(request)
+    if isinstance(exc, STORAGE_ERRORS):
+        log.error("%s %s: database failure: %s", request.method, request.url.path, exc)
+    elif response.status_code >= 500:  # pragma: no cover - only unexpected HTTPExceptions
         log.error("%s %s failed: %s", request.method, request.url.path, exc)
     runtime = getattr(request.app.state, "runtime", None)
     if runtime is not None and is_upload(request.method, request.url.path):
         runtime.metrics.rejected(rejection_reason(exc))
     return response
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _allowed(request: Request) -> str:
+    """Every method some route serves at this path (Starlette's 405 names only the first route's)."""
+    routes = request.app.router.routes
+    return ", ".join(m for m in _METHODS
+                     if any(r.matches({**request.scope, "method": m})[0] == Match.FULL for r in routes))
 
 
 def is_upload(method: str, path: str) -> bool:

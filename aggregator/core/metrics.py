@@ -41,6 +41,9 @@ class Metrics:
         self.aggregations = Counter(
             "fedpa_aggregations", "Aggregations (closed rounds / flushed buffers)", ["model_id", "trigger"],
             registry=reg)
+        self.aggregations_refused = Counter(
+            "fedpa_aggregations_refused", "Aggregations refused by the safety check (state unchanged), by reason",
+            ["model_id", "reason"], registry=reg)
         self.aggregated_updates = Counter(
             "fedpa_aggregated_updates", "Updates folded into the shared state", ["model_id"], registry=reg)
         self.aggregation_seconds = Histogram(
@@ -71,6 +74,9 @@ class Metrics:
         self.aggregated_updates.labels(model_id).inc(updates)
         self.aggregation_seconds.labels(model_id).observe(seconds)
         self.aggregation_size.labels(model_id).observe(updates)
+
+    def aggregation_refused(self, model_id: str, *, reason: str) -> None:
+        self.aggregations_refused.labels(model_id, reason).inc()
 
     def render(self) -> bytes:
         """Prometheus text exposition (all workers' sum in multiprocess mode)."""

@@ -18,7 +18,7 @@ import numpy as np
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from aggregator.core.errors import NotFoundError
+from aggregator.core.errors import NotFoundError, ServiceUnavailable
 from aggregator.models import BankVersion
 from aggregator.services.catalog import ModelInfo
 from fedpa.errors import PayloadError
@@ -138,6 +138,9 @@ class StateCache:
                 self._items.move_to_end(key)
                 return hit
         bank = load_bank(session, info, state_version)
+        if not all(np.isfinite(a).all() for a in bank.values()):  # never stored by us; never served either
+            raise ServiceUnavailable(f"shared state version {state_version} of {info.model_id!r} is not finite; "
+                                     "the operator must restore it", code="state_unavailable", retry_after_s=60.0)
         metadata = {"fedpa.model_id": info.model_id, "fedpa.model_version": str(info.model_version),
                     "fedpa.state_version": str(state_version)}
         body = encode_tensors({n: bank[n] for n in _selected(info.spec, groups)}, metadata=metadata)

@@ -1,11 +1,13 @@
 """Update intake: validate everything, then store durably by group commit.
 
-Order of checks (each refusal stores nothing): metadata parses as ``UpdateMeta`` and names this
-model → the model version is known → tensors are exactly this device's share of the manifest
-(names, shapes, float32, finite: ``SharedStateSpec.validate``) → declared privacy is at least
-the manifest's → *in the transaction*: the base version is current (sync) or not too stale
-(async), the nonce is new, and the device's token bucket holds a token. The commit happens
-before the handler answers 202, so an accepted update survives a crash.
+Checks: everything decidable without the database first (``aggregator.services.validation``: the
+header, the metadata, number ranges, tensors, declared privacy); then *in the transaction*: the
+base version is current (sync) or not too stale (async), the nonce is new, and the device's token
+bucket holds a token. The commit happens before the handler answers 202, so an accepted update
+survives a crash. A batch cannot fail because of one upload's content (validation refuses
+whatever the INSERT could fail on), only because the database failed (503 for all of it). A
+refused upload (422, 409) still costs the device a rate-limit token, taken in the batch's
+transaction, so a device sending garbage is throttled like one sending too much.
 
 Why group commit: one transaction per upload (a thread hop, a pooled connection, three round
 trips, a commit) cost a worker more CPU than the HTTP handling and validation together, which
@@ -22,34 +24,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-import numpy as np
 from anyio import to_thread
-from pydantic import ValidationError
 
 from aggregator.core.errors import ConflictError, RateLimited, ServiceUnavailable, Unprocessable
 from aggregator.db import Database, LoopConnection, Script
 from aggregator.schemas import UpdateAccepted
 from aggregator.services.catalog import Catalog, ModelInfo, model_version_conflict
 from aggregator.services.devices import DeviceAuth
-from fedpa.errors import FedPAError, PayloadError
-from fedpa.manifest import PrivacySettings
-from fedpa.payload import decode_tensors
-from fedpa.protocol import UpdateMeta, UpdatePrivacy
+from aggregator.services.validation import META_KEY, check_ranges, check_update, groups_key, parse_update, read_metadata
+from fedpa.errors import FedPAError
+from fedpa.protocol import UpdateMeta
 
 __all__ = ["META_KEY", "Intake", "Limits", "Outcome", "PendingUpdate", "groups_key", "parse_update",
            "read_metadata", "store_script", "store_updates"]
 
 log = logging.getLogger(__name__)
-
-META_KEY = "fedpa.update"  # safetensors __metadata__ key holding the UpdateMeta JSON
-_MAX_HEADER = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -60,70 +55,16 @@ class Limits:
     burst: int = 10
 
 
-def read_metadata(body: bytes) -> dict[str, str]:
-    """The ``__metadata__`` of a safetensors body (safetensors' own loader does not return it)."""
-    if len(body) < 8:
-        raise PayloadError(f"payload of {len(body)} bytes is not safetensors (no header)")
-    n = int.from_bytes(body[:8], "little")
-    if n > min(len(body) - 8, _MAX_HEADER):
-        raise PayloadError(f"safetensors header length {n} exceeds the payload or {_MAX_HEADER} bytes")
-    try:
-        header = json.loads(body[8 : 8 + n])
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise PayloadError(f"safetensors header is not JSON: {exc}") from exc
-    meta = header.get("__metadata__", {}) if isinstance(header, dict) else None
-    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
-        raise PayloadError("safetensors __metadata__ must map strings to strings")
-    return meta
-
-
-def parse_update(body: bytes) -> tuple[UpdateMeta, dict[str, np.ndarray]]:
-    """Metadata (``fedpa.update`` → UpdateMeta) and the delta arrays of one upload body."""
-    raw = read_metadata(body).get(META_KEY)
-    if raw is None:
-        raise PayloadError(f"the safetensors __metadata__ has no {META_KEY!r} entry (UpdateMeta JSON)")
-    try:
-        meta = UpdateMeta.model_validate_json(raw)
-    except ValidationError as exc:
-        parts = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise PayloadError(f"invalid {META_KEY} metadata: {parts}") from exc
-    return meta, decode_tensors(body)
-
-
-def groups_key(groups: dict[str, int]) -> str:
-    return ",".join(f"{k}={v}" for k, v in sorted(groups.items()))
-
-
-def check_privacy(declared: UpdatePrivacy, floor: PrivacySettings) -> None:
-    """Refuse an update whose declared LDP is weaker than the model asks for (SPEC §4).
-
-    The server cannot verify noise; it can refuse a device that says it used less of it.
-    """
-    if floor.mechanism == "none":
-        return
-    if declared.mechanism != floor.mechanism or declared.noise_multiplier < floor.noise_multiplier:
-        raise Unprocessable(
-            f"declared privacy {declared.mechanism} with noise_multiplier {declared.noise_multiplier} is weaker "
-            f"than the model's {floor.mechanism} with noise_multiplier {floor.noise_multiplier}",
-            code="privacy_below_floor")
-
-
-def check_update(info: ModelInfo, meta: UpdateMeta, arrays: dict[str, np.ndarray]) -> None:
-    """Everything that can be checked without the database: tensors and declared privacy."""
-    info.spec.validate(arrays, groups=meta.groups)
-    if info.config.enforce_privacy:
-        check_privacy(meta.privacy, info.privacy)
-
-
 @dataclass(frozen=True)
 class PendingUpdate:
-    """A validated upload waiting for its transaction."""
+    """A validated upload waiting for its transaction — or a refused one, only to take its rate-limit token."""
 
-    info: ModelInfo
-    meta: UpdateMeta
+    info: ModelInfo | None
+    meta: UpdateMeta | None
     device_pk: int
     body: bytes
     received_at: float
+    refusal: FedPAError | None = None  # set: store nothing, charge a token, answer this (or 429)
 
 
 # The hot path's SQL (``:name`` placeholders; see Database.run for why not the ORM). A batch is
@@ -187,6 +128,7 @@ def _diagnose(update: PendingUpdate, limits: Limits) -> Script[FedPAError]:
     that the server holds its update (and not retrain and resend it as new).
     """
     info, meta = update.info, update.meta
+    assert info is not None and meta is not None
     if (yield _SEEN, {"model_pk": info.pk, "nonce": meta.nonce}):
         return ConflictError(f"nonce {meta.nonce!r} was already used for model {info.model_id!r} (replay)",
                              code="replayed_nonce")
@@ -204,32 +146,40 @@ def _diagnose(update: PendingUpdate, limits: Limits) -> Script[FedPAError]:
 
 
 def _store_wave(wave: Sequence[PendingUpdate], limits: Limits, now: float) -> Script[list[Outcome]]:
-    """Uploads of distinct devices: one INSERT, one UPDATE of the buckets, per-upload verdicts."""
+    """Uploads of distinct devices: one INSERT, one UPDATE of the buckets, per-upload verdicts.
+
+    With a rate limit every device of the wave pays a token, refused uploads included; one whose
+    bucket is empty gets 429 instead of its refusal.
+    """
     limited = limits.per_minute > 0
     bucket = {"now": now, "rate": limits.per_minute / 60.0, "burst": float(limits.burst)}
-    params: dict[str, object] = dict(bucket) if limited else {}
-    for i, u in enumerate(wave):
-        meta = u.meta
-        staleness = u.info.config.max_staleness if u.info.config.mode == "async" else 0
-        values = (u.info.pk, meta.model_version, u.device_pk, meta.nonce, meta.base_version, groups_key(meta.groups),
-                  meta.example_count, meta.privacy.model_dump_json(), u.body, len(u.body), u.received_at, staleness)
-        params.update({f"{c}_{i}": v for c, v in zip(_COLUMNS, values, strict=True)})
-    inserted = {device_pk: (update_id, round_) for device_pk, update_id, round_
-                in (yield _insert_sql(len(wave), limited), params)}
-    refused: set[int] = set()
-    if limited and inserted:
+    storable = [u for u in wave if u.refusal is None]
+    inserted: dict[int, tuple[int, int]] = {}
+    if storable:
+        params: dict[str, object] = dict(bucket) if limited else {}
+        for i, u in enumerate(storable):
+            meta, info = u.meta, u.info
+            assert meta is not None and info is not None
+            staleness = info.config.max_staleness if info.config.mode == "async" else 0
+            values = (info.pk, meta.model_version, u.device_pk, meta.nonce, meta.base_version,
+                      groups_key(meta.groups), meta.example_count, meta.privacy.model_dump_json(), u.body,
+                      len(u.body), u.received_at, staleness)
+            params.update({f"{c}_{i}": v for c, v in zip(_COLUMNS, values, strict=True)})
+        inserted = {device_pk: (update_id, round_) for device_pk, update_id, round_
+                    in (yield _insert_sql(len(storable), limited), params)}
+    took: set[int] = set()
+    if limited:
         # The insert only read the buckets; taking the token can still lose a race with another worker.
-        devices = list(inserted)
+        devices = [u.device_pk for u in wave]
         took = {pk for (pk,) in (yield _take_tokens_sql(len(devices)),
                                  {**bucket, **{f"device_{i}": pk for i, pk in enumerate(devices)}})}
-        refused = set(devices) - took
-        if refused:
-            ids = [inserted[pk][0] for pk in sorted(refused)]
-            yield _undo_sql(len(ids)), {f"id_{i}": v for i, v in enumerate(ids)}
+        lost = sorted(pk for pk in inserted if pk not in took)
+        if lost:
+            yield _undo_sql(len(lost)), {f"id_{i}": inserted.pop(pk)[0] for i, pk in enumerate(lost)}
     outcomes: list[Outcome] = []
     for u in wave:
-        if u.device_pk in refused:
-            outcomes.append(_rate_limited(limits))
+        if u.refusal is not None:
+            outcomes.append(u.refusal if not limited or u.device_pk in took else _rate_limited(limits))
         elif u.device_pk in inserted:
             update_id, round_ = inserted[u.device_pk]
             # round r trains on state version r, so the receipt's state version is the round's base.
@@ -256,7 +206,7 @@ def store_script(db: Database, batch: Sequence[PendingUpdate], *, limits: Limits
             waves.append([])
         waves[n].append(i)
     # Held until commit: an aggregation cannot close a synchronous round under these inserts.
-    for model_pk in sorted({u.info.pk for u in batch if u.info.config.mode == "sync"}):
+    for model_pk in sorted({u.info.pk for u in batch if u.info is not None and u.info.config.mode == "sync"}):
         lock = db.round_lock(model_pk, exclusive=False)
         if lock is not None:
             yield lock
@@ -285,19 +235,24 @@ class Intake:
     run in a worker thread.
     ``commit_delay_s`` > 0 lets a batch that would be small wait that long for company first: at
     moderate load (500/s) 4 ms cut PostgreSQL's CPU per upload by about a quarter (fewer, larger
-    transactions), for up to 4 ms of added latency. More than ``max_queue`` uploads waiting means the
-    database is not keeping up: new ones get 503 with Retry-After instead of piling up in memory.
+    transactions), for up to 4 ms of added latency. More than ``max_queue`` uploads (or
+    ``max_queue_bytes`` of their bodies) waiting means the database is not keeping up: new ones get
+    503 with Retry-After instead of piling up in memory.
     """
 
     def __init__(self, db: Database, catalog: Catalog, limits: Limits, *, max_batch: int = 64,
-                 committers: int = 1, max_queue: int = 4096, commit_delay_s: float = 0.0) -> None:
+                 committers: int = 1, max_queue: int = 4096, max_queue_bytes: int = 64 << 20,
+                 commit_delay_s: float = 0.0, max_metadata_bytes: int = 16384) -> None:
         self.db = db
         self.catalog = catalog
         self.limits = limits
         self.max_batch = max_batch
         self.committers = committers
         self.max_queue = max_queue
+        self.max_queue_bytes = max_queue_bytes  # bodies waiting, in bytes; beyond → 503 like max_queue
+        self.queued_bytes = 0  # taken off when a committer picks the upload up
         self.commit_delay_s = commit_delay_s
+        self.max_metadata_bytes = max_metadata_bytes
         self._queue: asyncio.Queue[tuple[PendingUpdate, asyncio.Future[UpdateAccepted]]] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.on_batch: Callable[[int], None] | None = None  # batch-size hook (metrics)
@@ -308,22 +263,33 @@ class Intake:
 
     async def submit(self, device: DeviceAuth, model_id: str, body: bytes) -> UpdateAccepted:
         """Validate one upload and return its receipt once committed; raises a FedPAError (→ 4xx/503) on refusal."""
-        meta, arrays = parse_update(body)
-        if meta.model_id != model_id:
-            raise Unprocessable(f"metadata model_id {meta.model_id!r} does not match the URL's {model_id!r}",
-                                code="model_id_mismatch")
-        info = self.catalog.cached(model_id, meta.model_version)
-        if info is None:
-            info = await to_thread.run_sync(self._version, model_id, meta.model_version)
-        check_update(info, meta, arrays)
+        try:
+            meta, arrays = parse_update(body, max_metadata_bytes=self.max_metadata_bytes)
+            if meta.model_id != model_id:
+                raise Unprocessable(f"metadata model_id {meta.model_id!r} does not match the URL's {model_id!r}",
+                                    code="model_id_mismatch")
+            check_ranges(meta)  # before the catalog: a version of 2^31 is out of range, not merely unknown
+            info = self.catalog.cached(model_id, meta.model_version)
+            if info is None:
+                info = await to_thread.run_sync(self._version, model_id, meta.model_version)
+            check_update(info, meta, arrays)
+        except FedPAError as exc:
+            if self.limits.per_minute <= 0 or isinstance(exc, ServiceUnavailable):
+                raise
+            # A refusal costs a token too (in the next batch), so garbage is throttled like volume.
+            return await self._enqueue(PendingUpdate(None, None, device.pk, b"", time.time(), refusal=exc))
+        return await self._enqueue(PendingUpdate(info, meta, device.pk, body, time.time()))
+
+    async def _enqueue(self, pending: PendingUpdate) -> UpdateAccepted:
         if self._queue is None:
             self._start()
         assert self._queue is not None
-        if self._queue.qsize() >= self.max_queue:
-            raise ServiceUnavailable(f"{self._queue.qsize()} uploads are waiting for the database; retry shortly",
-                                     code="intake_busy")
+        if self._queue.qsize() >= self.max_queue or self.queued_bytes + len(pending.body) > self.max_queue_bytes:
+            raise ServiceUnavailable(f"{self._queue.qsize()} uploads ({self.queued_bytes} bytes) are waiting for the "
+                                     "database; retry shortly", code="intake_busy")
         future: asyncio.Future[UpdateAccepted] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((PendingUpdate(info, meta, device.pk, body, time.time()), future))
+        self.queued_bytes += len(pending.body)
+        self._queue.put_nowait((pending, future))
         return await future
 
     def _start(self) -> None:
@@ -354,6 +320,7 @@ class Intake:
                 await asyncio.sleep(self.commit_delay_s)
             while len(batch) < self.max_batch and not queue.empty():
                 batch.append(queue.get_nowait())
+            self.queued_bytes -= sum(len(u.body) for u, _ in batch)
             try:
                 outcomes: list[Outcome] | FedPAError = await self._store(connection, [u for u, _ in batch])
             except Exception:  # rolled back: nothing of this batch was stored, the devices may retry

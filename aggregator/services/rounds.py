@@ -1,6 +1,6 @@
 """Rounds: when a model's pending updates become a new shared state, exactly once.
 
-Sync mode closes round ``r`` (trained on state ``r``) once ``round_size`` updates arrived or
+Sync mode closes round ``r`` (trained on state ``r``) once ``round_size`` distinct devices reported or
 ``deadline_s`` passed since its first update; async mode (FedBuff-style) applies the buffer once
 ``buffer_size`` updates arrived (or the deadline passed), weighting each by
 ``(1 + staleness)^-staleness_exponent``. The maths is ``fedpa.aggregation.aggregate_bank`` — the
@@ -11,6 +11,12 @@ Exactly-once: ``aggregate_model`` runs in ONE transaction that takes the exclusi
 round is due, writes the new bank version, marks the updates it used ``aggregated`` by id and
 bumps the version. Any number of workers may call it concurrently; a crash anywhere rolls the
 whole step back and leaves the updates pending for the next try.
+
+Safety (issue 16): the round's settings resolve to a norm bound, a device weight cap and a step
+bound (``resolve_safety``), and ``fedpa.aggregation.check_step`` refuses a result that is not
+finite or moves a tensor too far. A refused aggregation changes no state: its updates are marked
+``refused`` (so the round does not retry them forever), the round stays open, an ``aggregations``
+row with ``outcome = 'refused'`` records why, and the metric and status endpoint show it.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
+from typing import Literal
 
 from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
@@ -27,10 +35,17 @@ from aggregator.models import UNSCRUBBED, Aggregation, Model, Update
 from aggregator.schemas import AggregationInfo
 from aggregator.services.bank import load_bank, prune_bank, store_bank
 from aggregator.services.catalog import Catalog, ModelInfo
-from fedpa.aggregation import ClientUpdate, aggregate_bank, make_strategy
+from fedpa.aggregation import (
+    ClientUpdate,
+    UnsafeAggregationError,
+    aggregate_bank,
+    check_step,
+    ldp_norm_bound,
+    make_strategy,
+)
 from fedpa.payload import decode_tensors
 
-__all__ = ["aggregate_model", "due_models", "last_aggregation", "scrub_payloads"]
+__all__ = ["Safety", "aggregate_model", "due_models", "last_aggregation", "resolve_safety", "scrub_payloads"]
 
 log = logging.getLogger(__name__)
 _ID_CHUNK = 500  # ids per UPDATE … WHERE id IN (…) statement
@@ -55,12 +70,41 @@ def _supersede_old(db: Database, info: ModelInfo) -> None:
                         .values(status="superseded", tensors=None))
 
 
-def _is_due(info: ModelInfo, count: int, oldest: float | None, now: float) -> str | None:
-    """The trigger that makes this model due, if any."""
+@dataclass(frozen=True)
+class Safety:
+    """The robust aggregation settings of one model version, with every "auto" resolved."""
+
+    norm_bound: float | Literal["median"] | None
+    max_step: float | None
+
+
+def update_dim(info: ModelInfo) -> int:
+    """Values in one device's update: the gate plus one adapter per grouping attribute."""
+    return sum(t.numel for t in info.spec.for_groups(dict.fromkeys(info.spec.attributes, 0)))
+
+
+def resolve_safety(info: ModelInfo) -> Safety:
+    """``norm_bound="auto"``: from the manifest's LDP (C, σ), else the round's median update norm."""
+    cfg, privacy = info.config, info.privacy
+    bound: float | Literal["median"] | None
+    if cfg.norm_bound == "auto":
+        bound = ldp_norm_bound(clip_norm=privacy.clip_norm, noise_multiplier=privacy.noise_multiplier,
+                               mechanism=privacy.mechanism, dim=update_dim(info)) or "median"
+    else:
+        bound = cfg.norm_bound  # type: ignore[assignment]
+    if cfg.max_step == "auto":
+        max_step = cfg.server_lr * bound if isinstance(bound, float) else None
+    else:
+        max_step = cfg.max_step
+    return Safety(norm_bound=bound, max_step=max_step)
+
+
+def _is_due(info: ModelInfo, count: int, devices: int, oldest: float | None, now: float) -> str | None:
+    """The trigger that makes this model due, if any (sync rounds count distinct devices)."""
     if count == 0:
         return None
-    size = info.config.round_size if info.config.mode == "sync" else info.config.buffer_size
-    if count >= size:
+    if (devices if info.config.mode == "sync" else count) >= (
+            info.config.round_size if info.config.mode == "sync" else info.config.buffer_size):
         return "size"
     deadline = info.config.deadline_s
     if deadline is not None and oldest is not None and oldest + deadline <= now:
@@ -74,19 +118,22 @@ def due_models(db: Database, catalog: Catalog, *, now: float) -> list[tuple[int,
     outdated: list[ModelInfo] = []
     with db.sessions() as session:
         rows = session.execute(
-            select(Update.model_pk, Update.model_version, Update.round, func.count(), func.min(Update.received_at))
+            select(Update.model_pk, Update.model_version, Update.round, func.count(),
+                   func.count(func.distinct(Update.device_pk)), func.min(Update.received_at))
             .where(Update.status == "pending")
             .group_by(Update.model_pk, Update.model_version, Update.round)).all()
         pending: dict[int, list] = {}
-        for pk, version, round_, count, oldest in rows:
-            pending.setdefault(pk, []).append((version, round_, count, oldest))
+        for pk, version, round_, count, devices, oldest in rows:
+            pending.setdefault(pk, []).append((version, round_, count, devices, oldest))
         for pk, groups in pending.items():
             info = catalog.by_pk(session, pk)
             if any(v != info.model_version for v, *_ in groups):
                 outdated.append(info)
-            count = sum(c for v, r, c, _ in groups if v == info.model_version)
-            oldest = min((o for v, r, _, o in groups if v == info.model_version), default=None)
-            trigger = _is_due(info, count, oldest, now)
+            current = [g for g in groups if g[0] == info.model_version]
+            count = sum(g[2] for g in current)
+            devices = max((g[3] for g in current), default=0)  # sync: one round pending; async: counts updates
+            oldest = min((g[4] for g in current), default=None)
+            trigger = _is_due(info, count, devices, oldest, now)
             if trigger:
                 out.append((pk, trigger))
     for info in outdated:  # after the read transaction: on SQLite it holds the write lock
@@ -133,25 +180,33 @@ def aggregate_model(db: Database, catalog: Catalog, model_pk: int, *, trigger: s
         now = time.time() if now is None else now
         conds = _pending_filter(info, model.round)
         rows = session.execute(
-            select(Update.id, Update.base_version, Update.example_count, Update.tensors, Update.received_at)
-            .where(*conds).order_by(Update.id)).all()
+            select(Update.id, Update.device_pk, Update.base_version, Update.example_count, Update.tensors,
+                   Update.received_at).where(*conds).order_by(Update.id)).all()
         if not rows:
             return None
         if not force:
-            trigger = _is_due(info, len(rows), min(r.received_at for r in rows), now) or ""
+            trigger = _is_due(info, len(rows), len({r.device_pk for r in rows}),
+                              min(r.received_at for r in rows), now) or ""
             if not trigger:
                 return None  # another worker closed it, or it is not due after all
         cfg = info.config
+        safety = resolve_safety(info)
         updates = [ClientUpdate(deltas=decode_tensors(r.tensors), weight=float(r.example_count),
-                                staleness=max(0, model.state_version - r.base_version)) for r in rows]
+                                staleness=max(0, model.state_version - r.base_version), client=r.device_pk)
+                   for r in rows]
         bank = load_bank(session, info, model.state_version)
         new_bank, report = aggregate_bank(
             bank, updates, info.spec, strategy=make_strategy(cfg.strategy, trim_beta=cfg.trim_beta),
             server_lr=cfg.server_lr, min_reporters=cfg.min_reporters, weight_cap=cfg.weight_cap,
-            norm_bound=cfg.norm_bound, staleness_exponent=cfg.staleness_exponent if cfg.mode == "async" else 0.0)
+            weight_cap_median=cfg.weight_cap_median, norm_bound=safety.norm_bound,
+            staleness_exponent=cfg.staleness_exponent if cfg.mode == "async" else 0.0)
+        ids = [r.id for r in rows]
+        try:
+            check_step(bank, new_bank, max_step=safety.max_step)
+        except UnsafeAggregationError as exc:
+            return _refuse(session, info, model, ids, exc, trigger=trigger, start=start, now=now)
         new_version = model.state_version + 1
         store_bank(session, info, new_version, new_bank, now=now)
-        ids = [r.id for r in rows]
         values = {"status": "aggregated", "aggregated_into": new_version}
         marked = 0
         for i in range(0, len(ids), _ID_CHUNK):
@@ -175,13 +230,37 @@ def aggregate_model(db: Database, catalog: Catalog, model_pk: int, *, trigger: s
                            trigger=trigger, duration_ms=1000 * duration, at=now)  # type: ignore[arg-type]
 
 
-def last_aggregation(session: Session, model_pk: int, model_version: int) -> AggregationInfo | None:
-    row = session.execute(select(Aggregation).where(Aggregation.model_pk == model_pk,
-                                                    Aggregation.model_version == model_version)
-                          .order_by(Aggregation.id.desc()).limit(1)).scalar_one_or_none()
+def _refuse(session: Session, info: ModelInfo, model: Model, ids: list[int], exc: UnsafeAggregationError, *,
+            trigger: str, start: float, now: float) -> AggregationInfo:
+    """Record a refused aggregation: state unchanged, its updates ``refused``, the round stays open."""
+    for i in range(0, len(ids), _ID_CHUNK):
+        session.execute(update(Update).where(Update.id.in_(ids[i : i + _ID_CHUNK]), Update.status == "pending")
+                        .values(status="refused"))
+    duration = time.perf_counter() - start
+    reason = f"{exc.reason}: {exc}"
+    session.add(Aggregation(model_pk=info.pk, model_version=info.model_version, round=model.round,
+                            from_state_version=model.state_version, to_state_version=model.state_version,
+                            updates=len(ids), report_json=json.dumps({"reporters": {}, "skipped_groups": {}}),
+                            trigger=trigger, outcome="refused", reason=reason, duration_s=duration, created_at=now))
+    log.error("model %s: aggregation of round %d REFUSED (%s); the state stays at version %d and its %d updates "
+              "are dropped", info.model_id, model.round, reason, model.state_version, len(ids))
+    return AggregationInfo(round=model.round, state_version=model.state_version, updates=len(ids), reporters={},
+                           skipped_groups={}, trigger=trigger, duration_ms=1000 * duration, at=now,  # type: ignore[arg-type]
+                           outcome="refused", reason=reason)
+
+
+def last_aggregation(session: Session, model_pk: int, model_version: int, *, outcome: str | None = None
+                     ) -> AggregationInfo | None:
+    """The model version's latest aggregation (of this ``outcome``, if given)."""
+    conds = [Aggregation.model_pk == model_pk, Aggregation.model_version == model_version]
+    if outcome is not None:
+        conds.append(Aggregation.outcome == outcome)
+    row = session.execute(select(Aggregation).where(*conds).order_by(Aggregation.id.desc()).limit(1)
+                          ).scalar_one_or_none()
     if row is None:
         return None
     report = json.loads(row.report_json)
     return AggregationInfo(round=row.round, state_version=row.to_state_version, updates=row.updates,
                            reporters=report["reporters"], skipped_groups=report["skipped_groups"],
-                           trigger=row.trigger, duration_ms=1000 * row.duration_s, at=row.created_at)  # type: ignore[arg-type]
+                           trigger=row.trigger, duration_ms=1000 * row.duration_s, at=row.created_at,  # type: ignore[arg-type]
+                           outcome=row.outcome, reason=row.reason)  # type: ignore[arg-type]

@@ -43,7 +43,9 @@ class Runtime:
                       limits=Limits(per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst))
         runtime.intake = Intake(db, runtime.catalog, runtime.limits, max_batch=settings.intake_max_batch,
                                 committers=settings.intake_committers, max_queue=settings.intake_max_queue,
-                                commit_delay_s=settings.intake_commit_delay_ms / 1000)
+                                max_queue_bytes=settings.intake_max_queue_bytes,
+                                commit_delay_s=settings.intake_commit_delay_ms / 1000,
+                                max_metadata_bytes=settings.max_metadata_bytes)
         runtime.intake.on_batch = runtime.metrics.intake_batch
         runtime.scheduler = Scheduler(runtime.close_due_rounds, interval_s=settings.scheduler_interval_s,
                                       tick_s=settings.scheduler_tick_s)
@@ -58,8 +60,11 @@ class Runtime:
         if result is not None:
             with self.db.sessions() as session:
                 model_id = self.catalog.by_pk(session, model_pk).model_id
-            self.metrics.aggregated(model_id, trigger=result.trigger, updates=result.updates,
-                                    seconds=result.duration_ms / 1000)
+            if result.outcome == "refused":
+                self.metrics.aggregation_refused(model_id, reason=(result.reason or "").split(":")[0])
+            else:
+                self.metrics.aggregated(model_id, trigger=result.trigger, updates=result.updates,
+                                        seconds=result.duration_ms / 1000)
         return result
 
     def close_due_rounds(self) -> list[AggregationInfo]:

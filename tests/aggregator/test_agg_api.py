@@ -91,7 +91,7 @@ def test_upload_status_and_admin_aggregate_give_the_numpy_mean(app_client, bundl
         assert r.json()["state_version"] == 0 and r.json()["round"] == 0
         sent.append((deltas, 10.0 * (i + 1)))
 
-    status = client.get(f"/v1/models/{MODEL_ID}/status", headers=devices[0]).json()
+    status = client.get(f"/v1/models/{MODEL_ID}/status", headers=ADMIN).json()
     closed = client.post(f"/v1/models/{MODEL_ID}/aggregate", headers=ADMIN).json()
     state = decode_tensors(client.get(f"/v1/models/{MODEL_ID}/state", headers=ADMIN).content)
 
@@ -110,11 +110,10 @@ def test_round_closes_by_itself_at_round_size(app_client, bundle):
     client = app_client()
     root, bank = bundle
     publish(client, root, {"round_size": 2, "min_reporters": 1})
-    device = register(client)
     sent = []
-    for i in range(2):
+    for i in range(2):  # two devices: round_size counts devices
         body, deltas = make_update({"age": i, "region": 0}, seed=10 + i, example_count=5)
-        assert client.post(f"/v1/models/{MODEL_ID}/updates", content=body, headers=device).status_code == 202
+        assert client.post(f"/v1/models/{MODEL_ID}/updates", content=body, headers=register(client)).status_code == 202
         sent.append((deltas, 5.0))
 
     status = wait_for(lambda: (s := client.get(f"/v1/models/{MODEL_ID}/status", headers=ADMIN).json())["round"] == 1

@@ -48,6 +48,7 @@ def test_production_accepts_safe_settings(monkeypatch):
     monkeypatch.setenv("FEDPA_ENV", "production")
     monkeypatch.setenv("FEDPA_ADMIN_TOKEN", "k" * 40)
     monkeypatch.setenv("FEDPA_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    monkeypatch.setenv("FEDPA_ENROLLMENT", "enrollment-key")
 
     assert Settings().env == "production"
 
@@ -93,6 +94,7 @@ def test_cli_admin_commands(sqlite_url, tmp_path):
     token = runner.invoke(app, ["admin", "create-token"])
     published = runner.invoke(app, ["admin", "publish", str(tmp_path / "b"), "--config", '{"round_size": 2}', *db])
     device = runner.invoke(app, ["admin", "register-device", MODEL_ID, *db])
+    key = runner.invoke(app, ["admin", "issue-enrollment-key", MODEL_ID, "--max-devices", "5", *db])
     status = runner.invoke(app, ["admin", "status", *db])
     revoked = runner.invoke(app, ["admin", "revoke-device", json.loads(device.output)["device_id"], *db])
     nothing = runner.invoke(app, ["admin", "aggregate", MODEL_ID, *db])
@@ -102,7 +104,8 @@ def test_cli_admin_commands(sqlite_url, tmp_path):
     assert migrated.exit_code == 0, migrated.output
     assert len(token.output.strip()) >= 43
     assert published.exit_code == 0 and json.loads(published.output)["config"]["round_size"] == 2
-    assert json.loads(device.output)["token"].startswith("fpd_")
+    assert json.loads(device.output)["token"].startswith("fpd_") and json.loads(device.output)["expires_at"]
+    assert json.loads(key.output)["key"].startswith("fpe_") and json.loads(key.output)["max_devices"] == 5
     assert [s["model_id"] for s in json.loads(status.output)] == [MODEL_ID]
     assert revoked.exit_code == 0 and "revoked" in revoked.output
     assert nothing.exit_code == 0 and "nothing pending" in nothing.output

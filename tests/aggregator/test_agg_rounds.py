@@ -78,12 +78,11 @@ def test_async_buffer_flushes_at_k(app_client, bundle):
 def test_robust_strategies_are_coordinatewise(app_client, bundle, strategy):
     client = app_client()
     root, bank = bundle
-    publish(client, root, {"strategy": strategy, "trim_beta": 0.34, "min_reporters": 1})
-    device = register(client)
+    publish(client, root, {"strategy": strategy, "trim_beta": 0.34, "min_reporters": 1, "norm_bound": None})
     sent = []
-    for seed, scale in enumerate((1.0, 2.0, 100.0)):  # one outlier
+    for seed, scale in enumerate((1.0, 2.0, 100.0)):  # one outlier; three devices (robust rules count devices)
         deltas = {t.name: np.full(t.shape, scale * (seed + 1), np.float32) for t in SPEC.for_groups(G)}
-        client.post(URL, content=make_update(G, seed=seed, arrays=deltas)[0], headers=device)
+        client.post(URL, content=make_update(G, seed=seed, arrays=deltas)[0], headers=register(client))
         sent.append(deltas)
 
     client.post(f"/v1/models/{MODEL_ID}/aggregate", headers=ADMIN)
@@ -100,11 +99,10 @@ def test_norm_bound_and_weight_cap(app_client, bundle):
     client = app_client()
     root, bank = bundle
     publish(client, root, {"norm_bound": 1.0, "weight_cap": 20, "min_reporters": 1})
-    device = register(client)
     big = {t.name: np.full(t.shape, 3.0, np.float32) for t in SPEC.for_groups(G)}
     small = {t.name: np.full(t.shape, 0.01, np.float32) for t in SPEC.for_groups(G)}
-    client.post(URL, content=make_update(G, seed=1, arrays=big, example_count=1000)[0], headers=device)
-    client.post(URL, content=make_update(G, seed=2, arrays=small, example_count=20)[0], headers=device)
+    client.post(URL, content=make_update(G, seed=1, arrays=big, example_count=1000)[0], headers=register(client))
+    client.post(URL, content=make_update(G, seed=2, arrays=small, example_count=20)[0], headers=register(client))
 
     client.post(f"/v1/models/{MODEL_ID}/aggregate", headers=ADMIN)
 

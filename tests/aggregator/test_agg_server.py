@@ -149,11 +149,18 @@ def test_parallel_uploads_two_workers_postgres_sync_round(server_factory, pg_url
 
 
 @pytest.mark.postgres
-def test_async_two_workers_every_update_aggregated_exactly_once(server_factory, pg_url, tmp_path):
-    """Buffers flush while uploads race in; replaying the audit trail reproduces the final bank."""
+@pytest.mark.parametrize("hosts", [1, 2], ids=["one-serve-two-workers", "two-serves-two-ports"])
+def test_async_every_update_aggregated_exactly_once(server_factory, pg_url, tmp_path, hosts):
+    """Buffers flush while uploads race in; replaying the audit trail reproduces the final bank.
+
+    ``two-serves-two-ports``: two independent ``serve`` processes (as on two hosts behind a load
+    balancer), each with its own aggregation process, over ONE PostgreSQL database; uploads
+    alternate between them. Every accepted update must be aggregated exactly once.
+    """
     n = 40
     bank = write_bundle(tmp_path / "b")
-    server = server_factory(pg_url, workers=2)
+    servers = [server_factory(pg_url, workers=2 if hosts == 1 else 1) for _ in range(hosts)]
+    server = servers[0]
     with httpx.Client(base_url=server.url, timeout=30) as http:
         publish(http, tmp_path / "b", {"mode": "async", "buffer_size": 6, "max_staleness": 100,
                                        "staleness_exponent": 0.5, "min_reporters": 1})
@@ -161,7 +168,7 @@ def test_async_two_workers_every_update_aggregated_exactly_once(server_factory, 
     uploads = {}
 
     def send(i: int) -> int:
-        with httpx.Client(base_url=server.url, timeout=30) as http:
+        with httpx.Client(base_url=servers[i % hosts].url, timeout=30) as http:
             base = int(http.get(f"/v1/models/{MODEL_ID}/status", headers=devices[i % 6]).json()["state_version"])
             body, deltas = make_update({"age": i % 3, "region": i % 2}, seed=i, base_version=base,
                                        example_count=1 + i % 5, nonce=f"nonce-{i:012d}")
@@ -185,6 +192,7 @@ def test_async_two_workers_every_update_aggregated_exactly_once(server_factory, 
                              .order_by(Aggregation.id)).all()
     engine.dispose()
     assert sum(size for _, size in sizes) == n and [v for v, _ in sizes] == list(range(1, len(sizes) + 1))
+    assert all(r.aggregated_into is not None for r in rows) and len({r.nonce for r in rows}) == n
     expected = bank
     for version in range(1, status["state_version"] + 1):
         batch = [r for r in rows if r.aggregated_into == version]
@@ -210,7 +218,7 @@ def test_update_survives_a_crash_and_is_aggregated_once(server_factory, request,
         before = _status(http)
         replay = http.post(URL, content=first, headers=device)
         second, d2 = make_update({"age": 1, "region": 0}, seed=2)
-        assert http.post(URL, content=second, headers=device).status_code == 202
+        assert http.post(URL, content=second, headers=register(http)).status_code == 202  # round_size counts devices
         status = wait_for(lambda: (s := _status(http))["state_version"] == 1 and s)
         state = _bank(http)
 

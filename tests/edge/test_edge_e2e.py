@@ -88,8 +88,10 @@ def test_http_path_matches_the_simulation(world, sqlite_server, tmp_path):
     from fedpa.sim.server import AggregationConfig
 
     ds, n, rounds = world.ds, _n_devices(world), 2
+    # The simulation's plain mean: the server's robust defaults (norm bound, device weight cap) off.
     world.publish(sqlite_server, "parity", {"round_size": n, "min_reporters": 1, "enforce_privacy": False,
-                                            "deadline_s": 600.0, "server_lr": 1.0})
+                                            "deadline_s": 600.0, "server_lr": 1.0, "norm_bound": None,
+                                            "weight_cap_median": None})
     report = run_fleet(ds, tmp_path, FleetConfig(server=sqlite_server.url, model_id="parity", rounds=rounds,
                                                  workers=4, training=TRAINING, seed=0, evaluate=False,
                                                  admin_token=sqlite_server.admin_token))

@@ -17,9 +17,11 @@ __all__ = ["router"]
 
 router = APIRouter(tags=["state"])
 
-_GROUPS = Query(description="attr:value pairs, comma-separated; value '*' = every value of the attribute. "
-                            "Devices must send it; the admin may omit it for the whole bank.",
-                examples=["reco_active_level:3,gender:1"], max_length=4096)
+# No OpenAPI example: the attributes are the model's own, so no fixed example is valid for every model
+# (the old one, for the KuaiRand bundle, was refused with 422 by any other: a contract mismatch).
+_GROUPS = Query(description="attr:value pairs, comma-separated, naming every grouping attribute of the model's "
+                            "manifest once (e.g. age:3,region:1); value '*' = every value of the attribute. "
+                            "Devices must send it; the admin may omit it for the whole bank.", max_length=4096)
 
 
 @router.get("/v1/models/{model_id}/state", responses={

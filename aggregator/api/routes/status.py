@@ -6,8 +6,8 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
 from aggregator.api.deps import AdminDep, ReaderDep, RuntimeDep
-from aggregator.schemas import ErrorBody, ModelStatus
-from aggregator.services.status import list_models, model_status
+from aggregator.schemas import DeviceStatus, ErrorBody, ModelStatus
+from aggregator.services.status import device_status, list_models, model_status
 
 __all__ = ["router"]
 
@@ -24,9 +24,12 @@ async def all_models(_: AdminDep, runtime: RuntimeDep) -> list[ModelStatus]:
     return await run_in_threadpool(collect)
 
 
-@router.get("/v1/models/{model_id}/status", response_model=ModelStatus, responses=_ERRORS)
-async def get_status(model_id: str, _: ReaderDep, runtime: RuntimeDep) -> ModelStatus:
-    """Versions, the open round, pending updates and reporters per group, the last aggregation."""
+@router.get("/v1/models/{model_id}/status", response_model=ModelStatus | DeviceStatus, responses=_ERRORS)
+async def get_status(model_id: str, principal: ReaderDep, runtime: RuntimeDep) -> ModelStatus | DeviceStatus:
+    """Admin: versions, the open round, pending devices per group, the last (and last refused) aggregation.
+    A device: versions and the open round only (``DeviceStatus``)."""
+    if not principal.admin:
+        return await run_in_threadpool(device_status, runtime.db, runtime.catalog, model_id)
     return await run_in_threadpool(model_status, runtime.db, runtime.catalog, model_id)
 
 
