@@ -17,6 +17,8 @@ __all__ = [
     "DeviceCreated",
     "ErrorBody",
     "Health",
+    "ItemLookup",
+    "ItemTableStatus",
     "ModelStatus",
     "PublishResult",
     "RoundConfig",
@@ -113,3 +115,23 @@ class ModelStatus(BaseModel):
     accepted_total: int  # accepted for this model version
     aggregated_total: int  # of those, already folded into the shared state
     config: RoundConfig
+
+
+class ItemLookup(BaseModel):
+    """A device's candidates: raw item ids (strings or integers, compared as canonical strings)."""
+
+    model_config = ConfigDict(extra="forbid")
+    item_ids: list[str | int] = Field(min_length=1)
+
+
+class ItemTableStatus(BaseModel):
+    """The item table devices are served now (``GET /v1/models/{model_id}/items``)."""
+
+    model_id: str
+    model_version: int
+    table_version: int
+    n_items: int
+    sha256: str  # of the published file
+    columns: list[dict[str, str | int]]  # the uint8 columns of a lookup answer, in order
+    max_lookup_batch: int
+    created_at: float
