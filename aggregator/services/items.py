@@ -1,6 +1,6 @@
 """Item tables: publish one for a model version, and answer devices' per-candidate lookups.
 
-The table itself (ids → item code + stat codes) is ``fedpa.runtime.items.ItemTable``; this module
+The table itself (ids → item code + stat codes) is ``fedpa.runtime.items.ItemTableFile``; this module
 stores it as one safetensors blob per ``(model, model_version, table_version)`` and keeps the
 parsed current table per worker (``ItemTableCache``): a lookup is one indexed read for the current
 version, then a vectorised ``get_indexer`` over the cached ids — no per-item database work.
@@ -29,7 +29,7 @@ from aggregator.models import ItemTableVersion, Model
 from fedpa.data.schema import FeatureSchema
 from fedpa.errors import DataError, PayloadError
 from fedpa.manifest import Manifest
-from fedpa.runtime.items import ItemTable, item_table_features
+from fedpa.runtime.items import ItemTableFile, item_table_features
 
 __all__ = ["KEEP_TABLES", "MAX_LOOKUP_BATCH", "ItemTableCache", "ItemTableInfo", "publish_item_table"]
 
@@ -65,7 +65,7 @@ def _schema(manifest_json: str, model_id: str) -> FeatureSchema:
 
 def publish_item_table(db: Database, model_id: str, body: bytes) -> ItemTableInfo:
     """Validate and store a table for ``model_id``'s current version (admin)."""
-    table = ItemTable.decode(body, source="item table upload")
+    table = ItemTableFile.decode(body, source="item table upload")
     meta = table.meta
     if meta.model_id != model_id:
         raise PayloadError(f"the item table is for model {meta.model_id!r}, the URL names {model_id!r}")
@@ -109,7 +109,7 @@ class ItemTableCache:
     """Per-worker cache of parsed current tables (thread-safe, a few entries)."""
 
     def __init__(self, max_entries: int = 4) -> None:
-        self._tables: dict[tuple[int, int, int], ItemTable] = {}
+        self._tables: dict[tuple[int, int, int], ItemTableFile] = {}
         self._lock = threading.Lock()
         self._max = max_entries
 
@@ -131,7 +131,7 @@ class ItemTableCache:
         return row.id, ItemTableInfo(model_id, row.model_version, row.table_version, row.n_items, row.sha256,
                                      row.meta_json, row.created_at)
 
-    def current(self, session: Session, model_id: str) -> ItemTable:
+    def current(self, session: Session, model_id: str) -> ItemTableFile:
         """The parsed table devices are served now (loaded from the database on a miss)."""
         pk, info = self.info(session, model_id)
         key = (pk, info.model_version, info.table_version)
@@ -140,7 +140,7 @@ class ItemTableCache:
             content = session.execute(select(ItemTableVersion.content).where(
                 ItemTableVersion.model_pk == pk, ItemTableVersion.model_version == info.model_version,
                 ItemTableVersion.table_version == info.table_version)).scalar_one()
-            table = ItemTable.decode(content, source=f"stored item table of {model_id!r}")
+            table = ItemTableFile.decode(content, source=f"stored item table of {model_id!r}")
             with self._lock:
                 for old in [k for k in self._tables if k[0] == pk] + list(self._tables)[: max(
                         0, len(self._tables) - self._max + 1)]:

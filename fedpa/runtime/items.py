@@ -13,10 +13,11 @@ its own value's column (:meth:`ItemRows.columns_for`).
 
 Two safetensors layouts, both with ``__metadata__["fedpa.items"]`` = :class:`ItemTableMeta` JSON:
 
-* the published table: ``item_code`` int32 [N], ``codes`` uint8 [N, C], ``id_bytes`` uint8 [B]
-  (UTF-8 of the raw ids back to back), ``id_offsets`` int64 [N + 1];
+* the published table: ``item_code`` int32 [N], ``codes`` uint8 [N, C], ``default_codes`` uint8 [C]
+  (the row of an unknown item), ``id_bytes`` uint8 [B] (UTF-8 of the raw ids back to back),
+  ``id_offsets`` int64 [N + 1];
 * a lookup answer: ``item_code`` int32 [n], ``codes`` uint8 [n, C], ``known`` uint8 [n]
-  (0 = unknown item: the OOV marker; its codes are all 0, the features' OOV code).
+  (0 = unknown item: the OOV marker; its item code is 0 and its codes the table's default row).
 
 Usage: ``rows = ItemRows.decode(body); x[:, cols] = rows.columns_for(schema, groups)``.
 """
@@ -44,7 +45,7 @@ __all__ = [
     "ITEMS_METADATA_KEY",
     "ItemColumn",
     "ItemRows",
-    "ItemTable",
+    "ItemTableFile",
     "ItemTableMeta",
     "expected_columns",
     "item_table_features",
@@ -165,6 +166,10 @@ class ItemRows:
             raise PayloadError(f"{source}: known {t['known'].shape} does not fit item_code {t['item_code'].shape}")
         return cls(meta, t["item_code"].astype(np.int32), t["codes"].astype(np.uint8), t["known"].astype(bool))
 
+    def take(self, index: np.ndarray | slice) -> ItemRows:
+        """The rows at ``index`` (a mask, indices or a slice), same table."""
+        return ItemRows(self.meta, self.item_code[index], self.codes[index], self.known[index])
+
     @classmethod
     def concat(cls, parts: Sequence[ItemRows]) -> ItemRows:
         if not parts:
@@ -219,19 +224,28 @@ def _metadata(body: bytes, source: str) -> str | None:
 
 
 @dataclass(frozen=True)
-class ItemTable:
-    """A whole table: raw item ids (canonical strings) → item code + stat codes."""
+class ItemTableFile:
+    """A whole table: raw item ids (canonical strings) → item code + stat codes.
+
+    ``default_codes`` is the row of an item the table does not know (OOV item code 0, zero counts,
+    the prior click-rate's bucket): exactly what the dataset pipeline gives a never-seen item, so a
+    new item ranks as the model learnt to rank new items.
+    """
 
     meta: ItemTableMeta
     ids: np.ndarray  # object [N] of str, distinct
     item_code: np.ndarray  # int32 [N]
     codes: np.ndarray  # uint8 [N, C]
+    default_codes: np.ndarray  # uint8 [C]
     _index: pd.Index = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_codes(self.item_code, self.codes, len(self.meta.columns), "item table")
         if len(self.ids) != len(self.item_code):
             raise PayloadError(f"item table: {len(self.ids)} ids for {len(self.item_code)} rows")
+        if self.default_codes.shape != (len(self.meta.columns),):
+            raise PayloadError(f"item table: default_codes {self.default_codes.shape} do not fit "
+                               f"{len(self.meta.columns)} columns")
         index = pd.Index(np.asarray(self.ids, dtype=object))
         if not index.is_unique:
             dup = index[index.duplicated()][0]
@@ -240,33 +254,60 @@ class ItemTable:
 
     @classmethod
     def from_arrays(cls, meta: ItemTableMeta, ids: Sequence[Any] | np.ndarray, item_code: np.ndarray,
-                    codes: np.ndarray) -> ItemTable:
+                    codes: np.ndarray, default_codes: np.ndarray | None = None) -> ItemTableFile:
         """Build from computed codes, refusing any that do not fit the wire's int32/uint8."""
         from fedpa.data.schema import canonical_strings
 
-        codes = np.asarray(codes)
-        if codes.size and (int(codes.min()) < 0 or int(codes.max()) > _MAX_CODE):
-            raise PayloadError(f"item table: stat codes must be 0..{_MAX_CODE} (uint8), got "
-                               f"{int(codes.min())}..{int(codes.max())}")
+        strings = canonical_strings(ids)
+        codes = np.asarray(codes).reshape(len(strings), len(meta.columns))
+        default = np.zeros(len(meta.columns), np.int64) if default_codes is None else np.asarray(default_codes)
+        for name, a in (("codes", codes), ("default_codes", default)):
+            if a.size and (int(a.min()) < 0 or int(a.max()) > _MAX_CODE):
+                raise PayloadError(f"item table: {name} must be 0..{_MAX_CODE} (uint8), got "
+                                   f"{int(a.min())}..{int(a.max())}")
         item_code = np.asarray(item_code)
         if item_code.size and int(item_code.max()) > np.iinfo(np.int32).max:
             raise PayloadError("item table: item_code exceeds int32")
-        strings = canonical_strings(ids)
         if any(s is None for s in strings):
             raise PayloadError("item table: an item id is missing (None/NaN/empty)")
-        return cls(meta, strings, item_code.astype(np.int32), codes.astype(np.uint8).reshape(len(strings), -1))
+        return cls(meta, strings, item_code.astype(np.int32), codes.astype(np.uint8),
+                   default.astype(np.uint8).reshape(-1))
+
+    @classmethod
+    def from_signals(cls, table: Any, schema: FeatureSchema, *, model_id: str, model_version: int,
+                     table_version: int, created_at: str = "", info: Mapping[str, Any] | None = None
+                     ) -> ItemTableFile:
+        """The wire form of ``fedpa.signals.ItemTable`` (the maths' own table), columns per :func:`expected_columns`."""
+        columns = expected_columns(schema)
+        meta = ItemTableMeta(model_id=model_id, model_version=model_version, table_version=table_version,
+                             created_at=created_at, columns=columns, info=dict(info or {}))
+        n = len(table.item_ids)
+        codes = np.zeros((n, len(columns)), np.int64)
+        default = np.zeros(len(columns), np.int64)
+        common = {name: j for j, name in enumerate(table.common_columns)}
+        for j, c in enumerate(columns):
+            if c.group_attribute is None:
+                codes[:, j], default[j] = table.common[:, common[c.feature]], table.default_common[common[c.feature]]
+            else:
+                codes[:, j] = table.group_ctr[c.group_attribute][:, c.group_value]
+                default[j] = table.default_group_ctr[c.group_attribute][c.group_value]
+        if ITEM_CODE in common:
+            item_code = table.common[:, common[ITEM_CODE]]
+        else:
+            item_code = np.zeros(n, np.int64)
+        return cls.from_arrays(meta, table.item_ids, item_code, codes, default)
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def lookup(self, item_ids: Sequence[Any] | np.ndarray) -> ItemRows:
-        """Rows for ``item_ids`` in order; unknown ids get ``known = False`` and all-zero (OOV) codes."""
+        """Rows for ``item_ids`` in order; unknown ids get ``known = False``, item code 0 and the default row."""
         from fedpa.data.schema import canonical_strings
 
         where = self._index.get_indexer(canonical_strings(item_ids))
         known = where >= 0
         item_code = np.zeros(len(where), np.int32)
-        codes = np.zeros((len(where), self.codes.shape[1]), np.uint8)
+        codes = np.repeat(self.default_codes[None, :], len(where), axis=0)
         item_code[known] = self.item_code[where[known]]
         codes[known] = self.codes[where[known]]
         return ItemRows(self.meta, item_code, codes, known)
@@ -277,15 +318,17 @@ class ItemTable:
         offsets = np.zeros(len(raw) + 1, np.int64)
         offsets[1:] = np.cumsum([len(b) for b in raw])
         blob = np.frombuffer(b"".join(raw), dtype=np.uint8) if raw else np.zeros(0, np.uint8)
-        return encode_tensors({"item_code": self.item_code, "codes": self.codes, "id_bytes": blob,
-                               "id_offsets": offsets}, metadata={ITEMS_METADATA_KEY: self.meta.to_json()})
+        return encode_tensors({"item_code": self.item_code, "codes": self.codes, "default_codes": self.default_codes,
+                               "id_bytes": blob, "id_offsets": offsets},
+                              metadata={ITEMS_METADATA_KEY: self.meta.to_json()})
 
     @classmethod
-    def decode(cls, body: bytes, *, source: str = "item table") -> ItemTable:
+    def decode(cls, body: bytes, *, source: str = "item table") -> ItemTableFile:
         meta = ItemTableMeta.parse(_metadata(body, source), source=source)
         t = decode_tensors(body)
-        if set(t) != {"item_code", "codes", "id_bytes", "id_offsets"}:
-            raise PayloadError(f"{source}: tensors {sorted(t)} != ['codes', 'id_bytes', 'id_offsets', 'item_code']")
+        names = ["codes", "default_codes", "id_bytes", "id_offsets", "item_code"]
+        if sorted(t) != names:
+            raise PayloadError(f"{source}: tensors {sorted(t)} != {names}")
         offsets, blob = t["id_offsets"].astype(np.int64), t["id_bytes"].astype(np.uint8).tobytes()
         n = len(t["item_code"])
         if offsets.shape != (n + 1,) or (n and (offsets[0] != 0 or offsets[-1] != len(blob)
@@ -296,10 +339,10 @@ class ItemTable:
                            dtype=object)
         except UnicodeDecodeError as exc:
             raise PayloadError(f"{source}: an item id is not UTF-8 ({exc})") from exc
-        if t["codes"].dtype != np.uint8 or t["item_code"].dtype != np.int32:
+        if t["codes"].dtype != np.uint8 or t["default_codes"].dtype != np.uint8 or t["item_code"].dtype != np.int32:
             raise PayloadError(f"{source}: item_code must be int32 and codes uint8, got "
                                f"{t['item_code'].dtype} and {t['codes'].dtype}")
-        return cls(meta, ids, t["item_code"], t["codes"])
+        return cls(meta, ids, t["item_code"], t["codes"], t["default_codes"])
 
     def check_schema(self, schema: FeatureSchema) -> None:
         """Refuse a table whose columns are not exactly what ``schema``'s item_table features need."""
@@ -313,6 +356,7 @@ class ItemTable:
             raise PayloadError(f"item table: item_code {int(self.item_code.max())} outside the model's "
                                f"0..{cards[ITEM_CODE] - 1}")
         for j, c in enumerate(self.meta.columns):
-            if self.codes.size and int(self.codes[:, j].max()) >= cards[c.feature]:
-                raise PayloadError(f"item table: column {c.feature!r} has code {int(self.codes[:, j].max())} "
-                                   f"outside the model's 0..{cards[c.feature] - 1}")
+            top = max(int(self.codes[:, j].max()) if len(self.codes) else 0, int(self.default_codes[j]))
+            if top >= cards[c.feature]:
+                raise PayloadError(f"item table: column {c.feature!r} has code {top} outside the model's "
+                                   f"0..{cards[c.feature] - 1}")
