@@ -9,7 +9,17 @@ Every model input is an integer code. A feature is one of three kinds, all with 
   pre-training (open) data; codes ``1 .. len(edges) + 1``;
 * a **hashed** feature (the optional item-id hash): a stable CRC32 of the raw id modulo
   ``hash_buckets``, plus one. CRC32 does not depend on Python's per-process hash salt, so phones and
-  servers agree.
+  servers agree;
+* a **coded** feature: the code itself arrives ready-made (``1 .. n_codes``), e.g. the item table's
+  frequent-item code, whose id→code map lives in the item table and not in the manifest.
+
+Each feature also declares its **source** — where a running system gets the value (issue 14):
+``user`` and ``item`` (the feature tables, today's columns), ``item_table`` (served per candidate
+by the aggregator's item table: item code and item statistics) and ``history`` (computed on the
+device from its own earlier rows, never uploaded). ``user`` features are on the user side, every
+other source on the item (candidate) side, so the model still sees "user columns, then the rest".
+Numeric buckets apply ``log1p(max(v, 0))`` (counts) or no transform (``"identity"``: click-rates and
+signed click-rate deltas) before the edges.
 
 Usage: ``codes = schema.features[0].encode(["3", 4, None])``.
 """
@@ -19,7 +29,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -28,6 +38,7 @@ import pandas as pd
 from fedpa.errors import DataError
 
 __all__ = [
+    "FEATURE_SOURCES",
     "SCHEMA_FORMAT_VERSION",
     "CategoricalFeature",
     "FeatureSchema",
@@ -37,7 +48,10 @@ __all__ = [
     "stable_hash_codes",
 ]
 
-SCHEMA_FORMAT_VERSION = 1
+SCHEMA_FORMAT_VERSION = 1  # new keys (source, n_codes, …) are optional with old defaults: still version 1
+FEATURE_SOURCES: tuple[str, ...] = ("user", "item", "item_table", "history")
+Source = Literal["user", "item", "item_table", "history"]
+Transform = Literal["log1p", "identity"]
 _MAX_EXACT_INT = 2.0**53  # floats beyond this cannot be told apart from their integer neighbours
 
 
@@ -100,6 +114,11 @@ def stable_hash_codes(values: Sequence[Any] | np.ndarray, buckets: int) -> np.nd
     return out
 
 
+def _bucket_space(v: np.ndarray, transform: str) -> np.ndarray:
+    """Finite values mapped to the space the edges live in (see the module docstring)."""
+    return np.log1p(np.maximum(v, 0.0)) if transform == "log1p" else v
+
+
 def _as_float(values: Sequence[Any] | np.ndarray | pd.Series) -> np.ndarray:
     """Numbers as float64, NaN where missing or not a number (numeric arrays skip the slow path)."""
     arr = values.to_numpy() if isinstance(values, pd.Series) else np.asarray(values)
@@ -111,23 +130,43 @@ def _as_float(values: Sequence[Any] | np.ndarray | pd.Series) -> np.ndarray:
 
 @dataclass(frozen=True)
 class CategoricalFeature:
-    """One model input column: a vocabulary, bucket edges or a hash, with 0 = OOV/missing."""
+    """One model input column: a vocabulary, bucket edges, a hash or ready codes, with 0 = OOV/missing."""
 
     name: str
     side: Literal["user", "item"]
     vocabulary: tuple[str, ...] = ()
-    bucket_edges: tuple[float, ...] | None = None  # in log1p space; set for bucketised numerics
+    bucket_edges: tuple[float, ...] | None = None  # in bucket_transform space; set for bucketised numerics
     hash_buckets: int = 0  # > 0 for a hashed feature (item_id_hash)
+    source: Source | None = None  # None → the side ("user" or "item"), i.e. a feature-table column
+    n_codes: int = 0  # > 0 for a coded feature: codes 1..n_codes arrive ready-made (item_code)
+    bucket_transform: Transform = "log1p"
+    signal: str = ""  # item_table/history: which statistic (see fedpa.signals)
+    of: str = ""  # item_table/history: the group attribute or item field the statistic is taken over
 
     def __post_init__(self) -> None:
         if self.side not in ("user", "item"):
             raise DataError(f"feature {self.name!r}: side must be 'user' or 'item', got {self.side!r}")
-        if self.hash_buckets < 0:
-            raise DataError(f"feature {self.name!r}: hash_buckets must be ≥ 0, got {self.hash_buckets}")
+        if self.source is None:
+            object.__setattr__(self, "source", self.side)  # frozen: set the derived default once
+        if self.source not in FEATURE_SOURCES:
+            raise DataError(f"feature {self.name!r}: source must be one of {FEATURE_SOURCES}, got {self.source!r}")
+        if (self.source == "user") != (self.side == "user"):
+            raise DataError(f"feature {self.name!r}: source {self.source!r} does not fit side {self.side!r} "
+                            "(only 'user' features are on the user side)")
+        if self.hash_buckets < 0 or self.n_codes < 0:
+            raise DataError(f"feature {self.name!r}: hash_buckets and n_codes must be ≥ 0, "
+                            f"got {self.hash_buckets}, {self.n_codes}")
+        if self.bucket_transform not in ("log1p", "identity"):
+            raise DataError(f"feature {self.name!r}: bucket_transform must be 'log1p' or 'identity', "
+                            f"got {self.bucket_transform!r}")
+        if self.bucket_edges is not None and list(self.bucket_edges) != sorted(self.bucket_edges):
+            raise DataError(f"feature {self.name!r}: bucket edges must be ascending, got {self.bucket_edges}")
 
     @property
-    def kind(self) -> Literal["vocabulary", "bucketised", "hashed"]:
-        """Which of the three encodings this feature uses."""
+    def kind(self) -> Literal["vocabulary", "bucketised", "hashed", "coded"]:
+        """Which of the four encodings this feature uses."""
+        if self.n_codes > 0:
+            return "coded"
         if self.hash_buckets > 0:
             return "hashed"
         if self.bucket_edges is not None:
@@ -137,6 +176,8 @@ class CategoricalFeature:
     @property
     def cardinality(self) -> int:
         """Number of codes including the OOV code 0 (the embedding table's row count)."""
+        if self.n_codes > 0:
+            return self.n_codes + 1
         if self.hash_buckets > 0:
             return self.hash_buckets + 1
         if self.bucket_edges is not None:
@@ -144,7 +185,14 @@ class CategoricalFeature:
         return len(self.vocabulary) + 1
 
     def encode(self, raw: Sequence[Any] | np.ndarray | pd.Series) -> np.ndarray:
-        """Raw values → int64 codes; unseen, missing and NaN values map to 0."""
+        """Raw values → int64 codes; unseen, missing and NaN values map to 0.
+
+        A coded feature's "raw" values are its codes: out-of-range or missing ones become 0.
+        """
+        if self.n_codes > 0:
+            v = _as_float(raw)
+            ok = np.isfinite(v) & (v >= 1) & (v <= self.n_codes) & (np.floor(v) == v)
+            return np.where(ok, np.nan_to_num(v), 0).astype(np.int64)
         if self.hash_buckets > 0:
             return stable_hash_codes(raw, self.hash_buckets)
         if self.bucket_edges is not None:
@@ -157,8 +205,8 @@ class CategoricalFeature:
         v = _as_float(raw)
         out = np.zeros(v.shape, dtype=np.int64)
         ok = np.isfinite(v)
-        logv = np.log1p(np.maximum(v[ok], 0.0))
-        out[ok] = np.searchsorted(np.asarray(self.bucket_edges, dtype=np.float64), logv, side="right") + 1
+        edges = np.asarray(self.bucket_edges, dtype=np.float64)
+        out[ok] = np.searchsorted(edges, _bucket_space(v[ok], self.bucket_transform), side="right") + 1
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -166,14 +214,19 @@ class CategoricalFeature:
         return {
             "name": self.name,
             "side": self.side,
+            "source": self.source,
             "vocabulary": list(self.vocabulary),
             "bucket_edges": None if self.bucket_edges is None else [float(e) for e in self.bucket_edges],
+            "bucket_transform": self.bucket_transform,
             "hash_buckets": int(self.hash_buckets),
+            "n_codes": int(self.n_codes),
+            "signal": self.signal,
+            "of": self.of,
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> CategoricalFeature:
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict`; a manifest written before issue 14 (no source, …) still reads."""
         edges = d.get("bucket_edges")
         return cls(
             name=str(d["name"]),
@@ -181,6 +234,11 @@ class CategoricalFeature:
             vocabulary=tuple(str(v) for v in d.get("vocabulary", ())),
             bucket_edges=None if edges is None else tuple(float(e) for e in edges),
             hash_buckets=int(d.get("hash_buckets", 0)),
+            source=d.get("source"),
+            n_codes=int(d.get("n_codes", 0)),
+            bucket_transform=d.get("bucket_transform", "log1p"),
+            signal=str(d.get("signal", "")),
+            of=str(d.get("of", "")),
         )
 
 
@@ -199,10 +257,11 @@ def fit_vocabulary(values: Sequence[Any] | np.ndarray | pd.Series, *, min_count:
         return tuple(sorted(kept))
 
 
-def fit_bucket_edges(values: Sequence[Any] | np.ndarray | pd.Series, *, n_buckets: int = 10) -> tuple[float, ...]:
-    """Distinct inner quantile edges of ``log1p(max(v, 0))`` over the finite values."""
+def fit_bucket_edges(values: Sequence[Any] | np.ndarray | pd.Series, *, n_buckets: int = 10,
+                     transform: Transform = "log1p") -> tuple[float, ...]:
+    """Distinct inner quantile edges of the transformed finite values (``log1p(max(v, 0))`` by default)."""
     v = _as_float(values)
-    v = np.log1p(np.maximum(v[np.isfinite(v)], 0.0))
+    v = _bucket_space(v[np.isfinite(v)], transform)
     if v.size == 0 or n_buckets < 2:
         return ()
     qs = np.quantile(v, np.arange(1, n_buckets) / n_buckets)
@@ -211,10 +270,16 @@ def fit_bucket_edges(values: Sequence[Any] | np.ndarray | pd.Series, *, n_bucket
 
 @dataclass(frozen=True)
 class FeatureSchema:
-    """The ordered model inputs: user features first, then item features."""
+    """The ordered model inputs: user features first, then item-side features (any non-user source).
+
+    ``signals`` holds the parameters shared by the ``item_table`` and ``history`` columns (priors,
+    smoothing, which kinds are selected): :class:`fedpa.signals.SignalSpec` as a dict, empty for a
+    base schema.
+    """
 
     features: tuple[CategoricalFeature, ...]
     group_attributes: tuple[str, ...] = ()
+    signals: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         names = [f.name for f in self.features]
@@ -223,6 +288,9 @@ class FeatureSchema:
         sides = [f.side for f in self.features]
         if sides != sorted(sides, key=lambda s: s != "user"):
             raise DataError(f"feature schema: user features must come before item features, got {sides}")
+        sources = [str(f.source) for f in self.features]
+        if sources != sorted(sources, key=FEATURE_SOURCES.index):
+            raise DataError(f"feature schema: columns must be ordered by source {FEATURE_SOURCES}, got {sources}")
         users = {f.name for f in self.features if f.side == "user"}
         for g in self.group_attributes:
             if g not in users:
@@ -245,8 +313,14 @@ class FeatureSchema:
 
     @property
     def item_feature_positions(self) -> tuple[int, ...]:
-        """Columns of ``x`` that hold item features."""
+        """Columns of ``x`` on the item (candidate) side: every source except ``user``."""
         return tuple(i for i, f in enumerate(self.features) if f.side == "item")
+
+    def positions(self, source: str) -> tuple[int, ...]:
+        """Columns of ``x`` whose feature comes from ``source`` (one of ``FEATURE_SOURCES``)."""
+        if source not in FEATURE_SOURCES:
+            raise DataError(f"unknown feature source {source!r}; expected one of {FEATURE_SOURCES}")
+        return tuple(i for i, f in enumerate(self.features) if f.source == source)
 
     @property
     def group_positions(self) -> tuple[int, ...]:
@@ -260,6 +334,7 @@ class FeatureSchema:
             "format_version": SCHEMA_FORMAT_VERSION,
             "features": [f.to_dict() for f in self.features],
             "group_attributes": list(self.group_attributes),
+            "signals": dict(self.signals),
         }
 
     @classmethod
@@ -271,10 +346,11 @@ class FeatureSchema:
         return cls(
             features=tuple(CategoricalFeature.from_dict(f) for f in d["features"]),
             group_attributes=tuple(str(g) for g in d.get("group_attributes", ())),
+            signals=dict(d.get("signals") or {}),
         )
 
     def _encode_side(self, table: pd.DataFrame, side: str, id_column: str) -> np.ndarray:
-        feats = [f for f in self.features if f.side == side]
+        feats = [f for f in self.features if f.source == side]  # feature-table columns only
         out = np.zeros((len(table), len(feats)), dtype=np.int64)
         for j, f in enumerate(feats):
             column = f.name if f.name in table.columns else (id_column if f.kind == "hashed" else None)
@@ -288,5 +364,9 @@ class FeatureSchema:
         return self._encode_side(user_table, "user", "user_id")
 
     def encode_items(self, item_table: pd.DataFrame) -> np.ndarray:
-        """[I, n_item_features] codes; a hashed feature reads its own column or else ``item_id``."""
+        """[I, n] codes of the ``item``-source features (the item feature table's columns).
+
+        A hashed feature reads its own column or else ``item_id``. ``item_table`` and ``history``
+        columns are not in the feature table: :mod:`fedpa.signals` computes them.
+        """
         return self._encode_side(item_table, "item", "item_id")
