@@ -139,7 +139,11 @@ def _check_codes(item_code: np.ndarray, codes: np.ndarray, n_columns: int, sourc
 
 @dataclass(frozen=True)
 class ItemRows:
-    """Rows for a batch of candidates, in request order; ``known[i] == False`` is the OOV marker."""
+    """Rows for a batch of candidates, in request order; ``known[i] == False`` is the OOV marker.
+
+    A decoded lookup answer's ``meta.columns`` is empty (the answer does not repeat them): they are
+    ``expected_columns(schema)`` of the bundle, which :meth:`columns_for` uses.
+    """
 
     meta: ItemTableMeta
     item_code: np.ndarray  # int32 [n]
@@ -151,9 +155,12 @@ class ItemRows:
 
     def encode(self) -> bytes:
         """The lookup answer's bytes (see the module docstring)."""
+        # the column list is left out: the device derives it from its schema (expected_columns),
+        # which the table was checked against at publish — ~1 KB less per answer
+        meta = self.meta.model_copy(update={"columns": (), "info": {}, "created_at": ""})
         return encode_tensors({"item_code": self.item_code.astype(np.int32), "codes": self.codes.astype(np.uint8),
                                "known": self.known.astype(np.uint8)},
-                              metadata={ITEMS_METADATA_KEY: self.meta.to_json()})
+                              metadata={ITEMS_METADATA_KEY: meta.to_json()})
 
     @classmethod
     def decode(cls, body: bytes, *, source: str = "item rows") -> ItemRows:
@@ -161,7 +168,7 @@ class ItemRows:
         t = decode_tensors(body)
         if set(t) != {"item_code", "codes", "known"}:
             raise PayloadError(f"{source}: tensors {sorted(t)} != ['codes', 'item_code', 'known']")
-        _check_codes(t["item_code"], t["codes"], len(meta.columns), source)
+        _check_codes(t["item_code"], t["codes"], len(meta.columns) or t["codes"].shape[-1], source)
         if t["known"].shape != t["item_code"].shape:
             raise PayloadError(f"{source}: known {t['known'].shape} does not fit item_code {t['item_code'].shape}")
         return cls(meta, t["item_code"].astype(np.int32), t["codes"].astype(np.uint8), t["known"].astype(bool))
@@ -184,15 +191,19 @@ class ItemRows:
         has no column for it); a feature the table does not serve is a PayloadError.
         """
         out: dict[str, np.ndarray] = {}
+        columns = self.meta.columns or expected_columns(schema)
+        if len(columns) != self.codes.shape[1]:
+            raise PayloadError(f"item table v{self.meta.table_version} has {self.codes.shape[1]} columns, the "
+                               f"bundle's schema needs {len(columns)}: the table is for another model version")
         index: dict[tuple[str, str | None, int | None], int] = {
-            (c.feature, c.group_attribute, c.group_value): j for j, c in enumerate(self.meta.columns)}
+            (c.feature, c.group_attribute, c.group_value): j for j, c in enumerate(columns)}
         for name in item_table_features(schema):
             if name == ITEM_CODE:
                 out[name] = self.item_code.astype(np.int64)
                 continue
             j = index.get((name, None, None))
             if j is None:
-                attributes = {c.group_attribute for c in self.meta.columns if c.feature == name}
+                attributes = {c.group_attribute for c in columns if c.feature == name}
                 if len(attributes) != 1 or None in attributes:
                     raise PayloadError(f"item table v{self.meta.table_version} has no column for feature {name!r}")
                 attribute = attributes.pop()

@@ -154,5 +154,5 @@ def test_edge_client_batches_and_caches_by_version(app_client, tmp_path: Path) -
     np.testing.assert_array_equal(refreshed.codes[0], item_table(2, seed=3).codes[1])
     columns = refreshed.columns_for(SCHEMA, {"age": 2, "region": 1})
     assert columns["item_code"].tolist() == [2]
-    age2 = [j for j, c in enumerate(refreshed.meta.columns) if c.feature == "item_ctr_age" and c.group_value == 2][0]
+    age2 = next(j for j, c in enumerate(expected_columns(SCHEMA)) if c.feature == "item_ctr_age" and c.group_value == 2)
     assert columns["item_ctr_age"].tolist() == [int(refreshed.codes[0, age2])]
