@@ -186,8 +186,8 @@ def inspect(
     for title, rows, headers in (
         ("files", [(k, f"{v:,}") for k, v in info["files"].items()], ("file", "bytes")),
         ("parameters", [(k, f"{v:,}") for k, v in info["parameters"].items()], ("group", "count")),
-        ("features", [(f["name"], f["side"], f["kind"], str(f["codes"])) for f in info["features"]],
-         ("feature", "side", "kind", "codes")),
+        ("features", [(f["name"], f["source"], f["kind"], str(f["codes"])) for f in info["features"]],
+         ("feature", "source", "kind", "codes")),
         ("programs", [(k, p["file"], p["runtime"], p["kind"], str(p["inputs"]), str(p["max_batch"]))
                       for k, p in info["programs"].items()], ("key", "file", "runtime", "kind", "inputs", "max batch")),
         ("toolchain", list(info["toolchain"].items()), ("tool", "version")),
