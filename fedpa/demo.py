@@ -114,15 +114,15 @@ def run_demo(config: DemoConfig, *, say: Say | None = None,
     from edge.client import AggregatorClient
     from edge.device import LocalTraining
     from edge.fleet import FleetConfig, run_fleet
+    from edge.items import publish_item_table
     from edge.report import plot_rounds
     from edge.server_process import AggregatorProcess
-    from edge.items import publish_item_table
     from export.bundle import build_bundle
     from export.items import write_item_table
     from fedpa.data import load_dataset
-    from fedpa.runtime.items import item_table_features
     from fedpa.manifest import PrivacySettings
     from fedpa.privacy import PrivacyConfig, noise_multiplier_for
+    from fedpa.runtime.items import item_table_features
     from fedpa.train import TrainConfig, adapter_config_for, distill, pretrain
 
     say = say or (lambda msg: log.info("%s", msg))
