@@ -30,13 +30,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edge.store import LocalStore, atomic_write
+from fedpa.data.schema import FeatureSchema  # before fedpa.signals: fedpa.data ↔ fedpa.signals import cycle
 from fedpa.errors import ConfigError, DataError
 from fedpa.runtime.features import FeatureEncoder
 from fedpa.signals import HistoryState
 
 if TYPE_CHECKING:
     from edge.items import ItemTableClient
-    from fedpa.data.schema import FeatureSchema
 
 __all__ = ["HISTORY_FILE", "DeviceSignals"]
 
