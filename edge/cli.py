@@ -117,10 +117,14 @@ def run(
         x, y, ts, ids = read_interaction_log(interactions, schema)
         signals = DeviceSignals(local, schema, items=ItemTableClient(client, model_id,
                                                                      model_version=device.manifest.model_version))
-        if signals.active:  # item-table rows and history as the device would have had them, row by row
+        encoded = interactions.suffix == ".npz"  # codes as they were scored, signal columns included
+        if signals.active and not encoded:  # item-table rows and history as the device would have had them
             x = signals.replay(x, y, ts, ids)
         local.save_log(x, y, ts)
-        signals.save()
+        if encoded:
+            signals.rebuild()
+        else:
+            signals.save()
         device.setup(groups=groups_of(x, schema))
         device.privacy = _privacy(device.manifest.privacy, no_ldp=no_ldp, epsilon=epsilon, sigma=noise_multiplier,
                                   clip=clip_norm)

@@ -126,6 +126,17 @@ class DeviceSignals:
             self.observed += len(y)
             self.save()
 
+    def rebuild(self) -> None:
+        """History from the whole stored log (its rows already carry their signal columns), then saved."""
+        if self.history is None:
+            return
+        self.history = HistoryState.for_schema(self.schema)
+        log = self.store.load_log()
+        if log is not None:
+            self.history.observe(log[0], log[1])
+        self.observed = 0 if log is None else len(log[1])
+        self.save()
+
     def replay(self, x: np.ndarray, y: np.ndarray, ts: np.ndarray,
                item_ids: Sequence[Any] | np.ndarray | None = None) -> np.ndarray:
         """A chronological raw log (user/item columns encoded) → full rows, as the device would have scored them.
