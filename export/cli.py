@@ -28,6 +28,11 @@ def _fail(exc: Exception) -> typer.Exit:
     return typer.Exit(code=1)
 
 
+def _kinds(features: str, without: str) -> dict[str, str]:
+    """load_dataset's input-kind options; the defaults (full, nothing off) are left to load_dataset."""
+    return {**({"features": features} if features != "full" else {}), **({"without": without} if without else {})}
+
+
 @app.command()
 def build(
     out: Annotated[Path, typer.Option("--out", help="Bundle directory to create.")],
@@ -71,8 +76,8 @@ def build(
                                   delta=delta, epsilon_budget=epsilon_budget)
         with console.status("preparing the student…") as status:
             source = resolve_student(student=student, teacher=teacher, dataset=dataset, data_dir=data_dir,
-                                     dataset_options={**parse_dataset_options(option), "features": features,
-                                                      "without": without}, split=split, seed=seed,
+                                     dataset_options={**parse_dataset_options(option), **_kinds(features, without)},
+                                     split=split, seed=seed,
                                      progress=lambda m: (console.log(m), status.update(m)))
         adapter = adapter_config_for(source.schema, rank=rank, alpha=alpha, gate_mode=gate_mode,
                                      private_user_embeddings=private_user_embeddings)
