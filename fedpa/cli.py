@@ -36,13 +36,19 @@ DataDirOpt = Annotated[Path | None, typer.Option(help="Directory with the datase
 SplitOpt = Annotated[str, typer.Option(help="Open/private user split: 'attribute' (paper rule) or 'time'.")]
 SeedOpt = Annotated[int, typer.Option(help="Seed for splits, initialisation and batching.")]
 EpochsOpt = Annotated[int, typer.Option(help="Upper bound on epochs (early stopping on open-user validation AUC).")]
+FeaturesOpt = Annotated[str, typer.Option(help="Model inputs: 'full' (item statistics, item code, on-device "
+                                               "history, as the dataset supports) or 'base' (feature tables only).")]
+WithoutOpt = Annotated[str, typer.Option(help="Input kinds to switch off with --features full, comma-separated: "
+                                              "item_stats, item_code, history.")]
 
 
-def _load(dataset: str, data_dir: Path | None, split: str, seed: int) -> Any:
+def _load(dataset: str, data_dir: Path | None, split: str, seed: int, features: str = "full",
+          without: str = "") -> Any:
     from fedpa.data import load_dataset
 
     with console.status(f"loading {dataset}…"):
-        return load_dataset(dataset, data_dir, split=split, seed=seed)  # type: ignore[arg-type]
+        return load_dataset(dataset, data_dir, split=split, seed=seed,  # type: ignore[arg-type]
+                            features=features, without=without)
 
 
 def _write_metrics(path: Path, metrics: dict[str, Any]) -> Path:
@@ -72,6 +78,8 @@ def pretrain(
     split: SplitOpt = "attribute",
     seed: SeedOpt = 0,
     epochs: EpochsOpt = 30,
+    features: FeaturesOpt = "full",
+    without: WithoutOpt = "",
     out: Annotated[Path, typer.Option(help="Checkpoint path; metrics go beside it as .json.")] = Path(
         "runs/teacher.pt"),
 ) -> None:
@@ -79,7 +87,7 @@ def pretrain(
     from fedpa.train import TrainConfig, save_checkpoint
     from fedpa.train import pretrain as run_pretrain
 
-    ds = _load(dataset, data_dir, split, seed)
+    ds = _load(dataset, data_dir, split, seed, features, without)
     with console.status("pre-training the teacher…"):
         result = run_pretrain(ds, train=TrainConfig(epochs=epochs), seed=seed)
     metrics = {"dataset": dataset, "seed": seed, **result.metrics}
@@ -99,6 +107,8 @@ def distill(
     alpha: Annotated[float, typer.Option(help="Weight of the label loss (1-alpha on soft targets).")] = 0.5,
     temperature: Annotated[float, typer.Option(help="Distillation temperature T.")] = 2.0,
     scratch: Annotated[bool, typer.Option(help="Also train the student from scratch, for comparison.")] = True,
+    features: FeaturesOpt = "full",
+    without: WithoutOpt = "",
     out: Annotated[Path, typer.Option(help="Student checkpoint path; metrics go beside it as .json.")] = Path(
         "runs/student.pt"),
 ) -> None:
@@ -108,9 +118,10 @@ def distill(
     from fedpa.train import distill as run_distill
 
     ckpt = load_checkpoint(teacher)
-    ds = _load(dataset, data_dir, split, seed)
+    ds = _load(dataset, data_dir, split, seed, features, without)
     if ckpt.schema.to_dict() != ds.schema.to_dict():
-        raise ConfigError(f"{teacher}: the teacher's feature schema differs from {dataset}'s (different data or split)")
+        raise ConfigError(f"{teacher}: the teacher's feature schema differs from {dataset}'s (different data, "
+                          "split or --features/--without than at pre-training)")
     config = TrainConfig(epochs=epochs, distill_alpha=alpha, temperature=temperature)
     with console.status("distilling the student…"):
         result = run_distill(ds, ckpt.model, train=config, seed=seed)

@@ -19,8 +19,10 @@ import pandas as pd
 from fedpa.data.dataset import Dataset, Interactions
 from fedpa.data.formats import RawTables
 from fedpa.data.schema import CategoricalFeature, FeatureSchema, fit_bucket_edges, fit_vocabulary
+from fedpa.data.signal_columns import signal_columns
 from fedpa.data.splits import MIN_INTERACTIONS, assign_open_users, chronological_parts, time_cut
 from fedpa.errors import ConfigError
+from fedpa.signals import SignalSpec, select_kinds
 
 __all__ = ["ITEM_ID_HASH", "build_dataset", "sorted_ids"]
 
@@ -101,8 +103,19 @@ def build_dataset(
     min_interactions: int = MIN_INTERACTIONS,
     n_buckets: int = 10,
     min_count: int = 1,
+    features: str = "full",
+    without: Sequence[str] | str = (),
+    stats_from: Literal["open", "all"] = "open",
+    item_code_cap: int = 2048,
+    item_code_min_count: int = 2,
 ) -> Dataset:
-    """Split, fit and encode one dataset; see the module docstring for why in this order."""
+    """Split, fit and encode one dataset; see the module docstring for why in this order.
+
+    ``features``/``without`` select the issue-14 input kinds (``fedpa.signals.select_kinds``);
+    ``stats_from="all"`` counts item statistics over every user (the central ceiling, research
+    only); ``item_code_cap``/``item_code_min_count`` bound the frequent-item codes.
+    """
+    kinds = select_kinds(features, without)
     if split not in ("attribute", "time"):
         raise ConfigError(f"split must be 'attribute' or 'time', got {split!r}")
     if item_id_buckets < 0:
@@ -169,6 +182,20 @@ def build_dataset(
     user_x = schema.encode_users(users.reset_index())
     item_x = schema.encode_items(items.reset_index())
     x = np.concatenate([user_x[u], item_x[i]], axis=1)  # [N, F]: user columns then item columns
+    group_cols = [user_features.index(g) for g in group_attributes]
+    prior = float(np.clip(y[train_rows].mean(), 0.01, 0.99)) if train_rows.any() else 0.5
+    spec = SignalSpec(kinds=kinds, prior_ctr=prior, stats_from=stats_from, item_code_cap=item_code_cap,
+                      item_code_min_count=item_code_min_count,
+                      history_fields=tuple(schema.names[p] for p in schema.positions("item")
+                                           if schema.features[p].kind != "hashed"))  # item ids: see item_code
+    extra = signal_columns(spec, schema, u=u, i=i, ts=ts, y=y, x=x, row_groups=user_x[u][:, group_cols],
+                           row_open=row_open, parts=parts, n_items=len(item_ids), n_buckets=n_buckets)
+    if kinds:
+        schema = FeatureSchema(schema.features + extra.features, schema.group_attributes, signals=spec.to_dict())
+        x = np.concatenate([x, extra.codes], axis=1)  # [N, F']: + item_table columns, then history columns
+    report["input_kinds"] = list(kinds)
+    if stats_from != "open":
+        report["stats_from"] = stats_from
 
     def take(mask: np.ndarray) -> Interactions:
         idx = np.flatnonzero(mask)
@@ -179,7 +206,6 @@ def build_dataset(
               for k, part in enumerate(("train", "val", "test"))}
     open_users = np.unique(u[row_open & (parts >= 0)])
     private_users = np.unique(u[~row_open & (parts >= 0)])
-    group_cols = [user_features.index(g) for g in group_attributes]
     user_groups = user_x[:, group_cols]
     report.update(open_users=int(open_users.size), private_users=int(private_users.size))
     report["oov_rate_open_test"] = _oov_rates(schema, splits["open_test"])
@@ -192,7 +218,7 @@ def build_dataset(
     logger.info("%s: %d open / %d private users, %d rows", name, open_users.size, private_users.size, len(u))
     return Dataset(name=name, schema=schema, user_ids=user_ids, item_ids=item_ids, user_x=user_x,
                    user_groups=user_groups, open_users=open_users, private_users=private_users,
-                   report=report, **splits)
+                   report=report, item_codes=extra.item_codes, signal_log=extra.log, **splits)
 
 
 def _oov_rates(schema: FeatureSchema, part: Interactions) -> dict[str, float]:

@@ -9,11 +9,14 @@ Usage: ``ds.private_train.select(ds.private_train.user == 3)``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fedpa.data.schema import FeatureSchema
+
+if TYPE_CHECKING:
+    from fedpa.signals import StatLog
 
 __all__ = ["SPLIT_NAMES", "Dataset", "Interactions", "dataset_stats"]
 
@@ -83,6 +86,8 @@ class Dataset:
     private_val: Interactions
     private_test: Interactions
     report: dict[str, Any]
+    item_codes: np.ndarray | None = None  # int64 [n_items] frequent-item code per dense item (0 = OOV)
+    signal_log: StatLog | None = None  # the rows item statistics count (the open log): feeds the item table
 
     @property
     def n_users(self) -> int:

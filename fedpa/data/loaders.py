@@ -9,6 +9,7 @@ Usage: ``ds = load_dataset("kuaisar-r", "/data/kuaisar-r", seed=0)``.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,7 +45,8 @@ _SUBDIRS = {"kuaisar-r": ("kuaisar-r",), "kuairand": ("kuairand-pure", "kuairand
 _MARKERS = {"kuaisar-r": "df.csv", "kuairand": "user_features_*.csv", "csv": "interactions.csv"}
 
 _SPLIT_OPTIONS = {"pool_attribute", "pool_values", "group_attributes", "pool_fraction", "rest_fraction",
-                  "time_cut_quantile", "min_interactions", "n_buckets", "min_count"}
+                  "time_cut_quantile", "min_interactions", "n_buckets", "min_count", "stats_from", "item_code_cap",
+                  "item_code_min_count"}
 _READER_OPTIONS = {
     "kuaisar-r": {"user_features", "item_features"},
     "kuairand": {"label", "log_glob", "user_features_file", "video_features_file", "user_features",
@@ -93,6 +95,8 @@ def load_dataset(
     seed: int = 0,
     item_id_buckets: int = 0,
     max_users: int | None = None,
+    features: str = "full",
+    without: Sequence[str] | str = (),
     **options: Any,
 ) -> Dataset:
     """Read, split and encode a dataset by name (``kuaisar-r``, ``kuairand``, ``csv``, ``synthetic``).
@@ -101,6 +105,10 @@ def load_dataset(
     ``pool_fraction`` (0.8), ``rest_fraction`` (0.2), ``time_cut_quantile`` (0.5),
     ``min_interactions`` (3), ``n_buckets`` (10), ``min_count`` (1) tune the pipeline; reader
     options are listed in docs/data-format.md. Unknown options are refused, not ignored.
+    ``features="full"`` (default) adds every issue-14 input kind, ``"base"`` none; ``without``
+    drops kinds one at a time (``"history"``, ``"item_stats,item_code"``); options
+    ``stats_from`` (``open``; ``all`` = central ceiling), ``item_code_cap`` (2048) and
+    ``item_code_min_count`` (2) tune them.
     """
     if name not in DATASET_NAMES:
         raise ConfigError(f"unknown dataset {name!r}; expected one of {DATASET_NAMES}")
@@ -129,4 +137,4 @@ def load_dataset(
     defaults["pool_values"] = _as_tuple(defaults.get("pool_values"))
     defaults["group_attributes"] = _as_tuple(defaults.get("group_attributes"))
     return build_dataset(raw, name=name, split=split, seed=seed, item_id_buckets=item_id_buckets,
-                         max_users=max_users, **defaults)
+                         max_users=max_users, features=features, without=without, **defaults)

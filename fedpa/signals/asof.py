@@ -17,12 +17,20 @@ __all__ = ["count_before", "dense_keys"]
 
 
 def dense_keys(*columns: np.ndarray) -> np.ndarray:
-    """One dense int64 id per distinct tuple of the given equally long integer columns."""
-    stacked = np.stack([np.asarray(c, np.int64).ravel() for c in columns], axis=1)
-    if stacked.shape[0] == 0:
-        return np.zeros(0, np.int64)
-    _, inverse = np.unique(stacked, axis=0, return_inverse=True)
-    return inverse.astype(np.int64).ravel()
+    """One dense int64 id per distinct tuple of the given equally long integer columns.
+
+    Columns are folded in one at a time (``id · (span + 1) + offset``, re-densified after each),
+    which stays far below int64's range and sorts 1-D arrays only.
+    """
+    cols = [np.asarray(c, np.int64).ravel() for c in columns]
+    key = np.zeros(cols[0].size if cols else 0, np.int64)
+    for c in cols:
+        if c.size == 0:
+            return np.zeros(0, np.int64)
+        offset = c - c.min()
+        _, key = np.unique(key * (offset.max() + 1) + offset, return_inverse=True)
+        key = key.astype(np.int64).ravel()
+    return key
 
 
 def count_before(log_key: np.ndarray, log_order: np.ndarray, log_y: np.ndarray,

@@ -25,6 +25,10 @@ DataDirOpt = Annotated[Path | None, typer.Option(help="Directory with the datase
 RoundsOpt = Annotated[int, typer.Option(help="Federated rounds (paper: 30).")]
 FractionOpt = Annotated[float, typer.Option(help="Fraction of private users per round (paper: 1.0).")]
 EpochsOpt = Annotated[int, typer.Option("--local-epochs", help="Local epochs per round (paper: 1).")]
+FeaturesOpt = Annotated[str, typer.Option(help="Model inputs: 'full' (item statistics, item code, on-device "
+                                               "history, as the dataset supports) or 'base' (feature tables only).")]
+WithoutOpt = Annotated[str, typer.Option(help="Input kinds to switch off with --features full, comma-separated: "
+                                              "item_stats, item_code, history.")]
 OptionOpt = Annotated[list[str] | None, typer.Option("--option", help="Dataset option KEY=VALUE (repeatable), "
                                                                       "e.g. n_users=1000 for synthetic.")]
 
@@ -59,10 +63,13 @@ def simulate(
     wire_dtype: Annotated[str, typer.Option(help="Upload encoding: fp32 | fp16 | int8.")] = "fp32",
     packed: Annotated[bool, typer.Option(help="Upload all tensors as one packed array.")] = False,
     student: Annotated[Path | None, typer.Option(help="Student checkpoint (default: trained and cached).")] = None,
+    features: FeaturesOpt = "full",
+    without: WithoutOpt = "",
     out: Annotated[Path, typer.Option(help="Result JSON.")] = Path("runs/simulate.json"),
 ) -> None:
     """Run one method for R rounds and write its result JSON (metrics at the best validation round)."""
     from fedpa.data import load_dataset
+    from fedpa.errors import ConfigError
     from fedpa.privacy import PrivacyConfig, noise_multiplier_for
     from fedpa.sim.experiments import cached_student
     from fedpa.sim.methods import get_method
@@ -85,9 +92,14 @@ def simulate(
                                                      weight_cap=weight_cap),
                        wire_dtype=wire_dtype, packed=packed)  # type: ignore[arg-type]
     with console.status(f"loading {dataset}…"):
-        ds = load_dataset(dataset, data_dir, seed=seed, **parse_dataset_options(option))
+        ds = load_dataset(dataset, data_dir, seed=seed, features=features, without=without,
+                          **parse_dataset_options(option))
     if student is not None:
-        model = load_checkpoint(student).model
+        ckpt = load_checkpoint(student)
+        if ckpt.schema.to_dict() != ds.schema.to_dict():
+            raise ConfigError(f"{student}: the student's feature schema differs from {dataset}'s (different data, "
+                              "seed or --features/--without)")
+        model = ckpt.model
     else:
         with console.status("pre-training and distilling the student (cached)…"):
             model = cached_student(ds, seed=seed, cache_dir=out.parent / "students")
@@ -120,6 +132,8 @@ def experiments(
     local_epochs: EpochsOpt = 1,
     methods: Annotated[str | None, typer.Option(help="Comma-separated subset of the table's methods.")] = None,
     tune: Annotated[bool, typer.Option(help="Tune each method's settings on seed 0's validation split.")] = True,
+    features: FeaturesOpt = "full",
+    without: WithoutOpt = "",
     out_dir: Annotated[Path, typer.Option(help="Results folder (markdown, JSON, PNG, cached students).")] = Path(
         "runs/experiments"),
 ) -> None:
@@ -128,7 +142,8 @@ def experiments(
 
     chosen = tuple(m.strip() for m in methods.split(",")) if methods else TABLE_METHODS
     config = ExperimentConfig(rounds=rounds, fraction=fraction, local_epochs=local_epochs, seeds=tuple(range(seeds)),
-                              methods=chosen, tune=tune, dataset_options=parse_dataset_options(option))
+                              methods=chosen, tune=tune, dataset_options=parse_dataset_options(option),
+                              features=features, without=tuple(w.strip() for w in without.split(",") if w.strip()))
     with _progress() as bar:
         task = bar.add_task(f"experiments on {dataset}", total=None, status="")
 

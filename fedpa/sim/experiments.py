@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from fedpa.errors import ConfigError
+from fedpa.metrics import gauc_delta_ci
 from fedpa.model import Backbone
 from fedpa.sim.methods import METHODS, get_method
 from fedpa.sim.runner import SimConfig, SimResult, simulate
@@ -31,10 +32,13 @@ __all__ = [
     "TABLE_METHODS",
     "ExperimentConfig",
     "cached_student",
+    "load_scores",
+    "paired_ci",
     "plot_curves",
     "plot_results_json",
     "run_experiments",
     "run_trial",
+    "save_scores",
     "summarise",
     "table_from_json",
 ]
@@ -63,18 +67,26 @@ class ExperimentConfig:
     tune: bool = True
     grid: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: DEFAULT_GRID)
     dataset_options: dict[str, Any] = field(default_factory=dict)  # passed to load_dataset
+    features: str = "full"  # model inputs: base | full (fedpa.signals.select_kinds)
+    without: tuple[str, ...] = ()  # input kinds switched off one at a time (ablations)
 
     def __post_init__(self) -> None:
+        from fedpa.signals import select_kinds
+
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.seeds:
             raise ConfigError(f"unknown methods {unknown} or no seeds (known: {sorted(METHODS)})")
+        select_kinds(self.features, self.without)  # refuse a bad selection before any work
 
 
 def cached_student(ds: Any, *, seed: int, cache_dir: Path) -> Backbone:
     """The distilled student for (dataset, seed): trained once (teacher → student), then loaded."""
     from fedpa.train import distill, load_checkpoint, pretrain, save_checkpoint
 
-    path = Path(cache_dir) / f"{ds.name}-seed{seed}-student.pt"
+    tag = "-".join(ds.schema.signals.get("kinds", [])) or "base"
+    if ds.schema.signals.get("stats_from", "open") != "open":
+        tag += f"-stats-{ds.schema.signals['stats_from']}"
+    path = Path(cache_dir) / f"{ds.name}-seed{seed}-{tag}-student.pt"
     if path.is_file():
         ckpt = load_checkpoint(path)
         if ckpt.schema.to_dict() == ds.schema.to_dict():
@@ -139,7 +151,50 @@ def summarise(results: dict[str, list[SimResult]]) -> dict[str, dict[str, Any]]:
             # paired by seed (same split, same student): removes the between-seed spread of the data
             out[method]["test_gauc_minus_fm_only"] = _stats(
                 [r.test["gauc"] - f.test["gauc"] for r, f in zip(runs, results["fm-only"], strict=True)])
+            ci = paired_ci(runs, results["fm-only"])
+            if ci is not None:
+                out[method]["test_gauc_minus_fm_only_ci"] = ci
     return out
+
+
+def paired_ci(runs: Sequence[SimResult], reference: Sequence[SimResult]) -> dict[str, float] | None:
+    """Mean over seeds of GAUC(run) − GAUC(reference) on the same test rows, with its 95 % user-bootstrap CI.
+
+    ``None`` when the runs carry no test scores (e.g. re-read from an old JSON without its scores file).
+    """
+    pairs = []
+    for r, f in zip(runs, reference, strict=True):
+        if r.test_scores is None or f.test_scores is None or r.test_user is None or r.test_y is None:
+            return None
+        if not (np.array_equal(r.test_user, f.test_user) and np.array_equal(r.test_y, f.test_y)):
+            raise ConfigError(f"{r.method} vs {f.method}: test rows differ (not the same dataset and seed)")
+        pairs.append((r.test_user, r.test_y, r.test_scores, f.test_scores))
+    ci = gauc_delta_ci(pairs)
+    return {"delta": ci.delta, "low": ci.low, "high": ci.high}
+
+
+def save_scores(results: dict[str, list[SimResult]], path: Path) -> Path:
+    """Every run's best-round test scores (and the rows' users and labels) as one ``.npz``."""
+    arrays: dict[str, np.ndarray] = {}
+    for method, runs in results.items():
+        for k, r in enumerate(runs):
+            if r.test_scores is not None and r.test_user is not None and r.test_y is not None:
+                arrays[f"{method}/{k}/scores"] = r.test_scores
+                arrays[f"{k}/user"], arrays[f"{k}/y"] = r.test_user, r.test_y
+    np.savez_compressed(path, **arrays)
+    return path
+
+
+def load_scores(results: dict[str, list[SimResult]], path: Path) -> None:
+    """Attach the scores written by :func:`save_scores` to results re-read from JSON (in place)."""
+    if not Path(path).is_file():
+        return
+    with np.load(path) as data:
+        for method, runs in results.items():
+            for k, r in enumerate(runs):
+                if f"{method}/{k}/scores" in data:
+                    r.test_scores = data[f"{method}/{k}/scores"]
+                    r.test_user, r.test_y = data[f"{k}/user"], data[f"{k}/y"]
 
 
 def _markdown(dataset: str, summary: dict[str, dict[str, Any]], tuned: dict[str, dict[str, Any]],
@@ -147,14 +202,21 @@ def _markdown(dataset: str, summary: dict[str, dict[str, Any]], tuned: dict[str,
     def pm(s: dict[str, float], digits: int = 4) -> str:
         return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
 
+    def ci(s: dict[str, Any]) -> str:
+        c = s.get("test_gauc_minus_fm_only_ci")
+        return "—" if c is None else f"[{c['low']:+.4f}, {c['high']:+.4f}]"
+
+    features = config.features + (f" without {','.join(config.without)}" if config.without else "")
     lines = [f"### {dataset}: {config.rounds} rounds, fraction {config.fraction}, {config.local_epochs} local "
-             f"epoch(s), seeds {list(config.seeds)}", "",
-             "| method | test GAUC | Δ GAUC vs fm-only (paired) | test AUC | logloss | best round | "
-             "test GAUC (GAUC-selected) | upload B/client/round | download B/client/round | s/round | tuned on val |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"epoch(s), seeds {list(config.seeds)}, features {features}", "",
+             "| method | test GAUC | Δ GAUC vs fm-only (paired) | Δ 95 % CI (user bootstrap) | test AUC | logloss | "
+             "best round | test GAUC (GAUC-selected) | upload B/client/round | download B/client/round | s/round | "
+             "tuned on val |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for method, s in summary.items():
         delta = pm(s["test_gauc_minus_fm_only"]) if "test_gauc_minus_fm_only" in s else "—"
-        lines.append(f"| {method} | {pm(s['test_gauc'])} | {delta} | {pm(s['test_auc'])} | {pm(s['test_logloss'])} | "
+        lines.append(f"| {method} | {pm(s['test_gauc'])} | {delta} | {ci(s)} | {pm(s['test_auc'])} | "
+                     f"{pm(s['test_logloss'])} | "
                      f"{s['best_round']['mean']:.1f} | {pm(s['test_gauc_at_best_val_gauc'])} | "
                      f"{s['upload_bytes']['mean']:,.0f} | "
                      f"{s['download_bytes']['mean']:,.0f} | {s['seconds_per_round']['mean']:.3f} | "
@@ -200,9 +262,12 @@ def table_from_json(results_json: Path) -> str:
     """Re-render the markdown table from a ``*-results.json`` (e.g. after adding a column)."""
     data = json.loads(Path(results_json).read_text())
     results = {m: [SimResult(**r) for r in runs] for m, runs in data["runs"].items()}
+    load_scores(results, Path(results_json).with_name(Path(results_json).name.replace("-results.json",
+                                                                                       "-scores.npz")))
     c = data["config"]
     config = ExperimentConfig(rounds=c["rounds"], fraction=c["fraction"], local_epochs=c["local_epochs"],
-                              seeds=tuple(c["seeds"]), methods=tuple(c["methods"]))
+                              seeds=tuple(c["seeds"]), methods=tuple(c["methods"]),
+                              features=c.get("features", "base"), without=tuple(c.get("without", ())))
     name = data["dataset"] if data["dataset"] != "csv" else Path(results_json).stem
     return _markdown(name, summarise(results), data["tuned"], config)
 
@@ -230,7 +295,8 @@ def run_experiments(dataset: str, data_dir: str | Path | None, config: Experimen
     start = time.perf_counter()
     for seed in config.seeds:
         say(f"seed {seed}: loading and distilling (cached)")
-        ds = load_dataset(dataset, data_dir, seed=seed, **config.dataset_options)
+        ds = load_dataset(dataset, data_dir, seed=seed, features=config.features, without=config.without,
+                          **config.dataset_options)
         student = cached_student(ds, seed=seed, cache_dir=out_dir / "students")
         for method in config.methods:
             if seed == config.seeds[0]:
@@ -240,7 +306,7 @@ def run_experiments(dataset: str, data_dir: str | Path | None, config: Experimen
     summary = summarise(results)
     name = Path(data_dir).name if dataset == "csv" and data_dir is not None else dataset  # csv: the folder's name
     paths = {"markdown": out_dir / f"{name}-table.md", "json": out_dir / f"{name}-results.json",
-             "png": out_dir / f"{name}-gauc.png"}
+             "png": out_dir / f"{name}-gauc.png", "scores": save_scores(results, out_dir / f"{name}-scores.npz")}
     paths["markdown"].write_text(_markdown(name, summary, tuned, config))
     paths["json"].write_text(json.dumps({
         "dataset": dataset, "data_dir": str(data_dir) if data_dir else None, "config": asdict(config),

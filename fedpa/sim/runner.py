@@ -75,9 +75,17 @@ class SimResult:
     download_bytes_per_client_round: float
     curve: list[dict[str, Any]]
     info: dict[str, Any]
+    # test rows at the best round (not in the JSON): what paired bootstrap CIs are computed from;
+    # rows are in the same order for every method on the same dataset and seed
+    test_scores: np.ndarray | None = field(default=None, repr=False, compare=False)
+    test_user: np.ndarray | None = field(default=None, repr=False, compare=False)
+    test_y: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        for key in ("test_scores", "test_user", "test_y"):
+            d.pop(key)
+        return d
 
 
 def select_clients(eligible: np.ndarray, fraction: float, *, seed: int, round: int) -> np.ndarray:
@@ -116,16 +124,17 @@ def _bytes_per_client(program: Program, values: dict[str, np.ndarray], clients: 
     return up / clients.size, down / clients.size
 
 
-def _static(method: Method, ds: Any, student: Backbone, val: ClientRows, test: ClientRows,
-            train: ClientRows) -> tuple[dict[str, float], dict[str, float]]:
+def _static(method: Method, student: Backbone, val: ClientRows, test: ClientRows,
+            train: ClientRows) -> tuple[np.ndarray, np.ndarray]:
+    """Val and test logits of a method that does not train."""
     if method.name == "user-ctr":
         owner = np.repeat(np.arange(len(train)), train.counts)
         clicks = np.bincount(owner, weights=train.y.numpy(), minlength=len(train))
         rate = np.clip(clicks / np.maximum(train.counts, 1), 1e-4, 1 - 1e-4)
         logit = np.log(rate / (1 - rate))
-        return tuple(_metrics(r, np.repeat(logit, r.counts)) for r in (val, test))  # type: ignore[return-value]
+        return np.repeat(logit, val.counts), np.repeat(logit, test.counts)
     with torch.no_grad():
-        return tuple(_metrics(r, student(r.x).numpy()) for r in (val, test))  # type: ignore[return-value]
+        return student(val.x).numpy(), student(test.x).numpy()
 
 
 def simulate(ds: Any, student: Backbone, method: Method, config: SimConfig | None = None, *,
@@ -138,9 +147,11 @@ def simulate(ds: Any, student: Backbone, method: Method, config: SimConfig | Non
                             "method_config": asdict(method), "config": asdict(config)}
     if method.kind == "static":
         start = time.perf_counter()
-        v, t = _static(method, ds, student, val, test, train)
+        v_logits, t_logits = _static(method, student, val, test, train)
+        v, t = _metrics(val, v_logits), _metrics(test, t_logits)
         curve = [{"round": 0, "val": v, "test": t, "seconds": time.perf_counter() - start}]
-        return SimResult(method.name, ds.name, 0, 0, t, v, 0.0, 0.0, 0.0, curve, info)
+        return SimResult(method.name, ds.name, 0, 0, t, v, 0.0, 0.0, 0.0, curve, info,
+                         test_scores=t_logits, test_user=test.user, test_y=test.y.numpy())
 
     program = build_program(method, student, ds.schema, ds.user_groups[users], seed=config.seed)
     pop = Population(program.private_init, users.size, program.spec, program.bank, program.group_values)
@@ -149,6 +160,8 @@ def simulate(ds: Any, student: Backbone, method: Method, config: SimConfig | Non
     scored, is_val = val.concat(test)  # one batched pass scores both splits
     segs = segments(scored, length=segment_length(scored.counts))
     split_rows = {"val": is_val, "test": ~is_val}
+
+    test_logits: list[np.ndarray] = []  # per round, to keep the best round's scores
 
     def evaluate_all() -> dict[str, dict[str, float]]:
         logits = predict(program.forward, pop.params, scored, segs, max_rows=config.max_rows)
@@ -160,6 +173,7 @@ def simulate(ds: Any, student: Backbone, method: Method, config: SimConfig | Non
         out = {name: evaluate(scored.user[m], y[m], logits[m]) for name, m in split_rows.items()}
         for name, m in split_rows.items():
             out[name]["nonfinite"] = int(bad[m].sum())
+        test_logits.append(logits[split_rows["test"]].astype(np.float32))
         return out
 
     first = evaluate_all()
@@ -197,9 +211,12 @@ def simulate(ds: Any, student: Backbone, method: Method, config: SimConfig | Non
         info["delta"] = config.privacy.delta
     info["private_floats_per_client"] = program.private_floats
     info["shared_floats_per_client"] = _shared_floats(program)
+    test_mask = split_rows["test"]
     return SimResult(method.name, ds.name, config.rounds, best["round"], best["test"], best["val"],
                      float(np.mean([p["seconds"] for p in curve[1:]])) if config.rounds else 0.0,
-                     up_total / rounds, down_total / rounds, curve, info)
+                     up_total / rounds, down_total / rounds, curve, info,
+                     test_scores=test_logits[best["round"]], test_user=scored.user[test_mask],
+                     test_y=scored.y.numpy()[test_mask])
 
 
 def _shared_floats(program: Program) -> int:

@@ -62,3 +62,22 @@ def test_gauc_skips_one_class_users_and_is_nan_without_any_two_class_user():
     assert gauc(user, y, score) == pytest.approx(expected, abs=1e-12)
     assert np.isnan(gauc(np.array([0, 0, 1]), np.array([1, 1, 0]), np.array([0.1, 0.2, 0.3])))
     assert np.isnan(gauc(np.array([]), np.array([]), np.array([])))
+
+
+def test_gauc_delta_ci_is_paired_and_covers_the_point() -> None:
+    from fedpa.metrics import gauc_delta_ci
+
+    rng = np.random.default_rng(0)
+    user = np.repeat(np.arange(200), 20)
+    y = rng.integers(0, 2, user.size)
+    good = y + rng.normal(0, 1.0, user.size)  # informative
+    noise = rng.normal(0, 1.0, user.size)
+    ci = gauc_delta_ci([(user, y, good, noise)], n_boot=500)
+    assert ci.delta == pytest.approx(gauc(user, y, good) - gauc(user, y, noise))
+    assert 0 < ci.low < ci.delta < ci.high
+    same = gauc_delta_ci([(user, y, good, good)], n_boot=200)
+    assert (same.delta, same.low, same.high) == (0.0, 0.0, 0.0)
+    two = gauc_delta_ci([(user, y, good, noise), (user, y, noise, noise)], n_boot=500)
+    assert two.delta == pytest.approx(ci.delta / 2)
+    with pytest.raises(ValueError, match="same rows"):
+        gauc_delta_ci([(user, y, good, noise[:-1])])

@@ -58,7 +58,7 @@ def test_private_only_categories_encode_to_oov(kuaisar_dir: Path) -> None:
 def test_kuaisar_feature_dict_selects_features(kuaisar_dir: Path) -> None:
     (kuaisar_dir / "KuaiSAR-R_video_feature_dict.txt").write_text("item_type\nupload_type\n")
     ds = load_dataset("kuaisar-r", kuaisar_dir)
-    assert [f.name for f in ds.schema.features if f.side == "item"] == ["item_type", "upload_type"]
+    assert [f.name for f in ds.schema.features if f.source == "item"] == ["item_type", "upload_type"]
 
 
 def test_kuairand_csv_loader(kuairand_dir: Path) -> None:
@@ -66,7 +66,7 @@ def test_kuairand_csv_loader(kuairand_dir: Path) -> None:
     assert ds.report["duplicate_rows_dropped"] == 2
     assert ds.report["label_column"] == "is_click"
     assert sorted(ds.open_users.tolist()) == [0, 1, 2, 3, 4, 5]
-    item_names = [f.name for f in ds.schema.features if f.side == "item"]
+    item_names = [f.name for f in ds.schema.features if f.source == "item"]
     assert item_names == ["video_type", "upload_type", "music_type", "tag", "duration_ms"]
     dur = ds.schema.features[ds.schema.names.index("duration_ms")]
     assert dur.bucket_edges is not None
@@ -115,7 +115,7 @@ def test_csv_without_pool_attribute_needs_option_or_time_split(tmp_path: Path) -
 
 
 def test_item_id_hash_feature(kuaisar_dir: Path) -> None:
-    ds = load_dataset("kuaisar-r", kuaisar_dir, item_id_buckets=16)
+    ds = load_dataset("kuaisar-r", kuaisar_dir, item_id_buckets=16, features="base")
     f = ds.schema.features[-1]
     assert (f.name, f.side, f.cardinality) == ("item_id_hash", "item", 17)
     np.testing.assert_array_equal(ds.open_train.x[:, -1], f.encode(ds.item_ids[ds.open_train.item]))

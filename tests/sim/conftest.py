@@ -19,6 +19,12 @@ def _one_thread():
 
 @pytest.fixture(scope="session")
 def small_ds():
+    """Base inputs: the harness's mechanics are tested on the paper's model (full inputs: test_features.py)."""
+    return load_dataset("synthetic", seed=0, n_users=120, n_items=80, interactions_per_user=30, features="base")
+
+
+@pytest.fixture(scope="session")
+def small_full_ds():
     return load_dataset("synthetic", seed=0, n_users=120, n_items=80, interactions_per_user=30)
 
 

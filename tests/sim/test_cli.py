@@ -18,7 +18,8 @@ def test_simulate_writes_the_result_json(tmp_path, small_ds, small_student):
     # Execute
     result = runner.invoke(app, ["simulate", "--dataset", "synthetic", *OPTIONS, "--method", "fedpa",
                                      "--rounds", "2", "--fraction", "0.5", "--local-epochs", "1", "--seed", "0",
-                                     "--student", str(ckpt), "--wire-dtype", "int8", "--out", str(out)])
+                                     "--student", str(ckpt), "--wire-dtype", "int8", "--features", "base",
+                                     "--out", str(out)])
     # Assert
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
@@ -31,6 +32,15 @@ def test_simulate_writes_the_result_json(tmp_path, small_ds, small_student):
     assert 0 < data["upload_bytes_per_client_round"] < data["download_bytes_per_client_round"]
 
 
+def test_simulate_refuses_a_student_of_other_features(tmp_path, small_ds, small_student):
+    ckpt = save_checkpoint(tmp_path / "student.pt", small_student, small_ds.schema, kind="student")
+    result = runner.invoke(app, ["simulate", "--dataset", "synthetic", *OPTIONS, "--rounds", "1",
+                                 "--student", str(ckpt), "--out", str(tmp_path / "r.json")])  # default: full
+    assert result.exit_code != 0
+    assert "--features" in str(result.exception)
+    assert not (tmp_path / "r.json").exists()
+
+
 def test_simulate_refuses_an_unknown_method(tmp_path):
     result = runner.invoke(app, ["simulate", "--method", "nope", "--out", str(tmp_path / "r.json")])
     assert result.exit_code != 0
@@ -39,16 +49,18 @@ def test_simulate_refuses_an_unknown_method(tmp_path):
 
 def test_experiments_writes_table_json_and_figure(tmp_path, small_ds, small_student):
     # Prepare: the cached student the command looks for
-    save_checkpoint(tmp_path / "students" / "synthetic-seed0-student.pt", small_student, small_ds.schema,
+    save_checkpoint(tmp_path / "students" / "synthetic-seed0-base-student.pt", small_student, small_ds.schema,
                     kind="student")
     # Execute
     result = runner.invoke(app, ["experiments", "--dataset", "synthetic", *OPTIONS, "--seeds", "1",
                                      "--rounds", "2", "--methods", "fm-only,user-ctr,fedpa", "--no-tune",
-                                     "--out-dir", str(tmp_path)])
+                                     "--features", "base", "--out-dir", str(tmp_path)])
     # Assert
     assert result.exit_code == 0, result.output
     table = (tmp_path / "synthetic-table.md").read_text()
-    assert "| fedpa |" in table and "| fm-only |" in table
+    assert "| fedpa |" in table and "| fm-only |" in table and "95 % CI" in table
+    fedpa_row = next(line for line in table.splitlines() if line.startswith("| fedpa |"))
+    assert fedpa_row.split("|")[4].strip().startswith("[")  # the CI column is filled
     data = json.loads((tmp_path / "synthetic-results.json").read_text())
     assert set(data["summary"]) == {"fm-only", "user-ctr", "fedpa"}
     assert (tmp_path / "synthetic-gauc.png").read_bytes()[:4] == b"\x89PNG"
