@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from aggregator.api.routes import devices, health, models, state, status, updates
+from aggregator.api.routes import devices, health, items, models, state, status, updates
 from aggregator.core.config import Settings, get_settings
 from aggregator.core.errors import STORAGE_ERRORS, handle_error, is_upload
 from aggregator.core.limits import BodyLimit
@@ -63,7 +63,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_exception_handler(exc_class, handle_error)
 
     def limit_for(path: str) -> int:
-        return settings.max_bundle_bytes if path == "/v1/models" else settings.max_upload_bytes
+        bundle_sized = path == "/v1/models" or (path.startswith("/v1/models/")
+                                                and path.endswith(items.ITEMS_PUBLISH_SUFFIX))
+        return settings.max_bundle_bytes if bundle_sized else settings.max_upload_bytes
 
     def on_refuse(method: str, path: str, code: str) -> None:
         if is_upload(method, path):
@@ -71,6 +73,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_middleware(BodyLimit, limit_for=limit_for, on_refuse=on_refuse, timeout_s=settings.body_timeout_s)
     # Starlette matches routes in order: the hot upload route goes first.
-    for module in (updates, state, health, devices, models, status):
+    for module in (updates, state, health, devices, models, status, items):
         app.include_router(module.router)
     return app

@@ -23,8 +23,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["UNSCRUBBED", "Aggregation", "BankVersion", "Base", "BundleFile", "Device", "EnrollmentKey", "Model",
-           "Update"]
+__all__ = ["UNSCRUBBED", "Aggregation", "BankVersion", "Base", "BundleFile", "Device", "EnrollmentKey",
+           "ItemTableVersion", "Model", "Update"]
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
 _BigId = BigInteger().with_variant(Integer, "sqlite")
@@ -164,4 +164,23 @@ class Aggregation(Base):
     outcome: Mapped[str] = mapped_column(String(16), default="applied", server_default="applied")
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     duration_s: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class ItemTableVersion(Base):
+    """One published item table of a model version (docs/api.md "Item table"), as safetensors.
+
+    Versioned apart from the model: a refreshed table is a new ``table_version`` of the same
+    model version; devices are served the highest one of the current model version.
+    """
+
+    __tablename__ = "item_tables"
+
+    model_pk: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
+    model_version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    table_version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    n_items: Mapped[int] = mapped_column(Integer)
+    meta_json: Mapped[str] = mapped_column(Text)  # fedpa.runtime.items.ItemTableMeta
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[float] = mapped_column(Float)

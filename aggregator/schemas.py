@@ -20,6 +20,8 @@ __all__ = [
     "EnrollmentKeyCreated",
     "ErrorBody",
     "Health",
+    "ItemLookup",
+    "ItemTableStatus",
     "ModelStatus",
     "PublishResult",
     "RoundConfig",
@@ -166,3 +168,23 @@ class DeviceStatus(BaseModel):
     state_version: int
     mode: Literal["sync", "async"]
     round: int
+
+
+class ItemLookup(BaseModel):
+    """A device's candidates: raw item ids (strings or integers, compared as canonical strings)."""
+
+    model_config = ConfigDict(extra="forbid")
+    item_ids: list[str | int] = Field(min_length=1)
+
+
+class ItemTableStatus(BaseModel):
+    """The item table devices are served now (``GET /v1/models/{model_id}/items``)."""
+
+    model_id: str
+    model_version: int
+    table_version: int
+    n_items: int
+    sha256: str  # of the published file
+    columns: list[dict[str, str | int]]  # the uint8 columns of a lookup answer, in order
+    max_lookup_batch: int
+    created_at: float

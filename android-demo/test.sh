@@ -90,6 +90,31 @@ for _ in $(seq 1 100); do
 done
 echo "aggregator at http://127.0.0.1:$PORT, model $(cat "$AGG/publish.json")"
 
+echo "== item table (fedpa-export items), published; expected lookup rows from the Python code"
+ITEMS_EXPECTED=""
+if nice "$BIN/fedpa-export" items --bundle "$BUNDLE" --dataset synthetic --option n_users=200 --option n_items=100 \
+    --option interactions_per_user=30 --seed 0 --table-version 1 --out "$AGG/items.safetensors" > "$AGG/items.log" 2>&1; then
+  ITEMS_EXPECTED=$AGG/items-expected.json
+  FEDPA_ADMIN_TOKEN=$ADMIN_TOKEN "$PYTHON" - "$AGG/items.safetensors" "http://127.0.0.1:$PORT" "$ITEMS_EXPECTED" <<'PY'
+import json, os, sys
+from pathlib import Path
+import numpy as np
+from edge.client import AggregatorClient
+from edge.items import publish_item_table
+from fedpa.runtime.items import ItemTableFile
+path, url, out = sys.argv[1:4]
+table = ItemTableFile.decode(Path(path).read_bytes())
+with AggregatorClient(url, token=os.environ["FEDPA_ADMIN_TOKEN"]) as admin:
+    publish_item_table(admin, table.meta.model_id, path)
+ids = [str(i) for i in table.ids[:40]] + ["no-such-item"]
+rows = table.lookup(np.array(ids, dtype=object))
+Path(out).write_text(json.dumps({"ids": ids, "item_code": rows.item_code.tolist(), "codes": rows.codes.tolist(),
+                                 "known": rows.known.tolist(), "table_version": table.meta.table_version}))
+PY
+else
+  echo "(no item table: $(tail -1 "$AGG/items.log"))"
+fi
+
 echo "== compile (Java 8) and run"
 CLASSES=$BUILD/classes
 rm -rf "$CLASSES" && mkdir -p "$CLASSES"
@@ -129,7 +154,7 @@ set +e
 java -cp "$CLASSES:$CP_LIBS" \
   -Dfedpa.fixtures="$FIXTURES" -Dfedpa.bundle="$BUNDLE" -Dfedpa.python="$PYTHON" -Dfedpa.executorch.version="$ET_VERSION" \
   -Dfedpa.executorch.app="$ET/app" -Dfedpa.executorch.stub="$ET/stub" -Dfedpa.executorch.fake="$ET/fake" \
-  -Dfedpa.server="http://127.0.0.1:$PORT" -Dfedpa.model=android-test -Dfedpa.admin="$ADMIN_TOKEN" \
+  -Dfedpa.server="http://127.0.0.1:$PORT" -Dfedpa.model=android-test -Dfedpa.admin="$ADMIN_TOKEN" -Dfedpa.items="$ITEMS_EXPECTED" \
   -Dfedpa.publisherKey="$KEYS/publisher.pub" \
   org.fedpa.core.HostTestMain "${tests[@]}" > "$BUILD/junit.log" 2>&1
 rc=$?

@@ -130,7 +130,9 @@ def run(
 
     from edge.client import AggregatorClient
     from edge.device import Device, LocalTraining
-    from edge.local_data import groups_of, read_interactions, schema_of
+    from edge.items import ItemTableClient
+    from edge.local_data import groups_of, read_interaction_log, schema_of
+    from edge.signals import DeviceSignals
     from edge.store import LocalStore
 
     key = _trust(trust_key, allow_unsigned)
@@ -142,8 +144,17 @@ def run(
                         training=LocalTraining(lr=lr, epochs=epochs, batch_size=batch_size, seed=seed))
         device.setup()
         schema = schema_of(device.manifest)
-        x, y, ts = read_interactions(interactions, schema)
+        x, y, ts, ids = read_interaction_log(interactions, schema)
+        signals = DeviceSignals(local, schema, items=ItemTableClient(client, model_id,
+                                                                     model_version=device.manifest.model_version))
+        encoded = interactions.suffix == ".npz"  # codes as they were scored, signal columns included
+        if signals.active and not encoded:  # item-table rows and history as the device would have had them
+            x = signals.replay(x, y, ts, ids)
         local.save_log(x, y, ts)
+        if encoded:
+            signals.rebuild()
+        else:
+            signals.save()
         device.setup(groups=groups_of(x, schema))
         device.privacy = _privacy(device.manifest.privacy, policy, sigma=noise_multiplier, clip=clip_norm)
         table = Table("round", "status", "base version", "examples", "loss", "ε spent", "bytes up")
@@ -250,9 +261,13 @@ def recommend(
     online: Annotated[bool, typer.Option(help="Refresh the shared state from the server first.")] = False,
 ) -> None:
     """Rank candidate items for the store's user with its private adapter and its groups' adapters."""
+    import pandas as pd
+
     from edge.client import AggregatorClient
     from edge.device import Device
+    from edge.items import ItemTableClient
     from edge.local_data import read_candidates, schema_of
+    from edge.signals import DeviceSignals
     from edge.store import LocalStore
     from fedpa.errors import ConfigError
 
@@ -260,11 +275,18 @@ def recommend(
     log = local.load_log()
     if local.state.model_id is None or log is None:
         raise ConfigError(f"{store}: not a set-up device store (run `fedpa-edge run` first)")
-    with AggregatorClient(local.state.server or "http://127.0.0.1") as client:
+    with AggregatorClient(local.state.server or "http://127.0.0.1", token=local.state.token) as client:
         device = Device(local, client, model_id=local.state.model_id, backend=backend)
         if online:
             device.sync_state()
-        x, ids = read_candidates(candidates, schema_of(device.manifest), log[0][0])
+        schema = schema_of(device.manifest)
+        x, ids = read_candidates(candidates, schema, log[0][0])
+        signals = DeviceSignals.open(local, schema, items=ItemTableClient(
+            client, local.state.model_id, model_version=device.manifest.model_version))
+        if signals.needs_items and "item_id" not in pd.read_csv(candidates, nrows=0).columns:
+            raise ConfigError(f"{candidates}: this bundle ranks with item-table columns; the file needs an "
+                              "item_id column (the server looks the rows up by id)")
+        x = signals.fill(x, ids)
         top, logits = device.recommend(x, k=k, offline=not online)
     table = Table("rank", "item", "score")
     for rank, (i, logit) in enumerate(zip(top, logits, strict=True), start=1):

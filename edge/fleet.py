@@ -30,6 +30,7 @@ import numpy as np
 from edge.client import AggregatorClient, RetryPolicy
 from edge.device import Device, LocalTraining, RoundResult
 from edge.programs import LocalPrograms
+from edge.signals import DeviceSignals
 from edge.store import LocalStore
 from fedpa.errors import BundleError, FedPAError, SyncError
 from fedpa.manifest import read_manifest
@@ -126,6 +127,7 @@ def build_devices(ds: Any, root: Path, config: FleetConfig, *, http: httpx.Clien
         store = LocalStore.open(folder)
         if store.load_log() is None:
             store.save_log(*_rows(ds.private_train, int(user)))
+        DeviceSignals.open(store, ds.schema)  # the history of a full-features bundle, from the log (kept in the store)
         client = AggregatorClient(config.server, http=http, seed=config.seed * 1_000_003 + int(user),
                                   retry=RetryPolicy())
         device = Device(store, client, model_id=config.model_id, privacy=config.privacy, policy=config.policy,

@@ -24,7 +24,7 @@ import pandas as pd
 from fedpa.data import FeatureSchema
 from fedpa.errors import DataError
 
-__all__ = ["encode_rows", "groups_of", "read_candidates", "read_interactions", "schema_of"]
+__all__ = ["encode_rows", "groups_of", "read_candidates", "read_interaction_log", "read_interactions", "schema_of"]
 
 
 def schema_of(manifest: Any) -> FeatureSchema:
@@ -34,10 +34,14 @@ def schema_of(manifest: Any) -> FeatureSchema:
 
 def encode_rows(table: pd.DataFrame, schema: FeatureSchema, *, sides: tuple[str, ...] = ("user", "item")
                 ) -> np.ndarray:
-    """Raw feature columns → int64 codes ``[N, F]`` in schema order; absent columns stay 0 (OOV)."""
+    """Raw feature columns → int64 codes ``[N, F]`` in schema order; absent columns stay 0 (OOV).
+
+    Only feature-table columns (source ``user``/``item``) are read from the file: signal columns
+    are filled by ``edge.signals.DeviceSignals`` through ``FeatureEncoder.fill``.
+    """
     x = np.zeros((len(table), len(schema.features)), np.int64)
     for j, feature in enumerate(schema.features):
-        if feature.side not in sides:
+        if feature.side not in sides or getattr(feature, "source", feature.side) not in ("user", "item"):
             continue
         column = feature.name if feature.name in table.columns else None
         if column is None and feature.kind == "hashed" and "item_id" in table.columns:
@@ -49,13 +53,26 @@ def encode_rows(table: pd.DataFrame, schema: FeatureSchema, *, sides: tuple[str,
 
 def read_interactions(path: str | Path, schema: FeatureSchema) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Encoded ``x [N, F]``, labels ``y [N]`` and timestamps of a device's interaction file."""
+    x, y, ts, _ = read_interaction_log(path, schema)
+    return x, y, ts
+
+
+def read_interaction_log(path: str | Path, schema: FeatureSchema
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Like :func:`read_interactions`, plus each row's ``item_id`` (None when the file has none).
+
+    The signal columns (``item_table``, ``history``) stay 0 here: ``edge.signals.DeviceSignals``
+    fills them (item rows need the ids, history the time order).
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: interaction file not found")
+    ids: np.ndarray | None = None
     if path.suffix == ".npz":
         data = np.load(path)
         x, y = np.asarray(data["x"], np.int64), np.asarray(data["y"], np.float32)
         ts = np.asarray(data["ts"], np.int64) if "ts" in data else np.arange(len(y), dtype=np.int64)
+        ids = np.asarray(data["item_id"]).astype(str).astype(object) if "item_id" in data else None
     else:
         table = pd.read_csv(path)
         if "label" not in table.columns:
@@ -69,10 +86,11 @@ def read_interactions(path: str | Path, schema: FeatureSchema) -> tuple[np.ndarr
             raise DataError(f"{path}: column 'label' must hold 0/1 values")
         ts = (pd.to_numeric(table["timestamp"], errors="coerce").fillna(0).to_numpy(np.int64)
               if "timestamp" in table.columns else np.arange(len(y), dtype=np.int64))
+        ids = table["item_id"].to_numpy(dtype=object) if "item_id" in table.columns else None
     if x.ndim != 2 or x.shape[1] != len(schema.features):
         raise DataError(f"{path}: expected {len(schema.features)} feature columns, got x of shape {x.shape}")
     order = np.argsort(ts, kind="stable")  # a log is chronological; train/val cuts rely on it
-    return x[order], y[order], ts[order]
+    return x[order], y[order], ts[order], None if ids is None else ids[order]
 
 
 def groups_of(x: np.ndarray, schema: FeatureSchema) -> dict[str, int]:

@@ -28,6 +28,11 @@ def _fail(exc: Exception) -> typer.Exit:
     return typer.Exit(code=1)
 
 
+def _kinds(features: str, without: str) -> dict[str, str]:
+    """load_dataset's input-kind options; the defaults (full, nothing off) are left to load_dataset."""
+    return {**({"features": features} if features != "full" else {}), **({"without": without} if without else {})}
+
+
 @app.command()
 def build(
     out: Annotated[Path, typer.Option("--out", help="Bundle directory to create.")],
@@ -37,6 +42,11 @@ def build(
     data_dir: Annotated[Path | None, typer.Option(help="Directory with the dataset's files.")] = None,
     option: Annotated[list[str], typer.Option(help="Dataset option KEY=VALUE (repeatable).")] = [],  # noqa: B006
     split: Annotated[str, typer.Option(help="Open/private split: attribute or time.")] = "attribute",
+    features: Annotated[str, typer.Option(
+        help="Input kinds when training from a dataset: full (item statistics, item code, history — served "
+             "per candidate / kept on the device) or base (the feature tables only).")] = "full",
+    without: Annotated[str, typer.Option(
+        help="Kinds to switch off from full, comma-separated (item_stats, item_code, history).")] = "",
     model_id: Annotated[str, typer.Option(help="Model id in the manifest.")] = "fedpa",
     model_version: Annotated[int, typer.Option(help="Model version (≥ 1).")] = 1,
     gate_mode: Annotated[str, typer.Option(
@@ -81,7 +91,8 @@ def build(
                                   delta=delta, epsilon_budget=epsilon_budget, rounds=planned_rounds)
         with console.status("preparing the student…") as status:
             source = resolve_student(student=student, teacher=teacher, dataset=dataset, data_dir=data_dir,
-                                     dataset_options=parse_dataset_options(option), split=split, seed=seed,
+                                     dataset_options={**parse_dataset_options(option), **_kinds(features, without)},
+                                     split=split, seed=seed,
                                      progress=lambda m: (console.log(m), status.update(m)))
         adapter = adapter_config_for(source.schema, rank=rank, alpha=alpha, gate_mode=gate_mode,
                                      private_user_embeddings=private_user_embeddings)
@@ -131,6 +142,54 @@ def sign(
     except FedPAError as exc:
         raise _fail(exc) from exc
     out_console.print(f"wrote {path}")
+
+
+@app.command()
+def items(
+    bundle: Annotated[Path, typer.Option(help="The bundle the table serves (its model id, version and schema).")],
+    out: Annotated[Path, typer.Option("--out", help="Item table file to write (safetensors).")],
+    dataset: Annotated[str, typer.Option(help="Dataset the bundle was built from (kuaisar-r, kuairand, csv, "
+                                              "synthetic).")],
+    data_dir: Annotated[Path | None, typer.Option(help="Directory with the dataset's files (the current open log).")]
+    = None,
+    option: Annotated[list[str], typer.Option(help="Dataset option KEY=VALUE, as for the build (repeatable).")]
+    = [],  # noqa: B006
+    split: Annotated[str, typer.Option(help="Open/private split, as for the build.")] = "attribute",
+    seed: Annotated[int, typer.Option(help="Seed, as for the build (the split depends on it).")] = 0,
+    table_version: Annotated[int | None, typer.Option(
+        help="The table's own version (default: unix time in seconds, so a refresh is always newer).")] = None,
+    as_of: Annotated[int | None, typer.Option(help="Count only open-log rows before this time (ms).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing file at --out.")] = False,
+) -> None:
+    """Compute the item table (item code + statistic codes per item) from the open log, for publishing.
+
+    Publish it with `POST /v1/models/{model_id}/items` (docs/api.md); a refresh is a new table
+    version of the same model version, no new bundle.
+    """
+    from export.items import bundle_kinds, write_item_table
+    from fedpa.data import load_dataset
+    from fedpa.errors import ConfigError, DataError
+    from fedpa.signals import SIGNAL_KINDS
+
+    try:
+        _, kinds = bundle_kinds(bundle)
+        without_kinds = ",".join(k for k in SIGNAL_KINDS if k not in kinds)
+        with console.status(f"loading {dataset} as the bundle was built (kinds: {', '.join(kinds) or 'none'})…"):
+            try:
+                ds = load_dataset(dataset, data_dir, split=split, seed=seed,  # type: ignore[arg-type]
+                                  features="full" if kinds else "base", without=without_kinds if kinds else (),
+                                  **parse_dataset_options(option))
+            except (ConfigError, DataError) as exc:
+                raise BundleError(f"dataset {dataset!r}: {exc}") from exc
+        result = write_item_table(bundle, ds, out, table_version=table_version, as_of_ms=as_of,
+                                  overwrite=overwrite)
+    except (FedPAError, ValueError) as exc:
+        raise _fail(exc) from exc
+    meta = result.table.meta
+    console.print(f"[green]wrote[/] {result.path}: {len(result.table):,} items × {len(meta.columns)} stat columns "
+                  f"for {meta.model_id} v{meta.model_version}, table_version {meta.table_version} "
+                  f"({result.nbytes / 1024:.1f} KiB, {result.bytes_per_item:.1f} B/item; a lookup answer is "
+                  f"{4 + len(meta.columns) + 1} B/candidate + its header)")
 
 
 @app.command()
@@ -187,8 +246,8 @@ def inspect(
     for title, rows, headers in (
         ("files", [(k, f"{v:,}") for k, v in info["files"].items()], ("file", "bytes")),
         ("parameters", [(k, f"{v:,}") for k, v in info["parameters"].items()], ("group", "count")),
-        ("features", [(f["name"], f["side"], f["kind"], str(f["codes"])) for f in info["features"]],
-         ("feature", "side", "kind", "codes")),
+        ("features", [(f["name"], f["source"], f["kind"], str(f["codes"])) for f in info["features"]],
+         ("feature", "source", "kind", "codes")),
         ("programs", [(k, p["file"], p["runtime"], p["kind"], str(p["inputs"]), str(p["max_batch"]))
                       for k, p in info["programs"].items()], ("key", "file", "runtime", "kind", "inputs", "max batch")),
         ("toolchain", list(info["toolchain"].items()), ("tool", "version")),

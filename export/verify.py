@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fedpa.data.schema import CategoricalFeature
 from fedpa.errors import BundleError
 from fedpa.manifest import MANIFEST_NAME, SIGNATURE_NAME
 from fedpa.runtime.bundle import Bundle
@@ -103,12 +104,8 @@ def summarise(path: str | Path, *, verify: bool = True) -> dict[str, Any]:
         "backbone": backbone,
         "adapter": {k: v for k, v in m.adapter.items() if k != "extra"},
         "features": [
-            {"name": f["name"], "side": f["side"],
-             "kind": "hashed" if f.get("hash_buckets") else ("bucketised" if f.get("bucket_edges") is not None
-                                                             else "vocabulary"),
-             "codes": (f["hash_buckets"] + 1 if f.get("hash_buckets") else
-                       len(f["bucket_edges"]) + 2 if f.get("bucket_edges") is not None else len(f["vocabulary"]) + 1)}
-            for f in m.feature_schema["features"]
+            {"name": f.name, "side": f.side, "source": f.source, "kind": f.kind, "codes": f.cardinality}
+            for f in (CategoricalFeature.from_dict(d) for d in m.feature_schema.get("features", []))
         ],
         "group_attributes": m.feature_schema.get("group_attributes", []),
         "programs": {

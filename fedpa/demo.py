@@ -54,6 +54,8 @@ class DemoConfig:
     batch_size: int = 32
     postgres: str | None = None  # a server URL; the demo creates (and drops) its own database there
     model_id: str = "fedpa-demo"
+    features: str = "full"  # issue-14 input kinds: full (item statistics, item code, history) or base
+    without: str = ""  # kinds switched off from full, comma-separated
 
 
 @dataclass
@@ -74,6 +76,8 @@ class DemoReport:
     rounds: list[dict[str, Any]] = field(default_factory=list)
     plot: str | None = None
     database: str = "sqlite"
+    input_kinds: list[str] = field(default_factory=list)
+    item_table: dict[str, Any] = field(default_factory=dict)  # the published table: version, items, bytes
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -110,12 +114,15 @@ def run_demo(config: DemoConfig, *, say: Say | None = None,
     from edge.client import AggregatorClient
     from edge.device import LocalTraining
     from edge.fleet import FleetConfig, run_fleet
+    from edge.items import publish_item_table
     from edge.report import plot_rounds
     from edge.server_process import AggregatorProcess
     from export.bundle import build_bundle
+    from export.items import write_item_table
     from fedpa.data import load_dataset
     from fedpa.manifest import PrivacySettings
     from fedpa.privacy import PrivacyConfig, noise_multiplier_for
+    from fedpa.runtime.items import item_table_features
     from fedpa.train import TrainConfig, adapter_config_for, distill, pretrain
 
     say = say or (lambda msg: log.info("%s", msg))
@@ -126,7 +133,10 @@ def run_demo(config: DemoConfig, *, say: Say | None = None,
     secs = report.seconds
 
     with _stage("data", secs, say):
-        ds = load_dataset(config.dataset, config.data_dir, seed=config.seed, max_users=config.max_users)
+        kinds = {**({"features": config.features} if config.features != "full" else {}),
+                 **({"without": config.without} if config.without else {})}  # defaults: load_dataset's own
+        ds = load_dataset(config.dataset, config.data_dir, seed=config.seed, max_users=config.max_users, **kinds)
+    report.input_kinds = list(ds.report.get("input_kinds", []))
     train = TrainConfig(epochs=config.train_epochs)
     with _stage("pre-train teacher", secs, say):
         teacher = pretrain(ds, train=train, seed=config.seed)
@@ -161,6 +171,13 @@ def run_demo(config: DemoConfig, *, say: Say | None = None,
             with _stage("publish", secs, say), AggregatorClient(server.url, token=server.admin_token) as admin:
                 admin.publish(built.path, config={"round_size": n_devices, "min_reporters": 3,
                                                   "deadline_s": 600.0, "enforce_privacy": privacy is not None})
+                if item_table_features(ds.schema):  # the item side is served per candidate, not in the bundle
+                    table = write_item_table(built.path, ds, out / "items.safetensors", table_version=1,
+                                             overwrite=True)
+                    served = publish_item_table(admin, config.model_id, table.path)
+                    report.item_table = {"table_version": served["table_version"], "items": served["n_items"],
+                                         "file_bytes": table.nbytes,
+                                         "row_bytes": 4 + len(table.table.meta.columns) + 1}
             fleet = FleetConfig(server=server.url, model_id=config.model_id, rounds=config.rounds,
                                 workers=config.workers, max_devices=n_devices, privacy=privacy,
                                 training=LocalTraining(epochs=config.local_epochs, batch_size=config.batch_size,
@@ -210,6 +227,10 @@ def demo(
         help="PostgreSQL server URL, e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test "
              "(a fresh database is created on it and dropped afterwards).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for data, training, batching and LDP noise.")] = 0,
+    features: Annotated[str, typer.Option(help="Input kinds: full (item statistics and item code served by the "
+                                               "aggregator's item table, on-device history) or base.")] = "full",
+    without: Annotated[str, typer.Option(help="Kinds switched off from full (item_stats, item_code, "
+                                              "history), comma-separated.")] = "",
 ) -> None:
     """Run the whole system end to end: data → teacher → student → bundle → aggregator → devices."""
     from rich.console import Console
@@ -220,7 +241,8 @@ def demo(
     console = Console()
     config = DemoConfig(out=out, dataset=dataset, data_dir=data_dir, max_users=max_users, train_epochs=train_epochs,
                         seed=seed, rounds=rounds, devices=devices,
-                        workers=workers, ldp=ldp, epsilon=epsilon, clip_norm=clip_norm, postgres=postgres)
+                        workers=workers, ldp=ldp, epsilon=epsilon, clip_norm=clip_norm, postgres=postgres,
+                        features=features, without=without)
     bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     console=console, transient=True)
     tasks: dict[str, Any] = {}
@@ -248,6 +270,9 @@ def format_report(report: DemoReport) -> str:
         "",
         f"FedPA demo — {report.devices} devices, {len(report.rounds)} rounds over HTTP ({report.database}), "
         f"{report.failed_rounds} failed rounds",
+        "  inputs: feature tables" + "".join(f" + {k}" for k in report.input_kinds)
+        + (f"; item table v{report.item_table['table_version']}: {report.item_table['items']:,} items, "
+           f"{report.item_table['row_bytes']} B per candidate row" if report.item_table else ""),
         row("FM-only (distilled student)", report.fm_only),
         row("before adaptation (bundle, round 0)", report.before),
         row(f"after adaptation (round {report.best_round}, best val)", report.after),

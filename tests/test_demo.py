@@ -27,10 +27,13 @@ def test_demo_runs_every_stage_and_reports(tmp_path):
     assert report["devices"] == 24 and report["failed_rounds"] == 0 and len(report["rounds"]) == 2
     assert report["database"] == "sqlite" and report["bytes_up"] > 0
     assert 0 < report["epsilon"] <= 8.0 + 1e-6  # the default LDP budget holds
-    # round 0 through the exported program is the distilled student (residual gate starts at B = 0);
-    # fm_only is scored over every private user, "before" over the 24 devices' users only, so they
-    # agree up to that subset (with the full inputs' stronger student the subset gap measured 0.023)
-    assert report["before"]["gauc"] == pytest.approx(report["fm_only"]["gauc"], abs=0.04)
+    # round 0 through the exported program is the distilled student (residual gate starts at B = 0); "before"
+    # covers the 24 devices' users and fm_only every private user, so they agree only roughly (the exact
+    # equality over the same users is tests/edge/test_edge_e2e.py's)
+    assert report["before"]["gauc"] == pytest.approx(report["fm_only"]["gauc"], abs=0.05)
+    # the full model by default: its item table was computed and published beside the bundle
+    assert report["input_kinds"] == ["item_stats", "item_code", "history"]
+    assert report["item_table"]["table_version"] == 1 and report["item_table"]["items"] > 0
     assert (out / "rounds.png").stat().st_size > 1000
     assert "after adaptation" in result.output and "wall time" in result.output
     assert (out / "aggregator.log").exists()

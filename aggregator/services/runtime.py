@@ -17,6 +17,7 @@ from aggregator.services.bank import StateCache
 from aggregator.services.catalog import Catalog
 from aggregator.services.devices import TokenCache
 from aggregator.services.intake import Intake, Limits
+from aggregator.services.items import ItemTableCache
 from aggregator.services.rounds import aggregate_model, due_models, scrub_payloads
 from aggregator.services.scheduler import Scheduler
 
@@ -32,6 +33,7 @@ class Runtime:
     states: StateCache
     metrics: Metrics
     limits: Limits
+    item_tables: ItemTableCache = field(default_factory=ItemTableCache)
     scheduler: Scheduler = field(init=False)
     intake: Intake = field(init=False)
 

@@ -13,6 +13,9 @@
    signed by ``fedpa.signing`` (and by another key) for the Java verifier.
 4. ``model.onnx`` + ``model-frozen.safetensors``: the inference ONNX of ``export.lower`` for the
    paper model and its frozen tensors, for the ONNX initializer reader.
+5. ``history.json``: a feature schema with history columns (``fedpa.signals``), a sequence of
+   labelled rows and, before each is observed, ``HistoryState.codes`` of probe candidates, plus the
+   final ``to_dict()``: the Java ``HistoryState`` must reproduce every code.
 
 Usage: ``python tools/make_fixtures.py OUT_DIR``.
 """
@@ -81,6 +84,40 @@ def config_json(model: FedPARecommender) -> str:
     return json.dumps({"backbone": model.backbone.config.to_dict(), "adapter": model.config.to_dict()})
 
 
+def history_fixture(seed: int) -> dict:
+    """Rows observed one by one and the history codes of probe candidates before each (Python's reference)."""
+    from fedpa.data.schema import CategoricalFeature, FeatureSchema
+    from fedpa.signals import HistoryState, SignalSpec, fit_history_features, history_values_asof
+
+    rng = np.random.default_rng(seed)
+    spec = SignalSpec(prior_ctr=0.3, history_fields=("cat", "dur"))
+    n = 300
+    user = np.sort(rng.integers(0, 20, n))
+    seen = np.arange(n) - np.searchsorted(user, user)  # every earlier row of the same user
+    fit = history_values_asof(user, rng.integers(0, 6, (n, 2)), rng.integers(0, 2, n), seen, spec,
+                              spec.history_fields)
+    base = (CategoricalFeature("u0", "user", ("a", "b")), CategoricalFeature("cat", "item", tuple("pqrst")),
+            CategoricalFeature("dur", "item", bucket_edges=(0.5, 1.5, 2.5)))
+    schema = FeatureSchema(base + fit_history_features(fit, spec.history_fields, n_buckets=6), ("u0",),
+                           signals=spec.to_dict())
+    width = len(schema.features)
+
+    def rows(k: int) -> np.ndarray:
+        x = np.zeros((k, width), np.int64)
+        x[:, 0], x[:, 1], x[:, 2] = 1, rng.integers(0, 6, k), rng.integers(0, 5, k)
+        return x
+
+    state = HistoryState.for_schema(schema)
+    probe = rows(12)
+    steps = []
+    for _ in range(40):
+        x, y = rows(1), float(rng.random() < 0.35)
+        steps.append({"x": x[0].tolist(), "y": y, "probe_codes": state.codes(probe).tolist()})
+        state.observe(x, [y])
+    return {"feature_schema": schema.to_dict(), "probe": probe.tolist(), "steps": steps,
+            "final_codes": state.codes(probe).tolist(), "state": state.to_dict()}
+
+
 def main() -> int:
     out = Path(sys.argv[1])
     out.mkdir(parents=True, exist_ok=True)
@@ -142,6 +179,7 @@ def main() -> int:
     (out / "model.onnx").write_bytes(onnx_bytes)
     frozen = {k: v.detach().numpy() for k, v in parameter_groups(model)[ParamGroup.FROZEN].items()}
     (out / "model-frozen.safetensors").write_bytes(encode_tensors(frozen, metadata={"config": config_json(model)}))
+    (out / "history.json").write_text(json.dumps(history_fixture(seed=7)))
     print(f"fixtures written to {out}")
     return 0
 

@@ -17,6 +17,8 @@ from fedpa.errors import BundleError
 
 if TYPE_CHECKING:
     from fedpa.data.schema import CategoricalFeature, FeatureSchema
+    from fedpa.runtime.items import ItemRows
+    from fedpa.signals import HistoryState
 
 __all__ = ["FeatureEncoder", "schema_differences"]
 
@@ -63,6 +65,48 @@ class FeatureEncoder:
         if len(lengths) != 1:
             raise BundleError(f"feature rows: columns have different lengths {sorted(lengths)}")
         return np.stack([f.encode(columns[f.name]) for f in self.schema.features], axis=1).astype(np.int64)
+
+    def positions(self, source: str) -> list[int]:
+        """Columns of ``x`` whose feature has this ``source`` (user, item, item_table, history)."""
+        return [j for j, f in enumerate(self.schema.features) if getattr(f, "source", f.side) == source]
+
+    def fill(self, x: np.ndarray, *, items: ItemRows | None = None, history: HistoryState | None = None,
+             groups: Mapping[str, int] | None = None) -> np.ndarray:
+        """Rows with their user/item columns encoded → the same rows with the signal columns filled.
+
+        ``item_table`` columns come from the item table's rows for these candidates (a per-group
+        column takes the device's own group value: ``groups``, by default the group columns of
+        ``x[0]``), ``history`` columns from the device's history state as it is now (nothing is
+        observed). A bundle without such columns needs neither; one with them refuses to guess.
+        """
+        x = np.array(x, dtype=np.int64, copy=True)
+        if x.ndim != 2 or x.shape[1] != len(self.schema.features):
+            raise BundleError(f"x has shape {x.shape}, the bundle's schema has {len(self.schema.features)} features")
+        table_positions, history_positions = self.positions("item_table"), self.positions("history")
+        if table_positions and len(x):
+            if items is None:
+                names = [self.schema.names[j] for j in table_positions]
+                raise BundleError(f"features {names} come from the item table: look up the candidates' rows "
+                                  "first (edge.items.ItemTableClient)")
+            if len(items) != len(x):
+                raise BundleError(f"{len(items)} item-table rows for {len(x)} candidates")
+            if groups is None:
+                groups = {a: int(x[0, p]) for a, p in zip(self.schema.group_attributes, self.schema.group_positions,
+                                                          strict=True)}
+            columns = items.columns_for(self.schema, groups)
+            for j in table_positions:
+                x[:, j] = columns[self.schema.names[j]]
+        if history_positions and len(x):
+            if history is None:
+                names = [self.schema.names[j] for j in history_positions]
+                raise BundleError(f"features {names} come from the device's history: pass its HistoryState")
+            x[:, history_positions] = history.codes(x)
+        cards = np.asarray(self.schema.cardinalities, np.int64)
+        bad = np.argwhere((x < 0) | (x >= cards[None, :]))
+        if bad.size:
+            r, j = bad[0]
+            raise BundleError(f"feature {self.schema.names[j]!r}: code {int(x[r, j])} outside 0..{int(cards[j]) - 1}")
+        return x
 
     def recode(self, x: np.ndarray, source: FeatureSchema, *, allow_extra: bool = False) -> np.ndarray:
         """Codes under ``source`` (e.g. a Dataset's schema) → codes under the bundle's schema.

@@ -12,6 +12,7 @@ from edge.cli import app
 from edge.local_data import read_interactions
 from edge.store import LocalStore
 from fedpa.data import FeatureSchema
+from fedpa.runtime.items import item_table_features
 
 runner = CliRunner()
 
@@ -46,6 +47,8 @@ def _raw_rows(schema: FeatureSchema, x: np.ndarray) -> pd.DataFrame:
     """Encoded rows back to raw values a phone would hold (vocabulary entries, bucket midpoints)."""
     columns = {}
     for j, f in enumerate(schema.features):
+        if f.source not in ("user", "item"):  # signal columns are filled on the device, never read from a file
+            continue
         codes = x[:, j]
         if f.kind == "vocabulary":
             columns[f.name] = [f.vocabulary[c - 1] if c > 0 else None for c in codes]
@@ -64,15 +67,20 @@ def test_run_then_recommend_from_a_raw_interaction_file(world, sqlite_server, tm
     world.publish(sqlite_server, "cli-run", {"round_size": 1, "min_reporters": 1, "enforce_privacy": True},
                   privacy=PrivacySettings(clip_norm=0.5, noise_multiplier=3.0, rounds=5), signing_key=key)
     ds = world.ds
+    full = bool(item_table_features(ds.schema))
+    if full:
+        _publish_items(world, sqlite_server, "cli-run", tmp_path)
     user = int(ds.private_users[3])
     rows = ds.private_train.user == user
     table = _raw_rows(ds.schema, ds.private_train.x[rows])
     table["label"] = ds.private_train.y[rows].astype(int)
     table["timestamp"] = ds.private_train.ts[rows]
+    table["item_id"] = ds.item_ids[ds.private_train.item[rows]]
     csv = tmp_path / "me.csv"
     table.to_csv(csv, index=False)
     x, _, _ = read_interactions(csv, ds.schema)
-    assert np.array_equal(x, ds.private_train.x[rows])  # the raw file encodes back to the same codes
+    base = [j for j, f in enumerate(ds.schema.features) if f.source in ("user", "item")]
+    assert np.array_equal(x[:, base], ds.private_train.x[rows][:, base])  # the raw file encodes back to the same codes
     store = tmp_path / "store"
 
     result = runner.invoke(app, ["run", "--server", sqlite_server.url, "--model-id", "cli-run",
@@ -85,14 +93,29 @@ def test_run_then_recommend_from_a_raw_interaction_file(world, sqlite_server, tm
     assert state.ledger == [{"mechanism": "gaussian", "noise_multiplier": 3.0, "clip_norm": 0.5}] * 2
     assert state.groups == {a: int(v) for a, v in zip(ds.schema.group_attributes, ds.user_groups[user], strict=True)}
 
-    items = _raw_rows(ds.schema, ds.private_test.x[:30])[[f.name for f in ds.schema.features if f.side == "item"]]
-    items.insert(0, "item_id", [f"video-{i}" for i in range(len(items))])
+    items = _raw_rows(ds.schema, ds.private_test.x[:30])[[f.name for f in ds.schema.features if f.source == "item"]]
+    items.insert(0, "item_id", [f"video-{i}" for i in range(len(items))])  # unknown to the item table: OOV rows
     items.to_csv(tmp_path / "items.csv", index=False)
     for backend in ("pte", "onnx"):
         ranked = runner.invoke(app, ["recommend", "--store", str(store), "--candidates",
                                      str(tmp_path / "items.csv"), "-k", "5", "--backend", backend])
         assert ranked.exit_code == 0, ranked.output
         assert sum(line.count("video-") for line in ranked.output.splitlines()) == 5
+
+
+def _publish_items(world, server, model_id: str, tmp_path) -> None:
+    """The world's item table, for the renamed copy ``world.publish`` made."""
+    from edge.client import AggregatorClient
+    from edge.items import publish_item_table
+    from export.items import write_item_table
+    from fedpa.runtime.items import ItemTableFile
+
+    t = write_item_table(world.bundle, world.ds, tmp_path / "items.safetensors", table_version=1).table
+    renamed = ItemTableFile(t.meta.model_copy(update={"model_id": model_id}), t.ids, t.item_code, t.codes,
+                            t.default_codes)
+    (tmp_path / "items-renamed.safetensors").write_bytes(renamed.encode())
+    with AggregatorClient(server.url, token=server.admin_token) as admin:
+        publish_item_table(admin, model_id, tmp_path / "items-renamed.safetensors")
 
 
 def test_run_refuses_past_the_budget(world, sqlite_server, tmp_path):

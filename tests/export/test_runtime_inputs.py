@@ -13,7 +13,8 @@ from fedpa.errors import BundleError
 
 def test_encode_raw_values_matches_schema_encoding(bundle):
     schema = bundle.schema
-    raw = {f.name: (list(f.vocabulary[:2]) if f.kind == "vocabulary" else [3.0, 1e6]) for f in schema.features}
+    raw = {f.name: (list(f.vocabulary[:2]) if f.kind == "vocabulary" else [1, f.n_codes] if f.kind == "coded"
+                    else [3.0, 1e6]) for f in schema.features}
     x = bundle.encoder().encode(raw)
     assert x.dtype == np.int64 and x.shape == (2, len(schema.features))
     for j, f in enumerate(schema.features):
@@ -42,7 +43,9 @@ def test_recode_reorders_and_remaps_vocabularies(bundle, dataset):
     foreign_x = x.copy()
     foreign_x[:, j] = grown.encode(raw_column)
     foreign_x = np.concatenate([foreign_x, np.zeros((50, 1), np.int64)], axis=1)
-    extra = dataclasses.replace(foreign, features=(*foreign.features, CategoricalFeature("extra", "item")))
+    # (the last column's source: columns are ordered by source, and a full schema ends with history)
+    last = foreign.features[-1].source
+    extra = dataclasses.replace(foreign, features=(*foreign.features, CategoricalFeature("extra", "item", source=last)))
     # Execute
     recoded = bundle.encoder().recode(foreign_x, extra, allow_extra=True)
     # Assert: the bundle's own codes come back; "new-value" would be OOV

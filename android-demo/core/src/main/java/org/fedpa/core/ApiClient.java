@@ -7,6 +7,8 @@ import java.net.HttpURLConnection;
 import java.net.URL;
 import java.net.URLEncoder;
 import java.nio.charset.Charset;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.Map;
 import org.json.JSONException;
 import org.json.JSONObject;
@@ -146,6 +148,34 @@ public final class ApiClient {
     /** POST one update (safetensors with fedpa.update metadata) → the 202 receipt. */
     public JSONObject upload(String modelId, byte[] body) throws SyncException {
         return request("POST", "/v1/models/" + enc(modelId) + "/updates", body, "application/octet-stream", null).json();
+    }
+
+    /** GET /v1/models/{id}/items: the item table served now (table_version, columns, max_lookup_batch). */
+    public JSONObject itemTable(String modelId) throws SyncException {
+        return request("GET", "/v1/models/" + enc(modelId) + "/items", null, null, null).json();
+    }
+
+    /**
+     * POST /v1/models/{id}/items/lookup for at most {@code maxBatch} ids per request (the server's
+     * {@code max_lookup_batch}); the answers are joined in order. Unknown ids come back with
+     * {@code known == false}, never as an error.
+     */
+    public ItemRows lookupItems(String modelId, List<String> itemIds, int maxBatch) throws SyncException {
+        if (maxBatch < 1) {
+            throw new IllegalArgumentException("maxBatch must be >= 1, got " + maxBatch);
+        }
+        List<ItemRows> parts = new ArrayList<ItemRows>();
+        for (int start = 0; start < itemIds.size(); start += maxBatch) {
+            List<String> part = itemIds.subList(start, Math.min(itemIds.size(), start + maxBatch));
+            byte[] body = request("POST", "/v1/models/" + enc(modelId) + "/items/lookup", ItemRows.request(part),
+                    "application/json", null).body;
+            try {
+                parts.add(ItemRows.decode(body));
+            } catch (PayloadException e) {
+                throw new SyncException(200, "bad_response", "item lookup answer: " + e.getMessage());
+            }
+        }
+        return ItemRows.join(parts);
     }
 
     public JSONObject status(String modelId) throws SyncException {

@@ -17,7 +17,8 @@ import org.json.JSONObject;
 /**
  * The safetensors format (what {@code fedpa.payload} reads and writes): an 8-byte little-endian
  * header length, a JSON header {name: {dtype, shape, data_offsets}, "__metadata__": {str: str}},
- * then the raw little-endian tensor bytes. F32 and I64 only; anything else is refused by name.
+ * then the raw little-endian tensor bytes. F32 and I64 both ways; U8 and I32 (item-table codes) are read
+ * widened to I64; anything else is refused by name.
  */
 public final class SafeTensors {
     private static final Charset UTF8 = Charset.forName("UTF-8");
@@ -117,9 +118,12 @@ public final class SafeTensors {
         } catch (JSONException ex) {
             throw new PayloadException("tensor '" + name + "': malformed header entry: " + ex.getMessage(), ex);
         }
-        int width = Tensor.F32.equals(dtype) ? 4 : Tensor.I64.equals(dtype) ? 8 : 0;
+        // U8 and I32 (item-table codes) are read widened to I64; F32 and I64 are written too
+        int width = Tensor.F32.equals(dtype) || "I32".equals(dtype) ? 4 : Tensor.I64.equals(dtype) ? 8
+                : "U8".equals(dtype) ? 1 : 0;
         if (width == 0) {
-            throw new PayloadException("tensor '" + name + "' has dtype " + dtype + "; only F32 and I64 are supported");
+            throw new PayloadException("tensor '" + name + "' has dtype " + dtype
+                    + "; only F32, I64, I32 and U8 are supported");
         }
         int n;
         try {
@@ -135,6 +139,13 @@ public final class SafeTensors {
             throw new PayloadException("tensor '" + name + "' runs past the end of the body (truncated file?)");
         }
         int pos = dataStart + (int) begin;
+        if ("U8".equals(dtype) || "I32".equals(dtype)) {
+            long[] wide = new long[n];
+            for (int i = 0; i < n; i++) {
+                wide[i] = width == 1 ? (buf.get(pos + i) & 0xFF) : buf.getInt(pos + 4 * i);
+            }
+            return Tensor.ofLongs(wide, shape);
+        }
         if (width == 4) {
             float[] data = new float[n];
             for (int i = 0; i < n; i++) {

@@ -1,0 +1,92 @@
+"""``fedpa-export items``: the item table a bundle's ``item_table`` columns are served from.
+
+The statistics and codes are computed by ``fedpa.signals.build_item_table`` over the dataset's
+open log (``Dataset.signal_log``) with the frequent-item code map of the same pipeline run
+(``Dataset.item_codes``); this module only checks that the dataset is the one the bundle was built
+from and writes the wire file (``fedpa.runtime.items.ItemTableFile``). Torch-free.
+
+The code map must be the model's: the bundle's ``item_code`` embedding rows were trained on it.
+The dataset is therefore re-read with the build's options and its whole feature schema — bucket
+edges fitted on the open rows included — must equal the bundle's, or nothing is written.
+
+Usage: ``write_item_table("bundle/", ds, "items.safetensors", table_version=2)``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fedpa.data.schema import FeatureSchema
+from fedpa.errors import BundleError
+from fedpa.manifest import read_manifest
+from fedpa.runtime.features import schema_differences
+from fedpa.runtime.items import ItemTableFile, item_table_features
+
+if TYPE_CHECKING:
+    from fedpa.data import Dataset
+
+__all__ = ["ItemTableResult", "bundle_kinds", "write_item_table"]
+
+
+@dataclass(frozen=True)
+class ItemTableResult:
+    path: Path
+    table: ItemTableFile
+    nbytes: int
+
+    @property
+    def bytes_per_item(self) -> float:
+        return self.nbytes / max(len(self.table), 1)
+
+
+def bundle_kinds(bundle_dir: str | Path) -> tuple[FeatureSchema, tuple[str, ...]]:
+    """The bundle's schema and its selected input kinds (to re-read the dataset the same way)."""
+    from fedpa.signals import SignalSpec
+
+    manifest = read_manifest(bundle_dir)
+    schema = FeatureSchema.from_dict(manifest.feature_schema)
+    return schema, SignalSpec.from_dict(schema.signals).kinds
+
+
+def write_item_table(bundle_dir: str | Path, ds: Dataset, out: str | Path, *, table_version: int | None = None,
+                     as_of_ms: int | None = None, overwrite: bool = False) -> ItemTableResult:
+    """Compute the item table of ``ds``'s open log for the bundle at ``bundle_dir`` and write it to ``out``.
+
+    ``table_version`` defaults to the current unix time in seconds, so a later refresh is always
+    newer; ``as_of_ms`` counts only log rows strictly before that time (default: all of them).
+    """
+    from fedpa.signals import build_item_table
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise BundleError(f"{out} already exists (pass --overwrite to replace it)")
+    manifest = read_manifest(bundle_dir)
+    schema = FeatureSchema.from_dict(manifest.feature_schema)
+    if not item_table_features(schema):
+        raise BundleError(f"{bundle_dir}: the bundle has no item_table features (built with --features base or "
+                          "--without item_stats,item_code); it needs no item table")
+    diffs = schema_differences(schema, ds.schema)
+    if diffs:
+        raise BundleError("the dataset is not the one the bundle was built from (use the build's --dataset, "
+                          "--option, --split and --seed): " + "; ".join(diffs[:3]))
+    if ds.signal_log is None or ds.item_codes is None:
+        raise BundleError(f"dataset {ds.name!r} carries no open log for item statistics (loaded with --features base?)")
+    table = build_item_table(schema, ds.signal_log, item_ids=ds.item_ids, item_codes=ds.item_codes,
+                             as_of_ms=as_of_ms)
+    version = int(time.time()) if table_version is None else int(table_version)
+    info = {"dataset": ds.name, "log_rows": len(ds.signal_log.user), "as_of_ms": as_of_ms,
+            "items_with_code": int((ds.item_codes > 0).sum())}
+    wire = ItemTableFile.from_signals(table, schema, model_id=manifest.model_id,
+                                      model_version=manifest.model_version, table_version=version,
+                                      created_at=datetime.now(UTC).isoformat(timespec="seconds"), info=info)
+    wire.check_schema(schema)
+    body = wire.encode()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_bytes(body)
+    tmp.replace(out)
+    return ItemTableResult(out, wire, len(body))

@@ -1,0 +1,373 @@
+"""The item table: per-item input codes served by the aggregator, and its bytes on the wire (torch-free).
+
+The item side of the model's ``item_table`` features (item code, as-of item statistics, CTR within
+each group value) changes every day, so it is not baked into the bundle: the operator computes a
+table from the open log (``fedpa-export items``), publishes it with its own ``table_version``
+(refreshable without a new model version), and a device fetches the rows of its candidates.
+
+Everything is small integer codes, so a row is ``item_code`` (int32) + one uint8 per stat column
++ a ``known`` byte: ~30 bytes per candidate for two group attributes, well under the 64-byte budget.
+Per-group CTR features carry one column per value of the group attribute (codes ``0 … card-1``):
+the table serves them all, so a lookup does not reveal the device's group, and the device picks
+its own value's column (:meth:`ItemRows.columns_for`).
+
+Two safetensors layouts, both with ``__metadata__["fedpa.items"]`` = :class:`ItemTableMeta` JSON:
+
+* the published table: ``item_code`` int32 [N], ``codes`` uint8 [N, C], ``default_codes`` uint8 [C]
+  (the row of an unknown item), ``id_bytes`` uint8 [B] (UTF-8 of the raw ids back to back),
+  ``id_offsets`` int64 [N + 1];
+* a lookup answer: ``item_code`` int32 [n], ``codes`` uint8 [n, C], ``known`` uint8 [n]
+  (0 = unknown item: the OOV marker; its item code is 0 and its codes the table's default row).
+
+Usage: ``rows = ItemRows.decode(body); x[:, cols] = rows.columns_for(schema, groups)``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from fedpa.errors import PayloadError
+from fedpa.payload import decode_tensors, encode_tensors
+
+if TYPE_CHECKING:
+    from fedpa.data.schema import FeatureSchema
+
+__all__ = [
+    "ITEMS_FORMAT_VERSION",
+    "ITEMS_METADATA_KEY",
+    "ItemColumn",
+    "ItemRows",
+    "ItemTableFile",
+    "ItemTableMeta",
+    "expected_columns",
+    "item_table_features",
+    "per_group_features",
+]
+
+ITEMS_FORMAT_VERSION = 1
+ITEMS_METADATA_KEY = "fedpa.items"
+ITEM_CODE = "item_code"  # the schema feature whose code is the table's int32 column
+_MAX_CODE = 255  # stat codes travel as uint8
+
+
+class ItemColumn(BaseModel):
+    """One uint8 column of ``codes``: a schema feature, or one group value's column of a per-group feature."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    feature: str
+    group_attribute: str | None = None
+    group_value: int | None = Field(None, ge=0)
+
+
+class ItemTableMeta(BaseModel):
+    """What a table (or a lookup answer) is: which model's code map it matches, which version."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    format_version: int = ITEMS_FORMAT_VERSION
+    model_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    model_version: int = Field(ge=1)
+    table_version: int = Field(ge=1)
+    created_at: str = ""
+    columns: tuple[ItemColumn, ...]
+    info: dict[str, Any] = {}  # provenance: dataset, rows counted, as-of time (not used by clients)
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+    @classmethod
+    def parse(cls, raw: str | None, *, source: str) -> ItemTableMeta:
+        if not raw:
+            raise PayloadError(f"{source}: no __metadata__[{ITEMS_METADATA_KEY!r}] (not a FedPA item table)")
+        try:
+            meta = cls.model_validate_json(raw)
+        except ValidationError as exc:
+            raise PayloadError(f"{source}: item-table metadata does not match the schema: {exc}") from exc
+        if meta.format_version != ITEMS_FORMAT_VERSION:
+            raise PayloadError(f"{source}: unknown item-table format_version {meta.format_version}; "
+                               f"this FedPA reads {ITEMS_FORMAT_VERSION}")
+        return meta
+
+
+def item_table_features(schema: FeatureSchema) -> list[str]:
+    """Names of the schema's features served by the item table, in column order."""
+    return [f.name for f in schema.features if getattr(f, "source", None) == "item_table"]
+
+
+def per_group_features(schema: FeatureSchema) -> dict[str, str]:
+    """``item_table`` features taken within a group attribute's value (feature ``of`` a user feature)."""
+    users = {schema.names[p] for p in schema.user_feature_positions}
+    return {f.name: f.of for f in schema.features
+            if getattr(f, "source", None) == "item_table" and getattr(f, "of", "") in users}
+
+
+def expected_columns(schema: FeatureSchema) -> tuple[ItemColumn, ...]:
+    """The uint8 columns a table for ``schema`` must have, in order.
+
+    A per-group feature (:func:`per_group_features`) has one column per value ``0 … card-1`` of
+    its group attribute, every other feature one column; ``item_code`` is the int32 column.
+    """
+    per_group = per_group_features(schema)
+    cards = dict(zip(schema.names, schema.cardinalities, strict=True))
+    columns: list[ItemColumn] = []
+    for name in item_table_features(schema):
+        if name == ITEM_CODE:
+            continue
+        attribute = per_group.get(name)
+        if attribute is None:
+            columns.append(ItemColumn(feature=name))
+        else:
+            columns.extend(ItemColumn(feature=name, group_attribute=attribute, group_value=v)
+                           for v in range(cards[attribute]))
+    return tuple(columns)
+
+
+def _check_codes(item_code: np.ndarray, codes: np.ndarray, n_columns: int, source: str) -> None:
+    if item_code.ndim != 1 or codes.ndim != 2 or codes.shape != (len(item_code), n_columns):
+        raise PayloadError(f"{source}: item_code {item_code.shape} and codes {codes.shape} do not fit "
+                           f"{n_columns} columns")
+    if item_code.size and int(item_code.min()) < 0:
+        raise PayloadError(f"{source}: negative item_code {int(item_code.min())}")
+
+
+@dataclass(frozen=True)
+class ItemRows:
+    """Rows for a batch of candidates, in request order; ``known[i] == False`` is the OOV marker.
+
+    A decoded lookup answer's ``meta.columns`` is empty (the answer does not repeat them): they are
+    ``expected_columns(schema)`` of the bundle, which :meth:`columns_for` uses.
+    """
+
+    meta: ItemTableMeta
+    item_code: np.ndarray  # int32 [n]
+    codes: np.ndarray  # uint8 [n, C], columns as meta.columns
+    known: np.ndarray  # bool [n]
+
+    def __len__(self) -> int:
+        return len(self.item_code)
+
+    def encode(self) -> bytes:
+        """The lookup answer's bytes (see the module docstring)."""
+        # the column list is left out: the device derives it from its schema (expected_columns),
+        # which the table was checked against at publish — ~1 KB less per answer
+        meta = self.meta.model_copy(update={"columns": (), "info": {}, "created_at": ""})
+        return encode_tensors({"item_code": self.item_code.astype(np.int32), "codes": self.codes.astype(np.uint8),
+                               "known": self.known.astype(np.uint8)},
+                              metadata={ITEMS_METADATA_KEY: meta.to_json()})
+
+    @classmethod
+    def decode(cls, body: bytes, *, source: str = "item rows") -> ItemRows:
+        meta = ItemTableMeta.parse(_metadata(body, source), source=source)
+        t = decode_tensors(body)
+        if set(t) != {"item_code", "codes", "known"}:
+            raise PayloadError(f"{source}: tensors {sorted(t)} != ['codes', 'item_code', 'known']")
+        _check_codes(t["item_code"], t["codes"], len(meta.columns) or t["codes"].shape[-1], source)
+        if t["known"].shape != t["item_code"].shape:
+            raise PayloadError(f"{source}: known {t['known'].shape} does not fit item_code {t['item_code'].shape}")
+        return cls(meta, t["item_code"].astype(np.int32), t["codes"].astype(np.uint8), t["known"].astype(bool))
+
+    def take(self, index: np.ndarray | slice) -> ItemRows:
+        """The rows at ``index`` (a mask, indices or a slice), same table."""
+        return ItemRows(self.meta, self.item_code[index], self.codes[index], self.known[index])
+
+    @classmethod
+    def concat(cls, parts: Sequence[ItemRows]) -> ItemRows:
+        if not parts:
+            raise PayloadError("no item rows to join")
+        return cls(parts[0].meta, np.concatenate([p.item_code for p in parts]),
+                   np.concatenate([p.codes for p in parts]), np.concatenate([p.known for p in parts]))
+
+    def columns_for(self, schema: FeatureSchema, groups: Mapping[str, int]) -> dict[str, np.ndarray]:
+        """Codes per ``item_table`` feature of ``schema`` for a device in ``groups`` ([n] int64 each).
+
+        A per-group feature takes the column of the device's own value (OOV value 0 if the table
+        has no column for it); a feature the table does not serve is a PayloadError.
+        """
+        out: dict[str, np.ndarray] = {}
+        columns = self.meta.columns or expected_columns(schema)
+        if len(columns) != self.codes.shape[1]:
+            raise PayloadError(f"item table v{self.meta.table_version} has {self.codes.shape[1]} columns, the "
+                               f"bundle's schema needs {len(columns)}: the table is for another model version")
+        index: dict[tuple[str, str | None, int | None], int] = {
+            (c.feature, c.group_attribute, c.group_value): j for j, c in enumerate(columns)}
+        for name in item_table_features(schema):
+            if name == ITEM_CODE:
+                out[name] = self.item_code.astype(np.int64)
+                continue
+            j = index.get((name, None, None))
+            if j is None:
+                attributes = {c.group_attribute for c in columns if c.feature == name}
+                if len(attributes) != 1 or None in attributes:
+                    raise PayloadError(f"item table v{self.meta.table_version} has no column for feature {name!r}")
+                attribute = attributes.pop()
+                assert attribute is not None
+                if attribute not in groups:
+                    raise PayloadError(f"feature {name!r} is per value of {attribute!r}, but the device's groups "
+                                       f"{dict(groups)} do not name it")
+                j = index.get((name, attribute, int(groups[attribute])), index.get((name, attribute, 0)))
+                if j is None:
+                    raise PayloadError(f"item table v{self.meta.table_version}: feature {name!r} has no column "
+                                       f"for {attribute}={groups[attribute]}")
+            out[name] = self.codes[:, j].astype(np.int64)
+        return out
+
+
+def _metadata(body: bytes, source: str) -> str | None:
+    """``__metadata__[fedpa.items]`` of a safetensors body (header only; the body is parsed later)."""
+    if len(body) < 8:
+        raise PayloadError(f"{source}: {len(body)} bytes is not safetensors")
+    n = int.from_bytes(body[:8], "little")
+    if n <= 0 or 8 + n > len(body):
+        raise PayloadError(f"{source}: safetensors header length {n} does not fit {len(body)} bytes")
+    try:
+        header = json.loads(body[8:8 + n])
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PayloadError(f"{source}: safetensors header is not JSON ({exc})") from exc
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return meta.get(ITEMS_METADATA_KEY) if isinstance(meta, dict) else None
+
+
+@dataclass(frozen=True)
+class ItemTableFile:
+    """A whole table: raw item ids (canonical strings) → item code + stat codes.
+
+    ``default_codes`` is the row of an item the table does not know (OOV item code 0, zero counts,
+    the prior click-rate's bucket): exactly what the dataset pipeline gives a never-seen item, so a
+    new item ranks as the model learnt to rank new items.
+    """
+
+    meta: ItemTableMeta
+    ids: np.ndarray  # object [N] of str, distinct
+    item_code: np.ndarray  # int32 [N]
+    codes: np.ndarray  # uint8 [N, C]
+    default_codes: np.ndarray  # uint8 [C]
+    _index: pd.Index = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _check_codes(self.item_code, self.codes, len(self.meta.columns), "item table")
+        if len(self.ids) != len(self.item_code):
+            raise PayloadError(f"item table: {len(self.ids)} ids for {len(self.item_code)} rows")
+        if self.default_codes.shape != (len(self.meta.columns),):
+            raise PayloadError(f"item table: default_codes {self.default_codes.shape} do not fit "
+                               f"{len(self.meta.columns)} columns")
+        index = pd.Index(np.asarray(self.ids, dtype=object))
+        if not index.is_unique:
+            dup = index[index.duplicated()][0]
+            raise PayloadError(f"item table: item id {dup!r} appears more than once")
+        object.__setattr__(self, "_index", index)
+
+    @classmethod
+    def from_arrays(cls, meta: ItemTableMeta, ids: Sequence[Any] | np.ndarray, item_code: np.ndarray,
+                    codes: np.ndarray, default_codes: np.ndarray | None = None) -> ItemTableFile:
+        """Build from computed codes, refusing any that do not fit the wire's int32/uint8."""
+        from fedpa.data.schema import canonical_strings
+
+        strings = canonical_strings(ids)
+        codes = np.asarray(codes).reshape(len(strings), len(meta.columns))
+        default = np.zeros(len(meta.columns), np.int64) if default_codes is None else np.asarray(default_codes)
+        for name, a in (("codes", codes), ("default_codes", default)):
+            if a.size and (int(a.min()) < 0 or int(a.max()) > _MAX_CODE):
+                raise PayloadError(f"item table: {name} must be 0..{_MAX_CODE} (uint8), got "
+                                   f"{int(a.min())}..{int(a.max())}")
+        item_code = np.asarray(item_code)
+        if item_code.size and int(item_code.max()) > np.iinfo(np.int32).max:
+            raise PayloadError("item table: item_code exceeds int32")
+        if any(s is None for s in strings):
+            raise PayloadError("item table: an item id is missing (None/NaN/empty)")
+        return cls(meta, strings, item_code.astype(np.int32), codes.astype(np.uint8),
+                   default.astype(np.uint8).reshape(-1))
+
+    @classmethod
+    def from_signals(cls, table: Any, schema: FeatureSchema, *, model_id: str, model_version: int,
+                     table_version: int, created_at: str = "", info: Mapping[str, Any] | None = None
+                     ) -> ItemTableFile:
+        """The wire form of ``fedpa.signals.ItemTable`` (the maths' own table), columns per :func:`expected_columns`."""
+        columns = expected_columns(schema)
+        meta = ItemTableMeta(model_id=model_id, model_version=model_version, table_version=table_version,
+                             created_at=created_at, columns=columns, info=dict(info or {}))
+        n = len(table.item_ids)
+        codes = np.zeros((n, len(columns)), np.int64)
+        default = np.zeros(len(columns), np.int64)
+        common = {name: j for j, name in enumerate(table.common_columns)}
+        for j, c in enumerate(columns):
+            if c.group_attribute is None:
+                codes[:, j], default[j] = table.common[:, common[c.feature]], table.default_common[common[c.feature]]
+            else:
+                codes[:, j] = table.group_ctr[c.group_attribute][:, c.group_value]
+                default[j] = table.default_group_ctr[c.group_attribute][c.group_value]
+        if ITEM_CODE in common:
+            item_code = table.common[:, common[ITEM_CODE]]
+        else:
+            item_code = np.zeros(n, np.int64)
+        return cls.from_arrays(meta, table.item_ids, item_code, codes, default)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def lookup(self, item_ids: Sequence[Any] | np.ndarray) -> ItemRows:
+        """Rows for ``item_ids`` in order; unknown ids get ``known = False``, item code 0 and the default row."""
+        from fedpa.data.schema import canonical_strings
+
+        where = self._index.get_indexer(canonical_strings(item_ids))
+        known = where >= 0
+        item_code = np.zeros(len(where), np.int32)
+        codes = np.repeat(self.default_codes[None, :], len(where), axis=0)
+        item_code[known] = self.item_code[where[known]]
+        codes[known] = self.codes[where[known]]
+        return ItemRows(self.meta, item_code, codes, known)
+
+    def encode(self) -> bytes:
+        """The published file's bytes (see the module docstring)."""
+        raw = [s.encode("utf-8") for s in self.ids]
+        offsets = np.zeros(len(raw) + 1, np.int64)
+        offsets[1:] = np.cumsum([len(b) for b in raw])
+        blob = np.frombuffer(b"".join(raw), dtype=np.uint8) if raw else np.zeros(0, np.uint8)
+        return encode_tensors({"item_code": self.item_code, "codes": self.codes, "default_codes": self.default_codes,
+                               "id_bytes": blob, "id_offsets": offsets},
+                              metadata={ITEMS_METADATA_KEY: self.meta.to_json()})
+
+    @classmethod
+    def decode(cls, body: bytes, *, source: str = "item table") -> ItemTableFile:
+        meta = ItemTableMeta.parse(_metadata(body, source), source=source)
+        t = decode_tensors(body)
+        names = ["codes", "default_codes", "id_bytes", "id_offsets", "item_code"]
+        if sorted(t) != names:
+            raise PayloadError(f"{source}: tensors {sorted(t)} != {names}")
+        offsets, blob = t["id_offsets"].astype(np.int64), t["id_bytes"].astype(np.uint8).tobytes()
+        n = len(t["item_code"])
+        if offsets.shape != (n + 1,) or (n and (offsets[0] != 0 or offsets[-1] != len(blob)
+                                                 or (np.diff(offsets) <= 0).any())):
+            raise PayloadError(f"{source}: id_offsets do not describe {n} non-empty ids in {len(blob)} bytes")
+        try:
+            ids = np.array([blob[a:b].decode("utf-8") for a, b in itertools.pairwise(offsets.tolist())],
+                           dtype=object)
+        except UnicodeDecodeError as exc:
+            raise PayloadError(f"{source}: an item id is not UTF-8 ({exc})") from exc
+        if t["codes"].dtype != np.uint8 or t["default_codes"].dtype != np.uint8 or t["item_code"].dtype != np.int32:
+            raise PayloadError(f"{source}: item_code must be int32 and codes uint8, got "
+                               f"{t['item_code'].dtype} and {t['codes'].dtype}")
+        return cls(meta, ids, t["item_code"], t["codes"], t["default_codes"])
+
+    def check_schema(self, schema: FeatureSchema) -> None:
+        """Refuse a table whose columns are not exactly what ``schema``'s item_table features need."""
+        expected = expected_columns(schema)
+        if tuple(self.meta.columns) != expected:
+            raise PayloadError(f"item table columns {[c.model_dump(exclude_none=True) for c in self.meta.columns]} "
+                               f"do not match the model's item_table features "
+                               f"{[c.model_dump(exclude_none=True) for c in expected]}")
+        cards = dict(zip(schema.names, schema.cardinalities, strict=True))
+        if ITEM_CODE in cards and self.item_code.size and int(self.item_code.max()) >= cards[ITEM_CODE]:
+            raise PayloadError(f"item table: item_code {int(self.item_code.max())} outside the model's "
+                               f"0..{cards[ITEM_CODE] - 1}")
+        for j, c in enumerate(self.meta.columns):
+            top = max(int(self.codes[:, j].max()) if len(self.codes) else 0, int(self.default_codes[j]))
+            if top >= cards[c.feature]:
+                raise PayloadError(f"item table: column {c.feature!r} has code {top} outside the model's "
+                                   f"0..{cards[c.feature] - 1}")
