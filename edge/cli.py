@@ -12,29 +12,22 @@ Usage::
 
 from __future__ import annotations
 
-import functools
 import json
-import logging
 import math
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from fedpa.cli_common import make_app, setup_logging
 from fedpa.data.cli import parse_dataset_options
-from fedpa.errors import FedPAError
 
 __all__ = ["app"]
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
-app = typer.Typer(help="FedPA device client: train on-device, upload LDP updates, rank items.",
-                  no_args_is_help=True, pretty_exceptions_show_locals=False)
+app = make_app(help="FedPA device client: train on-device, upload LDP updates, rank items.", no_args_is_help=True)
 console = Console()
 
 Server = Annotated[str, typer.Option(help="Aggregator base URL.")]
@@ -48,21 +41,10 @@ Epochs = Annotated[int, typer.Option(min=1, help="Local epochs per round.")]
 Batch = Annotated[int, typer.Option(min=1, help="Local mini-batch size.")]
 
 
-def _friendly(fn: Callable[P, R]) -> Callable[P, R]:
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except FedPAError as exc:
-            console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(1) from exc
-    return wrapper
-
-
 @app.callback()
-def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every request and round.")] = False
-          ) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every request and round, and show "
+                                                "libraries' warnings and tracebacks.")] = False) -> None:
+    setup_logging(verbose)
 
 
 def _privacy(manifest_privacy: Any, *, no_ldp: bool, epsilon: float | None, sigma: float | None,
@@ -85,7 +67,6 @@ def _bars() -> Progress:
 
 
 @app.command()
-@_friendly
 def run(
     server: Server,
     model_id: ModelId,
@@ -133,7 +114,6 @@ def run(
 
 
 @app.command()
-@_friendly
 def fleet(
     server: Server,
     model_id: ModelId,
@@ -204,7 +184,6 @@ def fleet(
 
 
 @app.command()
-@_friendly
 def recommend(
     store: Annotated[Path, typer.Option(exists=True, file_okay=False, help="A device's local store folder.")],
     candidates: Annotated[Path, typer.Option(exists=True, dir_okay=False,

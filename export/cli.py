@@ -11,21 +11,23 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from fedpa.cli_common import make_app, setup_logging
 from fedpa.data.cli import parse_dataset_options
-from fedpa.errors import BundleError, FedPAError
+from fedpa.errors import BundleError
 from fedpa.manifest import PrivacySettings
 
 __all__ = ["app"]
 
-app = typer.Typer(help="Package a trained FedPA foundation model into a verified on-device bundle.",
-                  no_args_is_help=True, add_completion=False)
+app = make_app(help="Package a trained FedPA foundation model into a verified on-device bundle.",
+               no_args_is_help=True, add_completion=False)
 console = Console(stderr=True)
 out_console = Console()
 
 
-def _fail(exc: Exception) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {exc}")
-    return typer.Exit(code=1)
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every step and show libraries' "
+                                                "warnings and tracebacks.")] = False) -> None:
+    setup_logging(verbose)
 
 
 @app.command()
@@ -61,23 +63,20 @@ def build(
     from export.source import resolve_student
     from fedpa.train import adapter_config_for
 
-    try:
-        privacy = PrivacySettings(mechanism=mechanism, clip_norm=clip_norm, noise_multiplier=noise_multiplier,
-                                  delta=delta, epsilon_budget=epsilon_budget)
-        with console.status("preparing the student…") as status:
-            source = resolve_student(student=student, teacher=teacher, dataset=dataset, data_dir=data_dir,
-                                     dataset_options=parse_dataset_options(option), split=split, seed=seed,
-                                     progress=lambda m: (console.log(m), status.update(m)))
-        adapter = adapter_config_for(source.schema, rank=rank, alpha=alpha, gate_mode=gate_mode,
-                                     private_user_embeddings=private_user_embeddings)
-        start = time.perf_counter()
-        with console.status("lowering and packaging…"):
-            result = build_bundle(source.model, source.schema, out, model_id=model_id, model_version=model_version,
-                                  adapter=adapter, privacy=privacy, metrics=source.metrics, seed=seed,
-                                  max_batch=max_batch, max_train_batch=max_train_batch, overwrite=overwrite,
-                                  progress=console.log)
-    except (FedPAError, ValueError) as exc:
-        raise _fail(exc) from exc
+    privacy = PrivacySettings(mechanism=mechanism, clip_norm=clip_norm, noise_multiplier=noise_multiplier,
+                              delta=delta, epsilon_budget=epsilon_budget)
+    with console.status("preparing the student…") as status:
+        source = resolve_student(student=student, teacher=teacher, dataset=dataset, data_dir=data_dir,
+                                 dataset_options=parse_dataset_options(option), split=split, seed=seed,
+                                 progress=lambda m: (console.log(m), status.update(m)))
+    adapter = adapter_config_for(source.schema, rank=rank, alpha=alpha, gate_mode=gate_mode,
+                                 private_user_embeddings=private_user_embeddings)
+    start = time.perf_counter()
+    with console.status("lowering and packaging…"):
+        result = build_bundle(source.model, source.schema, out, model_id=model_id, model_version=model_version,
+                              adapter=adapter, privacy=privacy, metrics=source.metrics, seed=seed,
+                              max_batch=max_batch, max_train_batch=max_train_batch, overwrite=overwrite,
+                              progress=console.log)
     total = sum(e.size for e in result.manifest.files.values()) + (result.path / "manifest.json").stat().st_size
     console.print(f"[green]wrote[/] {result.path} ({total / 1024:.1f} KiB) in {time.perf_counter() - start:.1f} s "
                   f"after training; golden parity: {len(result.parity.checks)} checks passed")
@@ -91,10 +90,7 @@ def verify(
     """Check hashes and the manifest, then replay the golden vectors through .pte, .onnx and training .pte."""
     from export.verify import verify_bundle
 
-    try:
-        result = verify_bundle(bundle, backends=("pte",) if skip_onnx else ("pte", "onnx"))
-    except FedPAError as exc:
-        raise _fail(exc) from exc
+    result = verify_bundle(bundle, backends=("pte",) if skip_onnx else ("pte", "onnx"))
     table = Table(title=f"{bundle}: golden-vector parity")
     table.add_column("check")
     table.add_column("max |error|", justify="right")
@@ -108,7 +104,7 @@ def verify(
                       "[green]✓[/]" if all(c.ok for c in grads) else "[red]✗[/]")
     out_console.print(table)
     if not result.ok:
-        raise _fail(BundleError(f"{len(result.parity.failures())} parity checks failed"))
+        raise BundleError(f"{len(result.parity.failures())} parity checks failed (table above)")
     out_console.print(f"[green]OK[/]: hashes, manifest and {len(result.parity.checks)} parity checks")
 
 
@@ -120,12 +116,9 @@ def inspect(
     """Sizes, parameter counts per owner group, feature schema, programs and tool versions."""
     from export.verify import summarise
 
-    try:
-        info = summarise(bundle)
-    except FedPAError as exc:
-        raise _fail(exc) from exc
-    if as_json:
-        out_console.print_json(json.dumps(info, default=str))
+    info = summarise(bundle)
+    if as_json:  # machine-readable: plain text, never colour, whatever FORCE_COLOR says
+        typer.echo(json.dumps(info, indent=2, default=str), color=False)
         return
     out_console.print(f"[bold]{info['model_id']}[/] v{info['model_version']} (format {info['format_version']}, "
                       f"created {info['created_at']}) — {info['total_bytes'] / 1024:.1f} KiB")
@@ -149,6 +142,7 @@ def inspect(
 
 
 def main() -> None:
+    """Entry point (``fedpa-export``); bad input becomes one ``error:`` line (see :mod:`fedpa.cli_common`)."""
     app()
 
 

@@ -124,8 +124,10 @@ def experiments(
         "runs/experiments"),
 ) -> None:
     """Run the SPEC §8 table (mean ± std over seeds) and write markdown, JSON and a GAUC-per-round PNG."""
+    from fedpa.data.loaders import check_dataset_options
     from fedpa.sim.experiments import TABLE_METHODS, ExperimentConfig, run_experiments
 
+    check_dataset_options(dataset, parse_dataset_options(option))  # before the results folder is made
     chosen = tuple(m.strip() for m in methods.split(",")) if methods else TABLE_METHODS
     config = ExperimentConfig(rounds=rounds, fraction=fraction, local_epochs=local_epochs, seeds=tuple(range(seeds)),
                               methods=chosen, tune=tune, dataset_options=parse_dataset_options(option))
