@@ -96,6 +96,45 @@ def _wants_verbose(args: Sequence[str]) -> bool:
     return any(a in VERBOSE_FLAGS for a in args)
 
 
+class _FilteredText(io.TextIOBase):
+    """``sys.stderr`` minus native log lines: ExecuTorch's bindings print them through Python's
+    ``sys.stderr`` one token per ``write`` call, so lines are reassembled before they are judged."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._pending = ""
+
+    def write(self, text: str) -> int:
+        self._pending += text
+        *lines, self._pending = self._pending.split("\n")
+        for line in lines:
+            if not NATIVE_NOISE.match(line.encode("utf-8", "replace")):
+                self._stream.write(line + "\n")
+        if self._pending and not self._pending.startswith(("[", "I", "W", "E", "D", "F")):
+            self._stream.write(self._pending)  # a partial line that cannot be noise (prompts, live bars)
+            self._pending = ""
+        return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return self._stream.encoding
+
+    def close_filter(self) -> None:
+        if self._pending and not NATIVE_NOISE.match(self._pending.encode("utf-8", "replace")):
+            self._stream.write(self._pending)
+        self._pending = ""
+        self._stream.flush()
+
+
 class _NativeStderrFilter:
     """Drop native libraries' log lines written to file descriptor 2; pass every other byte through.
 
@@ -111,9 +150,9 @@ class _NativeStderrFilter:
         sys.stderr.flush()
         os.dup2(write, 2)
         os.close(write)
-        sys.stderr = io.TextIOWrapper(os.fdopen(os.dup(self._saved), "wb", buffering=0), write_through=True,
-                                      encoding=getattr(self._old_stderr, "encoding", None) or "utf-8",
-                                      errors="backslashreplace")
+        sys.stderr = _FilteredText(io.TextIOWrapper(
+            os.fdopen(os.dup(self._saved), "wb", buffering=0), write_through=True,
+            encoding=getattr(self._old_stderr, "encoding", None) or "utf-8", errors="backslashreplace"))
         self._thread = threading.Thread(target=self._pump, name="fedpa-native-stderr", daemon=True)
         self._thread.start()
 
@@ -134,7 +173,8 @@ class _NativeStderrFilter:
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
-            sys.stderr.flush()
+            if isinstance(sys.stderr, _FilteredText):
+                sys.stderr.close_filter()
         sys.stderr = self._old_stderr
         os.dup2(self._saved, 2)  # closes the pipe's last write end we hold: the reader sees EOF
         self._thread.join(timeout=2.0)  # a child process may still hold the pipe; it is a daemon thread
