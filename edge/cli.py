@@ -121,7 +121,10 @@ def fleet(
     data_dir: Annotated[Path | None, typer.Option(help="Dataset directory.")] = None,
     option: Annotated[list[str] | None, typer.Option(help="load_dataset option KEY=VALUE (repeatable), "
                                                           "e.g. n_users=200 for synthetic data.")] = None,
-    root: Annotated[Path, typer.Option(help="Folder for the devices' stores.")] = Path("runs/fleet"),
+    root: Annotated[Path, typer.Option(help="Folder for the devices' stores (kept between runs).")] = Path(
+        "runs/fleet"),
+    fresh: Annotated[bool, typer.Option(help="Delete the devices' stores first and start new devices (new "
+                                             "adapters, a new ε budget: only for a new experiment).")] = False,
     devices: Annotated[int | None, typer.Option(min=1, help="Devices (default: every private user).")] = None,
     rounds: Annotated[int, typer.Option(min=1)] = 5,
     workers: Annotated[int, typer.Option(min=1, help="Device threads.")] = 4,
@@ -136,7 +139,7 @@ def fleet(
     """Simulate one device per private user of a dataset, in parallel, against a real aggregator."""
     from edge.client import AggregatorClient
     from edge.device import LocalTraining
-    from edge.fleet import FleetConfig, run_fleet
+    from edge.fleet import DIVERGED_LOSS, FleetConfig, existing_stores, run_fleet
     from edge.report import plot_rounds
     from fedpa.data import load_dataset
     from fedpa.manifest import Manifest
@@ -150,7 +153,14 @@ def fleet(
     privacy = _privacy(manifest.privacy, no_ldp=no_ldp, epsilon=epsilon, sigma=noise_multiplier, clip=clip_norm)
     config = FleetConfig(server=server, model_id=model_id, rounds=rounds, workers=workers, max_devices=devices,
                          privacy=privacy, training=LocalTraining(lr=lr, epochs=epochs, batch_size=batch_size),
-                         seed=seed, admin_token=admin_token)
+                         seed=seed, admin_token=admin_token, fresh=fresh)
+    kept, eps = existing_stores(root)
+    if fresh or not kept:
+        console.print(f"starting new devices in {root}" + (f" (--fresh: {kept} earlier stores deleted, their "
+                                                            "privacy budgets with them)" if kept else ""))
+    else:
+        console.print(f"resuming the {kept} device stores in {root}: adapters and spent privacy budget carry over "
+                      f"(most ε spent so far {eps:.3f}); --fresh starts new devices")
     bars = _bars()
     tasks: dict[str, Any] = {}
 
@@ -170,10 +180,18 @@ def fleet(
         val, test = r.get("val", {}), r.get("test", {})
         table.add_row(str(r["round"]), json.dumps(r["statuses"]), str(r["state_version"]),
                       f"{val.get('gauc', float('nan')):.4f}", f"{test.get('gauc', float('nan')):.4f}",
-                      f"{test.get('auc', float('nan')):.4f}", f"{r['loss']:.4f}")
+                      f"{test.get('auc', float('nan')):.4f}",
+                      "[red]diverged[/red]" if r.get("diverged") else f"{r['loss']:.4f}")
     console.print(table)
     console.print(f"{report.devices} devices, {report.failed_rounds} failed rounds, best round {report.best_round}, "
                   f"uploaded {report.bytes_up / 1e6:.2f} MB, max ε {report.epsilon_max:.3f}, {report.seconds:.1f} s")
+    if report.budget_refusals:
+        console.print(f"[yellow]{report.budget_refusals} device-rounds refused: those devices' ε budget is spent "
+                      "(they keep it across runs; --fresh starts new devices)[/yellow]")
+    if report.diverged_rounds:
+        console.print(f"[yellow]local training diverged in round(s) {report.diverged_rounds} (mean loss above "
+                      f"{DIVERGED_LOSS:g} or not finite): lower --lr, or raise --clip-norm or the ε budget so the "
+                      "shared state carries less noise[/yellow]")
     for line in report.errors[:10]:
         console.print(f"[yellow]{line}[/yellow]")
     if json_out:
