@@ -9,6 +9,7 @@ colour can be forced and native libraries write to the terminal.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -68,12 +69,15 @@ MISTAKES: list[tuple[str, list[str], str]] = [
 @pytest.mark.parametrize(("program", "args", "fix"), MISTAKES, ids=[f"{p} {' '.join(a)}" for p, a, _ in MISTAKES])
 def test_a_mistake_gives_one_error_line_with_the_fix(program, args, fix, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("FEDPA_DATABASE_URL", raising=False)
+    monkeypatch.setenv("FEDPA_DATABASE_URL", "unset")  # --database-url writes the variable: restored afterwards
+    monkeypatch.delenv("FEDPA_DATABASE_URL")
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
 
     result = CliRunner().invoke(APPS[program], args)
 
-    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    # Human output (progress lines, a spinner) may be coloured when colour is forced: judge the text.
+    shown = re.sub(r"\x1b\][^\x1b]*\x1b\\|\x1b\[[0-9;?]*[A-Za-z]", "", result.stderr).replace("\r", "\n")
+    errors = [line for line in shown.splitlines() if line.strip()]
     assert result.exit_code != 0, result.output
     assert "Traceback" not in result.output
     assert result.exc_info is None or result.exc_info[0] is SystemExit, result.exc_info
