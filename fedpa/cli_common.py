@@ -182,6 +182,45 @@ class _NativeStderrFilter:
             os.close(self._saved)
 
 
+def _looks_native(line: str) -> bool:
+    return bool(NATIVE_NOISE.match(line.encode("utf-8", "replace")))
+
+
+@contextlib.contextmanager
+def _quiet_rich_proxies() -> Iterator[None]:
+    """While a rich live display (progress bar, spinner) runs on a terminal, rich replaces
+    ``sys.stderr`` with a proxy that prints through the console, bypassing our filter; ExecuTorch's
+    token-by-token writes then showed one token per line. Filter lines there as well."""
+    try:
+        from rich.file_proxy import FileProxy
+    except ImportError:  # pragma: no cover - rich is a dependency
+        yield
+        return
+    write, flush = FileProxy.write, FileProxy.flush
+
+    def quiet_write(self: Any, text: str) -> int:
+        pending = getattr(self, "_fedpa_pending", "") + text
+        *lines, pending = pending.split("\n")
+        kept = [line for line in lines if not _looks_native(line)]
+        if kept:
+            write(self, "\n".join(kept) + "\n")
+        if pending and not pending.startswith(("[", "I", "W", "E", "D", "F")):
+            write(self, pending)
+            pending = ""
+        self._fedpa_pending = pending
+        return len(text)
+
+    def quiet_flush(self: Any) -> None:
+        if not getattr(self, "_fedpa_pending", ""):  # a partial line waits for its end, then is judged
+            flush(self)
+
+    FileProxy.write, FileProxy.flush = quiet_write, quiet_flush  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        FileProxy.write, FileProxy.flush = write, flush  # type: ignore[method-assign]
+
+
 def _stderr_is_fd2() -> bool:
     try:
         return sys.stderr.fileno() == 2
@@ -201,7 +240,7 @@ def quiet_dependencies(verbose: bool) -> Iterator[None]:
         logging.getLogger(name).setLevel(logging.ERROR)
     native = _NativeStderrFilter() if _stderr_is_fd2() else None
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _quiet_rich_proxies():
             warnings.simplefilter("ignore")
             for package in PROJECT_PACKAGES:  # our own warnings still show
                 warnings.filterwarnings("default", module=rf"{package}(\.|$)")
