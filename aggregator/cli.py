@@ -8,7 +8,6 @@ Usage: ``fedpa-aggregator serve --workers 2 --database-url postgresql+psycopg://
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import shutil
@@ -16,59 +15,105 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from pydantic import ValidationError
 
 from aggregator.core.config import Settings
-from fedpa.errors import FedPAError
+from fedpa.cli_common import make_app, setup_logging
+from fedpa.errors import ConfigError
 
 if TYPE_CHECKING:  # the runtime pulls in SQLAlchemy & co.; imported lazily so --help stays fast
     from aggregator.services.runtime import Runtime
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
 __all__ = ["app"]
 
-app = typer.Typer(help="FedPA aggregator server and admin tools.", no_args_is_help=True)
-admin = typer.Typer(help="Admin commands, run directly against the database.", no_args_is_help=True)
+app = make_app(help="FedPA aggregator server and admin tools.", no_args_is_help=True)
+admin = make_app(help="Admin commands, run directly against the database.", no_args_is_help=True)
 app.add_typer(admin, name="admin")
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show libraries' warnings and "
+                                                "tracebacks.")] = False) -> None:
+    setup_logging(verbose)
 
 DbUrl = Annotated[str | None, typer.Option("--database-url", help="overrides FEDPA_DATABASE_URL")]
 
 
-def _settings(database_url: str | None) -> Settings:
+def _settings(database_url: str | None, *, create: bool = False) -> Settings:
+    """Settings with ``--database-url`` applied; ``create`` makes a SQLite database's folder (serve, migrate)."""
     if database_url:
         os.environ["FEDPA_DATABASE_URL"] = database_url
-    return Settings()
+    settings = Settings()
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        make_url(settings.database_url)
+    except ArgumentError:
+        raise ConfigError(f"{settings.database_url!r} is not a database URL; e.g. sqlite:////var/lib/fedpa/aggregator.db"
+                          " or postgresql+psycopg://user@127.0.0.1:5432/fedpa") from None
+    path = _sqlite_path(settings.database_url)
+    if create and path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    return settings
 
 
-def _friendly(fn: Callable[P, R]) -> Callable[P, R]:
-    """Print FedPA refusals (bad bundle, unknown model, …) as one line and exit 1, no traceback."""
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except (FedPAError, ValidationError) as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from exc
-    return wrapper
+def _sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL (None for PostgreSQL or an in-memory database)."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database).expanduser().resolve()
 
 
 def _runtime(database_url: str | None) -> Runtime:
+    """The runtime over an existing database, named on stderr; never creates one (serve/migrate do).
+
+    Why: an admin command run from the wrong folder or with a mistyped URL used to create an empty
+    database and report "no models" instead of saying it was looking in the wrong place.
+    """
+    from sqlalchemy import inspect
+    from sqlalchemy.engine import make_url
+
     from aggregator.services.runtime import Runtime
 
-    runtime = Runtime.build(_settings(database_url))
+    settings = _settings(database_url)
+    shown = make_url(settings.database_url).render_as_string(hide_password=True)
+    typer.echo(f"database: {shown}", err=True)
+    fix = ("start the server (`fedpa-aggregator serve`) or run `fedpa-aggregator migrate` first, or point at "
+           "the server's database with --database-url / FEDPA_DATABASE_URL")
+    path = _sqlite_path(settings.database_url)
+    if path is not None and not path.is_file():
+        raise ConfigError(f"no aggregator database at {path}: {fix}")
+    runtime = Runtime.build(settings)
+    if not inspect(runtime.db.engine).has_table("alembic_version"):
+        runtime.db.dispose()
+        raise ConfigError(f"{shown} holds no aggregator tables: {fix}")
     runtime.db.migrate()
     return runtime
 
 
+def _round_config(text: str | None) -> dict[str, object] | None:
+    """``--config`` text → round settings, refusing non-JSON with the shape it needs."""
+    if text is None:
+        return None
+    example = """--config '{"round_size": 201}'"""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--config {text!r} is not JSON ({exc.msg} at column {exc.colno}); quote keys and "
+                          f"strings, e.g. {example}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"--config must be a JSON object, got {text!r}; e.g. {example}")
+    return value
+
+
 @app.command()
-@_friendly
 def serve(host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
           port: Annotated[int, typer.Option(help="TCP port")] = 8000,
           workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes")] = 1,
@@ -85,7 +130,7 @@ def serve(host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
 
     from aggregator.db import Database
 
-    settings = _settings(database_url)  # validates (refuses unsafe production settings) before forking
+    settings = _settings(database_url, create=True)  # validates (refuses unsafe production settings) before forking
     db = Database(settings)
     db.migrate()
     db.dispose()
@@ -114,7 +159,6 @@ def serve(host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
 
 
 @app.command("aggregate-loop")
-@_friendly
 def aggregate_loop(database_url: DbUrl = None,
                    nice: Annotated[int, typer.Option(
                        min=0, max=19, help="CPU niceness added to this process: aggregation is background "
@@ -141,15 +185,17 @@ def aggregate_loop(database_url: DbUrl = None,
 
 
 @app.command()
-@_friendly
 def migrate(database_url: DbUrl = None) -> None:
     """Create or upgrade the database schema (alembic upgrade head)."""
+    from sqlalchemy.engine import make_url
+
     from aggregator.db import Database
 
-    db = Database(_settings(database_url))
+    settings = _settings(database_url, create=True)
+    db = Database(settings)
     db.migrate()
     db.dispose()
-    typer.echo("database at head")
+    typer.echo(f"database at head: {make_url(settings.database_url).render_as_string(hide_password=True)}")
 
 
 @admin.command("create-token")
@@ -161,7 +207,6 @@ def create_token() -> None:
 
 
 @admin.command("register-device")
-@_friendly
 def register(model_id: str, database_url: DbUrl = None) -> None:
     """Register a device for MODEL_ID and print its id and token as JSON (the token is shown once)."""
     from aggregator.services.devices import register_device
@@ -173,7 +218,6 @@ def register(model_id: str, database_url: DbUrl = None) -> None:
 
 
 @admin.command("issue-enrollment-key")
-@_friendly
 def issue_key(model_id: str,
               max_devices: Annotated[int, typer.Option(min=1, help="devices the key may register")] = 100,
               ttl_s: Annotated[float, typer.Option(min=1, help="seconds until the key expires")] = 7 * 86400.0,
@@ -187,7 +231,6 @@ def issue_key(model_id: str,
 
 
 @admin.command("revoke-device")
-@_friendly
 def revoke(device_id: str, database_url: DbUrl = None) -> None:
     """Revoke a device's token (workers honour it within FEDPA_TOKEN_CACHE_S seconds)."""
     from aggregator.services.devices import revoke_device
@@ -197,7 +240,6 @@ def revoke(device_id: str, database_url: DbUrl = None) -> None:
 
 
 @admin.command()
-@_friendly
 def publish(bundle_dir: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="bundle directory")],
             config: Annotated[str | None, typer.Option(help="round settings as JSON, e.g. '{\"round_size\": 50}'")]
             = None,
@@ -205,14 +247,13 @@ def publish(bundle_dir: Annotated[Path, typer.Argument(exists=True, file_okay=Fa
     """Verify a bundle and publish it (or a newer version of its model)."""
     from aggregator.services.publishing import publish_bundle
 
+    overrides = _round_config(config)  # the input first: a typo changes nothing
     runtime = _runtime(database_url)
-    overrides = json.loads(config) if config else None
     result = publish_bundle(runtime.db, bundle_dir, config=overrides, defaults=runtime.settings.default_round)
     print(result.model_dump_json())
 
 
 @admin.command()
-@_friendly
 def status(model_id: Annotated[str | None, typer.Argument(help="one model (default: all)")] = None,
            database_url: DbUrl = None) -> None:
     """Print the status of one or every model as JSON."""
@@ -224,7 +265,6 @@ def status(model_id: Annotated[str | None, typer.Argument(help="one model (defau
 
 
 @admin.command()
-@_friendly
 def aggregate(model_id: str, database_url: DbUrl = None) -> None:
     """Close MODEL_ID's open round now (safe while servers run: same locks)."""
     from aggregator.services.status import model_status

@@ -13,29 +13,22 @@ Usage::
 
 from __future__ import annotations
 
-import functools
 import json
-import logging
 import math
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from fedpa.cli_common import make_app, setup_logging
 from fedpa.data.cli import parse_dataset_options
-from fedpa.errors import FedPAError
 
 __all__ = ["app"]
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
-app = typer.Typer(help="FedPA device client: train on-device, upload LDP updates, rank items.",
-                  no_args_is_help=True, pretty_exceptions_show_locals=False)
+app = make_app(help="FedPA device client: train on-device, upload LDP updates, rank items.", no_args_is_help=True)
 console = Console()
 
 Server = Annotated[str, typer.Option(help="Aggregator base URL.")]
@@ -59,21 +52,10 @@ Epochs = Annotated[int, typer.Option(min=1, help="Local epochs per round.")]
 Batch = Annotated[int, typer.Option(min=1, help="Local mini-batch size.")]
 
 
-def _friendly(fn: Callable[P, R]) -> Callable[P, R]:
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except FedPAError as exc:
-            console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(1) from exc
-    return wrapper
-
-
 @app.callback()
-def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every request and round.")] = False
-          ) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every request and round, and show "
+                                                "libraries' warnings and tracebacks.")] = False) -> None:
+    setup_logging(verbose)
 
 
 def _policy(*, no_ldp: bool, epsilon: float, delta: float, min_sigma: float | None, max_clip: float) -> Any:
@@ -110,7 +92,6 @@ def _bars() -> Progress:
 
 
 @app.command()
-@_friendly
 def run(
     server: Server,
     model_id: ModelId,
@@ -173,7 +154,6 @@ def run(
 
 
 @app.command()
-@_friendly
 def fleet(
     server: Server,
     model_id: ModelId,
@@ -181,7 +161,10 @@ def fleet(
     data_dir: Annotated[Path | None, typer.Option(help="Dataset directory.")] = None,
     option: Annotated[list[str] | None, typer.Option(help="load_dataset option KEY=VALUE (repeatable), "
                                                           "e.g. n_users=200 for synthetic data.")] = None,
-    root: Annotated[Path, typer.Option(help="Folder for the devices' stores.")] = Path("runs/fleet"),
+    root: Annotated[Path, typer.Option(help="Folder for the devices' stores (kept between runs).")] = Path(
+        "runs/fleet"),
+    fresh: Annotated[bool, typer.Option(help="Delete the devices' stores first and start new devices (new "
+                                             "adapters, a new ε budget: only for a new experiment).")] = False,
     devices: Annotated[int | None, typer.Option(min=1, help="Devices (default: every private user).")] = None,
     rounds: Annotated[int, typer.Option(min=1)] = 5,
     workers: Annotated[int, typer.Option(min=1, help="Device threads.")] = 4,
@@ -198,7 +181,7 @@ def fleet(
     """Simulate one device per private user of a dataset, in parallel, against a real aggregator."""
     from edge.client import AggregatorClient
     from edge.device import LocalTraining
-    from edge.fleet import FleetConfig, run_fleet
+    from edge.fleet import DIVERGED_LOSS, FleetConfig, existing_stores, run_fleet
     from edge.report import plot_rounds
     from fedpa.data import load_dataset
     from fedpa.manifest import Manifest
@@ -217,7 +200,14 @@ def fleet(
     config = FleetConfig(server=server, model_id=model_id, rounds=rounds, workers=workers, max_devices=devices,
                          privacy=privacy, policy=policy, trust_key=key,
                          training=LocalTraining(lr=lr, epochs=epochs, batch_size=batch_size),
-                         seed=seed, admin_token=admin_token)
+                         seed=seed, admin_token=admin_token, fresh=fresh)
+    kept, eps = existing_stores(root)
+    if fresh or not kept:
+        console.print(f"starting new devices in {root}" + (f" (--fresh: {kept} earlier stores deleted, their "
+                                                            "privacy budgets with them)" if kept else ""))
+    else:
+        console.print(f"resuming the {kept} device stores in {root}: adapters and spent privacy budget carry over "
+                      f"(most ε spent so far {eps:.3f}); --fresh starts new devices")
     bars = _bars()
     tasks: dict[str, Any] = {}
 
@@ -237,10 +227,18 @@ def fleet(
         val, test = r.get("val", {}), r.get("test", {})
         table.add_row(str(r["round"]), json.dumps(r["statuses"]), str(r["state_version"]),
                       f"{val.get('gauc', float('nan')):.4f}", f"{test.get('gauc', float('nan')):.4f}",
-                      f"{test.get('auc', float('nan')):.4f}", f"{r['loss']:.4f}")
+                      f"{test.get('auc', float('nan')):.4f}",
+                      "[red]diverged[/red]" if r.get("diverged") else f"{r['loss']:.4f}")
     console.print(table)
     console.print(f"{report.devices} devices, {report.failed_rounds} failed rounds, best round {report.best_round}, "
                   f"uploaded {report.bytes_up / 1e6:.2f} MB, max ε {report.epsilon_max:.3f}, {report.seconds:.1f} s")
+    if report.budget_refusals:
+        console.print(f"[yellow]{report.budget_refusals} device-rounds refused: those devices' ε budget is spent "
+                      "(they keep it across runs; --fresh starts new devices)[/yellow]")
+    if report.diverged_rounds:
+        console.print(f"[yellow]local training diverged in round(s) {report.diverged_rounds} (mean loss above "
+                      f"{DIVERGED_LOSS:g} or not finite): lower --lr, or raise --clip-norm or the ε budget so the "
+                      "shared state carries less noise[/yellow]")
     for line in report.errors[:10]:
         console.print(f"[yellow]{line}[/yellow]")
     if json_out:
@@ -251,7 +249,6 @@ def fleet(
 
 
 @app.command()
-@_friendly
 def recommend(
     store: Annotated[Path, typer.Option(exists=True, file_okay=False, help="A device's local store folder.")],
     candidates: Annotated[Path, typer.Option(exists=True, dir_okay=False,

@@ -31,18 +31,23 @@ from edge.client import AggregatorClient, RetryPolicy
 from edge.device import Device, LocalTraining, RoundResult
 from edge.programs import LocalPrograms
 from edge.signals import DeviceSignals
-from edge.store import LocalStore
+from edge.store import DeviceState, LocalStore
 from fedpa.errors import BundleError, FedPAError, SyncError
 from fedpa.manifest import read_manifest
 from fedpa.metrics import evaluate
 from fedpa.privacy import DevicePolicy, PrivacyConfig
 from fedpa.signing import PublicKey
 
-__all__ = ["FleetConfig", "FleetReport", "ProgramCache", "build_devices", "run_fleet"]
+__all__ = ["DIVERGED_LOSS", "FleetConfig", "FleetReport", "ProgramCache", "build_devices", "existing_stores",
+           "run_fleet"]
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
+# A round's mean local loss (binary cross-entropy, nats) above this means training diverged: the
+# devices' average probability for the true label is below e^-10, far worse than a constant guess
+# (ln 2 ≈ 0.69). Reported as divergence rather than printed as a number.
+DIVERGED_LOSS = 10.0
 
 
 @dataclass(frozen=True)
@@ -61,7 +66,9 @@ class FleetConfig:
     round_timeout_s: float = 300.0
     backend: str = "pte"
     evaluate: bool = True
-    fresh: bool = True  # wipe device folders first (a new experiment) instead of resuming them
+    # Wipe device folders first (a new experiment) instead of resuming them. Resumed devices keep their
+    # adapters, counters and spent privacy budget: a device past its ε budget refuses to upload.
+    fresh: bool = True
 
 
 @dataclass
@@ -75,6 +82,9 @@ class FleetReport:
     bytes_down: int = 0
     epsilon_max: float = 0.0
     failed_rounds: int = 0
+    diverged_rounds: list[int] = field(default_factory=list)  # mean loss non-finite or > DIVERGED_LOSS
+    budget_refusals: int = 0  # device-rounds not run because the device's ε budget was spent
+    resumed: int = 0  # devices whose store was kept from an earlier run
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -110,6 +120,12 @@ class ProgramCache:
             else:
                 read_manifest(bundle_dir)  # still verify this device's own copy of every file
             return self._by_digest[digest]
+
+
+def existing_stores(root: Path) -> tuple[int, float]:
+    """How many device stores ``root`` already holds, and the most ε any of them has spent."""
+    states = [DeviceState.from_json(p.read_text()) for p in sorted(Path(root).glob("device-*/state.json"))]
+    return len(states), max((s.epsilon_spent for s in states), default=0.0)
 
 
 def build_devices(ds: Any, root: Path, config: FleetConfig, *, http: httpx.Client,
@@ -177,8 +193,9 @@ def run_fleet(ds: Any, root: str | Path, config: FleetConfig, *, http: httpx.Cli
     own_http = http is None
     http = http or httpx.Client(timeout=60.0, limits=httpx.Limits(max_connections=max(8, 2 * config.workers)))
     tick = progress or (lambda stage, done, total: None)
+    resumed = 0 if config.fresh else existing_stores(root)[0]
     members = build_devices(ds, root, config, http=http, programs=ProgramCache())
-    report = FleetReport(devices=len(members))
+    report = FleetReport(devices=len(members), resumed=min(resumed, len(members)))
 
     def setup(m: _Member) -> None:
         m.device.setup()
@@ -200,7 +217,9 @@ def run_fleet(ds: Any, root: str | Path, config: FleetConfig, *, http: httpx.Cli
                 for m, res in zip(members, pool.map(_safe_round, members), strict=True):
                     results.append(res)
                     tick(f"round {r}", len(results), len(members))
-                    if isinstance(res, str):
+                    if isinstance(res, str) and res.startswith("PrivacyBudgetError"):
+                        report.budget_refusals += 1
+                    elif isinstance(res, str):
                         report.errors.append(f"round {r} device {m.user}: {res}")
                 status = observer.status(config.model_id)
                 if status["state_version"] == before and config.admin_token and status["pending_updates"]:
@@ -216,6 +235,13 @@ def run_fleet(ds: Any, root: str | Path, config: FleetConfig, *, http: httpx.Cli
                 }
                 if not row["closed"] or row["statuses"].get("accepted", 0) == 0:
                     report.failed_rounds += 1
+                trained = [x.loss for x in results if isinstance(x, RoundResult) and x.status != "skipped"]
+                row["diverged"] = bool(trained) and not (bool(np.all(np.isfinite(trained)))
+                                                         and float(np.mean(trained)) <= DIVERGED_LOSS)
+                if row["diverged"]:
+                    report.diverged_rounds.append(r)
+                    log.warning("round %d: local training diverged (mean loss %s, %d steps skipped)", r,
+                                row["loss"], row["skipped_steps"])
                 if config.evaluate:
                     row.update(_evaluate(members, pool))
                     if row["val"]["auc"] > best_auc:

@@ -28,12 +28,18 @@ def plot_rounds(report: Any, path: str | Path, *, fm_only: Mapping[str, float] |
             ax.plot(rounds, [r[split][metric] for r in rows], style, marker="o", label=f"{split}")
         if fm_only is not None and metric in fm_only:
             ax.axhline(fm_only[metric], color="grey", linestyle=":", label="FM-only (test)")
-        if report.best_round:
-            ax.axvline(report.best_round, color="tab:green", alpha=0.3, label="best val round")
+        if report.best_round:  # chosen by validation AUC (SPEC §3): marked on that curve, lined on both panels
+            ax.axvline(report.best_round, color="tab:green", alpha=0.3, label="round chosen by val AUC")
+            if metric == "auc":
+                chosen = next(r for r in rows if r["round"] == report.best_round)
+                ax.plot([report.best_round], [chosen["val"]["auc"]], "*", color="tab:green", markersize=14,
+                        label="best val AUC of rounds ≥ 1")
         ax.set_xlabel("round")
+        ax.set_xticks(rounds)
         ax.set_ylabel(metric.upper())
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    for ax in axes:
+        ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path = Path(path)

@@ -11,21 +11,23 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from fedpa.cli_common import make_app, setup_logging
 from fedpa.data.cli import parse_dataset_options
-from fedpa.errors import BundleError, FedPAError
+from fedpa.errors import BundleError
 from fedpa.manifest import PrivacySettings
 
 __all__ = ["app"]
 
-app = typer.Typer(help="Package a trained FedPA foundation model into a verified on-device bundle.",
-                  no_args_is_help=True, add_completion=False)
+app = make_app(help="Package a trained FedPA foundation model into a verified on-device bundle.",
+               no_args_is_help=True, add_completion=False)
 console = Console(stderr=True)
 out_console = Console()
 
 
-def _fail(exc: Exception) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {exc}")
-    return typer.Exit(code=1)
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every step and show libraries' "
+                                                "warnings and tracebacks.")] = False) -> None:
+    setup_logging(verbose)
 
 
 def _kinds(features: str, without: str) -> dict[str, str]:
@@ -76,34 +78,30 @@ def build(
     """Distil the student if needed, lower it to ExecuTorch/ONNX and write a self-verified bundle."""
     from export.bundle import build_bundle
     from export.source import resolve_student
+    from fedpa.privacy import noise_multiplier_for
+    from fedpa.signing import load_private_key
     from fedpa.train import adapter_config_for
 
-    try:
-        from fedpa.privacy import noise_multiplier_for
-        from fedpa.signing import load_private_key
-
-        key = load_private_key(signing_key) if signing_key is not None else None
-        if noise_multiplier is None:
-            noise_multiplier = (0.0 if mechanism == "none" else
-                                noise_multiplier_for(epsilon_budget, planned_rounds, delta=delta,
-                                                     mechanism=mechanism))  # type: ignore[arg-type]
-        privacy = PrivacySettings(mechanism=mechanism, clip_norm=clip_norm, noise_multiplier=noise_multiplier,
-                                  delta=delta, epsilon_budget=epsilon_budget, rounds=planned_rounds)
-        with console.status("preparing the student…") as status:
-            source = resolve_student(student=student, teacher=teacher, dataset=dataset, data_dir=data_dir,
-                                     dataset_options={**parse_dataset_options(option), **_kinds(features, without)},
-                                     split=split, seed=seed,
-                                     progress=lambda m: (console.log(m), status.update(m)))
-        adapter = adapter_config_for(source.schema, rank=rank, alpha=alpha, gate_mode=gate_mode,
-                                     private_user_embeddings=private_user_embeddings)
-        start = time.perf_counter()
-        with console.status("lowering and packaging…"):
-            result = build_bundle(source.model, source.schema, out, model_id=model_id, model_version=model_version,
-                                  adapter=adapter, privacy=privacy, metrics=source.metrics, seed=seed,
-                                  max_batch=max_batch, max_train_batch=max_train_batch, overwrite=overwrite,
-                                  progress=console.log, signing_key=key)
-    except (FedPAError, ValueError) as exc:
-        raise _fail(exc) from exc
+    key = load_private_key(signing_key) if signing_key is not None else None
+    if noise_multiplier is None:
+        noise_multiplier = (0.0 if mechanism == "none" else
+                            noise_multiplier_for(epsilon_budget, planned_rounds, delta=delta,
+                                                 mechanism=mechanism))  # type: ignore[arg-type]
+    privacy = PrivacySettings(mechanism=mechanism, clip_norm=clip_norm, noise_multiplier=noise_multiplier,
+                              delta=delta, epsilon_budget=epsilon_budget, rounds=planned_rounds)
+    with console.status("preparing the student…") as status:
+        source = resolve_student(student=student, teacher=teacher, dataset=dataset, data_dir=data_dir,
+                                 dataset_options={**parse_dataset_options(option), **_kinds(features, without)},
+                                 split=split, seed=seed,
+                                 progress=lambda m: (console.log(m), status.update(m)))
+    adapter = adapter_config_for(source.schema, rank=rank, alpha=alpha, gate_mode=gate_mode,
+                                 private_user_embeddings=private_user_embeddings)
+    start = time.perf_counter()
+    with console.status("lowering and packaging…"):
+        result = build_bundle(source.model, source.schema, out, model_id=model_id, model_version=model_version,
+                              adapter=adapter, privacy=privacy, metrics=source.metrics, seed=seed,
+                              max_batch=max_batch, max_train_batch=max_train_batch, overwrite=overwrite,
+                              progress=console.log, signing_key=key)
     total = sum(e.size for e in result.manifest.files.values()) + (result.path / "manifest.json").stat().st_size
     console.print(f"[green]wrote[/] {result.path} ({total / 1024:.1f} KiB) in {time.perf_counter() - start:.1f} s "
                   f"after training; golden parity: {len(result.parity.checks)} checks passed"
@@ -118,10 +116,7 @@ def keygen(
     """Write a publisher signing key pair (ECDSA P-256): sign with the .key, pin the .pub on devices."""
     from fedpa.signing import generate_keypair, load_public_key
 
-    try:
-        key_path, pub_path = generate_keypair(out, overwrite=overwrite)
-    except FedPAError as exc:
-        raise _fail(exc) from exc
+    key_path, pub_path = generate_keypair(out, overwrite=overwrite)
     out_console.print(f"wrote {key_path} (keep it secret, off the server) and {pub_path} "
                       f"(key id {load_public_key(pub_path).key_id[:16]})")
 
@@ -135,12 +130,9 @@ def sign(
     from fedpa.manifest import read_manifest
     from fedpa.signing import load_private_key, sign_bundle
 
-    try:
-        key = load_private_key(signing_key)
-        read_manifest(bundle)
-        path = sign_bundle(bundle, key)
-    except FedPAError as exc:
-        raise _fail(exc) from exc
+    key = load_private_key(signing_key)
+    read_manifest(bundle)
+    path = sign_bundle(bundle, key)
     out_console.print(f"wrote {path}")
 
 
@@ -171,20 +163,17 @@ def items(
     from fedpa.errors import ConfigError, DataError
     from fedpa.signals import SIGNAL_KINDS
 
-    try:
-        _, kinds = bundle_kinds(bundle)
-        without_kinds = ",".join(k for k in SIGNAL_KINDS if k not in kinds)
-        with console.status(f"loading {dataset} as the bundle was built (kinds: {', '.join(kinds) or 'none'})…"):
-            try:
-                ds = load_dataset(dataset, data_dir, split=split, seed=seed,  # type: ignore[arg-type]
-                                  features="full" if kinds else "base", without=without_kinds if kinds else (),
-                                  **parse_dataset_options(option))
-            except (ConfigError, DataError) as exc:
-                raise BundleError(f"dataset {dataset!r}: {exc}") from exc
-        result = write_item_table(bundle, ds, out, table_version=table_version, as_of_ms=as_of,
-                                  overwrite=overwrite)
-    except (FedPAError, ValueError) as exc:
-        raise _fail(exc) from exc
+    _, kinds = bundle_kinds(bundle)
+    without_kinds = ",".join(k for k in SIGNAL_KINDS if k not in kinds)
+    with console.status(f"loading {dataset} as the bundle was built (kinds: {', '.join(kinds) or 'none'})…"):
+        try:
+            ds = load_dataset(dataset, data_dir, split=split, seed=seed,  # type: ignore[arg-type]
+                              features="full" if kinds else "base", without=without_kinds if kinds else (),
+                              **parse_dataset_options(option))
+        except (ConfigError, DataError) as exc:
+            raise BundleError(f"dataset {dataset!r}: {exc}") from exc
+    result = write_item_table(bundle, ds, out, table_version=table_version, as_of_ms=as_of,
+                              overwrite=overwrite)
     meta = result.table.meta
     console.print(f"[green]wrote[/] {result.path}: {len(result.table):,} items × {len(meta.columns)} stat columns "
                   f"for {meta.model_id} v{meta.model_version}, table_version {meta.table_version} "
@@ -203,11 +192,8 @@ def verify(
     from export.verify import verify_bundle
     from fedpa.signing import load_public_key
 
-    try:
-        trusted = load_public_key(trust_key) if trust_key is not None else None
-        result = verify_bundle(bundle, backends=("pte",) if skip_onnx else ("pte", "onnx"), trust_key=trusted)
-    except FedPAError as exc:
-        raise _fail(exc) from exc
+    trusted = load_public_key(trust_key) if trust_key is not None else None
+    result = verify_bundle(bundle, backends=("pte",) if skip_onnx else ("pte", "onnx"), trust_key=trusted)
     table = Table(title=f"{bundle}: golden-vector parity")
     table.add_column("check")
     table.add_column("max |error|", justify="right")
@@ -221,7 +207,7 @@ def verify(
                       "[green]✓[/]" if all(c.ok for c in grads) else "[red]✗[/]")
     out_console.print(table)
     if not result.ok:
-        raise _fail(BundleError(f"{len(result.parity.failures())} parity checks failed"))
+        raise BundleError(f"{len(result.parity.failures())} parity checks failed (table above)")
     signed = "signature, " if trust_key is not None else ""
     out_console.print(f"[green]OK[/]: {signed}hashes, manifest and {len(result.parity.checks)} parity checks")
 
@@ -234,12 +220,9 @@ def inspect(
     """Sizes, parameter counts per owner group, feature schema, programs and tool versions."""
     from export.verify import summarise
 
-    try:
-        info = summarise(bundle)
-    except FedPAError as exc:
-        raise _fail(exc) from exc
-    if as_json:
-        out_console.print_json(json.dumps(info, default=str))
+    info = summarise(bundle)
+    if as_json:  # machine-readable: plain text, never colour, whatever FORCE_COLOR says
+        typer.echo(json.dumps(info, indent=2, default=str), color=False)
         return
     out_console.print(f"[bold]{info['model_id']}[/] v{info['model_version']} (format {info['format_version']}, "
                       f"created {info['created_at']}) — {info['total_bytes'] / 1024:.1f} KiB")
@@ -263,6 +246,7 @@ def inspect(
 
 
 def main() -> None:
+    """Entry point (``fedpa-export``); bad input becomes one ``error:`` line (see :mod:`fedpa.cli_common`)."""
     app()
 
 

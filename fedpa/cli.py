@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 # These modules import torch only inside their commands, so `fedpa --help` stays fast.
+from fedpa.cli_common import make_app, setup_logging
 from fedpa.data.cli import data_app
 from fedpa.demo import demo
 from fedpa.privacy_cli import privacy_app
@@ -19,11 +19,10 @@ from fedpa.sim.cli import experiments, simulate
 
 __all__ = ["app"]
 
-app = typer.Typer(
+app = make_app(
     help="FedPA — federated adaptation of a foundation-model recommender. "
     "Start with `fedpa demo`; see `fedpa COMMAND --help`.",
     no_args_is_help=True,
-    pretty_exceptions_show_locals=False,
 )
 console = Console()
 
@@ -70,8 +69,9 @@ def _metrics_table(rows: dict[str, dict[str, Any]]) -> Table:
 
 
 @app.callback()
-def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log training progress.")] = False) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log training progress and show "
+                                                "libraries' warnings and tracebacks.")] = False) -> None:
+    setup_logging(verbose)
 
 
 @app.command()
@@ -139,11 +139,5 @@ def distill(
 
 
 def main() -> None:
-    """Entry point that prints FedPA's own errors as one clean line (exit code 2)."""
-    from fedpa.errors import FedPAError
-
-    try:
-        app()
-    except FedPAError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise SystemExit(2) from None
+    """Entry point (``fedpa``); bad input becomes one ``error:`` line (see :mod:`fedpa.cli_common`)."""
+    app()

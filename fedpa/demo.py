@@ -27,6 +27,8 @@ from typing import Annotated, Any
 
 import typer
 
+from fedpa.cli_common import FedPACommand
+
 __all__ = ["DemoConfig", "DemoReport", "demo", "demo_app", "run_demo"]
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,7 @@ class DemoReport:
     best_round: int = 0
     devices: int = 0
     failed_rounds: int = 0
+    diverged_rounds: list[int] = field(default_factory=list)  # mean local loss non-finite or huge
     bytes_up: int = 0
     bytes_down: int = 0
     upload_bytes_per_device_round: float = 0.0
@@ -190,6 +193,7 @@ def run_demo(config: DemoConfig, *, say: Say | None = None,
                 server.stop()
 
     report.devices, report.failed_rounds = result.devices, result.failed_rounds
+    report.diverged_rounds = result.diverged_rounds
     report.before, report.after = result.initial.get("test", {}), result.best.get("test", {})
     report.best_round, report.rounds = result.best_round, result.rounds
     report.bytes_up, report.bytes_down = result.bytes_up, result.bytes_down
@@ -236,9 +240,9 @@ def demo(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from fedpa.errors import FedPAError
-
     console = Console()
+    console.print(f"fedpa demo: data → teacher → student → bundle → aggregator → devices, written to {out} "
+                  "(about 2 minutes on 2 cores; loading the libraries first)")  # before torch's import
     config = DemoConfig(out=out, dataset=dataset, data_dir=data_dir, max_users=max_users, train_epochs=train_epochs,
                         seed=seed, rounds=rounds, devices=devices,
                         workers=workers, ldp=ldp, epsilon=epsilon, clip_norm=clip_norm, postgres=postgres,
@@ -252,12 +256,8 @@ def demo(
             tasks[stage] = bars.add_task(stage, total=total)
         bars.update(tasks[stage], completed=done)
 
-    try:
-        with bars:
-            report = run_demo(config, say=lambda m: bars.console.print(f"[dim]·[/dim] {m}"), progress=progress)
-    except FedPAError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+    with bars:  # a FedPAError becomes one `error:` line in fedpa.cli_common
+        report = run_demo(config, say=lambda m: bars.console.print(f"[dim]·[/dim] {m}"), progress=progress)
     console.print(format_report(report))
 
 
@@ -276,6 +276,8 @@ def format_report(report: DemoReport) -> str:
         row("FM-only (distilled student)", report.fm_only),
         row("before adaptation (bundle, round 0)", report.before),
         row(f"after adaptation (round {report.best_round}, best val)", report.after),
+        *([f"  local training DIVERGED in round(s) {report.diverged_rounds}: see the loss column of report.json"]
+          if report.diverged_rounds else []),
         f"  uploaded {report.bytes_up / 1e6:.2f} MB in all ({report.upload_bytes_per_device_round / 1e3:.1f} kB per "
         f"device per round), downloaded {report.bytes_down / 1e6:.2f} MB",
         ("  privacy: Gaussian LDP, σ = {:.3f}, ε spent ≤ {:.2f} per user (δ = {:g})".format(
@@ -288,5 +290,5 @@ def format_report(report: DemoReport) -> str:
     return "\n".join(lines)
 
 
-demo_app = typer.Typer(help="The end-to-end demo.", add_completion=False)
-demo_app.command("demo")(demo)
+demo_app = typer.Typer(help="The end-to-end demo.", add_completion=False, pretty_exceptions_enable=False)
+demo_app.command("demo", cls=FedPACommand)(demo)

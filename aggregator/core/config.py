@@ -10,7 +10,9 @@ Usage: ``settings = get_settings()`` (the CLI maps its flags onto the environmen
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
@@ -21,7 +23,19 @@ from fedpa.errors import ConfigError
 
 __all__ = ["DEFAULT_DATABASE_URL", "MIN_ADMIN_TOKEN_CHARS", "Settings", "get_settings"]
 
-DEFAULT_DATABASE_URL = "sqlite:///./fedpa-aggregator.db"
+
+
+def _default_database_url() -> str:
+    """SQLite in the user's data folder (``$XDG_DATA_HOME/fedpa``), not the current one.
+
+    Why: the server and the admin commands then find the same database wherever they are run,
+    and SQLite's ``-wal``/``-shm`` side files never land in a checkout.
+    """
+    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return f"sqlite:///{base / 'fedpa' / 'aggregator.db'}"
+
+
+DEFAULT_DATABASE_URL = _default_database_url()
 MIN_ADMIN_TOKEN_CHARS = 32
 
 

@@ -14,9 +14,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from fedpa.cli_common import make_app
 from fedpa.data.dataset import dataset_stats
 from fedpa.data.loaders import DATASET_NAMES, load_dataset
-from fedpa.errors import FedPAError
 
 __all__ = ["data_app", "parse_dataset_options", "report_rows"]
 
@@ -39,7 +39,7 @@ def parse_dataset_options(pairs: list[str] | None) -> dict[str, Any]:
     return out
 
 
-data_app = typer.Typer(help="Inspect datasets: loaders, open/private splits and encoders.", no_args_is_help=True)
+data_app = make_app(help="Inspect datasets: loaders, open/private splits and encoders.", no_args_is_help=True)
 
 
 @data_app.callback()
@@ -79,12 +79,8 @@ def stats(
 ) -> None:
     """Print users, items, interactions and positive rate per split, then the loader's report."""
     console = Console()
-    try:
-        ds = load_dataset(dataset, data_dir, split=split, seed=seed,  # type: ignore[arg-type]
-                          item_id_buckets=item_id_buckets, max_users=max_users)
-    except FedPAError as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)
-        raise typer.Exit(code=1) from exc
+    ds = load_dataset(dataset, data_dir, split=split, seed=seed,  # type: ignore[arg-type]
+                      item_id_buckets=item_id_buckets, max_users=max_users)
     table = Table(title=f"{ds.name} ({split} split, seed {seed})")
     for col in ("split", "users", "items", "interactions", "positive rate"):
         table.add_column(col, justify="left" if col == "split" else "right")

@@ -8,6 +8,7 @@ Usage: ``ds = load_dataset("kuaisar-r", "/data/kuaisar-r", seed=0)``.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +20,8 @@ from fedpa.data.formats import RawTables, read_csv_layout, read_kuairand, read_k
 from fedpa.data.synthetic import SYNTHETIC_DEFAULTS, generate_synthetic, synthetic_tables
 from fedpa.errors import ConfigError, DataError
 
-__all__ = ["DATASET_DEFAULTS", "DATASET_NAMES", "DATA_DIR_ENV", "load_dataset", "resolve_data_dir"]
+__all__ = ["DATASET_DEFAULTS", "DATASET_NAMES", "DATA_DIR_ENV", "check_dataset_options", "load_dataset",
+           "resolve_data_dir"]
 
 DATA_DIR_ENV = "FEDPA_DATA_DIR"
 DATASET_NAMES: tuple[str, ...] = ("kuaisar-r", "kuairand", "csv", "synthetic")
@@ -47,6 +49,21 @@ _MARKERS = {"kuaisar-r": "df.csv", "kuairand": "user_features_*.csv", "csv": "in
 _SPLIT_OPTIONS = {"pool_attribute", "pool_values", "group_attributes", "pool_fraction", "rest_fraction",
                   "time_cut_quantile", "min_interactions", "n_buckets", "min_count", "stats_from", "item_code_cap",
                   "item_code_min_count"}
+# Numeric options and what they accept, so `--option n_users=abc` is refused by name, not deep in pandas.
+_NUMERIC_OPTIONS: dict[str, tuple[type, str, float, float]] = {  # name → (type, wording, low, high), inclusive
+    "n_users": (int, "an integer ≥ 2", 2, math.inf),
+    "n_items": (int, "an integer ≥ 1", 1, math.inf),
+    "interactions_per_user": (int, "an integer ≥ 1", 1, math.inf),
+    "drift": (float, "a number ≥ 0", 0.0, math.inf),
+    "pool_fraction": (float, "a fraction in [0, 1]", 0.0, 1.0),
+    "rest_fraction": (float, "a fraction in [0, 1]", 0.0, 1.0),
+    "time_cut_quantile": (float, "a fraction in [0, 1]", 0.0, 1.0),
+    "min_interactions": (int, "an integer ≥ 1", 1, math.inf),
+    "n_buckets": (int, "an integer ≥ 1", 1, math.inf),
+    "min_count": (int, "an integer ≥ 1", 1, math.inf),
+    "item_code_cap": (int, "an integer ≥ 0", 0, math.inf),
+    "item_code_min_count": (int, "an integer ≥ 1", 1, math.inf),
+}
 _READER_OPTIONS = {
     "kuaisar-r": {"user_features", "item_features"},
     "kuairand": {"label", "log_glob", "user_features_file", "video_features_file", "user_features",
@@ -87,6 +104,30 @@ def _as_tuple(value: Any) -> tuple[Any, ...]:
     return tuple(value)
 
 
+def check_dataset_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` for dataset ``name`` with numbers as their type; ConfigError naming a bad one.
+
+    Called by :func:`load_dataset`, and by commands before they create any output, so that
+    ``--option n_users=abc`` is refused by name rather than deep inside pandas.
+    """
+    if name not in DATASET_NAMES:
+        raise ConfigError(f"unknown dataset {name!r}; expected one of {DATASET_NAMES}")
+    allowed = _SPLIT_OPTIONS | _READER_OPTIONS[name]
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise ConfigError(f"{name}: unknown option {unknown[0]!r} (allowed: {sorted(allowed)})")
+    checked = dict(options)
+    for key, value in options.items():
+        if key in _NUMERIC_OPTIONS:
+            kind, wording, low, high = _NUMERIC_OPTIONS[key]
+            ok = isinstance(value, int | float) and not isinstance(value, bool) and (kind is float or
+                                                                                   float(value).is_integer())
+            if not ok or not low <= value <= high:
+                raise ConfigError(f"{name}: option {key} must be {wording}, got {value!r}")
+            checked[key] = kind(value)
+    return checked
+
+
 def load_dataset(
     name: str,
     data_dir: str | Path | None = None,
@@ -110,12 +151,7 @@ def load_dataset(
     ``stats_from`` (``open``; ``all`` = central ceiling), ``item_code_cap`` (2048) and
     ``item_code_min_count`` (2) tune them.
     """
-    if name not in DATASET_NAMES:
-        raise ConfigError(f"unknown dataset {name!r}; expected one of {DATASET_NAMES}")
-    allowed = _SPLIT_OPTIONS | _READER_OPTIONS[name]
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise ConfigError(f"{name}: unknown option {unknown[0]!r} (allowed: {sorted(allowed)})")
+    options = check_dataset_options(name, options)
     reader_opts = {k: v for k, v in options.items() if k in _READER_OPTIONS[name]}
     split_opts = {k: v for k, v in options.items() if k in _SPLIT_OPTIONS}
 

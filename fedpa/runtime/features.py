@@ -8,7 +8,7 @@ embeddings, so every path into a program goes through :class:`FeatureEncoder`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,11 +31,42 @@ def schema_differences(expected: FeatureSchema, found: FeatureSchema) -> list[st
     for a in expected.features:
         b = next((f for f in found.features if f.name == a.name), None)
         if b is not None and a.to_dict() != b.to_dict():
-            diffs.append(f"feature {a.name!r} encodes differently ({b.kind}, {b.cardinality} codes vs "
-                         f"bundle's {a.kind}, {a.cardinality} codes)")
+            diffs.append(f"feature {a.name!r} encodes differently: {_feature_difference(a, b)}")
     if tuple(expected.group_attributes) != tuple(found.group_attributes):
         diffs.append(f"group attributes {list(found.group_attributes)} != bundle's {list(expected.group_attributes)}")
     return diffs
+
+
+def _feature_difference(bundle: CategoricalFeature, found: CategoricalFeature) -> str:
+    """What actually differs between two encodings of one feature, the first differing value shown."""
+    if bundle.kind != found.kind:
+        return f"{found.kind} ({found.cardinality} codes) vs bundle's {bundle.kind} ({bundle.cardinality} codes)"
+    if bundle.side != found.side:
+        return f"{found.side}-side vs bundle's {bundle.side}-side"
+    if bundle.kind == "hashed":
+        return f"{found.hash_buckets} hash buckets vs bundle's {bundle.hash_buckets}"
+    if bundle.kind == "bucketised":
+        mine, theirs = tuple(found.bucket_edges or ()), tuple(bundle.bucket_edges or ())
+        if mine != theirs:
+            return "bucket edges (log1p space) " + _first_difference(mine, theirs, lambda v: f"{v:.6g}")
+    if tuple(found.vocabulary) != tuple(bundle.vocabulary):
+        return "vocabulary " + _first_difference(found.vocabulary, bundle.vocabulary, repr)
+    keys = sorted(k for k, v in bundle.to_dict().items() if found.to_dict().get(k) != v)
+    return f"{', '.join(keys)} differ"
+
+
+def _first_difference(found: Sequence[Any], bundle: Sequence[Any], show: Callable[[Any], str]) -> str:
+    for i, (x, y) in enumerate(zip(found, bundle, strict=False)):
+        if x != y:
+            return f"differ at position {i}: {show(x)} vs bundle's {show(y)}"
+    n, m = len(found), len(bundle)
+    if n > m:
+        return f"has {n - m} more than the bundle's {m}: {', '.join(show(v) for v in found[m:m + 3])}" + (
+            ", …" if n - m > 3 else "")
+    if n < m:
+        return f"lacks the last {m - n} of the bundle's {m}: {', '.join(show(v) for v in bundle[n:n + 3])}" + (
+            ", …" if m - n > 3 else "")
+    return "is the same; other settings differ"
 
 
 class FeatureEncoder:

@@ -138,18 +138,26 @@ def experiments(
         "runs/experiments"),
 ) -> None:
     """Run the SPEC §8 table (mean ± std over seeds) and write markdown, JSON and a GAUC-per-round PNG."""
+    from fedpa.data.loaders import check_dataset_options
     from fedpa.sim.experiments import TABLE_METHODS, ExperimentConfig, run_experiments
 
+    check_dataset_options(dataset, parse_dataset_options(option))  # before the results folder is made
     chosen = tuple(m.strip() for m in methods.split(",")) if methods else TABLE_METHODS
     config = ExperimentConfig(rounds=rounds, fraction=fraction, local_epochs=local_epochs, seeds=tuple(range(seeds)),
                               methods=chosen, tune=tune, dataset_options=parse_dataset_options(option),
                               features=features, without=tuple(w.strip() for w in without.split(",") if w.strip()))
+    # The bar counts finished trials (one per seed and method); tuning runs show as status only.
+    trial_starts = tuple(f"seed {s}: {m} " for s in config.seeds for m in chosen)
+    started = 0
     with _progress() as bar:
-        task = bar.add_task(f"experiments on {dataset}", total=None, status="")
+        task = bar.add_task(f"experiments on {dataset}", total=len(trial_starts), status="")
 
         def on_event(message: str) -> None:
-            bar.update(task, status=message)
+            nonlocal started
+            started += message.startswith(trial_starts)
+            bar.update(task, completed=max(started - 1, 0), status=message)
 
         paths = run_experiments(dataset, data_dir, config, out_dir, progress=on_event)
+        bar.update(task, completed=len(trial_starts), status="done")
     console.print(Path(paths["markdown"]).read_text())
     console.print("wrote " + ", ".join(str(p) for p in paths.values()))

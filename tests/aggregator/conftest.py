@@ -1,4 +1,9 @@
-"""Fixtures: a database per test (SQLite file, or a fresh PostgreSQL schema), bundles, apps."""
+"""Fixtures: a database per test (SQLite file, or a fresh PostgreSQL schema), bundles, apps.
+
+PostgreSQL schemas live in a database of this test session's own: other users of the shared
+server (another session's tests, a running aggregator, a demo) then never see our connections in
+``pg_stat_activity`` filtered by database, nor contend for our advisory locks (database-wide).
+"""
 
 from __future__ import annotations
 
@@ -35,16 +40,27 @@ def pg_available() -> bool:
     return _pg_available()
 
 
-@pytest.fixture
-def pg_url(pg_available: bool) -> Iterator[str]:
-    """A PostgreSQL URL whose search_path is a brand-new schema, dropped afterwards."""
+@pytest.fixture(scope="session")
+def pg_database(pg_available: bool) -> Iterator[str]:
+    """A libpq DSN of a database created for this test session on the shared server; dropped at the end."""
     if not pg_available:
         pytest.skip("PostgreSQL not reachable on 127.0.0.1:5432")
+    name = f"fedpa_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_url(pg_database: str) -> Iterator[str]:
+    """A PostgreSQL URL (this session's database) whose search_path is a brand-new schema, dropped afterwards."""
     schema = f"agg_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+    with psycopg.connect(pg_database, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
-    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/test?options=-csearch_path%3D{schema}"
-    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+    yield f"{pg_database.replace('postgresql://', 'postgresql+psycopg://')}?options=-csearch_path%3D{schema}"
+    with psycopg.connect(pg_database, autocommit=True) as conn:
         conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 

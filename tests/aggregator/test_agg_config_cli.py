@@ -96,17 +96,17 @@ def test_cli_admin_commands(sqlite_url, tmp_path):
     device = runner.invoke(app, ["admin", "register-device", MODEL_ID, *db])
     key = runner.invoke(app, ["admin", "issue-enrollment-key", MODEL_ID, "--max-devices", "5", *db])
     status = runner.invoke(app, ["admin", "status", *db])
-    revoked = runner.invoke(app, ["admin", "revoke-device", json.loads(device.output)["device_id"], *db])
+    revoked = runner.invoke(app, ["admin", "revoke-device", json.loads(device.stdout)["device_id"], *db])
     nothing = runner.invoke(app, ["admin", "aggregate", MODEL_ID, *db])
     unknown = runner.invoke(app, ["admin", "register-device", "nope", *db])
     bad_bundle = runner.invoke(app, ["admin", "publish", str(tmp_path), *db])
 
     assert migrated.exit_code == 0, migrated.output
     assert len(token.output.strip()) >= 43
-    assert published.exit_code == 0 and json.loads(published.output)["config"]["round_size"] == 2
-    assert json.loads(device.output)["token"].startswith("fpd_") and json.loads(device.output)["expires_at"]
-    assert json.loads(key.output)["key"].startswith("fpe_") and json.loads(key.output)["max_devices"] == 5
-    assert [s["model_id"] for s in json.loads(status.output)] == [MODEL_ID]
+    assert published.exit_code == 0 and json.loads(published.stdout)["config"]["round_size"] == 2
+    assert json.loads(device.stdout)["token"].startswith("fpd_") and json.loads(device.stdout)["expires_at"]
+    assert json.loads(key.stdout)["key"].startswith("fpe_") and json.loads(key.stdout)["max_devices"] == 5
+    assert [s["model_id"] for s in json.loads(status.stdout)] == [MODEL_ID]
     assert revoked.exit_code == 0 and "revoked" in revoked.output
     assert nothing.exit_code == 0 and "nothing pending" in nothing.output
     assert unknown.exit_code == 1 and "unknown model 'nope'" in unknown.output
@@ -122,8 +122,9 @@ def test_cli_aggregate_closes_a_round_stored_by_the_server(sqlite_url, tmp_path)
     write_bundle(tmp_path / "b")
     runner = CliRunner()
     db = ["--database-url", sqlite_url]
+    runner.invoke(app, ["migrate", *db])
     runner.invoke(app, ["admin", "publish", str(tmp_path / "b"), *db])
-    token = json.loads(runner.invoke(app, ["admin", "register-device", MODEL_ID, *db]).output)["token"]
+    token = json.loads(runner.invoke(app, ["admin", "register-device", MODEL_ID, *db]).stdout)["token"]
     with TestClient(create_app(make_settings(sqlite_url, scheduler_enabled=False))) as client:
         body, _ = make_update({"age": 0, "region": 0}, seed=1)
         assert client.post(f"/v1/models/{MODEL_ID}/updates", content=body,

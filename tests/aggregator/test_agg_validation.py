@@ -420,7 +420,7 @@ def test_database_failure_answers_503_for_the_whole_batch(app_client, bundle):
 
 
 @pytest.mark.parametrize("db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
-def test_committer_reconnects_when_postgres_drops_its_connection(app_client, bundle):
+def test_committer_reconnects_when_postgres_drops_its_connection(app_client, bundle, pg_database):
     """Dropped while idle: found at BEGIN, retried on a new connection (202). Dropped inside a
     transaction: that batch is 503 with nothing stored, and the next one connects afresh."""
     import asyncio
@@ -435,10 +435,12 @@ def test_committer_reconnects_when_postgres_drops_its_connection(app_client, bun
     intake, devices = _warm_intake(client, devices=4)
     model_pk = runtime.catalog.cached(MODEL_ID, 1).pk
     bodies = [make_update(GROUPS, seed=i)[0] for i in range(4)]
-    admin = psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True)
+    admin = psycopg.connect(pg_database, autocommit=True)
 
     def committer_backends(waiting_for_lock: bool = False) -> list[int]:
-        sql = "SELECT pid FROM pg_stat_activity WHERE application_name = 'fedpa-intake-0'"
+        # Only this session's database: another aggregator on the server has committers of the same name.
+        sql = ("SELECT pid FROM pg_stat_activity WHERE application_name = 'fedpa-intake-0' "
+               "AND datname = current_database()")
         if waiting_for_lock:
             sql += " AND wait_event_type = 'Lock'"
         return [pid for (pid,) in admin.execute(sql)]
@@ -453,7 +455,7 @@ def test_committer_reconnects_when_postgres_drops_its_connection(app_client, bun
         drop(first_backend)
         outcomes.append(await intake.submit(devices[1], MODEL_ID, bodies[1]))
         assert committer_backends() != first_backend
-        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test") as holder:
+        with psycopg.connect(pg_database) as holder:  # advisory locks are per database: ours
             holder.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_CLASS, model_pk))  # as an aggregation
             blocked = asyncio.ensure_future(intake.submit(devices[2], MODEL_ID, bodies[2]))
             for _ in range(200):

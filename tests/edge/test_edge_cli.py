@@ -135,3 +135,29 @@ def test_run_refuses_past_the_budget(world, sqlite_server, tmp_path):
 
     assert first.exit_code == 0, first.output
     assert second.exit_code == 1 and "past this device's budget" in " ".join(second.output.split())
+
+
+def test_a_second_fleet_run_resumes_the_devices_and_their_spent_budget(world, sqlite_server, tmp_path):
+    """Issue 17: a rerun must not hand the same users a fresh ε budget; --fresh says it starts anew."""
+    from fedpa.privacy import PrivacyConfig, epsilon_after
+
+    world.publish(sqlite_server, "cli-resume", {"round_size": 3, "min_reporters": 1, "enforce_privacy": True})
+    accountant = PrivacyConfig(clip_norm=1.0, noise_multiplier=2.0)
+    budget = (epsilon_after(1, accountant) + epsilon_after(2, accountant)) / 2  # one upload per device
+    args = ["fleet", "--server", sqlite_server.url, "--model-id", "cli-resume", "--option", "n_users=200",
+            "--option", "drift=3.0", "--devices", "3", "--rounds", "1", "--root", str(tmp_path / "devices"),
+            "--admin-token", sqlite_server.admin_token, "--clip-norm", "1", "--noise-multiplier", "2",
+            "--epsilon", f"{budget}"]
+
+    first = runner.invoke(app, [*args, "--json", str(tmp_path / "first.json")])
+    second = runner.invoke(app, [*args, "--json", str(tmp_path / "second.json")])
+    fresh = runner.invoke(app, [*args, "--fresh", "--json", str(tmp_path / "fresh.json")])
+
+    assert first.exit_code == second.exit_code == fresh.exit_code == 0, first.output + second.output
+    said = [" ".join(r.stdout.split()) for r in (first, second, fresh)]  # rich wraps at 80 columns here
+    assert "starting new devices" in said[0]
+    assert "resuming the 3 device stores" in said[1] and "3 device-rounds refused" in said[1]
+    assert json.loads((tmp_path / "second.json").read_text())["budget_refusals"] == 3
+    assert json.loads((tmp_path / "second.json").read_text())["resumed"] == 3
+    assert "--fresh: 3 earlier stores deleted" in said[2]
+    assert json.loads((tmp_path / "fresh.json").read_text())["rounds"][0]["statuses"] == {"accepted": 3}

@@ -117,3 +117,20 @@ def test_personalisation_assembly(bundle):
     assert bundle.personalisation(groups, shared=download).keys() == tensors.keys()
     with pytest.raises(BundleError, match="shared state lacks"):
         bundle.personalisation({a: 0 for a in groups}, shared=download)
+
+
+@pytest.mark.parametrize(("found", "shown"), [
+    (CategoricalFeature("num_duration", "item", bucket_edges=(0.5, 1.0, 2.5)), "position 2: 2.5 vs bundle's 2"),
+    (CategoricalFeature("num_duration", "item", bucket_edges=(0.5, 1.0)), "lacks the last 1 of the bundle's 3: 2"),
+    (CategoricalFeature("num_duration", "item", vocabulary=("a",)), "vocabulary (2 codes) vs bundle's bucketised"),
+    (CategoricalFeature("num_duration", "item", hash_buckets=8), "hashed (9 codes)"),
+])
+def test_schema_differences_show_what_differs(found, shown):
+    """Two encodings with the same kind and size must not read the same (issue 17 item 8)."""
+    from fedpa.runtime import schema_differences
+
+    bundle = FeatureSchema((CategoricalFeature("num_duration", "item", bucket_edges=(0.5, 1.0, 2.0)),))
+
+    diffs = schema_differences(bundle, FeatureSchema((found,)))
+
+    assert len(diffs) == 1 and shown in diffs[0], diffs

@@ -120,7 +120,7 @@ def test_cli_verify_and_inspect(bundle_dir, bundle_copy):
     assert "OK" in ok.output
     info = runner.invoke(app, ["inspect", str(bundle_dir), "--json"])
     assert info.exit_code == 0, info.output
-    assert json.loads(info.output)["model_id"] == "synthetic"
+    assert json.loads(info.stdout)["model_id"] == "synthetic"
     table = runner.invoke(app, ["inspect", str(bundle_dir)])
     assert table.exit_code == 0 and "parameters" in table.output
     _flip_byte(bundle_copy / "inference.pte")
@@ -147,3 +147,33 @@ def test_cli_signatures(bundle_dir, bundle_copy, publisher_keys, tmp_path):
     manifest = json.loads((bundle_dir / "manifest.json").read_text())
     assert manifest["privacy"]["epsilon_budget"] == 8.0 and manifest["privacy"]["rounds"] == 30
     assert manifest["privacy"]["noise_multiplier"] == pytest.approx(6.985, abs=1e-3)  # ε = 8, replacement
+
+
+def test_inspect_json_stays_plain_when_colour_is_forced(bundle_dir, monkeypatch):
+    """FORCE_COLOR=1 (many terminals and CI systems set it) must not put escape codes into JSON."""
+    monkeypatch.setenv("FORCE_COLOR", "1")
+
+    info = CliRunner().invoke(app, ["inspect", str(bundle_dir), "--json"])
+
+    assert info.exit_code == 0, info.output
+    assert "\x1b[" not in info.stdout
+    assert json.loads(info.stdout)["model_id"] == "synthetic"
+
+
+def test_verify_prints_only_fedpa_lines_unless_verbose(bundle_dir):
+    """torchao/torch warnings and ExecuTorch's native log lines stay hidden; --verbose shows them."""
+    import os
+    import subprocess
+    import sys
+
+    run = [sys.executable, "-c", "import sys; from export.cli import app; sys.argv[0] = 'fedpa-export'; app()"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    env.pop("TORCH_LOGS", None)
+
+    quiet = subprocess.run([*run, "verify", str(bundle_dir), "--skip-onnx"], env=env, capture_output=True,
+                           text=True, timeout=300)
+
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr.strip() == "", quiet.stderr
+    assert "OK" in quiet.stdout
+    assert not any(word in quiet.stdout for word in ("torchao", "triton", "torchvision", ".cpp:"))
