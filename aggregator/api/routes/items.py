@@ -57,10 +57,12 @@ async def status(model_id: str, _: ReaderDep, runtime: RuntimeDep) -> ItemTableS
 
 
 @router.post("/v1/models/{model_id}/items/lookup",
-             responses={**_ERRORS, 413: {"model": ErrorBody}, 422: {"model": ErrorBody},
+             responses={**_ERRORS, 400: {"model": ErrorBody}, 413: {"model": ErrorBody}, 422: {"model": ErrorBody},
                         200: {**_SAFETENSORS, "description": "ItemRows safetensors, one row per id, in order"}})
 async def lookup(model_id: str, body: ItemLookup, _: ReaderDep, runtime: RuntimeDep) -> Response:
-    """Rows for a batch of candidates; headers ``X-FedPA-Table-Version``, ``X-FedPA-Model-Version``."""
+    """Rows for a batch of candidates; headers ``X-FedPA-Table-Version``, ``X-FedPA-Model-Version``.
+
+    400 ``invalid_json`` for a body that is not JSON (as on every JSON route)."""
     if len(body.item_ids) > MAX_LOOKUP_BATCH:
         raise PayloadTooLarge(f"{len(body.item_ids)} item ids in one lookup; at most {MAX_LOOKUP_BATCH} — "
                               "split the candidates into batches", code="lookup_batch_too_large")
