@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from edge.device import LocalTraining
 from fedpa.cli_common import make_app, setup_logging
 from fedpa.data.cli import parse_dataset_options
 
@@ -47,6 +48,7 @@ TrustKey = Annotated[Path | None, typer.Option(
     exists=True, dir_okay=False, help="Publisher public key (publisher.pub): only bundles it signed are installed.")]
 AllowUnsigned = Annotated[bool, typer.Option("--allow-unsigned",
                                              help="Install unsigned bundles (development servers only).")]
+_TRAINING = LocalTraining()  # the device's one set of local-training defaults
 Lr = Annotated[float, typer.Option(help="Local SGD learning rate.")]
 Epochs = Annotated[int, typer.Option(min=1, help="Local epochs per round.")]
 Batch = Annotated[int, typer.Option(min=1, help="Local mini-batch size.")]
@@ -103,14 +105,14 @@ def run(
     trust_key: TrustKey = None, allow_unsigned: AllowUnsigned = False,
     epsilon: Epsilon = 8.0, delta: Delta = 1e-5, min_noise_multiplier: MinSigma = None, max_clip_norm: MaxClip = 1.0,
     noise_multiplier: Sigma = None, clip_norm: Clip = None, no_ldp: NoLdp = False,
-    lr: Lr = 1.0, epochs: Epochs = 5, batch_size: Batch = 32,
+    lr: Lr = _TRAINING.lr, epochs: Epochs = _TRAINING.epochs, batch_size: Batch = _TRAINING.batch_size,
     seed: Annotated[int, typer.Option(help="Batch-order seed.")] = 0,
 ) -> None:
     """Take part in rounds as one device: register, download, train locally, upload an LDP update."""
     import time
 
     from edge.client import AggregatorClient
-    from edge.device import Device, LocalTraining
+    from edge.device import Device
     from edge.items import ItemTableClient
     from edge.local_data import groups_of, read_interaction_log, schema_of
     from edge.signals import DeviceSignals
@@ -173,19 +175,20 @@ def fleet(
     trust_key: TrustKey = None, allow_unsigned: AllowUnsigned = False,
     epsilon: Epsilon = 8.0, delta: Delta = 1e-5, min_noise_multiplier: MinSigma = None, max_clip_norm: MaxClip = 1.0,
     noise_multiplier: Sigma = None, clip_norm: Clip = None, no_ldp: NoLdp = False,
-    lr: Lr = 1.0, epochs: Epochs = 5, batch_size: Batch = 32,
+    lr: Lr = _TRAINING.lr, epochs: Epochs = _TRAINING.epochs, batch_size: Batch = _TRAINING.batch_size,
     seed: Annotated[int, typer.Option(help="Dataset, batch-order and noise seed.")] = 0,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the fleet report here.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Write a per-round GAUC/AUC plot (PNG) here.")] = None,
 ) -> None:
     """Simulate one device per private user of a dataset, in parallel, against a real aggregator."""
     from edge.client import AggregatorClient
-    from edge.device import LocalTraining
     from edge.fleet import DIVERGED_LOSS, FleetConfig, existing_stores, run_fleet
     from edge.report import plot_rounds
     from fedpa.data import load_dataset
+    from fedpa.data.loaders import check_dataset_options
     from fedpa.manifest import Manifest
 
+    check_dataset_options(dataset, parse_dataset_options(option))  # bad options first, before any setup
     key = _trust(trust_key, allow_unsigned)
     policy = _policy(no_ldp=no_ldp, epsilon=epsilon, delta=delta, min_sigma=min_noise_multiplier,
                      max_clip=max_clip_norm)

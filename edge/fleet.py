@@ -224,7 +224,9 @@ def run_fleet(ds: Any, root: str | Path, config: FleetConfig, *, http: httpx.Cli
                 status = observer.status(config.model_id)
                 if status["state_version"] == before and config.admin_token and status["pending_updates"]:
                     status = observer.aggregate(config.model_id)
-                status = _wait_for_version(observer, config.model_id, before, config.round_timeout_s)
+                uploaded = any(isinstance(x, RoundResult) and x.status == "accepted" for x in results)
+                if uploaded:  # nothing to wait for when every device refused (budget spent) or failed
+                    status = _wait_for_version(observer, config.model_id, before, config.round_timeout_s)
                 statuses = [r_.status if isinstance(r_, RoundResult) else "error" for r_ in results]
                 row: dict[str, Any] = {
                     "round": r, "state_version": status["state_version"],

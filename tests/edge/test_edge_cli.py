@@ -139,15 +139,17 @@ def test_run_refuses_past_the_budget(world, sqlite_server, tmp_path):
 
 def test_a_second_fleet_run_resumes_the_devices_and_their_spent_budget(world, sqlite_server, tmp_path):
     """Issue 17: a rerun must not hand the same users a fresh ε budget; --fresh says it starts anew."""
+    from fedpa.manifest import PrivacySettings
     from fedpa.privacy import PrivacyConfig, epsilon_after
 
-    world.publish(sqlite_server, "cli-resume", {"round_size": 3, "min_reporters": 1, "enforce_privacy": True})
+    world.publish(sqlite_server, "cli-resume", {"round_size": 3, "min_reporters": 1, "enforce_privacy": True},
+                  privacy=PrivacySettings(clip_norm=1.0, noise_multiplier=2.0, rounds=1))
     accountant = PrivacyConfig(clip_norm=1.0, noise_multiplier=2.0)
     budget = (epsilon_after(1, accountant) + epsilon_after(2, accountant)) / 2  # one upload per device
     args = ["fleet", "--server", sqlite_server.url, "--model-id", "cli-resume", "--option", "n_users=200",
             "--option", "drift=3.0", "--devices", "3", "--rounds", "1", "--root", str(tmp_path / "devices"),
             "--admin-token", sqlite_server.admin_token, "--clip-norm", "1", "--noise-multiplier", "2",
-            "--epsilon", f"{budget}"]
+            "--epsilon", f"{budget}", "--allow-unsigned"]
 
     first = runner.invoke(app, [*args, "--json", str(tmp_path / "first.json")])
     second = runner.invoke(app, [*args, "--json", str(tmp_path / "second.json")])

@@ -17,6 +17,6 @@ public final class TrainingConfig {
     }
 
     public static TrainingConfig defaults() {
-        return new TrainingConfig(1, 64, 0.05f);
+        return new TrainingConfig(5, 32, 1.0f);
     }
 }
