@@ -214,7 +214,7 @@ def make_device(tmp_path: Path, fake_server: FakeAggregator) -> Callable[..., De
         http = httpx.Client(transport=server.transport())
         client = AggregatorClient("http://fake", http=http, retry=RetryPolicy(attempts=3, base_delay=0.0),
                                   sleep=lambda s: None)
-        kwargs.setdefault("training", LocalTraining(batch_size=8))
+        kwargs.setdefault("training", LocalTraining(batch_size=8, epochs=1))
         kwargs.setdefault("noise_seed", 1)
         device = Device(store, client, model_id="tiny", programs=FakePrograms, **kwargs)
         device.setup(groups=GROUPS, user=name)
