@@ -72,9 +72,11 @@ AGG=$BUILD/aggregator
 rm -rf "$AGG" && mkdir -p "$AGG"
 DB="sqlite:///$AGG/agg.db"
 PORT=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-if ! "$BIN/fedpa-aggregator" admin publish "$BUNDLE" --database-url "$DB" \
-    --config '{"round_size": 1000, "min_reporters": 1, "deadline_s": null}' > "$AGG/publish.json" 2>&1; then
-  cat "$AGG/publish.json"; echo "could not publish the test bundle"; echo "0 passed, 1 failed"; exit 1
+# admin commands never create a database: `migrate` does, then the publish goes into it
+if ! { "$BIN/fedpa-aggregator" migrate --database-url "$DB" > "$AGG/publish.err" 2>&1 \
+    && "$BIN/fedpa-aggregator" admin publish "$BUNDLE" --database-url "$DB" \
+    --config '{"round_size": 1000, "min_reporters": 1, "deadline_s": null}' > "$AGG/publish.json" 2>>"$AGG/publish.err"; }; then
+  cat "$AGG/publish.err" "$AGG/publish.json"; echo "could not publish the test bundle"; echo "0 passed, 1 failed"; exit 1
 fi
 ADMIN_TOKEN=$("$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(32))')
 FEDPA_ADMIN_TOKEN=$ADMIN_TOKEN FEDPA_RATE_LIMIT_PER_MINUTE=0 "$BIN/fedpa-aggregator" serve --host 127.0.0.1 --port "$PORT" --database-url "$DB" \

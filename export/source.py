@@ -102,12 +102,12 @@ def resolve_student(*, student: str | Path | None = None, teacher: str | Path | 
         teacher_model, metrics["teacher"] = ckpt.model, _metrics(ckpt.metrics)
     else:
         say("pre-training the teacher on open users")
-        result = pretrain(ds, seed=seed)
+        result = pretrain(ds, seed=seed, progress=progress)
         teacher_model, metrics["teacher"] = result.model, _metrics(result.metrics)
 
     say("distilling the student from the teacher")
     try:
-        result = distill(ds, teacher_model, seed=seed)
+        result = distill(ds, teacher_model, seed=seed, progress=progress)
     except ConfigError as exc:  # teacher and dataset disagree on the features
         raise BundleError(f"cannot distil: {exc}") from exc
     metrics["student"] = _metrics(result.metrics)

@@ -91,8 +91,8 @@ def pretrain(
     from fedpa.train import pretrain as run_pretrain
 
     ds = _load(dataset, data_dir, split, seed, features, without)
-    with console.status("pre-training the teacher…"):
-        result = run_pretrain(ds, train=TrainConfig(epochs=epochs), seed=seed)
+    with console.status("pre-training the teacher…") as status:
+        result = run_pretrain(ds, train=TrainConfig(epochs=epochs), seed=seed, progress=status.update)
     metrics = {"dataset": dataset, "seed": seed, **result.metrics}
     save_checkpoint(out, result.model, ds.schema, kind="teacher", metrics=metrics)
     console.print(_metrics_table({"teacher": metrics}))
@@ -126,13 +126,14 @@ def distill(
         raise ConfigError(f"{teacher}: the teacher's feature schema differs from {dataset}'s (different data, "
                           "split or --features/--without than at pre-training)")
     config = TrainConfig(epochs=epochs, distill_alpha=alpha, temperature=temperature)
-    with console.status("distilling the student…"):
-        result = run_distill(ds, ckpt.model, train=config, seed=seed)
+    with console.status("distilling the student…") as status:
+        result = run_distill(ds, ckpt.model, train=config, seed=seed, progress=status.update)
     rows = {"teacher": ckpt.metrics, "student (distilled)": result.metrics}
     metrics: dict[str, Any] = {"dataset": dataset, "seed": seed, "teacher": ckpt.metrics, **result.metrics}
     if scratch:
-        with console.status("training the student from scratch…"):
-            rows["student (scratch)"] = metrics["scratch"] = train_from_scratch(ds, train=config, seed=seed).metrics
+        with console.status("training the student from scratch…") as status:
+            rows["student (scratch)"] = metrics["scratch"] = train_from_scratch(ds, train=config, seed=seed,
+                                                                                progress=status.update).metrics
     save_checkpoint(out, result.model, ds.schema, kind="student", metrics=metrics)
     console.print(_metrics_table(rows))
     console.print(f"wrote {out} and {_write_metrics(out.with_suffix('.json'), metrics)}")

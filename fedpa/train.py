@@ -78,8 +78,11 @@ def _evaluate(model: Backbone, split: Interactions) -> dict[str, float]:
     return evaluate(split.user, split.y, predict(model, split.x))
 
 
+Progress = Callable[[str], None]  # one line per epoch, for a CLI's status line (training can take a while)
+
+
 def _fit(model: Backbone, ds: Dataset, loss_fn: Callable[[Tensor, Tensor, Tensor], Tensor],
-         config: TrainConfig, seed: int, tag: str) -> TrainResult:
+         config: TrainConfig, seed: int, tag: str, progress: Progress | None = None) -> TrainResult:
     """Mini-batch Adam on open train rows with early stopping on open-validation AUC."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -103,6 +106,9 @@ def _fit(model: Backbone, ds: Dataset, loss_fn: Callable[[Tensor, Tensor, Tensor
         val = _evaluate(model, ds.open_val)
         history.append({"epoch": epoch, "train_loss": total / len(order), "val_auc": val["auc"]})
         log.info("%s epoch %d loss %.4f open-val AUC %.4f", tag, epoch, total / len(order), val["auc"])
+        if progress is not None:
+            progress(f"{tag}: epoch {epoch}/{config.epochs} (at most; early stopping), loss {total / len(order):.4f}, "
+                     f"open-val AUC {val['auc']:.4f}")
         if val["auc"] > best_auc:
             best_auc, best_epoch, stale = val["auc"], epoch, 0
             best_state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -132,23 +138,23 @@ def _label_loss(logits: Tensor, y: Tensor, _idx: Tensor) -> Tensor:
 
 
 def pretrain(ds: Dataset, config: BackboneConfig | None = None, *, train: TrainConfig | None = None,
-             seed: int = 0) -> TrainResult:
+             seed: int = 0, progress: Progress | None = None) -> TrainResult:
     """Train the foundation model (teacher) on open users. Usage: ``teacher = pretrain(ds).model``."""
     config = config or teacher_config(ds.schema.cardinalities, len(ds.schema.user_feature_positions))
     torch.manual_seed(seed)
-    return _fit(Backbone(config), ds, _label_loss, train or TrainConfig(), seed, "teacher")
+    return _fit(Backbone(config), ds, _label_loss, train or TrainConfig(), seed, "teacher", progress)
 
 
 def train_from_scratch(ds: Dataset, config: BackboneConfig | None = None, *, train: TrainConfig | None = None,
-                       seed: int = 0) -> TrainResult:
+                       seed: int = 0, progress: Progress | None = None) -> TrainResult:
     """The student architecture trained on labels alone — the distillation baseline."""
     config = config or student_config(ds.schema.cardinalities, len(ds.schema.user_feature_positions))
     torch.manual_seed(seed)
-    return _fit(Backbone(config), ds, _label_loss, train or TrainConfig(), seed, "student-scratch")
+    return _fit(Backbone(config), ds, _label_loss, train or TrainConfig(), seed, "student-scratch", progress)
 
 
 def distill(ds: Dataset, teacher: Backbone, config: BackboneConfig | None = None, *,
-            train: TrainConfig | None = None, seed: int = 0) -> TrainResult:
+            train: TrainConfig | None = None, seed: int = 0, progress: Progress | None = None) -> TrainResult:
     """Knowledge distillation: ``α·BCE(y, σ(s)) + (1-α)·BCE(σ(t/T), σ(s/T))·T²`` on open users."""
     train = train or TrainConfig()
     config = config or student_config(ds.schema.cardinalities, len(ds.schema.user_feature_positions))
@@ -163,7 +169,7 @@ def distill(ds: Dataset, teacher: Backbone, config: BackboneConfig | None = None
         return alpha * F.binary_cross_entropy_with_logits(logits, y) + (1 - alpha) * kd
 
     torch.manual_seed(seed)
-    return _fit(Backbone(config), ds, loss_fn, train, seed, "student-distilled")
+    return _fit(Backbone(config), ds, loss_fn, train, seed, "student-distilled", progress)
 
 
 def adapter_config_for(schema: FeatureSchema, **overrides: Any) -> AdapterConfig:
