@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -156,7 +157,8 @@ def test_a_second_fleet_run_resumes_the_devices_and_their_spent_budget(world, sq
     fresh = runner.invoke(app, [*args, "--fresh", "--json", str(tmp_path / "fresh.json")])
 
     assert first.exit_code == second.exit_code == fresh.exit_code == 0, first.output + second.output
-    said = [" ".join(r.stdout.split()) for r in (first, second, fresh)]  # rich wraps at 80 columns here
+    # human-readable lines may be coloured (FORCE_COLOR) and wrap at 80 columns: compare the plain words
+    said = [" ".join(re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", r.stdout).split()) for r in (first, second, fresh)]
     assert "starting new devices" in said[0]
     assert "resuming the 3 device stores" in said[1] and "3 device-rounds refused" in said[1]
     assert json.loads((tmp_path / "second.json").read_text())["budget_refusals"] == 3
