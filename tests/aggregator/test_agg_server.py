@@ -162,18 +162,21 @@ def test_async_every_update_aggregated_exactly_once(server_factory, pg_url, tmp_
     servers = [server_factory(pg_url, workers=2 if hosts == 1 else 1) for _ in range(hosts)]
     server = servers[0]
     with httpx.Client(base_url=server.url, timeout=30) as http:
+        # the reference below is the plain FedBuff mean: robust defaults off, and one device per upload
+        # (a device's updates in one buffer are merged into one vote, which the reference does not model)
         publish(http, tmp_path / "b", {"mode": "async", "buffer_size": 6, "max_staleness": 100,
-                                       "staleness_exponent": 0.5, "min_reporters": 1})
-        devices = [register(http) for _ in range(6)]
+                                       "staleness_exponent": 0.5, "min_reporters": 1, "norm_bound": None,
+                                       "weight_cap_median": None, "max_step": None})
+        devices = [register(http) for _ in range(n)]
     uploads = {}
 
     def send(i: int) -> int:
         with httpx.Client(base_url=servers[i % hosts].url, timeout=30) as http:
-            base = int(http.get(f"/v1/models/{MODEL_ID}/status", headers=devices[i % 6]).json()["state_version"])
+            base = int(http.get(f"/v1/models/{MODEL_ID}/status", headers=devices[i]).json()["state_version"])
             body, deltas = make_update({"age": i % 3, "region": i % 2}, seed=i, base_version=base,
                                        example_count=1 + i % 5, nonce=f"nonce-{i:012d}")
             uploads[f"nonce-{i:012d}"] = deltas
-            return http.post(URL, content=body, headers=devices[i % 6]).status_code
+            return http.post(URL, content=body, headers=devices[i]).status_code
 
     with ThreadPoolExecutor(12) as pool:
         codes = list(pool.map(send, range(n)))
