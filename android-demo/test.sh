@@ -94,6 +94,7 @@ echo "aggregator at http://127.0.0.1:$PORT, model $(cat "$AGG/publish.json")"
 
 echo "== item table (fedpa-export items), published; expected lookup rows from the Python code"
 ITEMS_EXPECTED=""
+SIGNALS_GOLDEN=""
 if nice "$BIN/fedpa-export" items --bundle "$BUNDLE" --dataset synthetic --option n_users=200 --option n_items=100 \
     --option interactions_per_user=30 --seed 0 --table-version 1 --out "$AGG/items.safetensors" > "$AGG/items.log" 2>&1; then
   ITEMS_EXPECTED=$AGG/items-expected.json
@@ -113,6 +114,13 @@ rows = table.lookup(np.array(ids, dtype=object))
 Path(out).write_text(json.dumps({"ids": ids, "item_code": rows.item_code.tolist(), "codes": rows.codes.tolist(),
                                  "known": rows.known.tolist(), "table_version": table.meta.table_version}))
 PY
+  # what the Python edge client feeds the programs for one phone (item rows from this server, history)
+  SIGNALS_GOLDEN=$AGG/signals-golden.json
+  if ! "$PYTHON" tools/make_signals_golden.py "$BUNDLE" "http://127.0.0.1:$PORT" android-test "$AGG/items.safetensors" \
+      "$SIGNALS_GOLDEN" 2>&1 | grep -v -E "torchvision|cpuinfo|^\s*$"; then
+    SIGNALS_GOLDEN=""
+  fi
+  [[ -f ${SIGNALS_GOLDEN:-/nonexistent} ]] || { echo "the signals golden was not written"; echo "0 passed, 1 failed"; exit 1; }
 else
   echo "(no item table: $(tail -1 "$AGG/items.log"))"
 fi
@@ -156,7 +164,7 @@ set +e
 java -cp "$CLASSES:$CP_LIBS" \
   -Dfedpa.fixtures="$FIXTURES" -Dfedpa.bundle="$BUNDLE" -Dfedpa.python="$PYTHON" -Dfedpa.executorch.version="$ET_VERSION" \
   -Dfedpa.executorch.app="$ET/app" -Dfedpa.executorch.stub="$ET/stub" -Dfedpa.executorch.fake="$ET/fake" \
-  -Dfedpa.server="http://127.0.0.1:$PORT" -Dfedpa.model=android-test -Dfedpa.admin="$ADMIN_TOKEN" -Dfedpa.items="$ITEMS_EXPECTED" \
+  -Dfedpa.server="http://127.0.0.1:$PORT" -Dfedpa.model=android-test -Dfedpa.admin="$ADMIN_TOKEN" -Dfedpa.items="$ITEMS_EXPECTED" -Dfedpa.signals="$SIGNALS_GOLDEN" \
   -Dfedpa.publisherKey="$KEYS/publisher.pub" \
   org.fedpa.core.HostTestMain "${tests[@]}" > "$BUILD/junit.log" 2>&1
 rc=$?

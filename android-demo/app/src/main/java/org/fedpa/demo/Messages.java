@@ -1,6 +1,7 @@
 package org.fedpa.demo;
 
 import org.fedpa.core.BundleException;
+import org.fedpa.core.ItemTableClient;
 import org.fedpa.core.PrivacyBudgetException;
 import org.fedpa.core.PrivacyPolicyException;
 import org.fedpa.core.StoreException;
@@ -14,6 +15,13 @@ final class Messages {
     static String describe(Exception e) {
         if (e instanceof SyncException) {
             SyncException s = (SyncException) e;
+            String m = s.getMessage();
+            if (m != null && m.startsWith(ItemTableClient.FAILED)) { // ranking needs the candidates' item-table rows
+                return "Cannot rank the feed: this model needs each item's row of the server's item table, and the "
+                        + "lookup failed (" + (s.status() == 0 ? "server unreachable" : s.status() + " " + s.code())
+                        + "). Your taps and your personal adapter are safe on this phone; rows already fetched are "
+                        + "reused once the server answers again.\n" + m;
+            }
             if (s.status() == 0) {
                 return "Server unreachable. Your taps and your personal adapter are safe on this phone; "
                         + "check the server URL in Settings and try again.\n" + s.getMessage();

@@ -52,6 +52,7 @@ public final class FedPAClient {
     private final int timeoutMs;
     private DeviceState state;
     private Model model;
+    private DeviceSignals signals; // of the open model: item-table rows and the on-device history
     private ModelRuntime.Factory runtimes = JavaRuntime.FACTORY;
     private java.security.PublicKey publisherKey; // the only key whose bundles are installed
     private boolean allowUnsigned;
@@ -70,6 +71,7 @@ public final class FedPAClient {
     public void setRuntimeFactory(ModelRuntime.Factory factory) {
         this.runtimes = factory;
         this.model = null;
+        this.signals = null;
     }
 
     /**
@@ -164,12 +166,55 @@ public final class FedPAClient {
             Manifest installed = BundleInstaller.install(api, state.modelId, store, progress, publisherKey, policy);
             state.modelVersion = installed.modelVersion;
             model = null;
+            signals = null;
             store.savePrivate(model().bundle().privateInit()); // a new model starts a new adapter
             store.saveState(state);
         }
     }
 
     // ------------------------------------------------------------------ serving
+
+    /**
+     * The open model's signal columns: the item-table client (rows cached per table version for
+     * the life of this client) and the history from the store, caught up with the interaction log.
+     */
+    public DeviceSignals signals() throws FedPAException {
+        Model mdl = model();
+        if (signals == null) {
+            ItemTableClient items = new ItemTableClient(new ItemTableClient.Connection() {
+                @Override
+                public ApiClient api() throws SyncException {
+                    return FedPAClient.this.api();
+                }
+            }, state.modelId, mdl.manifest().modelVersion);
+            signals = DeviceSignals.open(store, mdl.manifest(), items, state.userCodes);
+        }
+        return signals;
+    }
+
+    /**
+     * The program input {@code x} for these candidates, as the Python edge client builds it: the
+     * user's codes, each item's feature codes, its item-table row (looked up by its id; unknown
+     * items get the OOV row) and the history features from this phone's own interactions so far.
+     */
+    public long[] inputs(List<Catalog.Item> items) throws FedPAException {
+        List<long[]> codes = new ArrayList<long[]>();
+        List<String> ids = new ArrayList<String>();
+        for (Catalog.Item it : items) {
+            codes.add(it.codes);
+            ids.add(it.key);
+        }
+        return signals().fill(state.userCodes, codes, ids, groups());
+    }
+
+    /** The training rows: every stored interaction as it was scored when labelled, with the current profile. */
+    public long[] trainingInputs(List<Interaction> log) throws FedPAException {
+        List<long[]> items = new ArrayList<long[]>();
+        for (Interaction i : log) {
+            items.add(i.itemCodes);
+        }
+        return model().rows(state.userCodes, items);
+    }
 
     public Map<String, Integer> groups() throws FedPAException {
         return SharedState.groupsOf(model().manifest(), state.userCodes);
@@ -205,12 +250,8 @@ public final class FedPAClient {
 
     /** The top-k items for the local user, best first, with their click probabilities. */
     public List<Object[]> feed(List<Catalog.Item> items, int k) throws FedPAException {
-        List<long[]> codes = new ArrayList<long[]>();
-        for (Catalog.Item it : items) {
-            codes.add(it.codes);
-        }
         Model mdl = model();
-        float[] logits = mdl.runtime().score(mdl.rows(state.userCodes, codes), items.size(), personalisation());
+        float[] logits = mdl.runtime().score(inputs(items), items.size(), personalisation());
         List<Object[]> out = new ArrayList<Object[]>();
         for (int i : mdl.topK(logits, k)) {
             out.add(new Object[] {items.get(i), 1.0 / (1.0 + Math.exp(-logits[i]))});
@@ -218,8 +259,27 @@ public final class FedPAClient {
         return out;
     }
 
-    public List<Interaction> label(Catalog.Item item, int label) throws StoreException {
-        return store.addInteraction(new Interaction(item.key, item.codes, label, System.currentTimeMillis()));
+    /**
+     * Record a tap (1) or skip (0): the item's row as the model would score it now — its history
+     * from the interactions before this one only — goes into the log, then into the history. The
+     * timestamp is made strictly later than the previous interaction's, so no row ever sees one of
+     * the same instant (the dataset pipeline's as-of rule).
+     */
+    public List<Interaction> label(Catalog.Item item, int label) throws FedPAException {
+        DeviceSignals sig = signals();
+        List<long[]> codes = new ArrayList<long[]>();
+        codes.add(item.codes);
+        List<String> ids = new ArrayList<String>();
+        ids.add(item.key);
+        long[] row = sig.fill(state.userCodes, codes, ids, groups());
+        List<Interaction> log = store.loadInteractions();
+        long last = log.isEmpty() ? Long.MIN_VALUE : log.get(log.size() - 1).timestamp;
+        long ts = Math.max(System.currentTimeMillis(), last + 1);
+        int nu = model().manifest().config.nUserFeatures;
+        List<Interaction> all = store.addInteraction(new Interaction(item.key,
+                java.util.Arrays.copyOfRange(row, nu, row.length), label, ts));
+        sig.record(row, label);
+        return all;
     }
 
     // ------------------------------------------------------------------ one round
@@ -228,6 +288,10 @@ public final class FedPAClient {
     public RoundResult trainAndSync(Progress progress) throws FedPAException {
         progress = progress != null ? progress : SILENT;
         setup(progress);
+        if (signals().needsItems()) {
+            progress.update("checking the item table", 0.07);
+            signals().items().refresh(); // a newer table version drops the cached rows
+        }
         if (state.pendingNonce != null) {
             progress.update("resending the pending upload", 0.9);
             return sendPending(new RoundResult());
@@ -260,13 +324,11 @@ public final class FedPAClient {
         store.saveShared(base, meta);
         state.lastStateVersion = baseVersion;
 
-        List<long[]> items = new ArrayList<long[]>();
         float[] y = new float[log.size()];
         for (int i = 0; i < log.size(); i++) {
-            items.add(log.get(i).itemCodes);
             y[i] = log.get(i).label;
         }
-        long[] x = mdl.rows(state.userCodes, items);
+        long[] x = trainingInputs(log);
         Map<String, Tensor> priv = store.loadPrivate();
         Map<String, Tensor> params = Model.copy(priv != null ? priv : mdl.bundle().privateInit());
         List<String> privateNames = new ArrayList<String>(params.keySet());

@@ -4,10 +4,14 @@ import org.json.JSONArray;
 import org.json.JSONException;
 import org.json.JSONObject;
 
-/** One labelled impression: the item's feature codes, tap (1) or skip (0), when. */
+/**
+ * One labelled impression: the item's id, its item-side codes as the device scored it when the
+ * user labelled it (item features, item-table row, history of the earlier interactions), tap (1)
+ * or skip (0), when. Training uses these rows as they are, like the Python edge client's log.
+ */
 public final class Interaction {
     public final String itemKey;
-    public final long[] itemCodes; // the item feature columns, in manifest order
+    public final long[] itemCodes; // every column after the user features, in schema order
     public final int label;
     public final long timestamp;
 

@@ -1,6 +1,9 @@
 package org.fedpa.core;
 
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Map;
 import org.json.JSONException;
 import org.json.JSONObject;
 
@@ -10,6 +13,9 @@ import org.json.JSONObject;
  * server knows the item ({@code known == false} is the OOV marker: item code 0 and the table's
  * default row). The columns are the bundle schema's {@code item_table} features, a per-group
  * feature with one column per value of its group attribute; the device picks its own value's.
+ *
+ * <p>This class is the app's one reader of the item-row format (the answer's tensors and which
+ * column is which feature): a format change touches it and nothing else.
  */
 public final class ItemRows {
     public final int modelVersion;
@@ -18,7 +24,7 @@ public final class ItemRows {
     public final int[][] codes; // [n][columns]
     public final boolean[] known;
 
-    private ItemRows(int modelVersion, int tableVersion, long[] itemCode, int[][] codes, boolean[] known) {
+    ItemRows(int modelVersion, int tableVersion, long[] itemCode, int[][] codes, boolean[] known) {
         this.modelVersion = modelVersion;
         this.tableVersion = tableVersion;
         this.itemCode = itemCode;
@@ -91,6 +97,103 @@ public final class ItemRows {
         }
         return parts.isEmpty() ? new ItemRows(0, 0, code, codes, known)
                 : new ItemRows(parts.get(0).modelVersion, parts.get(0).tableVersion, code, codes, known);
+    }
+
+    /** The schema feature whose code is the answer's int32 {@code item_code} column. */
+    static final String ITEM_CODE = "item_code";
+
+    /** One uint8 column of {@code codes}: a feature, or one group value's column of a per-group feature. */
+    static final class Column {
+        final String feature;
+        final String groupAttribute; // null: not per group
+        final int groupValue;
+
+        Column(String feature, String groupAttribute, int groupValue) {
+            this.feature = feature;
+            this.groupAttribute = groupAttribute;
+            this.groupValue = groupValue;
+        }
+    }
+
+    /**
+     * The columns of {@code codes} for a bundle, in order ({@code fedpa.runtime.items.expected_columns}):
+     * every {@code item_table} feature but {@code item_code} has one column, except a feature taken
+     * over a user feature (a group attribute), which has one per value {@code 0 … card-1} of it.
+     */
+    static List<Column> expectedColumns(Manifest m) {
+        Map<String, Integer> userCards = new LinkedHashMap<String, Integer>();
+        for (int p : m.positions(Manifest.Feature.USER)) {
+            userCards.put(m.features.get(p).name, m.config.cardinalities[p]);
+        }
+        List<Column> out = new ArrayList<Column>();
+        for (int p : m.positions(Manifest.Feature.ITEM_TABLE)) {
+            Manifest.Feature f = m.features.get(p);
+            if (ITEM_CODE.equals(f.name)) {
+                continue;
+            }
+            Integer card = userCards.get(f.of);
+            if (card == null) {
+                out.add(new Column(f.name, null, -1));
+            } else {
+                for (int v = 0; v < card; v++) {
+                    out.add(new Column(f.name, f.of, v));
+                }
+            }
+        }
+        return out;
+    }
+
+    /**
+     * Codes for the bundle's {@code item_table} features, per row in the features' column order
+     * ({@code ItemRows.columns_for}): a per-group feature takes the column of the device's own value
+     * of its attribute ({@code groups}, codes as in the user's features). [n][item_table features]
+     */
+    public long[][] featureCodes(Manifest m, Map<String, Integer> groups) throws PayloadException {
+        List<Column> columns = expectedColumns(m);
+        int width = codes.length > 0 ? codes[0].length : columns.size();
+        if (width != columns.size()) {
+            throw new PayloadException("item table v" + tableVersion + " has " + width + " columns, the bundle's "
+                    + "schema needs " + columns.size() + ": the table is for another model version");
+        }
+        int[] positions = m.positions(Manifest.Feature.ITEM_TABLE);
+        int[] source = new int[positions.length]; // column of codes per feature; -1: item_code
+        for (int k = 0; k < positions.length; k++) {
+            String name = m.features.get(positions[k]).name;
+            source[k] = ITEM_CODE.equals(name) ? -1 : column(columns, name, groups);
+        }
+        long[][] out = new long[size()][positions.length];
+        for (int i = 0; i < out.length; i++) {
+            for (int k = 0; k < source.length; k++) {
+                out[i][k] = source[k] < 0 ? itemCode[i] : codes[i][source[k]];
+            }
+        }
+        return out;
+    }
+
+    private int column(List<Column> columns, String feature, Map<String, Integer> groups) throws PayloadException {
+        int fallback = -1; // a group value without a column reads the OOV value 0's, as in Python
+        for (int j = 0; j < columns.size(); j++) {
+            Column c = columns.get(j);
+            if (!c.feature.equals(feature)) {
+                continue;
+            }
+            if (c.groupAttribute == null) {
+                return j;
+            }
+            Integer mine = groups.get(c.groupAttribute);
+            if (mine == null) {
+                throw new PayloadException("feature '" + feature + "' is per value of '" + c.groupAttribute
+                        + "', but the device's groups " + groups + " do not name it");
+            }
+            if (c.groupValue == mine) {
+                return j;
+            }
+            fallback = c.groupValue == 0 ? j : fallback;
+        }
+        if (fallback < 0) {
+            throw new PayloadException("item table v" + tableVersion + " has no column for feature '" + feature + "'");
+        }
+        return fallback;
     }
 
     /** The lookup request body for these raw item ids. */

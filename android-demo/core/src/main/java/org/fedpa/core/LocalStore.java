@@ -17,7 +17,9 @@ import org.json.JSONObject;
  * <pre>
  *   state.json                   device id/token, counters, epsilon, pending upload (commit record)
  *   private.safetensors          the private user adapter; never leaves the device
- *   interactions.json            the labelled taps and skips
+ *   interactions.json            the labelled taps and skips, each row as the device scored it
+ *   history.json                 the history features' state (full-features bundles) and how many
+ *                                interactions it has seen; never uploaded
  *   shared.safetensors           last downloaded gate + group adapters (offline ranking)
  *   pending.bin                  an upload built (noised, epsilon charged) but not yet acknowledged
  *   pending.private.safetensors  the private adapter trained in that round (committed on 2xx)
@@ -33,6 +35,7 @@ public final class LocalStore {
     static final String PRIVATE = "private.safetensors";
     static final String INTERACTIONS = "interactions.json";
     static final String SHARED = "shared.safetensors";
+    static final String HISTORY = "history.json";
     static final String PENDING = "pending.bin";
     static final String PENDING_PRIVATE = "pending.private.safetensors";
 
@@ -169,6 +172,33 @@ public final class LocalStore {
         }
         write(INTERACTIONS, a.toString().getBytes(UTF8));
         return Collections.unmodifiableList(all);
+    }
+
+    // ---------------------------------------------------------------- history
+
+    /** The stored history record ({@link DeviceSignals} writes it), or null if there is none or it is unreadable. */
+    public JSONObject loadHistory() throws StoreException {
+        byte[] data;
+        try {
+            data = read(HISTORY);
+        } catch (StoreException e) { // both copies corrupt (set aside by AtomicFiles): a summary, so rebuild it
+            synchronized (this) {
+                warnings.add(e.getMessage() + "; the history features are rebuilt from the interaction log");
+            }
+            return null;
+        }
+        if (data == null) {
+            return null;
+        }
+        try {
+            return new JSONObject(new String(data, UTF8));
+        } catch (JSONException e) {
+            return null; // rebuilt from the interaction log, which is the source of truth
+        }
+    }
+
+    public void saveHistory(JSONObject record) throws StoreException {
+        write(HISTORY, record.toString().getBytes(UTF8));
     }
 
     // ---------------------------------------------------------------- pending upload

@@ -38,14 +38,28 @@ public final class Manifest {
 
     /** One categorical input column ({@code fedpa.data.schema.CategoricalFeature}). */
     public static final class Feature {
+        /** Where a running device gets a column's code ({@code fedpa.data.schema.FEATURE_SOURCES}). */
+        public static final String USER = "user";
+        public static final String ITEM = "item"; // the item's own feature table (the catalogue)
+        public static final String ITEM_TABLE = "item_table"; // the aggregator's item table, per candidate
+        public static final String HISTORY = "history"; // the device's own earlier interactions
+
         public final String name;
         public final String side; // "user" or "item"
+        public final String source; // USER, ITEM, ITEM_TABLE or HISTORY
+        public final String of; // item_table/history: the group attribute or item field a statistic is over
         public final List<String> vocabulary;
         public final int cardinality;
 
         Feature(String name, String side, List<String> vocabulary, int cardinality) {
+            this(name, side, side, "", vocabulary, cardinality);
+        }
+
+        Feature(String name, String side, String source, String of, List<String> vocabulary, int cardinality) {
             this.name = name;
             this.side = side;
+            this.source = source;
+            this.of = of;
             this.vocabulary = vocabulary;
             this.cardinality = cardinality;
         }
@@ -168,7 +182,35 @@ public final class Manifest {
         return -1;
     }
 
-    private static List<Feature> parseFeatures(JSONObject schema) throws JSONException {
+    /** Columns of {@code x} whose feature comes from {@code source} ({@link Feature#USER}, ...), in order. */
+    public int[] positions(String source) {
+        int n = 0;
+        for (Feature f : features) {
+            n += f.source.equals(source) ? 1 : 0;
+        }
+        int[] out = new int[n];
+        for (int i = 0, k = 0; i < features.size(); i++) {
+            if (features.get(i).source.equals(source)) {
+                out[k++] = i;
+            }
+        }
+        return out;
+    }
+
+    /** The {@code feature_schema} object as written in the manifest (a fresh copy: JSONObject is mutable). */
+    public JSONObject featureSchema() throws BundleException {
+        try {
+            JSONObject schema = new JSONObject(json).optJSONObject("feature_schema");
+            if (schema == null) {
+                throw new BundleException("manifest.json has no feature_schema");
+            }
+            return schema;
+        } catch (JSONException e) {
+            throw new BundleException("manifest.json is not valid JSON: " + e.getMessage(), e);
+        }
+    }
+
+    private static List<Feature> parseFeatures(JSONObject schema) throws JSONException, BundleException {
         List<Feature> out = new ArrayList<Feature>();
         if (schema == null) {
             return out;
@@ -183,8 +225,17 @@ public final class Manifest {
             }
             JSONArray edges = f.optJSONArray("bucket_edges");
             int hash = f.optInt("hash_buckets", 0);
-            int card = hash > 0 ? hash + 1 : edges != null ? edges.length() + 2 : vocab.size() + 1;
-            out.add(new Feature(f.getString("name"), f.getString("side"), Collections.unmodifiableList(vocab), card));
+            int coded = f.optInt("n_codes", 0); // codes 1..n_codes arrive ready-made (the item table's item code)
+            int card = coded > 0 ? coded + 1 : hash > 0 ? hash + 1 : edges != null ? edges.length() + 2 : vocab.size() + 1;
+            String side = f.getString("side");
+            String source = f.isNull("source") ? side : f.optString("source", side); // pre-issue-14 manifests: the side
+            if (!Feature.USER.equals(source) && !Feature.ITEM.equals(source) && !Feature.ITEM_TABLE.equals(source)
+                    && !Feature.HISTORY.equals(source)) {
+                throw new BundleException("feature '" + f.getString("name") + "' has unknown source '" + source
+                        + "'; this app knows user, item, item_table and history");
+            }
+            out.add(new Feature(f.getString("name"), side, source, f.optString("of", ""),
+                    Collections.unmodifiableList(vocab), card));
         }
         return Collections.unmodifiableList(out);
     }
