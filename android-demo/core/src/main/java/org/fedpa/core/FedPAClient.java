@@ -104,9 +104,10 @@ public final class FedPAClient {
         return store;
     }
 
-    /** Point the device at a server/model; a change forgets the old registration (not the data). */
+    /** Point the device at a server/model; a change forgets the old registration and item rows (not the data). */
     public void configure(String serverUrl, String modelId) throws StoreException {
         if (!serverUrl.equals(state.serverUrl) || !modelId.equals(state.modelId)) {
+            signals = null; // the cached item rows are that server's table for that model
             state.serverUrl = serverUrl;
             state.modelId = modelId;
             state.token = null;

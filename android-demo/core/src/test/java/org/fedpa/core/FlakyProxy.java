@@ -16,7 +16,10 @@ import java.util.Map;
 /**
  * A loopback HTTP proxy in front of the real aggregator that misbehaves on demand: drop an
  * upload before the server sees it, lose the server's answer after it stored the upload, or
- * corrupt a bundle file on its way to the phone. Records upload bodies to prove resends are verbatim.
+ * corrupt a bundle file on its way to the phone. Records upload bodies to prove resends are verbatim,
+ * and every request body (nothing on the wire may carry the history). For the item table: counts
+ * the ids of every lookup, fails the next item requests on demand, and can pretend the server
+ * serves a newer table version (the real answer with its {@code table_version} shifted).
  */
 final class FlakyProxy implements HttpHandler {
     enum Upload { PASS, FAIL_BEFORE, FAIL_AFTER }
@@ -26,6 +29,12 @@ final class FlakyProxy implements HttpHandler {
     volatile Upload upload = Upload.PASS;
     volatile String tamperFile; // bundle file name whose bytes get one bit flipped
     final List<byte[]> uploads = new ArrayList<byte[]>();
+    final List<byte[]> bodies = new ArrayList<byte[]>(); // every request body, in order
+    final List<Integer> lookups = new ArrayList<Integer>(); // ids per item lookup request
+    volatile int itemFailures; // answer this many next item-table requests with itemFailStatus/itemFailBody
+    volatile int itemFailStatus = 503;
+    volatile String itemFailBody = "{\"error\": \"unavailable\", \"detail\": \"proxy dropped the request\"}";
+    volatile int tableVersionShift; // added to the table_version the server reports
 
     FlakyProxy(String target) throws IOException {
         this.target = target;
@@ -47,6 +56,24 @@ final class FlakyProxy implements HttpHandler {
         String path = ex.getRequestURI().toString();
         byte[] body = Bundle.readAll(ex.getRequestBody());
         boolean isUpload = "POST".equals(ex.getRequestMethod()) && path.endsWith("/updates");
+        boolean isItems = path.endsWith("/items") || path.endsWith("/items/lookup");
+        synchronized (bodies) {
+            bodies.add(body);
+        }
+        if (isItems && path.endsWith("/lookup")) {
+            try {
+                synchronized (lookups) {
+                    lookups.add(new org.json.JSONObject(new String(body, "UTF-8")).getJSONArray("item_ids").length());
+                }
+            } catch (org.json.JSONException e) {
+                lookups.add(-1);
+            }
+        }
+        if (isItems && itemFailures > 0) {
+            itemFailures--;
+            reply(ex, itemFailStatus, itemFailBody.getBytes("UTF-8"));
+            return;
+        }
         if (isUpload) {
             synchronized (uploads) {
                 uploads.add(body);
@@ -76,6 +103,9 @@ final class FlakyProxy implements HttpHandler {
             reply(ex, 502, "{\"error\": \"bad_gateway\", \"detail\": \"proxy lost the answer\"}".getBytes("UTF-8"));
             return;
         }
+        if (isItems && status == 200 && tableVersionShift != 0) {
+            answer = shiftTableVersion(answer, path.endsWith("/lookup"));
+        }
         if (tamperFile != null && path.endsWith("/files/" + tamperFile) && answer.length > 10) {
             answer[answer.length / 2] ^= 1;
         }
@@ -86,6 +116,25 @@ final class FlakyProxy implements HttpHandler {
             }
         }
         reply(ex, status, answer);
+    }
+
+    /** The same answer as if the server served table version {@code table_version + tableVersionShift}. */
+    private byte[] shiftTableVersion(byte[] answer, boolean lookup) throws IOException {
+        try {
+            if (!lookup) {
+                org.json.JSONObject o = new org.json.JSONObject(new String(answer, "UTF-8"));
+                o.put("table_version", o.getInt("table_version") + tableVersionShift);
+                return o.toString().getBytes("UTF-8");
+            }
+            SafeTensors st = SafeTensors.decode(answer); // integers come back widened to I64, which ItemRows reads
+            Map<String, String> meta = new java.util.LinkedHashMap<String, String>(st.metadata());
+            org.json.JSONObject items = new org.json.JSONObject(meta.get("fedpa.items"));
+            items.put("table_version", items.getInt("table_version") + tableVersionShift);
+            meta.put("fedpa.items", items.toString());
+            return SafeTensors.encode(st.tensors(), meta);
+        } catch (org.json.JSONException | PayloadException e) {
+            throw new IOException("cannot rewrite the item answer: " + e.getMessage(), e);
+        }
     }
 
     private static void reply(HttpExchange ex, int status, byte[] data) throws IOException {

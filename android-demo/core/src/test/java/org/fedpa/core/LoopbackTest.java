@@ -187,18 +187,30 @@ public class LoopbackTest {
 
     @Test
     public void unreachableServerIsAClearErrorAndKeepsLocalData() throws Exception {
-        FedPAClient a = phone("e", 5);
+        FlakyProxy path = new FlakyProxy(server); // the phone's only way to the server
+        FedPAClient a = new FedPAClient(new LocalStore(new File(root, "e")), new Random(5), TrainingConfig.defaults(), 10000);
+        a.configure(path.url(), modelId);
+        a.setPublisherKey(Fixtures.publisherKey());
         a.setup(null);
         label(a, 13, 5);
-        a.configure("http://127.0.0.1:9", modelId); // discard port: nothing listens
+        List<Catalog.Item> seen = Catalog.synthetic(a.model().manifest(), 20, 1);
+        a.feed(seen, 5); // fetches (and caches) these candidates' item-table rows
+        path.stop(); // the network is gone
         try {
             a.trainAndSync(null);
             fail("synced with no server");
         } catch (SyncException e) {
             assertEquals(0, e.status());
-            assertTrue(e.getMessage(), e.getMessage().contains("cannot reach the server at http://127.0.0.1:9"));
+            assertTrue(e.getMessage(), e.getMessage().contains("cannot reach the server at " + path.url()));
         }
         assertEquals("interactions kept", 5, a.store().loadInteractions().size());
-        assertNotNull("model still usable offline", a.feed(Catalog.synthetic(a.model().manifest(), 20, 1), 5));
+        assertEquals("model still usable offline (cached item rows)", 5, a.feed(seen, 5).size());
+        try {
+            a.feed(Catalog.synthetic(a.model().manifest(), 30, 1), 5); // 10 candidates never looked up
+            fail("ranked candidates without their item rows");
+        } catch (SyncException e) {
+            assertEquals(0, e.status());
+            assertTrue(e.getMessage(), e.getMessage().startsWith(ItemTableClient.FAILED + "could not look up 10 candidate(s)"));
+        }
     }
 }
