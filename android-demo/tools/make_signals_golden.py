@@ -74,7 +74,9 @@ def main(bundle: Path, server: str, model_id: str, items_file: Path, out: Path) 
         def device(root: Path, *, reopen: bool = False) -> DeviceSignals:
             items = ItemTableClient(client, model_id, model_version=manifest.model_version)
             store = LocalStore.open(root)
-            return DeviceSignals.open(store, schema, items=items) if reopen else DeviceSignals(store, schema, items=items)
+            if reopen:  # what a restarted device does: history.json, caught up with the log
+                return DeviceSignals.open(store, schema, items=items)
+            return DeviceSignals(store, schema, items=items)
 
         phone = device(Path(tmp) / "phone")
         x_before = phone.fill(raw(item_codes), ids)

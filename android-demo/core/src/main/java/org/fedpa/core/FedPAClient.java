@@ -289,13 +289,13 @@ public final class FedPAClient {
     public RoundResult trainAndSync(Progress progress) throws FedPAException {
         progress = progress != null ? progress : SILENT;
         setup(progress);
-        if (signals().needsItems()) {
-            progress.update("checking the item table", 0.07);
-            signals().items().refresh(); // a newer table version drops the cached rows
-        }
         if (state.pendingNonce != null) {
             progress.update("resending the pending upload", 0.9);
             return sendPending(new RoundResult());
+        }
+        if (signals().needsItems()) { // before the feed is ranked again with this round's adapters
+            progress.update("checking the item table", 0.07);
+            signals().items().refresh(); // a newer table version drops the cached rows
         }
         RoundResult result = new RoundResult();
         List<Interaction> log = store.loadInteractions();

@@ -61,12 +61,14 @@ final class FlakyProxy implements HttpHandler {
             bodies.add(body);
         }
         if (isItems && path.endsWith("/lookup")) {
+            int n;
             try {
-                synchronized (lookups) {
-                    lookups.add(new org.json.JSONObject(new String(body, "UTF-8")).getJSONArray("item_ids").length());
-                }
+                n = new org.json.JSONObject(new String(body, "UTF-8")).getJSONArray("item_ids").length();
             } catch (org.json.JSONException e) {
-                lookups.add(-1);
+                n = -1; // not a lookup body: the test sees it
+            }
+            synchronized (lookups) {
+                lookups.add(n);
             }
         }
         if (isItems && itemFailures > 0) {
