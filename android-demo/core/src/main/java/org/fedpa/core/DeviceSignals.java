@@ -44,11 +44,12 @@ public final class DeviceSignals {
     private DeviceSignals(LocalStore store, Manifest manifest, ItemTableClient items) throws BundleException {
         this.store = store;
         this.manifest = manifest;
-        this.userPositions = manifest.positions(Manifest.Feature.USER);
-        this.itemPositions = manifest.positions(Manifest.Feature.ITEM);
-        this.tablePositions = manifest.positions(Manifest.Feature.ITEM_TABLE);
         int nf = manifest.config.nFeatures();
-        if (manifest.features.size() != nf) {
+        boolean listed = !manifest.features.isEmpty(); // a manifest without a schema: user, then item columns
+        this.userPositions = listed ? manifest.positions(Manifest.Feature.USER) : range(0, manifest.config.nUserFeatures);
+        this.itemPositions = listed ? manifest.positions(Manifest.Feature.ITEM) : range(manifest.config.nUserFeatures, nf);
+        this.tablePositions = manifest.positions(Manifest.Feature.ITEM_TABLE);
+        if (listed && manifest.features.size() != nf) {
             throw new BundleException("feature_schema lists " + manifest.features.size() + " features, the model has "
                     + nf + " inputs");
         }
@@ -63,9 +64,18 @@ public final class DeviceSignals {
             throw new BundleException("this model's features include item-table columns: ranking needs a server "
                     + "connection for the item rows");
         }
-        JSONObject schema = manifest.featureSchema();
-        this.history = manifest.positions(Manifest.Feature.HISTORY).length > 0 ? new HistoryState(schema) : null;
-        this.schemaDigest = Bundle.sha256(schema.toString().getBytes(UTF8));
+        boolean hasHistory = manifest.positions(Manifest.Feature.HISTORY).length > 0;
+        JSONObject schema = hasHistory ? manifest.featureSchema() : null;
+        this.history = hasHistory ? new HistoryState(schema) : null;
+        this.schemaDigest = hasHistory ? Bundle.sha256(schema.toString().getBytes(UTF8)) : "";
+    }
+
+    private static int[] range(int from, int to) {
+        int[] out = new int[to - from];
+        for (int k = 0; k < out.length; k++) {
+            out[k] = from + k;
+        }
+        return out;
     }
 
     /**
@@ -179,7 +189,8 @@ public final class DeviceSignals {
         for (int i = 0; i < x.length; i++) {
             int j = i % nf;
             if (x[i] < 0 || x[i] >= manifest.config.cardinalities[j]) {
-                throw new PayloadException("feature '" + manifest.features.get(j).name + "': code " + x[i]
+                String name = j < manifest.features.size() ? manifest.features.get(j).name : "#" + j;
+                throw new PayloadException("feature '" + name + "': code " + x[i]
                         + " outside 0.." + (manifest.config.cardinalities[j] - 1));
             }
         }

@@ -24,7 +24,7 @@ public final class ItemRows {
     public final int[][] codes; // [n][columns]
     public final boolean[] known;
 
-    ItemRows(int modelVersion, int tableVersion, long[] itemCode, int[][] codes, boolean[] known) {
+    private ItemRows(int modelVersion, int tableVersion, long[] itemCode, int[][] codes, boolean[] known) {
         this.modelVersion = modelVersion;
         this.tableVersion = tableVersion;
         this.itemCode = itemCode;
@@ -72,6 +72,37 @@ public final class ItemRows {
             isKnown[i] = known.longs()[i] != 0;
         }
         return new ItemRows(modelVersion, tableVersion, code.longs().clone(), out, isKnown);
+    }
+
+    /** One item's row as the cache keeps it; only this class looks inside (a format change stays here). */
+    static final class Row {
+        private final long itemCode;
+        private final int[] codes;
+        private final boolean known;
+
+        private Row(long itemCode, int[] codes, boolean known) {
+            this.itemCode = itemCode;
+            this.codes = codes;
+            this.known = known;
+        }
+    }
+
+    /** Row {@code i}, for a cache. */
+    Row row(int i) {
+        return new Row(itemCode[i], codes[i], known[i]);
+    }
+
+    /** Cached rows of one table version as an answer, in the given order. */
+    static ItemRows of(int modelVersion, int tableVersion, List<Row> rows) {
+        long[] code = new long[rows.size()];
+        int[][] codes = new int[rows.size()][];
+        boolean[] known = new boolean[rows.size()];
+        for (int i = 0; i < code.length; i++) {
+            code[i] = rows.get(i).itemCode;
+            codes[i] = rows.get(i).codes;
+            known[i] = rows.get(i).known;
+        }
+        return new ItemRows(modelVersion, tableVersion, code, codes, known);
     }
 
     /** Answers of consecutive batches as one (they must come from one table version). */

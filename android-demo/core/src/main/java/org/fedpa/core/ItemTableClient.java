@@ -30,18 +30,6 @@ public final class ItemTableClient {
     public static final String FAILED = "item rows unavailable: ";
     private static final int ATTEMPTS = 3; // a refresh landing mid-call restarts it, never mixes versions
 
-    private static final class Row {
-        final long itemCode;
-        final int[] codes;
-        final boolean known;
-
-        Row(long itemCode, int[] codes, boolean known) {
-            this.itemCode = itemCode;
-            this.codes = codes;
-            this.known = known;
-        }
-    }
-
     /** Where requests go: the client's current ApiClient (its token changes when the phone re-registers). */
     public interface Connection {
         ApiClient api() throws SyncException;
@@ -63,7 +51,7 @@ public final class ItemTableClient {
     private final int maxCached;
     private int maxBatch; // 0: the server's max_lookup_batch, read on first use
     private int tableVersion; // of the cached rows; 0: nothing cached
-    private final Map<String, Row> rows = new HashMap<String, Row>();
+    private final Map<String, ItemRows.Row> rows = new HashMap<String, ItemRows.Row>(); // opaque: ItemRows reads them
     private int requests;
 
     /** Usage: {@code new ItemTableClient(ItemTableClient.of(api), "demo", manifest.modelVersion).rows(ids)}. */
@@ -151,7 +139,7 @@ public final class ItemTableClient {
                 }
                 tableVersion = got.tableVersion;
                 for (int i = 0; i < part.size(); i++) {
-                    rows.put(part.get(i), new Row(got.itemCode[i], got.codes[i], got.known[i]));
+                    rows.put(part.get(i), got.row(i));
                 }
             }
             complete = !restarted && missing(itemIds).isEmpty();
@@ -159,16 +147,11 @@ public final class ItemTableClient {
         if (!complete) {
             throw new SyncException(200, "table_changed", FAILED + "the item table kept changing during one lookup; try again");
         }
-        long[] code = new long[itemIds.size()];
-        int[][] codes = new int[itemIds.size()][];
-        boolean[] known = new boolean[itemIds.size()];
-        for (int i = 0; i < itemIds.size(); i++) {
-            Row r = rows.get(itemIds.get(i));
-            code[i] = r.itemCode;
-            codes[i] = r.codes;
-            known[i] = r.known;
+        List<ItemRows.Row> out = new ArrayList<ItemRows.Row>();
+        for (String id : itemIds) {
+            out.add(rows.get(id));
         }
-        return new ItemRows(modelVersion, tableVersion, code, codes, known);
+        return ItemRows.of(modelVersion, tableVersion, out);
     }
 
     private List<String> missing(List<String> ids) {

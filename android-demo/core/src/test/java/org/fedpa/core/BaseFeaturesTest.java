@@ -71,9 +71,26 @@ public class BaseFeaturesTest {
         return Manifest.parse(m.toString());
     }
 
+    /** The base manifest with no feature_schema at all (bundles written before the schema travelled). */
+    private static Manifest schemaless() throws Exception {
+        JSONObject m = new JSONObject(base().json);
+        m.remove("feature_schema");
+        return Manifest.parse(m.toString());
+    }
+
     @Test
     public void aBaseBundleRanksAndRecordsWithoutLookupsOrHistory() throws Exception {
-        Manifest m = base();
+        checkBase(base());
+    }
+
+    @Test
+    public void aManifestWithoutASchemaRanksUserThenItemColumns() throws Exception {
+        Manifest m = schemaless();
+        assertTrue(m.features.isEmpty());
+        checkBase(m);
+    }
+
+    private void checkBase(Manifest m) throws Exception {
         LocalStore store = new LocalStore(root);
         long[] user = Catalog.syntheticUser(m, 3);
         DeviceSignals signals = DeviceSignals.open(store, m, new ItemTableClient(refuse, m.modelId, m.modelVersion), user);
@@ -82,7 +99,8 @@ public class BaseFeaturesTest {
         for (Catalog.Item it : items) {
             codes.add(it.codes);
         }
-        Map<String, Integer> groups = SharedState.groupsOf(m, user);
+        Map<String, Integer> groups = m.features.isEmpty() ? new java.util.HashMap<String, Integer>()
+                : SharedState.groupsOf(m, user); // unused without item-table columns
 
         long[] x = signals.fill(user, codes, null, groups); // no ids needed either
         signals.record(java.util.Arrays.copyOf(x, m.config.nFeatures()), 1);
