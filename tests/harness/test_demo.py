@@ -8,7 +8,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from fedpa.demo import DemoConfig, DemoReport, demo_app, format_report
+from harness.demo import DemoConfig, DemoReport, demo_app, format_report
 
 torch.set_num_threads(1)
 runner = CliRunner()
