@@ -35,8 +35,6 @@ import json
 import os
 import platform
 import secrets
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -54,6 +52,7 @@ from fedpa.manifest import FileEntry, Manifest, PrivacySettings, sha256_file
 from fedpa.payload import encode_tensors
 from fedpa.protocol import UpdateMeta, UpdatePrivacy
 from fedpa.state import SharedStateSpec
+from harness.server_process import AggregatorProcess
 
 ADMIN_TOKEN = secrets.token_urlsafe(32)
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -218,36 +217,27 @@ def _pids(cmd: list[str]) -> list[int]:
 
 
 class Server:
+    """The aggregator under test (the one launcher, :class:`harness.server_process.AggregatorProcess`),
+    an HTTP client for the benchmark's own admin calls, and the CPU counters of its processes."""
+
     def __init__(self, url: str, dsn: str, workers: int, pool: int, in_workers: bool = False) -> None:
         self.dsn = dsn  # psycopg DSN of the same database and schema, for the benchmark's own reads
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        env = {**os.environ, "FEDPA_ADMIN_TOKEN": ADMIN_TOKEN, "FEDPA_RATE_LIMIT_PER_MINUTE": "6000000",
-               "FEDPA_RATE_LIMIT_BURST": "1000000", "FEDPA_DB_POOL_SIZE": str(pool), "FEDPA_DB_MAX_OVERFLOW": "0",
-               "FEDPA_MAX_UPLOAD_BYTES": str(1 << 20)}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "aggregator.cli", "serve", "--port", str(self.port), "--workers", str(workers),
-             "--database-url", url, "--log-level", "warning",
-             *(["--aggregation-in-workers"] if in_workers else [])], env=env, start_new_session=True)
-        self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=120)
-        for _ in range(600):
-            try:
-                if self.http.get("/healthz").status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.1)
-        raise RuntimeError("server did not start")
+        env = {"FEDPA_RATE_LIMIT_PER_MINUTE": "6000000", "FEDPA_RATE_LIMIT_BURST": "1000000",
+               "FEDPA_DB_POOL_SIZE": str(pool), "FEDPA_DB_MAX_OVERFLOW": "0", "FEDPA_MAX_UPLOAD_BYTES": str(1 << 20)}
+        self.process = AggregatorProcess(database_url=url, admin_token=ADMIN_TOKEN, workers=workers, env=env,
+                                         args=["--aggregation-in-workers"] if in_workers else []).start()
+        self.port = self.process.port
+        self.http = httpx.Client(base_url=self.process.url, timeout=120)
 
     def cpu(self) -> tuple[float, float]:
         """(server processes, PostgreSQL processes) CPU seconds so far."""
-        server = [self.proc.pid, *_pids(["pgrep", "-P", str(self.proc.pid)])]
+        pid = self.process.proc.pid
+        server = [pid, *_pids(["pgrep", "-P", str(pid)])]
         return _cpu_seconds(server), _cpu_seconds(_pids(["pgrep", "-u", "postgres"]))
 
     def stop(self) -> None:
         self.http.close()
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        self.proc.wait(30)
+        self.process.stop(timeout=30)
 
 
 def publish(server: Server, model_id: str, config: dict) -> None:

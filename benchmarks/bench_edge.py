@@ -59,11 +59,11 @@ def demo_fleet(out: Path = Path("runs/bench-edge"), devices: int = 200, rounds: 
 
     from edge.client import AggregatorClient
     from edge.device import LocalTraining
-    from edge.fleet import FleetConfig, run_fleet
-    from edge.server_process import AggregatorProcess
     from fedpa.data import load_dataset
-    from fedpa.demo import DemoConfig, run_demo
     from fedpa.privacy import PrivacyConfig, noise_multiplier_for
+    from harness.demo import DemoConfig, run_demo
+    from harness.fleet import FleetConfig, run_fleet
+    from harness.server_process import AggregatorProcess
 
     torch.set_num_threads(1)
     start = time.perf_counter()
@@ -180,13 +180,13 @@ def ldp_sweep(data_dir: Annotated[Path, typer.Option(help="KuaiSAR-R folder")], 
     """Utility vs ε with the simulation harness; settings chosen on seed-0 validation only."""
     import torch
 
-    from edge.report import plot_sweep
     from fedpa.data import load_dataset
     from fedpa.data.cli import parse_dataset_options
     from fedpa.privacy import EXAMPLE_COUNT_REPORT, PrivacyConfig, noise_multiplier_for
     from fedpa.sim.experiments import cached_student
     from fedpa.sim.methods import get_method
     from fedpa.sim.runner import simulate
+    from harness.plots import plot_sweep
 
     torch.set_num_threads(1)
     seed_list = [int(s) for s in seeds.split(",")]

@@ -1,4 +1,4 @@
-"""The FedPA device client: local store, LDP uploads, REST sync, simulated fleets, ``fedpa-edge`` CLI.
+"""The FedPA device client: local store, LDP uploads, REST sync, ``fedpa-edge`` CLI — only what a device runs.
 
 Runs only exported programs (``.pte`` through ExecuTorch, ``.onnx`` through onnxruntime) via
 ``fedpa.runtime`` — never eager PyTorch models — so it behaves like the phone it stands in for.

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fedpa.data import FeatureSchema
+from fedpa.data.schema import FeatureSchema
 from fedpa.errors import DataError
 
 __all__ = ["encode_rows", "groups_of", "read_candidates", "read_interaction_log", "read_interactions", "schema_of"]

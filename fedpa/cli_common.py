@@ -46,7 +46,7 @@ __all__ = ["VERBOSE_FLAGS", "FedPACommand", "FedPAGroup", "error_message", "make
            "setup_logging"]
 
 VERBOSE_FLAGS = ("--verbose", "-v")
-PROJECT_PACKAGES = ("fedpa", "edge", "export", "aggregator")
+PROJECT_PACKAGES = ("fedpa", "edge", "export", "aggregator", "harness")
 # Dependencies whose Python loggers warn about optional parts we do not use (torchao's CUDA kernels,
 # triton, torchvision ops for the ONNX exporter). torch resets its own logger's level on import, so
 # it is quieted through its documented TORCH_LOGS switch instead ("-torch": errors only).

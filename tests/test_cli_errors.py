@@ -17,9 +17,9 @@ import pytest
 from typer.testing import CliRunner
 
 from aggregator.cli import app as aggregator_app
-from edge.cli import app as edge_app
 from export.cli import app as export_app
-from fedpa.cli import app as fedpa_app
+from harness.cli import app as fedpa_app
+from harness.edge_cli import app as edge_app  # the installed fedpa-edge: edge.cli's commands plus the fleet
 
 APPS = {"fedpa": fedpa_app, "fedpa-export": export_app, "fedpa-edge": edge_app, "fedpa-aggregator": aggregator_app}
 NOWHERE = "http://127.0.0.1:9"  # nothing listens on the discard port
@@ -93,7 +93,7 @@ def test_table_covers_every_cli_and_the_issues_mistakes():
 
 
 def _script(name: str) -> list[str]:
-    module = {"fedpa": "fedpa.cli", "fedpa-export": "export.cli", "fedpa-edge": "edge.cli",
+    module = {"fedpa": "harness.cli", "fedpa-export": "export.cli", "fedpa-edge": "harness.edge_cli",
               "fedpa-aggregator": "aggregator.cli"}[name]
     return [sys.executable, "-c", f"import sys; from {module} import app; sys.argv[0] = {name!r}; app()"]
 

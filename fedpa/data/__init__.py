@@ -6,11 +6,39 @@ extra. The public contract is everything re-exported here.
 Usage: ``ds = load_dataset("synthetic", seed=0)``; ``ds.private_train.x`` holds int64 codes.
 """
 
-from fedpa.data.dataset import SPLIT_NAMES, Dataset, Interactions, dataset_stats
-from fedpa.data.formats import NUMERIC_PREFIX, write_generic_csv
-from fedpa.data.loaders import DATA_DIR_ENV, DATASET_DEFAULTS, DATASET_NAMES, load_dataset
-from fedpa.data.schema import CategoricalFeature, FeatureSchema
-from fedpa.data.synthetic import SYNTHETIC_DEFAULTS, generate_synthetic
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what type checkers see; at run time each name is imported on first use (__getattr__)
+    from fedpa.data.dataset import SPLIT_NAMES, Dataset, Interactions, dataset_stats
+    from fedpa.data.formats import NUMERIC_PREFIX, write_generic_csv
+    from fedpa.data.loaders import DATA_DIR_ENV, DATASET_DEFAULTS, DATASET_NAMES, load_dataset
+    from fedpa.data.schema import CategoricalFeature, FeatureSchema
+    from fedpa.data.synthetic import SYNTHETIC_DEFAULTS, generate_synthetic
+
+# Why lazy: a device imports ``fedpa.data.schema`` (the feature schema its bundle carries), and Python
+# runs this file first; eager re-exports would load the dataset loaders and builders onto every phone.
+_HOMES = {
+    "fedpa.data.dataset": ("SPLIT_NAMES", "Dataset", "Interactions", "dataset_stats"),
+    "fedpa.data.formats": ("NUMERIC_PREFIX", "write_generic_csv"),
+    "fedpa.data.loaders": ("DATA_DIR_ENV", "DATASET_DEFAULTS", "DATASET_NAMES", "load_dataset"),
+    "fedpa.data.schema": ("CategoricalFeature", "FeatureSchema"),
+    "fedpa.data.synthetic": ("SYNTHETIC_DEFAULTS", "generate_synthetic"),
+}
+_HOME = {name: module for module, names in _HOMES.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module 'fedpa.data' has no attribute {name!r}")
+    value = getattr(import_module(_HOME[name]), name)
+    globals()[name] = value  # once: later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOME})
+
 
 __all__ = [
     "DATASET_DEFAULTS",

@@ -1,4 +1,4 @@
-"""``fedpa data …`` commands: a thin typer layer over :mod:`fedpa.data` (mounted by ``fedpa.cli``).
+"""``fedpa data …`` commands: a thin typer layer over :mod:`fedpa.data` (mounted by ``harness.cli``).
 
 Usage: ``fedpa data stats --dataset kuaisar-r --data-dir ../shared/data``.
 """

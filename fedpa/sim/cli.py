@@ -1,6 +1,6 @@
 """``fedpa simulate`` and ``fedpa experiments``: thin typer wrappers over ``fedpa.sim``.
 
-Mounted into the main CLI (``fedpa.cli``), which also turns FedPA errors into one clean line.
+Mounted into the main CLI (``harness.cli``), which also turns FedPA errors into one clean line.
 """
 
 from __future__ import annotations

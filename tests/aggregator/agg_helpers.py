@@ -8,12 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import secrets
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -27,6 +22,7 @@ from fedpa.manifest import FileEntry, Manifest, PrivacySettings
 from fedpa.payload import encode_tensors
 from fedpa.protocol import UpdateMeta, UpdatePrivacy
 from fedpa.state import SharedStateSpec
+from harness.server_process import AggregatorProcess
 
 MODEL_ID = "tiny"
 ADMIN_TOKEN = "admin-" + "x" * 40
@@ -125,69 +121,12 @@ def make_settings(database_url: str, *, round_config: RoundConfig | None = None,
     return Settings(**base)  # type: ignore[arg-type]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """``fedpa-aggregator serve`` in a subprocess (own process group), on a free port."""
-
-    def __init__(self, database_url: str, *, workers: int = 1, env: Mapping[str, str] | None = None,
-                 args: Sequence[str] = ()) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.database_url = database_url
-        self.workers = workers
-        self.args = list(args)
-        self.env = {**os.environ, "FEDPA_ADMIN_TOKEN": ADMIN_TOKEN, "FEDPA_RATE_LIMIT_PER_MINUTE": "0",
-                    "FEDPA_SCHEDULER_INTERVAL_S": "0.01", **(env or {})}
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, timeout: float = 30.0) -> Server:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "aggregator.cli", "serve", "--port", str(self.port), "--workers",
-             str(self.workers), "--database-url", self.database_url, "--log-level", "warning", *self.args],
-            env=self.env, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError("server did not become healthy")
-
-    def processes(self) -> dict[int, str]:
-        """pid → command line of every live process in the server's process group (Linux /proc)."""
-        assert self.proc is not None
-        out = {}
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-                if fields[0] != "Z" and int(fields[2]) == self.proc.pid:  # state, ppid, pgrp
-                    out[int(stat.parent.name)] = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except (OSError, ValueError, IndexError):
-                continue  # the process ended meanwhile
-        return out
-
-    def kill(self) -> None:
-        """SIGKILL the whole process group (the server and its workers): a crash."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
+def aggregator_process(database_url: str, *, workers: int = 1, env: Mapping[str, str] | None = None,
+           args: Sequence[str] = ()) -> AggregatorProcess:
+    """``fedpa-aggregator serve`` (not started yet) with the tests' admin token, no rate limit and a fast scheduler."""
+    quick = {"FEDPA_RATE_LIMIT_PER_MINUTE": "0", "FEDPA_SCHEDULER_INTERVAL_S": "0.01"}
+    return AggregatorProcess(database_url=database_url, admin_token=ADMIN_TOKEN, workers=workers, args=args,
+                             env={**quick, **(env or {})})
 
 
 def wait_for(predicate, *, timeout: float = 10.0, interval: float = 0.02):

@@ -25,11 +25,12 @@ from agg_helpers import make_settings, write_bundle
 from aggregator.main import create_app
 
 PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+TEST_CONNECTION = "fedpa-tests"  # application_name of the tests' own connections, never an aggregator's
 
 
 def _pg_available() -> bool:
     try:
-        with psycopg.connect(PG_DSN, connect_timeout=2):
+        with psycopg.connect(PG_DSN, connect_timeout=2, application_name=TEST_CONNECTION):
             return True
     except psycopg.OperationalError:
         return False
@@ -46,10 +47,10 @@ def pg_database(pg_available: bool) -> Iterator[str]:
     if not pg_available:
         pytest.skip("PostgreSQL not reachable on 127.0.0.1:5432")
     name = f"fedpa_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+    with psycopg.connect(PG_DSN, autocommit=True, application_name=TEST_CONNECTION) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+    with psycopg.connect(PG_DSN, autocommit=True, application_name=TEST_CONNECTION) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
@@ -57,10 +58,10 @@ def pg_database(pg_available: bool) -> Iterator[str]:
 def pg_url(pg_database: str) -> Iterator[str]:
     """A PostgreSQL URL (this session's database) whose search_path is a brand-new schema, dropped afterwards."""
     schema = f"agg_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_database, autocommit=True) as conn:
+    with psycopg.connect(pg_database, autocommit=True, application_name=TEST_CONNECTION) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
     yield f"{pg_database.replace('postgresql://', 'postgresql+psycopg://')}?options=-csearch_path%3D{schema}"
-    with psycopg.connect(pg_database, autocommit=True) as conn:
+    with psycopg.connect(pg_database, autocommit=True, application_name=TEST_CONNECTION) as conn:
         conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 

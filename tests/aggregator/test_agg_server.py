@@ -15,7 +15,7 @@ import pytest
 from agg_helpers import (
     ADMIN,
     MODEL_ID,
-    Server,
+    aggregator_process,
     make_update,
     publish,
     reference_step,
@@ -27,22 +27,23 @@ from sqlalchemy import create_engine, select
 
 from aggregator.models import Aggregation, Update
 from fedpa.payload import decode_tensors
+from harness.server_process import AggregatorProcess
 
 URL = f"/v1/models/{MODEL_ID}/updates"
 
 
 @pytest.fixture
 def server_factory():
-    servers: list[Server] = []
+    servers: list[AggregatorProcess] = []
 
-    def start(database_url: str, **kwargs) -> Server:
-        server = Server(database_url, **kwargs).start()
-        servers.append(server)
-        return server
+    def start(database_url: str, **kwargs) -> AggregatorProcess:
+        started = aggregator_process(database_url, **kwargs).start()
+        servers.append(started)
+        return started
 
     yield start
-    for server in servers:
-        server.stop()
+    for started in servers:
+        started.stop()
 
 
 def _status(http: httpx.Client) -> dict:

@@ -435,15 +435,18 @@ def test_committer_reconnects_when_postgres_drops_its_connection(app_client, bun
     intake, devices = _warm_intake(client, devices=4)
     model_pk = runtime.catalog.cached(MODEL_ID, 1).pk
     bodies = [make_update(GROUPS, seed=i)[0] for i in range(4)]
-    admin = psycopg.connect(pg_database, autocommit=True)
+    admin = psycopg.connect(pg_database, autocommit=True, application_name="fedpa-tests-admin")
 
     def committer_backends(waiting_for_lock: bool = False) -> list[int]:
-        # Only this session's database: another aggregator on the server has committers of the same name.
+        # Only this session's database (another aggregator on the server has committers of the same
+        # name), and only this test's committer: not one an earlier test may have left in it.
         sql = ("SELECT pid FROM pg_stat_activity WHERE application_name = 'fedpa-intake-0' "
                "AND datname = current_database()")
         if waiting_for_lock:
             sql += " AND wait_event_type = 'Lock'"
-        return [pid for (pid,) in admin.execute(sql)]
+        return [pid for (pid,) in admin.execute(sql) if pid not in foreign]
+
+    foreign = set(committer_backends())  # before this test's intake has connected
 
     def drop(pids: list[int]) -> None:
         assert len(pids) == 1, pids
@@ -455,7 +458,7 @@ def test_committer_reconnects_when_postgres_drops_its_connection(app_client, bun
         drop(first_backend)
         outcomes.append(await intake.submit(devices[1], MODEL_ID, bodies[1]))
         assert committer_backends() != first_backend
-        with psycopg.connect(pg_database) as holder:  # advisory locks are per database: ours
+        with psycopg.connect(pg_database, application_name="fedpa-tests-holder") as holder:  # locks are per database
             holder.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_CLASS, model_pk))  # as an aggregation
             blocked = asyncio.ensure_future(intake.submit(devices[2], MODEL_ID, bodies[2]))
             for _ in range(200):

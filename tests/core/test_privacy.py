@@ -158,7 +158,7 @@ def test_fedpa_privacy_epsilon_cli_prints_replacement_json():
 
     from typer.testing import CliRunner
 
-    from fedpa.cli import app
+    from harness.cli import app
 
     result = CliRunner().invoke(app, ["privacy", "epsilon", "--noise-multiplier", "3.4926634469157625",
                                       "--clip-norm", "1", "--rounds", "30", "--delta", "1e-5"])

@@ -7,7 +7,6 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from fedpa.cli import app
 from fedpa.data import load_dataset
 from fedpa.errors import ConfigError
 from fedpa.model import Backbone, student_config
@@ -21,6 +20,7 @@ from fedpa.train import (
     save_checkpoint,
     train_from_scratch,
 )
+from harness.cli import app
 
 FAST = TrainConfig(epochs=4, patience=2)
 

@@ -4,13 +4,13 @@ Unit tests talk to :class:`FakeAggregator`, an in-memory implementation of docs/
 ``httpx.MockTransport`` that records every request body, with :class:`FakePrograms` standing in
 for the exported programs (the protocol logic does not depend on how the tensors were trained).
 End-to-end tests (test_edge_e2e.py) use the real bundle, the ExecuTorch runtime and a real uvicorn
-aggregator instead.
+aggregator instead (``world`` and ``sqlite_server``, shared with tests/harness, are in tests/conftest.py).
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -224,66 +224,3 @@ def make_device(tmp_path: Path, fake_server: FakeAggregator) -> Callable[..., De
 
 
 # ----------------------------------------------------------------------------- end-to-end world
-
-
-@dataclass
-class World:
-    """One trained student, its exported bundle and the dataset, built once per test session."""
-
-    ds: Any
-    student: Any
-    fm_only: dict[str, float]
-    bundle: Path
-    root: Path
-
-    def publish(self, server: Any, model_id: str, config: dict[str, Any], *, privacy: Any = None,
-                signing_key: Path | None = None) -> Path:
-        """Publish the bundle under a fresh model id (a copy with its manifest renamed) on ``server``."""
-        import shutil
-
-        from fedpa.manifest import read_manifest
-
-        dest = self.root / f"bundle-{model_id}"
-        shutil.copytree(self.bundle, dest)
-        manifest = read_manifest(dest).model_copy(update={"model_id": model_id, **({"privacy": privacy}
-                                                                                   if privacy else {})})
-        (dest / "manifest.json").write_text(manifest.to_json())
-        if signing_key is not None:
-            from fedpa.signing import load_private_key, sign_bundle
-
-            sign_bundle(dest, load_private_key(signing_key))
-        with AggregatorClient(server.url, token=server.admin_token) as admin:
-            admin.publish(dest, config=config)
-        return dest
-
-
-@pytest.fixture(scope="session")
-def world(tmp_path_factory: pytest.TempPathFactory) -> World:
-    """Synthetic data with strong group drift, teacher → student, a residual-gate bundle (~1 min)."""
-    from export.bundle import build_bundle
-    from fedpa.data import load_dataset
-    from fedpa.manifest import PrivacySettings
-    from fedpa.train import TrainConfig, adapter_config_for, distill, pretrain
-
-    root = tmp_path_factory.mktemp("edge-world")
-    ds = load_dataset("synthetic", seed=0, n_users=200, drift=3.0)
-    train = TrainConfig(epochs=30)
-    teacher = pretrain(ds, train=train, seed=0).model
-    student = distill(ds, teacher, train=train, seed=0)
-    built = build_bundle(student.model, ds.schema, root / "bundle", model_id="edge-test",
-                         adapter=adapter_config_for(ds.schema, gate_mode="residual"),
-                         privacy=PrivacySettings(mechanism="none", noise_multiplier=0.0), seed=0,
-                         max_batch=256, max_train_batch=64)
-    return World(ds=ds, student=student.model, fm_only=student.metrics["private_test"], bundle=built.path, root=root)
-
-
-@pytest.fixture(scope="session")
-def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A real uvicorn aggregator on SQLite for the session (rate limit off: rounds follow each other fast)."""
-    from edge.server_process import AggregatorProcess
-
-    folder = tmp_path_factory.mktemp("aggregator")
-    server = AggregatorProcess(database_url=f"sqlite:///{folder / 'agg.db'}", log_file=folder / "agg.log",
-                               env={"FEDPA_RATE_LIMIT_PER_MINUTE": "0"})
-    with server:
-        yield server

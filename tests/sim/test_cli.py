@@ -4,8 +4,8 @@ import json
 
 from typer.testing import CliRunner
 
-from fedpa.cli import app
 from fedpa.train import save_checkpoint
+from harness.cli import app
 
 runner = CliRunner()
 OPTIONS = ["--option", "n_users=120", "--option", "n_items=80", "--option", "interactions_per_user=30"]

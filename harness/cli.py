@@ -1,4 +1,8 @@
-"""The ``fedpa`` command line: thin wrappers that map flags onto the library's functions."""
+"""The ``fedpa`` command line: thin wrappers that map flags onto the library's functions.
+
+It lives on the top floor (``harness``) because it composes every floor: ``fedpa demo`` runs the
+export pipeline, the aggregator and a fleet of devices; the others only call into ``fedpa``.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +17,9 @@ from rich.table import Table
 # These modules import torch only inside their commands, so `fedpa --help` stays fast.
 from fedpa.cli_common import make_app, setup_logging
 from fedpa.data.cli import data_app
-from fedpa.demo import demo
 from fedpa.privacy_cli import privacy_app
 from fedpa.sim.cli import experiments, simulate
+from harness.demo import demo
 
 __all__ = ["app"]
 

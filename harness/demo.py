@@ -98,7 +98,7 @@ def _stage(name: str, seconds: dict[str, float], say: Say) -> Iterator[None]:
 @contextlib.contextmanager
 def _database(config: DemoConfig) -> Iterator[str]:
     if config.postgres:
-        from edge.server_process import temporary_postgres_database
+        from harness.server_process import temporary_postgres_database
 
         with temporary_postgres_database(config.postgres, prefix="fedpa_demo") as url:
             yield url
@@ -116,10 +116,7 @@ def run_demo(config: DemoConfig, *, say: Say | None = None,
 
     from edge.client import AggregatorClient
     from edge.device import LocalTraining
-    from edge.fleet import FleetConfig, run_fleet
     from edge.items import publish_item_table
-    from edge.report import plot_rounds
-    from edge.server_process import AggregatorProcess
     from export.bundle import build_bundle
     from export.items import write_item_table
     from fedpa.data import load_dataset
@@ -127,6 +124,9 @@ def run_demo(config: DemoConfig, *, say: Say | None = None,
     from fedpa.privacy import PrivacyConfig, noise_multiplier_for
     from fedpa.runtime.items import item_table_features
     from fedpa.train import TrainConfig, adapter_config_for, distill, pretrain
+    from harness.fleet import FleetConfig, run_fleet
+    from harness.plots import plot_rounds
+    from harness.server_process import AggregatorProcess
 
     say = say or (lambda msg: log.info("%s", msg))
     torch.manual_seed(config.seed)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from fedpa.demo import DemoConfig, DemoReport, demo_app, format_report
+from harness.demo import DemoConfig, DemoReport, demo_app, format_report
 
 torch.set_num_threads(1)
 runner = CliRunner()
@@ -56,20 +56,38 @@ def test_format_report_without_ldp():
 
 
 @pytest.mark.postgres
-def test_demo_on_postgresql_uses_and_drops_its_own_database(tmp_path):
+def test_demo_on_postgresql_uses_and_drops_its_own_database(tmp_path, monkeypatch):
+    """Only the database this run created is looked at: other users of the server (another demo, another
+    test session) may create and drop ``fedpa_demo_*`` databases meanwhile."""
+    import contextlib
+
     import psycopg
+    from sqlalchemy.engine import make_url
+
+    from harness import server_process
 
     server = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    created: list[tuple[str, bool]] = []  # (database, existed while the demo ran)
+    original = server_process.temporary_postgres_database
 
-    def demo_databases() -> set[str]:
-        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test") as conn:
-            return {r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'fedpa_demo_%'")}
+    def exists(name: str) -> bool:
+        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", application_name="fedpa-tests") as conn:
+            return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
 
-    before = demo_databases()
+    @contextlib.contextmanager
+    def spy(*args, **kwargs):
+        with original(*args, **kwargs) as url:
+            name = make_url(url).database
+            created.append((name, exists(name)))
+            yield url
+
+    monkeypatch.setattr(server_process, "temporary_postgres_database", spy)
     result = runner.invoke(demo_app, ["--out", str(tmp_path), "--postgres", server, "--max-users", "120",
                                       "--train-epochs", "5", "--rounds", "1", "--devices", "12"])
 
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["database"] == "postgresql" and report["failed_rounds"] == 0
-    assert demo_databases() <= before  # created for the run, dropped afterwards
+    [(name, existed)] = created
+    assert name.startswith("fedpa_demo_") and existed  # a fresh database of its own for the run…
+    assert not exists(name)  # …dropped afterwards
