@@ -87,19 +87,17 @@ class SharedStateSpec(BaseModel):
     def check_groups(self, groups: GroupSelection, *, allow_all: bool = False) -> None:
         """Exactly this spec's attributes, each with a value code in range (or ``*`` if ``allow_all``)."""
         known = self._attributes
+        if set(groups) != set(known):
+            raise PayloadError(
+                f"groups must name exactly the attributes {sorted(known)}, got {sorted(groups)}"
+            )
         for attribute, value in groups.items():
-            if attribute not in known:
-                raise PayloadError(f"unknown grouping attribute {attribute!r}; known: {sorted(known)}")
             if allow_all and value == ALL_VALUES:
                 continue
             if not isinstance(value, int) or not 0 <= value < known[attribute]:
                 raise PayloadError(
                     f"group value {value!r} of {attribute!r} out of range 0..{known[attribute] - 1}"
                 )
-        if set(groups) != set(known):
-            raise PayloadError(
-                f"groups must name exactly the attributes {sorted(known)}, got {sorted(groups)}"
-            )
 
     def parse_selection(self, raw: str) -> dict[str, int | str]:
         """A download's ``groups`` query (``attr:value,attr:*``) → a checked selection for ``select``."""
