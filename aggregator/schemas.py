@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from fedpa.wire import ErrorCode
+
 __all__ = [
     "AggregationInfo",
     "DeviceCreate",
@@ -78,7 +80,7 @@ class RoundConfig(BaseModel):
 class ErrorBody(BaseModel):
     """Every refusal: a stable machine code and a message naming the offending value."""
 
-    error: str
+    error: ErrorCode  # the OpenAPI schema lists every code (fedpa.wire.ErrorCode)
     detail: str
 
 

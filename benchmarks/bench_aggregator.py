@@ -52,6 +52,7 @@ from fedpa.manifest import FileEntry, Manifest, PrivacySettings, sha256_file
 from fedpa.payload import encode_tensors
 from fedpa.protocol import UpdateMeta, UpdatePrivacy
 from fedpa.state import SharedStateSpec
+from fedpa.wire import encode_update
 from harness.server_process import AggregatorProcess
 
 ADMIN_TOKEN = secrets.token_urlsafe(32)
@@ -89,7 +90,7 @@ def body_template(model_id: str, groups: dict[str, int], seed: int) -> tuple[byt
     placeholder = "N" * NONCE_LEN
     meta = UpdateMeta(model_id=model_id, model_version=1, base_version=0, groups=groups, example_count=10,
                       nonce=placeholder, privacy=PRIVACY)
-    body = encode_tensors(deltas, metadata={"fedpa.update": meta.model_dump_json()})
+    body = encode_update(deltas, meta)
     i = body.index(placeholder.encode())
     return body[:i], body[i + NONCE_LEN :]
 

@@ -2,7 +2,7 @@
 
 Two ways to keep one bad upload from failing the others stored in the same transaction:
 
-* ``infallible`` (what ``aggregator.services.intake`` does): everything the INSERT could fail on is
+* ``infallible`` (what ``aggregator.services.intake_sql`` does): everything the INSERT could fail on is
   refused at validation, so a batch is one multi-row INSERT per wave plus one bucket UPDATE;
 * ``savepoint``: each upload gets ``SAVEPOINT`` / its own one-row INSERT / ``RELEASE`` (a failure
   would roll back to its savepoint only), plus the same bucket UPDATE.
@@ -37,17 +37,17 @@ from aggregator.db import Database, Script
 from aggregator.schemas import RoundConfig
 from aggregator.services.catalog import Catalog
 from aggregator.services.devices import hash_token, register_device
-from aggregator.services.intake import (
+from aggregator.services.intake_sql import (
     _COLUMNS,
     Limits,
     PendingUpdate,
     _insert_sql,
     _take_tokens_sql,
     groups_key,
-    parse_update,
     store_script,
 )
 from aggregator.services.publishing import publish_bundle
+from fedpa.wire import decode_update
 
 DSN = "postgresql://postgres@127.0.0.1:5432/test"
 LIMITS = Limits(per_minute=6_000_000, burst=1_000_000)  # as the load benchmark: the bucket UPDATE runs
@@ -103,7 +103,7 @@ def main() -> None:
             out = []
             for pk, (prefix, suffix) in zip(pks, templates, strict=True):
                 body = prefix + f"{next(counter):0{NONCE_LEN}d}".encode() + suffix
-                out.append(PendingUpdate(info, parse_update(body)[0], pk, body, time.time()))
+                out.append(PendingUpdate(info, decode_update(body)[0], pk, body, time.time()))
             return out
 
         rates: dict[str, list[float]] = {"infallible": [], "savepoint": []}

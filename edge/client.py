@@ -26,8 +26,18 @@ import numpy as np
 
 from edge.store import atomic_write
 from fedpa.errors import BundleError, SyncError
-from fedpa.manifest import MANIFEST_NAME, SIGNATURE_NAME, parse_manifest, read_manifest
+from fedpa.manifest import parse_manifest, read_manifest
 from fedpa.payload import decode_tensors
+from fedpa.wire import (
+    GROUPS_PARAM,
+    MANIFEST_NAME,
+    MODEL_VERSION_HEADER,
+    SIGNATURE_NAME,
+    STATE_VERSION_HEADER,
+    ErrorCode,
+    GroupSelection,
+    encode_groups,
+)
 
 __all__ = ["AggregatorClient", "Refused", "RetryPolicy", "ServerUnreachable", "StateDownload"]
 
@@ -39,7 +49,12 @@ class ServerUnreachable(SyncError):
 
 
 class Refused(SyncError):
-    """The aggregator answered with a 4xx: it stored nothing, and resending the same request won't help."""
+    """The aggregator answered with a 4xx: it stored nothing, and resending the same request won't help.
+
+    ``code`` is the body's ``error`` as sent; compare it with :class:`fedpa.wire.ErrorCode` members
+    (a ``StrEnum``: equal to their strings), exactly, never by searching the human-readable
+    ``detail``. A code this client does not know (from a newer server) is neither stale nor replayed.
+    """
 
     def __init__(self, status: int, code: str, detail: str, *, method: str, url: str) -> None:
         super().__init__(f"{method} {url} refused with {status} {code}: {detail}")
@@ -49,15 +64,13 @@ class Refused(SyncError):
 
     @property
     def stale(self) -> bool:
-        """409 because the device trained on an old shared state (or an old model version)."""
-        text = f"{self.code} {self.detail}".lower()
-        return self.status == 409 and not self.replayed and ("stale" in text or "version" in text)
+        """409 because the device trained on an old shared state (or runs an old model version)."""
+        return self.status == 409 and self.code in (ErrorCode.STALE_BASE, ErrorCode.MODEL_VERSION_MISMATCH)
 
     @property
     def replayed(self) -> bool:
         """409 because this nonce was already accepted: the upload is on the server."""
-        text = f"{self.code} {self.detail}".lower()
-        return self.status == 409 and ("replay" in text or "nonce" in text)
+        return self.status == 409 and self.code == ErrorCode.REPLAYED_NONCE
 
 
 @dataclass(frozen=True)
@@ -207,24 +220,24 @@ class AggregatorClient:
         atomic_write(dest / MANIFEST_NAME, manifest_bytes)
         return dest
 
-    def state(self, model_id: str, groups: Mapping[str, int | str] | None = None, *,
+    def state(self, model_id: str, groups: GroupSelection | None = None, *,
               etag: str | None = None) -> StateDownload:
         """Gate + the groups' adapters (wire names; a value ``"*"`` = all of that attribute's);
         ``etag`` turns an unchanged state into a 304."""
-        params = {"groups": ",".join(f"{k}:{v}" for k, v in groups.items())} if groups is not None else {}
+        params = {GROUPS_PARAM: encode_groups(groups)} if groups is not None else {}
         headers = {"If-None-Match": etag} if etag else {}
         r = self.request("GET", f"/v1/models/{model_id}/state", params=params, headers=headers, ok=(200, 304))
         tensors = None if r.status_code == 304 else decode_tensors(r.content)
         return StateDownload(
             tensors=tensors,
-            state_version=int(r.headers.get("X-FedPA-State-Version", -1)),
-            model_version=int(r.headers.get("X-FedPA-Model-Version", -1)),
+            state_version=int(r.headers.get(STATE_VERSION_HEADER, -1)),
+            model_version=int(r.headers.get(MODEL_VERSION_HEADER, -1)),
             etag=r.headers.get("ETag", etag),
             nbytes=len(r.content),
         )
 
     def upload(self, model_id: str, body: bytes) -> dict[str, Any]:
-        """POST one update (safetensors with ``fedpa.update`` metadata); 202 → the server's receipt."""
+        """POST one update (``fedpa.wire.encode_update``); 202 → the server's receipt."""
         return self.request("POST", f"/v1/models/{model_id}/updates", content=body, ok=(200, 201, 202),
                             headers={"Content-Type": "application/octet-stream"}).json()
 
@@ -265,8 +278,8 @@ def _error_body(response: httpx.Response) -> tuple[str, str]:
     try:
         body = response.json()
     except ValueError:
-        return "http_error", response.text[:500]
+        return ErrorCode.HTTP_ERROR, response.text[:500]
     if isinstance(body, dict):
         detail = body.get("detail", "")
-        return str(body.get("error", "http_error")), detail if isinstance(detail, str) else str(detail)
-    return "http_error", str(body)[:500]
+        return str(body.get("error", ErrorCode.HTTP_ERROR)), detail if isinstance(detail, str) else str(detail)
+    return ErrorCode.HTTP_ERROR, str(body)[:500]

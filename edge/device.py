@@ -42,11 +42,11 @@ from edge.programs import LocalPrograms
 from edge.store import DeviceState, LocalStore, PendingUpload
 from fedpa.errors import BundleError, ConfigError, PrivacyBudgetError, PrivacyPolicyError
 from fedpa.manifest import Manifest, read_manifest
-from fedpa.payload import encode_tensors
 from fedpa.privacy import DevicePolicy, PrivacyConfig, clip_and_noise, report_example_count, secure_rng
 from fedpa.protocol import UpdateMeta, UpdatePrivacy
 from fedpa.schedule import local_batches, round_rng
 from fedpa.signing import PublicKey, verify_bundle_signature
+from fedpa.wire import ALL_VALUES, MANIFEST_NAME, ErrorCode, encode_update
 
 __all__ = ["UNBOUNDED", "Device", "LocalTraining", "RoundResult"]
 
@@ -145,7 +145,7 @@ class Device:
             changed = True
         self.client.token = st.token
         remote = self.client.manifest(self.model_id)
-        if st.model_version != remote["model_version"] or not (self.bundle_dir / "manifest.json").is_file():
+        if st.model_version != remote["model_version"] or not (self.bundle_dir / MANIFEST_NAME).is_file():
             st.model_version = self._download_bundle()
             changed = True
         if changed:
@@ -213,7 +213,7 @@ class Device:
         """Download the gate + this device's group adapters if they changed; returns the state version."""
         before = self.client.bytes_down
         spec = self.manifest.shared_state
-        everything = {a: "*" for a in spec.attributes}  # the whole bank: the request names no group of ours
+        everything = {a: ALL_VALUES for a in spec.attributes}  # the whole bank: the request names no group of ours
         dl = self.client.state(self.model_id, everything, etag=self._etag if self._shared else None)
         self.state.bytes_down += self.client.bytes_down - before
         if dl.tensors is not None:
@@ -291,7 +291,7 @@ class Device:
         meta = UpdateMeta(model_id=self.model_id, model_version=int(self.state.model_version or 1),
                           base_version=base_version, groups=self.state.groups,
                           example_count=report_example_count(len(y)), nonce=nonce, privacy=privacy)
-        body = encode_tensors(upload, metadata={"fedpa.update": meta.model_dump_json()})
+        body = encode_update(upload, meta)
         private_names = set(self.private())
         new_private = {p: v for p, v in trained.items() if p in private_names}
         # without LDP there is no finite ε to claim: the device records it as infinite
@@ -360,7 +360,7 @@ class Device:
             self.store.finish_upload(accepted=False, record={**record, "status": status, "detail": str(exc)})
             if exc.stale:
                 self._shared, self._etag = None, None  # re-download before the next round
-            if exc.code == "model_version_mismatch":
+            if exc.code == ErrorCode.MODEL_VERSION_MISMATCH:
                 self._needs_setup = True  # a newer model was published: fetch its bundle first
             log.warning("device %s: upload refused: %s", self.state.device_id, exc)
             result.status, result.detail = status, str(exc)

@@ -27,23 +27,24 @@ from export.golden import make_golden
 from export.lower import lower_inference, lower_onnx, lower_training, toolchain_versions
 from export.wrappers import personalisation_ios
 from fedpa.errors import BundleError, ConfigError
-from fedpa.manifest import MANIFEST_NAME, FileEntry, Manifest, PrivacySettings, sha256_file
+from fedpa.manifest import FileEntry, Manifest, PrivacySettings, sha256_file
 from fedpa.model import AdapterConfig, Backbone, FedPARecommender, ParamGroup
 from fedpa.payload import encode_tensors
 from fedpa.personalise import initial_shared_state, load_tensors, read_tensors, shared_state_spec
-from fedpa.runtime.bundle import (
+from fedpa.runtime.bundle import Bundle
+from fedpa.runtime.golden import write_golden
+from fedpa.runtime.parity import ParityReport, check_golden
+from fedpa.signing import sign_bundle
+from fedpa.wire import (
     GOLDEN_FILE,
     INFERENCE_ONNX,
     INFERENCE_PTE,
+    MANIFEST_NAME,
     PRIVATE_INIT_FILE,
     SCHEMA_FILE,
     SHARED_STATE_FILE,
     TRAINING_PTE,
-    Bundle,
 )
-from fedpa.runtime.golden import write_golden
-from fedpa.runtime.parity import ParityReport, check_golden
-from fedpa.signing import sign_bundle
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ec

@@ -15,6 +15,7 @@ from fedpa.cli_common import make_app, setup_logging
 from fedpa.data.cli import parse_dataset_options
 from fedpa.errors import BundleError
 from fedpa.manifest import PrivacySettings
+from fedpa.wire import MANIFEST_NAME
 
 __all__ = ["app"]
 
@@ -102,7 +103,7 @@ def build(
                               adapter=adapter, privacy=privacy, metrics=source.metrics, seed=seed,
                               max_batch=max_batch, max_train_batch=max_train_batch, overwrite=overwrite,
                               progress=console.log, signing_key=key)
-    total = sum(e.size for e in result.manifest.files.values()) + (result.path / "manifest.json").stat().st_size
+    total = sum(e.size for e in result.manifest.files.values()) + (result.path / MANIFEST_NAME).stat().st_size
     console.print(f"[green]wrote[/] {result.path} ({total / 1024:.1f} KiB) in {time.perf_counter() - start:.1f} s "
                   f"after training; golden parity: {len(result.parity.checks)} checks passed"
                   + ("; signed" if key is not None else "; [yellow]unsigned[/] (devices that pin a key refuse it)"))

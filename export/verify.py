@@ -15,10 +15,10 @@ from typing import Any
 
 from fedpa.data.schema import CategoricalFeature
 from fedpa.errors import BundleError
-from fedpa.manifest import MANIFEST_NAME, SIGNATURE_NAME
 from fedpa.runtime.bundle import Bundle
 from fedpa.runtime.parity import ParityReport, check_golden
 from fedpa.signing import PublicKey, verify_bundle_signature
+from fedpa.wire import MANIFEST_NAME, SIGNATURE_NAME
 
 __all__ = ["VerifyResult", "summarise", "verify_bundle"]
 

@@ -17,10 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from fedpa.errors import BundleError
 from fedpa.state import SharedStateSpec
+from fedpa.wire import MANIFEST_NAME, SIGNATURE_NAME
 
 __all__ = [
     "FORMAT_VERSION",
-    "SIGNATURE_NAME",
     "FileEntry",
     "Manifest",
     "PrivacySettings",
@@ -32,8 +32,6 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
-MANIFEST_NAME = "manifest.json"
-SIGNATURE_NAME = "manifest.sig"  # beside the manifest, never listed in it (it signs the manifest's bytes)
 # Bundle files sit side by side; a name with a path in it could make a downloader write outside the bundle.
 _PLAIN_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from fedpa.errors import ConfigError, SignatureError
-from fedpa.manifest import MANIFEST_NAME, SIGNATURE_NAME
+from fedpa.wire import MANIFEST_NAME, SIGNATURE_NAME
 
 __all__ = [
     "ALGORITHM",

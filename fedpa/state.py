@@ -4,6 +4,10 @@ The server keeps one *bank*: the gate tensors once, and every group-adapter tens
 of its grouping attribute. A device holds its model's parameters under their plain names
 (``layers.0.groups.reco_active_level.lora_A``); on the wire and in the bank a group tensor is
 suffixed with the value (``…lora_A@3``). Nothing outside this module builds or parses those names.
+
+The spec is also the one judge of what is valid against a model: a device's groups, a download's
+group selection (``groups=attr:value,attr:*``, syntax in ``fedpa.wire``), an upload's tensors and
+a published bank. The aggregator and the devices call the same checks.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from fedpa.errors import PayloadError
+from fedpa.wire import ALL_VALUES, GroupSelection, decode_groups
 
 __all__ = ["SharedStateSpec", "TensorSpec", "wire_name"]
 
@@ -79,17 +84,33 @@ class SharedStateSpec(BaseModel):
         self.check_groups(groups)
         return tuple(t for t in self.tensors if t.role == "gate" or groups[t.attribute] == t.value)
 
-    def check_groups(self, groups: Mapping[str, int]) -> None:
+    def check_groups(self, groups: GroupSelection, *, allow_all: bool = False) -> None:
+        """Exactly this spec's attributes, each with a value code in range (or ``*`` if ``allow_all``)."""
         known = self._attributes
         if set(groups) != set(known):
             raise PayloadError(
                 f"groups must name exactly the attributes {sorted(known)}, got {sorted(groups)}"
             )
         for attribute, value in groups.items():
+            if allow_all and value == ALL_VALUES:
+                continue
             if not isinstance(value, int) or not 0 <= value < known[attribute]:
                 raise PayloadError(
                     f"group value {value!r} of {attribute!r} out of range 0..{known[attribute] - 1}"
                 )
+
+    def parse_selection(self, raw: str) -> dict[str, int | str]:
+        """A download's ``groups`` query (``attr:value,attr:*``) → a checked selection for ``select``."""
+        selection = decode_groups(raw)
+        self.check_groups(selection, allow_all=True)
+        return selection
+
+    def select(self, selection: GroupSelection | None) -> tuple[TensorSpec, ...]:
+        """The tensors a download with this selection holds (None: the whole bank), in manifest order."""
+        if selection is None:
+            return self.tensors
+        return tuple(t for t in self.tensors
+                     if t.role == "gate" or selection[t.attribute] in (ALL_VALUES, t.value))  # type: ignore[index]
 
     def validate(self, arrays: Mapping[str, np.ndarray], *, groups: Mapping[str, int]) -> None:
         """Refuse anything but exactly this device's tensors with the declared shapes, dtype, finite."""
@@ -100,14 +121,28 @@ class SharedStateSpec(BaseModel):
             raise PayloadError(f"unexpected tensors for groups {dict(groups)}: {unknown[:5]}")
         if missing:
             raise PayloadError(f"missing tensors: {missing[:5]}")
+        self._check_arrays(arrays, expected, what="tensor")
+
+    def validate_bank(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """The whole bank (a published ``shared_state.safetensors``) is exactly these tensors, float32, finite."""
+        expected = self._by_name
+        missing = sorted(set(expected) - set(arrays))
+        unknown = sorted(set(arrays) - set(expected))
+        if missing or unknown:
+            raise PayloadError(
+                f"shared state does not match the manifest: missing {missing[:5]}, unexpected {unknown[:5]}")
+        self._check_arrays(arrays, expected, what="shared tensor")
+
+    @staticmethod
+    def _check_arrays(arrays: Mapping[str, np.ndarray], expected: Mapping[str, TensorSpec], *, what: str) -> None:
         for name, array in arrays.items():
             spec = expected[name]
             if tuple(array.shape) != spec.shape:
-                raise PayloadError(f"tensor {name!r} has shape {tuple(array.shape)}, expected {spec.shape}")
+                raise PayloadError(f"{what} {name!r} has shape {tuple(array.shape)}, expected {spec.shape}")
             if array.dtype != np.dtype(spec.dtype):
-                raise PayloadError(f"tensor {name!r} has dtype {array.dtype}, expected {spec.dtype}")
+                raise PayloadError(f"{what} {name!r} has dtype {array.dtype}, expected {spec.dtype}")
             if not np.isfinite(array).all():
-                raise PayloadError(f"tensor {name!r} contains NaN or infinite values")
+                raise PayloadError(f"{what} {name!r} contains NaN or infinite values")
 
     def to_params(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Wire names → model parameter names (for the device's own tensors)."""

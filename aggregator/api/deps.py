@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from aggregator.core.errors import ForbiddenError, Unauthorized
 from aggregator.services.devices import DeviceAuth, hash_token
 from aggregator.services.runtime import Runtime
+from fedpa.wire import ErrorCode
 
 __all__ = [
     "AdminDep",
@@ -62,30 +63,30 @@ class Authenticate(HTTPBearer):
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
-            raise Unauthorized("missing bearer token (Authorization: Bearer <token>)", code="missing_token")
+            raise Unauthorized("missing bearer token (Authorization: Bearer <token>)", code=ErrorCode.MISSING_TOKEN)
         runtime: Runtime = request.app.state.runtime
         settings = runtime.settings
         admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
         if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
             if self.admin:
                 return Principal(admin=True)
-            raise ForbiddenError("this route is for devices; the admin token cannot use it", code="device_only")
+            raise ForbiddenError("this route is for devices; the admin token cannot use it", code=ErrorCode.DEVICE_ONLY)
         cache = runtime.tokens
         token_hash = hash_token(token)
         hit, device = cache.cached(token_hash)
         if not hit:
             device = await run_in_threadpool(cache.lookup, token_hash)
         if device is None:
-            raise Unauthorized("invalid or revoked token", code="invalid_token")
+            raise Unauthorized("invalid or revoked token", code=ErrorCode.INVALID_TOKEN)
         if device.expired(time.time()):
             raise Unauthorized("this device token has expired; register again (rotate before expires_at)",
-                               code="token_expired")
+                               code=ErrorCode.TOKEN_EXPIRED)
         if not self.device:
-            raise ForbiddenError("this route needs the admin token", code="admin_only")
+            raise ForbiddenError("this route needs the admin token", code=ErrorCode.ADMIN_ONLY)
         model_id = request.path_params.get("model_id")
         if model_id is not None and model_id != device.model_id:
             raise ForbiddenError(f"this device token is scoped to model {device.model_id!r}, not {model_id!r}",
-                                 code="wrong_model")
+                                 code=ErrorCode.WRONG_MODEL)
         return Principal(device=device)
 
 

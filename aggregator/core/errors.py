@@ -1,5 +1,7 @@
 """The API's refusals and the ONE handler that turns any of them into ``{"error", "detail"}``.
 
+``error`` is always a ``fedpa.wire.ErrorCode``: the codes are the wire contract clients match on.
+
 Services raise ``fedpa.errors`` exceptions (``PayloadError`` for bad tensors, ``BundleError`` for a
 bad bundle) or the HTTP-flavoured subclasses below; routes never build error responses themselves.
 FastAPI's own validation errors and Starlette's 404/405 go through the same handler, so a client
@@ -22,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from fedpa.errors import BundleError, ConfigError, FedPAError, PayloadError
+from fedpa.wire import ErrorCode
 
 __all__ = [
     "STORAGE_ERRORS",
@@ -47,9 +50,9 @@ class ApiError(FedPAError):
     """A refusal with its HTTP status and a stable machine-readable code."""
 
     status_code = 400
-    code = "bad_request"
+    code: ErrorCode = ErrorCode.BAD_REQUEST
 
-    def __init__(self, detail: str, *, code: str | None = None, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, detail: str, *, code: ErrorCode | None = None, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
         if code is not None:
@@ -59,39 +62,39 @@ class ApiError(FedPAError):
 
 class Unauthorized(ApiError):
     status_code = 401
-    code = "unauthorized"
+    code = ErrorCode.UNAUTHORIZED
 
-    def __init__(self, detail: str, *, code: str | None = None) -> None:
+    def __init__(self, detail: str, *, code: ErrorCode | None = None) -> None:
         super().__init__(detail, code=code, headers={"WWW-Authenticate": "Bearer"})
 
 
 class ForbiddenError(ApiError):
     status_code = 403
-    code = "forbidden"
+    code = ErrorCode.FORBIDDEN
 
 
 class NotFoundError(ApiError):
     status_code = 404
-    code = "not_found"
+    code = ErrorCode.NOT_FOUND
 
 
 class ConflictError(ApiError):
     """409: wrong model version, stale base version or replayed nonce (``code`` says which)."""
 
     status_code = 409
-    code = "conflict"
+    code = ErrorCode.CONFLICT
 
 
 class Unprocessable(ApiError):
     """422 for a well-formed request the server will not accept (e.g. weaker privacy than required)."""
 
     status_code = 422
-    code = "unprocessable"
+    code = ErrorCode.UNPROCESSABLE
 
 
 class PayloadTooLarge(ApiError):
     status_code = 413
-    code = "payload_too_large"
+    code = ErrorCode.PAYLOAD_TOO_LARGE
 
 
 def _retry_after(seconds: float) -> dict[str, str]:
@@ -101,7 +104,7 @@ def _retry_after(seconds: float) -> dict[str, str]:
 
 class RateLimited(ApiError):
     status_code = 429
-    code = "rate_limited"
+    code = ErrorCode.RATE_LIMITED
 
     def __init__(self, detail: str, *, retry_after_s: float) -> None:
         super().__init__(detail, headers=_retry_after(retry_after_s))
@@ -111,9 +114,9 @@ class ServiceUnavailable(ApiError):
     """503: nothing was stored and the request may be retried (queue full, database failing)."""
 
     status_code = 503
-    code = "unavailable"
+    code = ErrorCode.UNAVAILABLE
 
-    def __init__(self, detail: str, *, code: str | None = None, retry_after_s: float = 1.0) -> None:
+    def __init__(self, detail: str, *, code: ErrorCode | None = None, retry_after_s: float = 1.0) -> None:
         super().__init__(detail, code=code, headers=_retry_after(retry_after_s))
 
 
@@ -121,35 +124,35 @@ class ServiceUnavailable(ApiError):
 STORAGE_ERRORS: tuple[type[Exception], ...] = (SQLAlchemyError, psycopg.Error, sqlite3.Error)
 
 # fedpa.errors outside the ApiError branch → (status, code).
-_CORE_ERRORS: tuple[tuple[type[FedPAError], int, str], ...] = (
-    (PayloadError, 422, "invalid_payload"),
-    (BundleError, 422, "invalid_bundle"),
-    (ConfigError, 422, "invalid_config"),
+_CORE_ERRORS: tuple[tuple[type[FedPAError], int, ErrorCode], ...] = (
+    (PayloadError, 422, ErrorCode.INVALID_PAYLOAD),
+    (BundleError, 422, ErrorCode.INVALID_BUNDLE),
+    (ConfigError, 422, ErrorCode.INVALID_CONFIG),
 )
 
 
-def _classify(exc: Exception) -> tuple[int, str, str, dict[str, str]]:
+def _classify(exc: Exception) -> tuple[int, ErrorCode, str, dict[str, str]]:
     if isinstance(exc, ApiError):
         return exc.status_code, exc.code, exc.detail, exc.headers
     for cls, status, code in _CORE_ERRORS:
         if isinstance(exc, cls):
             return status, code, str(exc), {}
     if isinstance(exc, FedPAError):
-        return 400, "bad_request", str(exc), {}
+        return 400, ErrorCode.BAD_REQUEST, str(exc), {}
     if isinstance(exc, STORAGE_ERRORS):
-        return 503, "storage_unavailable", "the database is unavailable; retry shortly", _retry_after(1.0)
+        return 503, ErrorCode.STORAGE_UNAVAILABLE, "the database is unavailable; retry shortly", _retry_after(1.0)
     if isinstance(exc, RequestValidationError):
         parts = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}" for e in exc.errors()]
-        return 422, "invalid_request", "; ".join(parts) or "invalid request", {}
+        return 422, ErrorCode.INVALID_REQUEST, "; ".join(parts) or "invalid request", {}
     if isinstance(exc, StarletteHTTPException):
         if exc.status_code == 400:  # FastAPI's only 400: a JSON body it could not parse (bad UTF-8, too deep)
-            return 400, "invalid_json", "the request body is not valid JSON (UTF-8, nesting)", {}
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+            return 400, ErrorCode.INVALID_JSON, "the request body is not valid JSON (UTF-8, nesting)", {}
+        code = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED}.get(exc.status_code, ErrorCode.HTTP_ERROR)
         return exc.status_code, code, str(exc.detail), dict(exc.headers or {})
     raise TypeError(f"not an error the API maps: {type(exc).__name__}")  # pragma: no cover
 
 
-def rejection_reason(exc: Exception) -> str:
+def rejection_reason(exc: Exception) -> ErrorCode:
     """The metrics label of a refused upload (the error code)."""
     return _classify(exc)[1]
 

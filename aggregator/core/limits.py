@@ -16,6 +16,7 @@ from collections.abc import Callable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aggregator.core.errors import ApiError, PayloadTooLarge, error_response
+from fedpa.wire import ErrorCode
 
 __all__ = ["BodyLimit"]
 
@@ -30,7 +31,7 @@ class _TooSlow(Exception):
 
 class BodyTimeout(ApiError):
     status_code = 408
-    code = "body_timeout"
+    code = ErrorCode.BODY_TIMEOUT
 
 
 class BodyLimit:

@@ -3,7 +3,9 @@
 Devices download the gate plus their groups' adapters; ``groups`` may name ``*`` for an attribute
 to fetch all of its values, so that downloads alone do not reveal the device's value (uploads
 still do: SPEC §4). Encoded downloads are cached per worker by (version, groups) with a sha256
-ETag, because thousands of devices ask for the same few combinations after each round.
+ETag, because thousands of devices ask for the same few combinations after each round. Which
+selections and banks are valid is the shared-state spec's to say (``SharedStateSpec``); the
+query's syntax is the wire contract's (``fedpa.wire``).
 """
 
 from __future__ import annotations
@@ -21,77 +23,26 @@ from sqlalchemy.orm import Session
 from aggregator.core.errors import NotFoundError, ServiceUnavailable
 from aggregator.models import BankVersion
 from aggregator.services.catalog import ModelInfo
-from fedpa.errors import PayloadError
 from fedpa.payload import decode_tensors, encode_tensors
-from fedpa.state import SharedStateSpec
+from fedpa.wire import (
+    STATE_META_MODEL_ID,
+    STATE_META_MODEL_VERSION,
+    STATE_META_STATE_VERSION,
+    ErrorCode,
+    GroupSelection,
+)
 
-__all__ = [
-    "ALL_VALUES",
-    "StateCache",
-    "StateDownload",
-    "load_bank",
-    "parse_groups",
-    "prune_bank",
-    "store_bank",
-    "validate_bank",
-]
-
-ALL_VALUES = "*"
-GroupSelection = Mapping[str, int | str]  # attribute → value, or ALL_VALUES
+__all__ = ["StateCache", "StateDownload", "load_bank", "prune_bank", "store_bank"]
 
 
-def validate_bank(spec: SharedStateSpec, arrays: Mapping[str, np.ndarray]) -> None:
-    """The whole bank must be exactly the manifest's tensors: names, shapes, float32, finite."""
-    expected = spec.by_name()
-    missing = sorted(set(expected) - set(arrays))
-    unknown = sorted(set(arrays) - set(expected))
-    if missing or unknown:
-        raise PayloadError(f"shared state does not match the manifest: missing {missing[:5]}, unexpected {unknown[:5]}")
-    for name, array in arrays.items():
-        t = expected[name]
-        if tuple(array.shape) != t.shape or array.dtype != np.float32:
-            raise PayloadError(
-                f"shared tensor {name!r} is {array.dtype}{tuple(array.shape)}, expected float32{t.shape}")
-        if not np.isfinite(array).all():
-            raise PayloadError(f"shared tensor {name!r} contains NaN or infinite values")
-
-
-def parse_groups(raw: str, spec: SharedStateSpec) -> dict[str, int | str]:
-    """``attr:value,attr:value`` (value an int code or ``*``) → selection; exactly the spec's attributes."""
-    known = spec.attributes
-    out: dict[str, int | str] = {}
-    for part in filter(None, (p.strip() for p in raw.split(","))):
-        attribute, sep, value = part.partition(":")
-        if not sep or attribute in out:
-            raise PayloadError(f"groups must be 'attribute:value' pairs, each attribute once; got {part!r}")
-        if attribute not in known:
-            raise PayloadError(f"unknown grouping attribute {attribute!r}; known: {sorted(known)}")
-        if value == ALL_VALUES:
-            out[attribute] = ALL_VALUES
-            continue
-        try:
-            code = int(value)
-        except ValueError:
-            raise PayloadError(f"group value {value!r} of {attribute!r} is not an integer code or '*'") from None
-        if not 0 <= code < known[attribute]:
-            raise PayloadError(f"group value {code} of {attribute!r} out of range 0..{known[attribute] - 1}")
-        out[attribute] = code
-    if set(out) != set(known):
-        raise PayloadError(f"groups must name exactly the attributes {sorted(known)}, got {sorted(out)}")
-    return out
-
-
-def _selected(spec: SharedStateSpec, groups: GroupSelection | None) -> list[str]:
-    if groups is None:
-        return [t.name for t in spec.tensors]
-    return [t.name for t in spec.tensors
-            if t.role == "gate" or groups[t.attribute] in (ALL_VALUES, t.value)]  # type: ignore[index]
+def _selected(info: ModelInfo, groups: GroupSelection | None) -> list[str]:
+    return [t.name for t in info.spec.select(groups)]
 
 
 def store_bank(session: Session, info: ModelInfo, state_version: int, arrays: Mapping[str, np.ndarray],
                *, now: float, blob: bytes | None = None) -> None:
     """Insert one state version (``blob``: already-encoded safetensors of ``arrays``, if at hand)."""
-    blob = blob if blob is not None else encode_tensors({n: arrays[n] for n in _selected(info.spec, None)})
+    blob = blob if blob is not None else encode_tensors({n: arrays[n] for n in _selected(info, None)})
     session.add(BankVersion(model_pk=info.pk, model_version=info.model_version, state_version=state_version,
                             tensors=blob, sha256=hashlib.sha256(blob).hexdigest(), created_at=now))
 
@@ -140,10 +91,11 @@ class StateCache:
         bank = load_bank(session, info, state_version)
         if not all(np.isfinite(a).all() for a in bank.values()):  # never stored by us; never served either
             raise ServiceUnavailable(f"shared state version {state_version} of {info.model_id!r} is not finite; "
-                                     "the operator must restore it", code="state_unavailable", retry_after_s=60.0)
-        metadata = {"fedpa.model_id": info.model_id, "fedpa.model_version": str(info.model_version),
-                    "fedpa.state_version": str(state_version)}
-        body = encode_tensors({n: bank[n] for n in _selected(info.spec, groups)}, metadata=metadata)
+                                     "the operator must restore it", code=ErrorCode.STATE_UNAVAILABLE,
+                                     retry_after_s=60.0)
+        metadata = {STATE_META_MODEL_ID: info.model_id, STATE_META_MODEL_VERSION: str(info.model_version),
+                    STATE_META_STATE_VERSION: str(state_version)}
+        body = encode_tensors({n: bank[n] for n in _selected(info, groups)}, metadata=metadata)
         item = StateDownload(body=body, etag=f'"{hashlib.sha256(body).hexdigest()}"',
                              state_version=state_version, model_version=info.model_version)
         with self._lock:

@@ -20,6 +20,7 @@ from aggregator.models import Model
 from aggregator.schemas import RoundConfig
 from fedpa.manifest import Manifest, PrivacySettings
 from fedpa.state import SharedStateSpec, TensorSpec
+from fedpa.wire import ErrorCode
 
 __all__ = ["Catalog", "ModelInfo", "model_version_conflict", "round_config_json"]
 
@@ -72,7 +73,7 @@ class Catalog:
         row = session.execute(select(Model.id, Model.model_version, Model.state_version)
                               .where(Model.model_id == model_id)).one_or_none()
         if row is None:
-            raise NotFoundError(f"unknown model {model_id!r}", code="unknown_model")
+            raise NotFoundError(f"unknown model {model_id!r}", code=ErrorCode.UNKNOWN_MODEL)
         cached = self._entries.get((model_id, row.model_version))
         if cached is None:
             cached = self._put(_parse(session.get_one(Model, row.id)))
@@ -96,7 +97,7 @@ class Catalog:
         """The current version of the model with this primary key (manifest loaded only on a miss)."""
         row = session.execute(select(Model.model_id, Model.model_version).where(Model.id == model_pk)).one_or_none()
         if row is None:
-            raise NotFoundError(f"unknown model pk {model_pk}", code="unknown_model")
+            raise NotFoundError(f"unknown model pk {model_pk}", code=ErrorCode.UNKNOWN_MODEL)
         cached = self._entries.get((row.model_id, row.model_version))
         return cached if cached is not None else self._put(_parse(session.get_one(Model, model_pk)))
 
@@ -104,7 +105,7 @@ class Catalog:
 def model_version_conflict(model_id: str, sent: int, current: int) -> ConflictError:
     return ConflictError(
         f"model {model_id!r} is at model_version {current}, the update says {sent}; download the new bundle",
-        code="model_version_mismatch")
+        code=ErrorCode.MODEL_VERSION_MISMATCH)
 
 
 def round_config_json(config: RoundConfig) -> str:

@@ -29,6 +29,7 @@ from aggregator.core.errors import ForbiddenError, NotFoundError, RateLimited, U
 from aggregator.db import Database
 from aggregator.models import Device, EnrollmentKey, Model
 from aggregator.schemas import DeviceCreated, EnrollmentKeyCreated
+from fedpa.wire import ErrorCode
 
 __all__ = ["DeviceAuth", "TokenCache", "hash_token", "issue_enrollment_key", "new_admin_token", "register_device",
            "revoke_device", "rotate_token"]
@@ -62,7 +63,7 @@ def new_admin_token() -> str:
 def _model_pk(session: Session, model_id: str) -> int:
     model_pk = session.execute(select(Model.id).where(Model.model_id == model_id)).scalar_one_or_none()
     if model_pk is None:
-        raise NotFoundError(f"unknown model {model_id!r}", code="unknown_model")
+        raise NotFoundError(f"unknown model {model_id!r}", code=ErrorCode.UNKNOWN_MODEL)
     return model_pk
 
 
@@ -87,17 +88,17 @@ def _spend_key(session: Session, key: str, model_pk: int, model_id: str, *, rate
                           ).scalar_one_or_none()
     if row is None or row.revoked:
         raise Unauthorized("registration needs a valid enrollment key as bearer token",
-                           code="invalid_enrollment_key")
+                           code=ErrorCode.INVALID_ENROLLMENT_KEY)
     if session.execute(_USE_KEY, params).first() is not None:
         return
     if row.model_pk != model_pk:
-        raise ForbiddenError(f"this enrollment key is not for model {model_id!r}", code="wrong_model")
+        raise ForbiddenError(f"this enrollment key is not for model {model_id!r}", code=ErrorCode.WRONG_MODEL)
     if row.expires_at is not None and row.expires_at <= now:
         raise Unauthorized("this enrollment key has expired; ask the admin for a new one",
-                           code="enrollment_key_expired")
+                           code=ErrorCode.ENROLLMENT_KEY_EXPIRED)
     if row.used >= row.max_devices:
         raise ForbiddenError(f"this enrollment key has registered its {row.max_devices} devices",
-                             code="enrollment_key_used_up")
+                             code=ErrorCode.ENROLLMENT_KEY_USED_UP)
     raise RateLimited(f"too many registrations with this enrollment key (at most {rate_per_minute:g}/minute)",
                       retry_after_s=60.0 / rate_per_minute)
 
@@ -150,7 +151,7 @@ def rotate_token(db: Database, device: DeviceAuth, *, token_ttl_s: float | None)
         found = session.execute(update(Device).where(Device.id == device.pk, Device.revoked.is_(False))
                                 .values(token_hash=hash_token(token), token_expires_at=expires_at)).rowcount
     if not found:
-        raise Unauthorized("invalid or revoked token", code="invalid_token")
+        raise Unauthorized("invalid or revoked token", code=ErrorCode.INVALID_TOKEN)
     return DeviceCreated(device_id=device.device_id, token=token, model_id=device.model_id, expires_at=expires_at)
 
 
@@ -159,7 +160,7 @@ def revoke_device(db: Database, device_id: str) -> None:
     with db.begin() as session:
         found = session.execute(update(Device).where(Device.device_id == device_id).values(revoked=True)).rowcount
     if not found:
-        raise NotFoundError(f"unknown device {device_id!r}", code="unknown_device")
+        raise NotFoundError(f"unknown device {device_id!r}", code=ErrorCode.UNKNOWN_DEVICE)
 
 
 _DEVICE_BY_TOKEN = """

@@ -30,6 +30,7 @@ from fedpa.data.schema import FeatureSchema
 from fedpa.errors import DataError, PayloadError
 from fedpa.manifest import Manifest
 from fedpa.runtime.items import ItemTableFile, item_table_features
+from fedpa.wire import ErrorCode
 
 __all__ = ["KEEP_TABLES", "MAX_LOOKUP_BATCH", "ItemTableCache", "ItemTableInfo", "publish_item_table"]
 
@@ -75,11 +76,11 @@ def publish_item_table(db: Database, model_id: str, body: bytes) -> ItemTableInf
             row = session.execute(select(Model.id, Model.model_version, Model.manifest_json)
                                   .where(Model.model_id == model_id)).one_or_none()
             if row is None:
-                raise NotFoundError(f"unknown model {model_id!r}", code="unknown_model")
+                raise NotFoundError(f"unknown model {model_id!r}", code=ErrorCode.UNKNOWN_MODEL)
             if meta.model_version != row.model_version:
                 raise ConflictError(f"the item table matches model_version {meta.model_version}, but {model_id!r} "
                                     f"is at {row.model_version}; compute it against the current bundle",
-                                    code="model_version_mismatch")
+                                    code=ErrorCode.MODEL_VERSION_MISMATCH)
             schema = _schema(row.manifest_json, model_id)
             table.check_schema(schema)
             latest = session.execute(select(func.max(ItemTableVersion.table_version)).where(
@@ -87,7 +88,7 @@ def publish_item_table(db: Database, model_id: str, body: bytes) -> ItemTableInf
             if latest is not None and meta.table_version <= latest:
                 raise ConflictError(f"model {model_id!r} v{row.model_version} already has item table version "
                                     f"{latest}; publish a higher table_version (got {meta.table_version})",
-                                    code="table_version_not_newer")
+                                    code=ErrorCode.TABLE_VERSION_NOT_NEWER)
             sha = hashlib.sha256(body).hexdigest()
             session.add(ItemTableVersion(model_pk=row.id, model_version=row.model_version,
                                          table_version=meta.table_version, n_items=len(table),
@@ -101,7 +102,7 @@ def publish_item_table(db: Database, model_id: str, body: bytes) -> ItemTableInf
                     ItemTableVersion.table_version == old.table_version))
     except IntegrityError as exc:  # the same version published concurrently
         raise ConflictError(f"item table version {meta.table_version} of {model_id!r} was published concurrently",
-                            code="table_version_not_newer") from exc
+                            code=ErrorCode.TABLE_VERSION_NOT_NEWER) from exc
     return ItemTableInfo(model_id, meta.model_version, meta.table_version, len(table), sha, meta.to_json(), now)
 
 
@@ -124,10 +125,10 @@ class ItemTableCache:
             .where(Model.model_id == model_id)
             .order_by(ItemTableVersion.table_version.desc()).limit(1)).one_or_none()
         if row is None:
-            raise NotFoundError(f"unknown model {model_id!r}", code="unknown_model")
+            raise NotFoundError(f"unknown model {model_id!r}", code=ErrorCode.UNKNOWN_MODEL)
         if row.table_version is None:
             raise NotFoundError(f"model {model_id!r} v{row.model_version} has no item table yet (the operator "
-                                "publishes one with POST /v1/models/{model_id}/items)", code="no_item_table")
+                                "publishes one with POST /v1/models/{model_id}/items)", code=ErrorCode.NO_ITEM_TABLE)
         return row.id, ItemTableInfo(model_id, row.model_version, row.table_version, row.n_items, row.sha256,
                                      row.meta_json, row.created_at)
 

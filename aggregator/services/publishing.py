@@ -25,15 +25,15 @@ from aggregator.core.errors import ConflictError
 from aggregator.db import Database
 from aggregator.models import BundleFile, Model, Update
 from aggregator.schemas import PublishResult, RoundConfig
-from aggregator.services.bank import prune_bank, store_bank, validate_bank
+from aggregator.services.bank import prune_bank, store_bank
 from aggregator.services.catalog import ModelInfo, round_config_json
 from fedpa.errors import BundleError, ConfigError
-from fedpa.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest, read_manifest
+from fedpa.manifest import Manifest, read_manifest
 from fedpa.payload import decode_tensors
+from fedpa.wire import MANIFEST_NAME, SHARED_STATE_FILE, SIGNATURE_NAME, ErrorCode
 
-__all__ = ["SHARED_STATE_FILE", "merge_config", "publish_bundle", "stage_files"]
+__all__ = ["merge_config", "publish_bundle", "stage_files"]
 
-SHARED_STATE_FILE = "shared_state.safetensors"
 _COPY_CHUNK = 1 << 20
 
 
@@ -83,13 +83,13 @@ def publish_bundle(db: Database, bundle_dir: Path, *, config: Mapping[str, Any] 
     if SHARED_STATE_FILE not in listed:
         raise BundleError(f"the manifest lists no {SHARED_STATE_FILE} (the initial shared state)")
     state_blob = (bundle_dir / SHARED_STATE_FILE).read_bytes()
-    validate_bank(manifest.shared_state, decode_tensors(state_blob))
+    manifest.shared_state.validate_bank(decode_tensors(state_blob))
     round_config = merge_config(defaults, config)
     try:
         _store(db, bundle_dir, manifest, state_blob, round_config)
     except IntegrityError as exc:  # a concurrent publish of the same new model id won the race
         raise ConflictError(f"model {manifest.model_id!r} was published concurrently; retry",
-                            code="model_version_not_newer") from exc
+                            code=ErrorCode.MODEL_VERSION_NOT_NEWER) from exc
     return PublishResult(model_id=manifest.model_id, model_version=manifest.model_version, state_version=0,
                          config=round_config)
 
@@ -104,7 +104,7 @@ def _store(db: Database, bundle_dir: Path, manifest: Manifest, state_blob: bytes
             if manifest.model_version <= row.model_version:
                 raise ConflictError(
                     f"model {manifest.model_id!r} is already at model_version {row.model_version}; "
-                    f"publish a higher one (got {manifest.model_version})", code="model_version_not_newer")
+                    f"publish a higher one (got {manifest.model_version})", code=ErrorCode.MODEL_VERSION_NOT_NEWER)
             db.lock_round(session, row.id, exclusive=True)  # no upload may land in the old version now
             session.execute(update(Update).where(Update.model_pk == row.id, Update.status == "pending")
                             .values(status="superseded", tensors=None))

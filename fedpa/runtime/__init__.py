@@ -12,33 +12,13 @@ Usage::
     trainer = bundle.trainer(lr=0.05); trainer.write(tensors); trainer.step(x, y)
 """
 
-from fedpa.runtime.bundle import (
-    GOLDEN_FILE,
-    INFERENCE_ONNX,
-    INFERENCE_PTE,
-    PRIVATE_INIT_FILE,
-    PROGRAM_KEYS,
-    REQUIRED_FILES,
-    SCHEMA_FILE,
-    SHARED_STATE_FILE,
-    TRAINING_PTE,
-    Bundle,
-)
+from fedpa.runtime.bundle import Bundle
 from fedpa.runtime.features import FeatureEncoder, schema_differences
 from fedpa.runtime.golden import Golden, GoldenCase, GoldenTraining, read_golden, write_golden
 from fedpa.runtime.parity import ParityCheck, ParityReport, check_golden
 from fedpa.runtime.programs import BoundScorer, OnnxScorer, PteScorer, Scorer, Trainer, check_codes
 
 __all__ = [
-    "GOLDEN_FILE",
-    "INFERENCE_ONNX",
-    "INFERENCE_PTE",
-    "PRIVATE_INIT_FILE",
-    "PROGRAM_KEYS",
-    "REQUIRED_FILES",
-    "SCHEMA_FILE",
-    "SHARED_STATE_FILE",
-    "TRAINING_PTE",
     "BoundScorer",
     "Bundle",
     "FeatureEncoder",

@@ -24,34 +24,23 @@ from fedpa.manifest import Manifest, ProgramSpec, read_manifest
 from fedpa.payload import decode_tensors
 from fedpa.runtime.features import FeatureEncoder
 from fedpa.runtime.golden import Golden, read_golden
+from fedpa.wire import (
+    GOLDEN_FILE,
+    INFERENCE_ONNX,
+    INFERENCE_PTE,
+    PRIVATE_INIT_FILE,
+    PROGRAM_KEYS,
+    REQUIRED_FILES,
+    SCHEMA_FILE,
+    SHARED_STATE_FILE,
+    TRAINING_PTE,
+)
 
 if TYPE_CHECKING:
     from fedpa.data.schema import FeatureSchema
     from fedpa.runtime.programs import Scorer, Trainer
 
-__all__ = [
-    "GOLDEN_FILE",
-    "INFERENCE_ONNX",
-    "INFERENCE_PTE",
-    "PRIVATE_INIT_FILE",
-    "PROGRAM_KEYS",
-    "REQUIRED_FILES",
-    "SCHEMA_FILE",
-    "SHARED_STATE_FILE",
-    "TRAINING_PTE",
-    "Bundle",
-]
-
-INFERENCE_PTE = "inference.pte"
-INFERENCE_ONNX = "inference.onnx"
-TRAINING_PTE = "training.pte"
-SHARED_STATE_FILE = "shared_state.safetensors"
-PRIVATE_INIT_FILE = "private_init.safetensors"
-SCHEMA_FILE = "schema.json"
-GOLDEN_FILE = "golden.json"
-# manifest.programs keys → what a client uses them for
-PROGRAM_KEYS = {"inference": INFERENCE_PTE, "inference_onnx": INFERENCE_ONNX, "training": TRAINING_PTE}
-REQUIRED_FILES = (*PROGRAM_KEYS.values(), SHARED_STATE_FILE, PRIVATE_INIT_FILE, SCHEMA_FILE, GOLDEN_FILE)
+__all__ = ["Bundle"]
 
 Backend = Literal["pte", "onnx"]
 

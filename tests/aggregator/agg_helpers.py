@@ -22,6 +22,7 @@ from fedpa.manifest import FileEntry, Manifest, PrivacySettings
 from fedpa.payload import encode_tensors
 from fedpa.protocol import UpdateMeta, UpdatePrivacy
 from fedpa.state import SharedStateSpec
+from fedpa.wire import UPDATE_META_KEY
 from harness.server_process import AggregatorProcess
 
 MODEL_ID = "tiny"
@@ -79,7 +80,7 @@ def make_update(groups: Mapping[str, int], *, seed: int, base_version: int = 0, 
     meta_json = meta.model_dump_json()
     if meta_override:
         meta_json = json.dumps({**json.loads(meta_json), **meta_override})
-    return encode_tensors(deltas, metadata={"fedpa.update": meta_json}), deltas
+    return encode_tensors(deltas, metadata={UPDATE_META_KEY: meta_json}), deltas
 
 
 def reference_step(bank: Mapping[str, np.ndarray], updates: Sequence[tuple[Mapping[str, np.ndarray], float]], *,

@@ -16,8 +16,8 @@ from agg_helpers import ADMIN, MODEL_ID, SPEC, make_settings, make_update, publi
 from fastapi.testclient import TestClient
 
 from aggregator.main import create_app
-from aggregator.services.intake import read_metadata
 from fedpa.payload import decode_tensors, encode_tensors
+from fedpa.wire import read_metadata
 
 URL = f"/v1/models/{MODEL_ID}/updates"
 GATE = "layers.0.gate.w1"

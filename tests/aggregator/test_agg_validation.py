@@ -299,7 +299,8 @@ def test_unknown_routes_and_bad_requests_share_the_error_shape(ready):
 
 def test_one_batch_gives_each_upload_its_own_verdict(app_client, bundle):
     """Group commit: refusals inside one transaction change nothing and do not affect the others."""
-    from aggregator.services.intake import PendingUpdate, parse_update, store_updates
+    from aggregator.services.intake_sql import PendingUpdate, store_updates
+    from fedpa.wire import decode_update
 
     client = app_client(rate_limit_per_minute=1.0, rate_limit_burst=2)
     root, _ = bundle
@@ -316,7 +317,7 @@ def test_one_batch_gives_each_upload_its_own_verdict(app_client, bundle):
 
     def pending(name: str, **kwargs) -> PendingUpdate:
         body, _ = make_update(GROUPS, **kwargs)
-        return PendingUpdate(info, parse_update(body)[0], pks[name], body, 0.0)
+        return PendingUpdate(info, decode_update(body)[0], pks[name], body, 0.0)
 
     batch = [
         pending("busy", seed=2), pending("busy", seed=3), pending("busy", seed=4),  # burst 2: the third is refused

@@ -27,9 +27,17 @@ from edge.store import LocalStore
 from fedpa.aggregation import ClientUpdate, aggregate_bank
 from fedpa.manifest import FileEntry, Manifest, TensorIO, sha256_file
 from fedpa.model import AdapterConfig, Backbone, BackboneConfig, FedPARecommender, ParamGroup
-from fedpa.payload import decode_tensors, encode_tensors
+from fedpa.payload import encode_tensors
 from fedpa.personalise import initial_shared_state, read_tensors, shared_state_spec
 from fedpa.protocol import UpdateMeta
+from fedpa.wire import (
+    MANIFEST_NAME,
+    MODEL_VERSION_HEADER,
+    SHARED_STATE_FILE,
+    STATE_VERSION_HEADER,
+    ErrorCode,
+    decode_update,
+)
 
 torch.set_num_threads(1)
 
@@ -106,12 +114,12 @@ class FakeAggregator:
         from fedpa.manifest import read_manifest
 
         self.manifest = read_manifest(self.bundle)
-        self.bank = dict(load_file(self.bundle / "shared_state.safetensors"))
+        self.bank = dict(load_file(self.bundle / SHARED_STATE_FILE))
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handle)
 
-    def _error(self, status: int, code: str, detail: str) -> httpx.Response:
+    def _error(self, status: int, code: ErrorCode, detail: str) -> httpx.Response:
         return httpx.Response(status, json={"error": code, "detail": detail})
 
     def handle(self, request: httpx.Request) -> httpx.Response:
@@ -124,13 +132,13 @@ class FakeAggregator:
             return httpx.Response(201, json={"device_id": secrets.token_hex(4), "token": secrets.token_hex(8),
                                              "model_id": "tiny"})
         if method == "GET" and path == "/v1/models/tiny":  # byte for byte, as the real server serves it
-            return httpx.Response(200, content=(self.bundle / "manifest.json").read_bytes(),
-                                  headers={"X-FedPA-Model-Version": str(self.manifest.model_version),
+            return httpx.Response(200, content=(self.bundle / MANIFEST_NAME).read_bytes(),
+                                  headers={MODEL_VERSION_HEADER: str(self.manifest.model_version),
                                            "Content-Type": "application/json"})
         if method == "GET" and path.startswith("/v1/models/tiny/files/"):
             file = self.bundle / path.rsplit("/", 1)[1]
             if not file.is_file():
-                return self._error(404, "unknown_file", path)
+                return self._error(404, ErrorCode.UNKNOWN_FILE, path)
             return httpx.Response(200, content=file.read_bytes())
         if method == "GET" and path == "/v1/models/tiny/state":
             groups = dict(kv.split(":") for kv in request.url.params["groups"].split(","))
@@ -139,26 +147,23 @@ class FakeAggregator:
             wanted = {t.name for t in spec.tensors
                       if t.role == "gate" or groups[t.attribute] in ("*", str(t.value))}
             return httpx.Response(200, content=encode_tensors({k: v for k, v in self.bank.items() if k in wanted}),
-                                  headers={"X-FedPA-State-Version": str(self.version), "X-FedPA-Model-Version": "1",
+                                  headers={STATE_VERSION_HEADER: str(self.version), MODEL_VERSION_HEADER: "1",
                                            "ETag": f'"{self.version}"'})
         if method == "GET" and path == "/v1/models/tiny/status":
             return httpx.Response(200, json={"state_version": self.version, "pending_updates": len(self.updates)})
         if method == "POST" and path == "/v1/models/tiny/updates":
             return self._upload(request.content)
-        return self._error(404, "not_found", path)
+        return self._error(404, ErrorCode.NOT_FOUND, path)
 
     def _upload(self, body: bytes) -> httpx.Response:
-        from safetensors import safe_open
 
-        tensors = decode_tensors(body)
-        with safe_open(_tmp_bytes(body), framework="numpy") as fh:
-            meta = UpdateMeta.model_validate_json(fh.metadata()["fedpa.update"])
+        meta, tensors = decode_update(body)
         if meta.nonce in self.nonces:
-            return self._error(409, "replayed_nonce", f"nonce {meta.nonce} was already used")
+            return self._error(409, ErrorCode.REPLAYED_NONCE, f"nonce {meta.nonce} was already used")
         if self.refuse_uploads is not None:
-            return self._error(self.refuse_uploads, "invalid_payload", "refused by the test")
+            return self._error(self.refuse_uploads, ErrorCode.INVALID_PAYLOAD, "refused by the test")
         if meta.base_version != self.version:
-            return self._error(409, "stale_base_version", f"base {meta.base_version} != {self.version}")
+            return self._error(409, ErrorCode.STALE_BASE, f"base {meta.base_version} != {self.version}")
         self.manifest.shared_state.validate(tensors, groups=meta.groups)
         self.nonces.add(meta.nonce)
         self.accepted.append(meta)
@@ -169,15 +174,6 @@ class FakeAggregator:
             self.version += 1
         return httpx.Response(202, json={"update_id": len(self.accepted), "state_version": self.version,
                                          "round": self.version})
-
-
-def _tmp_bytes(body: bytes) -> str:
-    import tempfile
-
-    fh = tempfile.NamedTemporaryFile(suffix=".safetensors", delete=False)
-    fh.write(body)
-    fh.close()
-    return fh.name
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import pytest
 from edge.client import AggregatorClient, Refused, RetryPolicy, ServerUnreachable
 from fedpa.errors import BundleError
 from fedpa.manifest import read_manifest
+from fedpa.wire import ErrorCode
 
 
 def _client(handler, *, attempts: int = 4) -> tuple[AggregatorClient, list[float]]:
@@ -65,6 +66,17 @@ def test_replay_and_model_version_conflicts_are_told_apart():
     version = Refused(409, "model_version_mismatch", "model 'm' is at model_version 2", method="POST", url="u")
     assert replay.replayed and not replay.stale
     assert version.stale and not version.replayed
+
+
+def test_refusals_are_told_apart_by_the_exact_code_never_the_text():
+    """A detail that mentions a nonce, a replay or a version decides nothing; only the code does."""
+    wordy = Refused(409, "conflict", "nonce replay? stale version?", method="POST", url="u")
+    unknown = Refused(409, "replayed_nonce_v2", "from a newer server", method="POST", url="u")
+    terse = Refused(409, ErrorCode.REPLAYED_NONCE, "", method="POST", url="u")
+    wrong_status = Refused(422, ErrorCode.STALE_BASE, "", method="POST", url="u")
+    assert not (wordy.replayed or wordy.stale or unknown.replayed or unknown.stale)
+    assert terse.replayed and not terse.stale
+    assert not wrong_status.stale
 
 
 def test_429_waits_at_least_retry_after():

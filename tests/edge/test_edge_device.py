@@ -14,13 +14,14 @@ from fedpa.errors import PrivacyBudgetError
 from fedpa.payload import decode_tensors
 from fedpa.privacy import PrivacyConfig, epsilon_after
 from fedpa.protocol import UpdateMeta
+from fedpa.wire import UPDATE_META_KEY
 
 
 def _meta(body: bytes, tmp_path: Path) -> UpdateMeta:
     path = tmp_path / "body.safetensors"
     path.write_bytes(body)
     with safe_open(str(path), framework="numpy") as fh:
-        return UpdateMeta.model_validate_json(fh.metadata()["fedpa.update"])
+        return UpdateMeta.model_validate_json(fh.metadata()[UPDATE_META_KEY])
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -35,7 +36,7 @@ def test_upload_holds_shared_deltas_only_and_never_the_private_adapter(make_devi
     device.run_round()
 
     assert result.status == "accepted"
-    uploads = [b for b in fake_server.bodies if b.startswith(b"\x00") or b"fedpa.update" in b[:4096]]
+    uploads = [b for b in fake_server.bodies if b.startswith(b"\x00") or UPDATE_META_KEY.encode() in b[:4096]]
     assert len(uploads) == 2
     expected = {t.name for t in device.manifest.shared_state.for_groups(groups)}
     for body in uploads:

@@ -16,8 +16,9 @@ from export.cli import app
 from export.source import resolve_student
 from fedpa.errors import BundleError
 from fedpa.model import AdapterConfig, Backbone, BackboneConfig
-from fedpa.runtime import INFERENCE_ONNX, INFERENCE_PTE, TRAINING_PTE, Bundle
+from fedpa.runtime import Bundle
 from fedpa.train import adapter_config_for, save_checkpoint
+from fedpa.wire import INFERENCE_ONNX, INFERENCE_PTE, TRAINING_PTE
 
 
 @pytest.fixture

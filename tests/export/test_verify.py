@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 from export.cli import app
 from export.verify import summarise, verify_bundle
 from fedpa.errors import BundleError
-from fedpa.runtime import REQUIRED_FILES, Bundle
+from fedpa.runtime import Bundle
+from fedpa.wire import REQUIRED_FILES
 
 
 def _flip_byte(path, offset=None):

@@ -12,6 +12,7 @@ from aggregator.core.errors import ForbiddenError, Unauthorized
 from aggregator.schemas import DeviceCreate, DeviceCreated, EnrollmentKeyCreate, EnrollmentKeyCreated, ErrorBody
 from aggregator.services.devices import is_enrollment_key, issue_enrollment_key, register_device, rotate_token
 from aggregator.services.runtime import Runtime
+from fedpa.wire import ErrorCode
 
 __all__ = ["router"]
 
@@ -39,14 +40,14 @@ def _enrollment_key(runtime: Runtime, sent: str | None) -> str | None:
         return None
     if mode == "admin-issued":
         raise Unauthorized("devices are registered by the admin here (FEDPA_ENROLLMENT=admin-issued): send the "
-                           "admin token", code="admin_only")
+                           "admin token", code=ErrorCode.ADMIN_ONLY)
     static = settings.registration_key.get_secret_value() if settings.registration_key else None
     if sent is not None and static and _same(sent, static):
         return None
     if sent is not None and is_enrollment_key(sent):
         return sent
     raise Unauthorized("registration needs an enrollment key as bearer token (ask the admin: "
-                       "POST /v1/enrollment-keys)", code="invalid_enrollment_key")
+                       "POST /v1/enrollment-keys)", code=ErrorCode.INVALID_ENROLLMENT_KEY)
 
 
 @router.post("/v1/devices", status_code=status.HTTP_201_CREATED, response_model=DeviceCreated, responses=_ERRORS)
@@ -67,7 +68,7 @@ async def rotate(principal: DeviceDep, runtime: RuntimeDep) -> DeviceCreated:
     """A device: replace its token by a fresh one (new expiry); the old one stops working within
     ``token_cache_s``. Rotate before ``expires_at``."""
     if principal.device is None:  # pragma: no cover - DeviceDep admits devices only
-        raise ForbiddenError("this route is for devices", code="device_only")
+        raise ForbiddenError("this route is for devices", code=ErrorCode.DEVICE_ONLY)
     device = principal.device
     return await run_in_threadpool(lambda: rotate_token(runtime.db, device, token_ttl_s=runtime.settings.token_ttl_s))
 

@@ -18,6 +18,7 @@ from aggregator.api.deps import AdminDep, ReaderDep, RuntimeDep
 from aggregator.core.errors import PayloadTooLarge
 from aggregator.schemas import ErrorBody, ItemLookup, ItemTableStatus
 from aggregator.services.items import MAX_LOOKUP_BATCH, ItemTableInfo, publish_item_table
+from fedpa.wire import MODEL_VERSION_HEADER, TABLE_VERSION_HEADER, ErrorCode
 
 __all__ = ["ITEMS_PUBLISH_SUFFIX", "router"]
 
@@ -65,7 +66,7 @@ async def lookup(model_id: str, body: ItemLookup, _: ReaderDep, runtime: Runtime
     400 ``invalid_json`` for a body that is not JSON (as on every JSON route)."""
     if len(body.item_ids) > MAX_LOOKUP_BATCH:
         raise PayloadTooLarge(f"{len(body.item_ids)} item ids in one lookup; at most {MAX_LOOKUP_BATCH} — "
-                              "split the candidates into batches", code="lookup_batch_too_large")
+                              "split the candidates into batches", code=ErrorCode.LOOKUP_BATCH_TOO_LARGE)
 
     def load() -> tuple[bytes, int, int]:
         with runtime.db.sessions() as session:
@@ -75,5 +76,5 @@ async def lookup(model_id: str, body: ItemLookup, _: ReaderDep, runtime: Runtime
 
     content, table_version, model_version = await run_in_threadpool(load)
     return Response(content, media_type="application/octet-stream",
-                    headers={"X-FedPA-Table-Version": str(table_version),
-                             "X-FedPA-Model-Version": str(model_version)})
+                    headers={TABLE_VERSION_HEADER: str(table_version),
+                             MODEL_VERSION_HEADER: str(model_version)})

@@ -19,6 +19,7 @@ from aggregator.models import BundleFile, Model
 from aggregator.schemas import ErrorBody, PublishResult
 from aggregator.services.publishing import publish_bundle, stage_files
 from fedpa.errors import BundleError, ConfigError
+from fedpa.wire import MODEL_VERSION_HEADER, ErrorCode
 
 __all__ = ["router"]
 
@@ -86,11 +87,11 @@ async def get_manifest(model_id: str, _: ReaderDep, runtime: RuntimeDep) -> Resp
             row = session.execute(select(Model.manifest_json, Model.model_version)
                                   .where(Model.model_id == model_id)).one_or_none()
         if row is None:
-            raise NotFoundError(f"unknown model {model_id!r}", code="unknown_model")
+            raise NotFoundError(f"unknown model {model_id!r}", code=ErrorCode.UNKNOWN_MODEL)
         return row.manifest_json, row.model_version
 
     manifest, version = await run_in_threadpool(load)
-    return Response(manifest, media_type="application/json", headers={"X-FedPA-Model-Version": str(version)})
+    return Response(manifest, media_type="application/json", headers={MODEL_VERSION_HEADER: str(version)})
 
 
 @router.get("/v1/models/{model_id}/files/{name:path}", responses={**_ERRORS, 200: {
@@ -104,7 +105,7 @@ async def get_file(model_id: str, name: str, request: Request, _: ReaderDep, run
                 .where(Model.model_id == model_id, BundleFile.model_version == Model.model_version,
                        BundleFile.name == name)).one_or_none()
             if row is None:
-                raise NotFoundError(f"model {model_id!r} has no bundle file {name!r}", code="unknown_file")
+                raise NotFoundError(f"model {model_id!r} has no bundle file {name!r}", code=ErrorCode.UNKNOWN_FILE)
             etag = f'"{row.sha256}"'
             if request.headers.get("if-none-match") == etag:
                 return etag, None, row.model_version
@@ -114,7 +115,7 @@ async def get_file(model_id: str, name: str, request: Request, _: ReaderDep, run
         return etag, content, row.model_version
 
     etag, content, version = await run_in_threadpool(load)
-    headers = {"ETag": etag, "X-FedPA-Model-Version": str(version)}
+    headers = {"ETag": etag, MODEL_VERSION_HEADER: str(version)}
     if content is None:
         return Response(status_code=304, headers=headers)
     return Response(content, media_type="application/octet-stream", headers=headers)

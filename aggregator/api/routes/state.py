@@ -10,8 +10,9 @@ from starlette.concurrency import run_in_threadpool
 
 from aggregator.api.deps import ReaderDep, RuntimeDep
 from aggregator.schemas import ErrorBody
-from aggregator.services.bank import StateDownload, parse_groups
+from aggregator.services.bank import StateDownload
 from fedpa.errors import PayloadError
+from fedpa.wire import GROUPS_PARAM, MODEL_VERSION_HEADER, STATE_VERSION_HEADER
 
 __all__ = ["router"]
 
@@ -19,9 +20,10 @@ router = APIRouter(tags=["state"])
 
 # No OpenAPI example: the attributes are the model's own, so no fixed example is valid for every model
 # (the old one, for the KuaiRand bundle, was refused with 422 by any other: a contract mismatch).
-_GROUPS = Query(description="attr:value pairs, comma-separated, naming every grouping attribute of the model's "
-                            "manifest once (e.g. age:3,region:1); value '*' = every value of the attribute. "
-                            "Devices must send it; the admin may omit it for the whole bank.", max_length=4096)
+_GROUPS = Query(alias=GROUPS_PARAM, max_length=4096, description=(
+    "attr:value pairs, comma-separated, naming every grouping attribute of the model's manifest once (e.g. "
+    "age:3,region:1); value '*' = every value of the attribute. Devices must send it; the admin may omit it "
+    "for the whole bank."))
 
 
 @router.get("/v1/models/{model_id}/state", responses={
@@ -36,12 +38,12 @@ async def get_state(model_id: str, request: Request, principal: ReaderDep, runti
             info, state_version = runtime.catalog.snapshot(session, model_id)
             if groups is None and not principal.admin:
                 raise PayloadError("devices must name their groups: ?groups=attr:value,…")
-            selection = parse_groups(groups, info.spec) if groups is not None else None
+            selection = info.spec.parse_selection(groups) if groups is not None else None
             return runtime.states.get(session, info, state_version, selection)
 
     download = await run_in_threadpool(load)
-    headers = {"ETag": download.etag, "X-FedPA-State-Version": str(download.state_version),
-               "X-FedPA-Model-Version": str(download.model_version)}
+    headers = {"ETag": download.etag, STATE_VERSION_HEADER: str(download.state_version),
+               MODEL_VERSION_HEADER: str(download.model_version)}
     if request.headers.get("if-none-match") == download.etag:
         runtime.metrics.state_downloads.labels(model_id, "304").inc()
         return Response(status_code=304, headers=headers)

@@ -131,9 +131,10 @@ public final class ApiClient {
     public Response stateAll(String modelId, java.util.Collection<String> attributes, String etag) throws SyncException {
         StringBuilder q = new StringBuilder();
         for (String a : attributes) {
-            q.append(q.length() == 0 ? "" : ",").append(a).append(":*");
+            q.append(q.length() == 0 ? "" : ",").append(a).append(':').append(Wire.ALL_VALUES);
         }
-        return request("GET", "/v1/models/" + enc(modelId) + "/state?groups=" + enc(q.toString()), null, null, etag);
+        return request("GET", "/v1/models/" + enc(modelId) + "/state?" + Wire.GROUPS_PARAM + "=" + enc(q.toString()), null, null,
+                etag);
     }
 
     /** GET state for these groups; status 304 (body empty) when {@code etag} still matches. */
@@ -142,7 +143,8 @@ public final class ApiClient {
         for (Map.Entry<String, Integer> g : groups.entrySet()) {
             q.append(q.length() == 0 ? "" : ",").append(g.getKey()).append(':').append(g.getValue());
         }
-        return request("GET", "/v1/models/" + enc(modelId) + "/state?groups=" + enc(q.toString()), null, null, etag);
+        return request("GET", "/v1/models/" + enc(modelId) + "/state?" + Wire.GROUPS_PARAM + "=" + enc(q.toString()), null, null,
+                etag);
     }
 
     /** POST one update (safetensors with fedpa.update metadata) → the 202 receipt. */
@@ -240,7 +242,7 @@ public final class ApiClient {
     }
 
     private static SyncException refusal(String method, String url, int status, byte[] data) {
-        String code = "http_error";
+        String code = Wire.HTTP_ERROR;
         String detail = new String(data, UTF8);
         try {
             JSONObject o = new JSONObject(detail);

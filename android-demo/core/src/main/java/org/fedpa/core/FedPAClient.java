@@ -314,10 +314,10 @@ public final class FedPAClient {
         ApiClient.Response r = api.stateAll(state.modelId, attributes, null); // names none of our groups
         Map<String, Tensor> base = SharedState.slice(m, SafeTensors.decode(r.body).tensors(), groups);
         SharedState.validate(m, base, groups);
-        int baseVersion = parseInt(r.header("X-FedPA-State-Version"), -1);
+        int baseVersion = parseInt(r.header(Wire.STATE_VERSION_HEADER), -1);
         if (baseVersion < 0) {
             throw new SyncException(r.status, "bad_response", "the server's shared state came without a valid "
-                    + "X-FedPA-State-Version header (" + r.header("X-FedPA-State-Version") + "); cannot train on it");
+                    + Wire.STATE_VERSION_HEADER + " header (" + r.header(Wire.STATE_VERSION_HEADER) + "); cannot train on it");
         }
         Map<String, String> meta = new LinkedHashMap<String, String>();
         meta.put("state_version", String.valueOf(baseVersion));
@@ -378,15 +378,16 @@ public final class FedPAClient {
             result.updateId = receipt.optString("update_id", null);
             result.status = "accepted";
         } catch (SyncException e) {
-            String text = (e.code() + " " + e.getMessage()).toLowerCase(java.util.Locale.ROOT);
             if (e.status() == 0 || e.status() >= 500 || e.status() == 429) {
                 throw e; // kept pending: resent verbatim next time
             }
-            boolean replayed = e.status() == 409 && (text.contains("replay") || text.contains("nonce"));
+            boolean replayed = e.status() == 409 && Wire.REPLAYED_NONCE.equals(e.code()); // exact code, never the text
             if (replayed) {
                 result.status = "accepted"; // our earlier attempt got through; only its answer was lost
             } else {
-                result.status = e.status() == 409 ? "stale" : "refused";
+                boolean stale = e.status() == 409
+                        && (Wire.STALE_BASE.equals(e.code()) || Wire.MODEL_VERSION_MISMATCH.equals(e.code()));
+                result.status = stale ? "stale" : "refused";
                 result.detail = e.getMessage();
                 state.refused += 1;
                 store.finishPending(false, state);
@@ -421,7 +422,7 @@ public final class FedPAClient {
             o.put("nonce", nonce);
             o.put("privacy", p);
             Map<String, String> meta = new LinkedHashMap<String, String>();
-            meta.put("fedpa.update", o.toString());
+            meta.put(Wire.UPDATE_META_KEY, o.toString());
             return meta;
         } catch (JSONException e) {
             throw new PayloadException("cannot build update metadata: " + e.getMessage(), e);
