@@ -23,9 +23,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from edge.device import LocalTraining
 from fedpa.cli_common import make_app, setup_logging
 from fedpa.data.cli import parse_dataset_options
+from fedpa.schedule import LocalTraining
 
 __all__ = ["app"]
 

@@ -45,7 +45,7 @@ from fedpa.manifest import Manifest, read_manifest
 from fedpa.payload import encode_tensors
 from fedpa.privacy import DevicePolicy, PrivacyConfig, clip_and_noise, report_example_count, secure_rng
 from fedpa.protocol import UpdateMeta, UpdatePrivacy
-from fedpa.schedule import local_batches, round_rng
+from fedpa.schedule import LocalTraining, round_rng
 from fedpa.signing import PublicKey, verify_bundle_signature
 
 __all__ = ["UNBOUNDED", "Device", "LocalTraining", "RoundResult"]
@@ -57,22 +57,6 @@ log = logging.getLogger(__name__)
 UNBOUNDED = sys.float_info.max
 
 RoundStatus = Literal["accepted", "stale", "refused", "skipped"]
-
-
-@dataclass(frozen=True)
-class LocalTraining:
-    """Local SGD settings of a device: the one set of defaults for the edge CLIs, the demo and the
-    Android app (``TrainingConfig.defaults()``, checked by ``TrainingDefaultsTest``).
-
-    lr 1.0 with 5 local epochs learns within the demo's 5 rounds under Gaussian LDP (docs/edge.md);
-    the simulation's per-method learning rates are tuned separately on validation.
-    """
-
-    epochs: int = 5
-    batch_size: int = 32
-    lr: float = 1.0
-    seed: int = 0  # with the device's client index, fixes the batch order of every round
-    client: int = 0  # the device's index in its fleet (any stable non-negative integer)
 
 
 @dataclass
@@ -280,8 +264,7 @@ class Device:
         shared = spec.to_params(self._shared)
         t = self.training
         round_index = self.state.rounds_completed + self.state.refused  # this device's n-th training round
-        batches = local_batches(len(y), batch_size=t.batch_size, epochs=t.epochs, seed=t.seed,
-                                client=t.client, round=round_index)
+        batches = t.batches(len(y), round=round_index)
         trained, loss, skipped = self.programs.train({**self.private(), **shared}, x, y, batches, lr=t.lr)
         deltas = spec.from_params({p: trained[p] - shared[p] for p in shared}, groups=self.state.groups)
         rng = (round_rng(self.noise_seed, t.client, round_index, stream=1) if self.noise_seed is not None

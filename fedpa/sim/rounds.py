@@ -19,7 +19,8 @@ from torch import Tensor
 
 from fedpa.aggregation import AggregationReport
 from fedpa.privacy import report_example_counts
-from fedpa.sim.engine import LocalConfig, LocalResult, Population, local_train
+from fedpa.schedule import LocalTraining
+from fedpa.sim.engine import LocalResult, Population, local_train
 from fedpa.sim.layout import ClientRows
 from fedpa.sim.methods import Program
 from fedpa.sim.server import MeanAccumulator, aggregate_round, apply_ldp
@@ -29,11 +30,12 @@ __all__ = ["run_round"]
 
 
 def _uploads(program: Program, pop: Population, train: ClientRows, chunk: np.ndarray, config: Any,
-             local: LocalConfig, *, round: int) -> tuple[dict[str, Tensor], dict[str, np.ndarray], LocalResult]:
+             local: LocalTraining, *, round: int) -> tuple[dict[str, Tensor], dict[str, np.ndarray], LocalResult]:
     """Train one chunk of clients; returns what they upload (decoded), their groups and training stats."""
     clients = torch.from_numpy(chunk)
     params = pop.params(clients, copy=True)
-    result = local_train(program.forward, params, train, chunk, local, seed=config.seed, round=round, inplace=True)
+    result = local_train(program.forward, params, train, chunk, local, round=round, inplace=True,
+                         max_rows=config.max_rows)
     trained = result.trained
     pop.store_private(clients, trained)
     values = pop.group_values(clients)
@@ -46,7 +48,7 @@ def _uploads(program: Program, pop: Population, train: ClientRows, chunk: np.nda
 
 
 def run_round(program: Program, pop: Population, train: ClientRows, part: np.ndarray, config: Any,
-              local: LocalConfig, *, round: int) -> tuple[AggregationReport | None, Tensor, int]:
+              local: LocalTraining, *, round: int) -> tuple[AggregationReport | None, Tensor, int]:
     """Run round ``round`` for participants ``part``; updates ``pop`` (private tensors and bank).
 
     Returns the aggregation report, each participant's mean training loss and the number of
