@@ -2,7 +2,7 @@
 
 Clients are processed in chunks (``client_chunk``): each chunk downloads, trains, stores its
 private tensors and hands its uploads to the server. With the weighted mean the server folds each
-chunk into a :class:`~fedpa.sim.server.MeanAccumulator` and forgets it, so memory stays bounded at
+chunk into a :class:`~fedpa.aggregation.StreamingMean` and forgets it, so memory stays bounded at
 any number of clients; robust rules (trimmed mean, median) need every upload at once and keep them.
 Chunking changes nothing else: clients never see each other within a round.
 
@@ -23,7 +23,7 @@ from fedpa.schedule import LocalTraining
 from fedpa.sim.engine import LocalResult, Population, local_train
 from fedpa.sim.layout import ClientRows
 from fedpa.sim.methods import Program
-from fedpa.sim.server import MeanAccumulator, aggregate_round, apply_ldp
+from fedpa.sim.server import aggregate_round, apply_ldp, streaming_mean
 from fedpa.sim.wire import quantize
 
 __all__ = ["run_round"]
@@ -54,8 +54,8 @@ def run_round(program: Program, pop: Population, train: ClientRows, part: np.nda
     Returns the aggregation report, each participant's mean training loss and the number of
     client steps dropped as non-finite.
     """
-    streaming = config.aggregation.rule == "mean" and not config.exact_aggregation and program.spec is not None
-    accumulator = MeanAccumulator(program.spec, config.aggregation) if streaming else None
+    streaming = config.aggregation.strategy == "mean" and not config.exact_aggregation and program.spec is not None
+    accumulator = streaming_mean(program.spec, config.aggregation) if streaming else None
     kept: list[tuple[dict[str, Tensor], dict[str, np.ndarray], np.ndarray]] = []
     losses = []
     skipped = 0
