@@ -28,7 +28,6 @@ import logging
 import math
 import secrets
 import shutil
-import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -43,7 +42,7 @@ from edge.store import DeviceState, LocalStore, PendingUpload
 from fedpa.errors import BundleError, ConfigError, PrivacyBudgetError, PrivacyPolicyError
 from fedpa.manifest import Manifest, read_manifest
 from fedpa.payload import encode_tensors
-from fedpa.privacy import DevicePolicy, PrivacyConfig, clip_and_noise, report_example_count, secure_rng
+from fedpa.privacy import UNBOUNDED, DevicePolicy, PrivacyConfig, clip_and_noise, report_example_count, secure_rng
 from fedpa.protocol import UpdateMeta, UpdatePrivacy
 from fedpa.schedule import LocalTraining, round_rng
 from fedpa.signing import PublicKey, verify_bundle_signature
@@ -51,10 +50,6 @@ from fedpa.signing import PublicKey, verify_bundle_signature
 __all__ = ["UNBOUNDED", "Device", "LocalTraining", "RoundResult"]
 
 log = logging.getLogger(__name__)
-
-# What an update without LDP reports as its clip norm and ε: the protocol wants finite numbers,
-# and "no bound at all" is the honest value (never 0, which would claim perfect privacy).
-UNBOUNDED = sys.float_info.max
 
 RoundStatus = Literal["accepted", "stale", "refused", "skipped"]
 
@@ -316,14 +311,11 @@ class Device:
                    rng: np.random.Generator) -> tuple[dict[str, np.ndarray], UpdatePrivacy, float]:
         norm = float(np.sqrt(sum(float(np.square(d, dtype=np.float64).sum()) for d in deltas.values())))
         if p is None:
-            return ({k: v.astype(np.float32) for k, v in deltas.items()},
-                    UpdatePrivacy(mechanism="none", clip_norm=UNBOUNDED, noise_multiplier=0.0,
-                                  epsilon_spent=UNBOUNDED, delta=1e-5), norm)
-        sigma = p.noise_multiplier if p.mechanism != "none" else 0.0
+            raw = {k: v.astype(np.float32) for k, v in deltas.items()}
+            return raw, UpdatePrivacy.applied(None, epsilon_spent=eps), norm
         noised, report = clip_and_noise(deltas, clip_norm=p.clip_norm, noise_multiplier=p.noise_multiplier,
                                         rng=rng, mechanism=p.mechanism)
-        return noised, UpdatePrivacy(mechanism=p.mechanism, clip_norm=p.clip_norm, noise_multiplier=sigma,
-                                     epsilon_spent=min(eps, UNBOUNDED), delta=p.delta), report.norm_before
+        return noised, UpdatePrivacy.applied(p, epsilon_spent=eps), report.norm_before
 
     def _send_pending(self) -> RoundResult:
         pending = self.state.pending
