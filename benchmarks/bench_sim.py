@@ -109,7 +109,8 @@ def scale_one(n_users: int, generator: str) -> dict:
     """One round of `fedpa` over n_users synthetic users (all private) × ~20 interactions each."""
     from fedpa.data import load_dataset
     from fedpa.model import Backbone, student_config
-    from fedpa.sim.engine import LocalConfig, Population
+    from fedpa.schedule import LocalTraining
+    from fedpa.sim.engine import Population
     from fedpa.sim.layout import ClientRows
     from fedpa.sim.methods import build_program, get_method
     from fedpa.sim.rounds import run_round
@@ -131,7 +132,7 @@ def scale_one(n_users: int, generator: str) -> dict:
     program = build_program(method, student, ds.schema, ds.user_groups[users], seed=0)
     pop = Population(program.private_init, users.size, program.spec, program.bank, program.group_values)
     config = SimConfig(rounds=1)
-    local = LocalConfig(lr=method.lr, batch_size=method.batch_size, epochs=1)
+    local = LocalTraining(lr=method.lr, batch_size=method.batch_size, epochs=1)  # the method's tuned lr, 1 epoch
     part = np.flatnonzero(train.counts > 0)
     t = time.perf_counter()
     report, _, _ = run_round(program, pop, train, part, config, local, round=0)

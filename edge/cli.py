@@ -21,8 +21,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from edge.device import LocalTraining
 from fedpa.cli_common import make_app, setup_logging
+from fedpa.schedule import LocalTraining
 
 __all__ = ["app"]
 

@@ -28,7 +28,6 @@ import logging
 import math
 import secrets
 import shutil
-import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -42,9 +41,9 @@ from edge.programs import LocalPrograms
 from edge.store import DeviceState, LocalStore, PendingUpload
 from fedpa.errors import BundleError, ConfigError, PrivacyBudgetError, PrivacyPolicyError
 from fedpa.manifest import Manifest, read_manifest
-from fedpa.privacy import DevicePolicy, PrivacyConfig, clip_and_noise, report_example_count, secure_rng
+from fedpa.privacy import UNBOUNDED, DevicePolicy, PrivacyConfig, clip_and_noise, report_example_count, secure_rng
 from fedpa.protocol import UpdateMeta, UpdatePrivacy
-from fedpa.schedule import local_batches, round_rng
+from fedpa.schedule import LocalTraining, round_rng
 from fedpa.signing import PublicKey, verify_bundle_signature
 from fedpa.wire import ALL_VALUES, MANIFEST_NAME, ErrorCode, encode_update
 
@@ -52,27 +51,7 @@ __all__ = ["UNBOUNDED", "Device", "LocalTraining", "RoundResult"]
 
 log = logging.getLogger(__name__)
 
-# What an update without LDP reports as its clip norm and ε: the protocol wants finite numbers,
-# and "no bound at all" is the honest value (never 0, which would claim perfect privacy).
-UNBOUNDED = sys.float_info.max
-
 RoundStatus = Literal["accepted", "stale", "refused", "skipped"]
-
-
-@dataclass(frozen=True)
-class LocalTraining:
-    """Local SGD settings of a device: the one set of defaults for the edge CLIs, the demo and the
-    Android app (``TrainingConfig.defaults()``, checked by ``TrainingDefaultsTest``).
-
-    lr 1.0 with 5 local epochs learns within the demo's 5 rounds under Gaussian LDP (docs/edge.md);
-    the simulation's per-method learning rates are tuned separately on validation.
-    """
-
-    epochs: int = 5
-    batch_size: int = 32
-    lr: float = 1.0
-    seed: int = 0  # with the device's client index, fixes the batch order of every round
-    client: int = 0  # the device's index in its fleet (any stable non-negative integer)
 
 
 @dataclass
@@ -280,8 +259,7 @@ class Device:
         shared = spec.to_params(self._shared)
         t = self.training
         round_index = self.state.rounds_completed + self.state.refused  # this device's n-th training round
-        batches = local_batches(len(y), batch_size=t.batch_size, epochs=t.epochs, seed=t.seed,
-                                client=t.client, round=round_index)
+        batches = t.batches(len(y), round=round_index)
         trained, loss, skipped = self.programs.train({**self.private(), **shared}, x, y, batches, lr=t.lr)
         deltas = spec.from_params({p: trained[p] - shared[p] for p in shared}, groups=self.state.groups)
         rng = (round_rng(self.noise_seed, t.client, round_index, stream=1) if self.noise_seed is not None
@@ -333,14 +311,11 @@ class Device:
                    rng: np.random.Generator) -> tuple[dict[str, np.ndarray], UpdatePrivacy, float]:
         norm = float(np.sqrt(sum(float(np.square(d, dtype=np.float64).sum()) for d in deltas.values())))
         if p is None:
-            return ({k: v.astype(np.float32) for k, v in deltas.items()},
-                    UpdatePrivacy(mechanism="none", clip_norm=UNBOUNDED, noise_multiplier=0.0,
-                                  epsilon_spent=UNBOUNDED, delta=1e-5), norm)
-        sigma = p.noise_multiplier if p.mechanism != "none" else 0.0
+            raw = {k: v.astype(np.float32) for k, v in deltas.items()}
+            return raw, UpdatePrivacy.applied(None, epsilon_spent=eps), norm
         noised, report = clip_and_noise(deltas, clip_norm=p.clip_norm, noise_multiplier=p.noise_multiplier,
                                         rng=rng, mechanism=p.mechanism)
-        return noised, UpdatePrivacy(mechanism=p.mechanism, clip_norm=p.clip_norm, noise_multiplier=sigma,
-                                     epsilon_spent=min(eps, UNBOUNDED), delta=p.delta), report.norm_before
+        return noised, UpdatePrivacy.applied(p, epsilon_spent=eps), report.norm_before
 
     def _send_pending(self) -> RoundResult:
         pending = self.state.pending

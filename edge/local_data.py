@@ -4,11 +4,13 @@ A phone holds raw values (the user's profile, the items it saw), not model codes
 feature schema (vocabularies, bucket edges, hashes) turns them into codes exactly as the server
 encoded its training data, so the device and the platform agree without sharing raw logs.
 
-Interaction file (CSV): one row per impression, a column per feature of the schema named as in
-the manifest (user and item features; a missing feature column encodes as OOV 0), a ``label``
-column (0/1) and optionally ``timestamp``. Candidate file: item feature columns, optionally an
-``item_id`` (reported back by ``recommend``). ``.npz`` files with encoded ``x`` (and ``y``,
-``ts``) are accepted as they are.
+Interaction file (CSV): one row per impression, a column per user and item feature of the schema
+named as in the manifest, a ``label`` column (0/1) and optionally ``timestamp`` and ``item_id``.
+Candidate file: item feature columns, optionally an ``item_id`` (reported back by ``recommend``).
+Both are encoded by the bundle's one encoder, ``FeatureEncoder.encode_table``: a missing feature
+column (unless the schema declares its default: a hashed id feature reads ``item_id``) or an
+unknown column is a DataError naming it. ``.npz`` files with encoded ``x`` (and ``y``, ``ts``) are
+accepted as they are.
 
 Usage: ``x, y, ts = read_interactions("me.csv", schema)``.
 """
@@ -23,32 +25,14 @@ import pandas as pd
 
 from fedpa.data.schema import FeatureSchema
 from fedpa.errors import DataError
+from fedpa.runtime.features import FeatureEncoder
 
-__all__ = ["encode_rows", "groups_of", "read_candidates", "read_interaction_log", "read_interactions", "schema_of"]
+__all__ = ["groups_of", "read_candidates", "read_interaction_log", "read_interactions", "schema_of"]
 
 
 def schema_of(manifest: Any) -> FeatureSchema:
     """The bundle's feature schema."""
     return FeatureSchema.from_dict(manifest.feature_schema)
-
-
-def encode_rows(table: pd.DataFrame, schema: FeatureSchema, *, sides: tuple[str, ...] = ("user", "item")
-                ) -> np.ndarray:
-    """Raw feature columns → int64 codes ``[N, F]`` in schema order; absent columns stay 0 (OOV).
-
-    Only feature-table columns (source ``user``/``item``) are read from the file: signal columns
-    are filled by ``edge.signals.DeviceSignals`` through ``FeatureEncoder.fill``.
-    """
-    x = np.zeros((len(table), len(schema.features)), np.int64)
-    for j, feature in enumerate(schema.features):
-        if feature.side not in sides or getattr(feature, "source", feature.side) not in ("user", "item"):
-            continue
-        column = feature.name if feature.name in table.columns else None
-        if column is None and feature.kind == "hashed" and "item_id" in table.columns:
-            column = "item_id"
-        if column is not None:
-            x[:, j] = feature.encode(table[column])
-    return x
 
 
 def read_interactions(path: str | Path, schema: FeatureSchema) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -77,10 +61,7 @@ def read_interaction_log(path: str | Path, schema: FeatureSchema
         table = pd.read_csv(path)
         if "label" not in table.columns:
             raise DataError(f"{path}: needs a 'label' column (0/1), found {list(table.columns)}")
-        missing = [f.name for f in schema.features if f.name not in table.columns and f.kind != "hashed"]
-        if len(missing) == len(schema.features):
-            raise DataError(f"{path}: no column matches a feature of the schema {list(schema.names)}")
-        x = encode_rows(table, schema)
+        x = FeatureEncoder(schema).encode_table(table, where=str(path))
         y = pd.to_numeric(table["label"], errors="coerce").to_numpy(np.float32)
         if not np.isin(y, (0.0, 1.0)).all():
             raise DataError(f"{path}: column 'label' must hold 0/1 values")
@@ -109,7 +90,7 @@ def read_candidates(path: str | Path, schema: FeatureSchema, user_codes: np.ndar
         ids = [str(i) for i in range(len(x))]
     else:
         table = pd.read_csv(path)
-        x = encode_rows(table, schema, sides=("item",))
+        x = FeatureEncoder(schema).encode_table(table, sources=("item",), where=str(path))
         ids = [str(v) for v in table["item_id"]] if "item_id" in table.columns else [str(i) for i in range(len(x))]
     users = list(schema.user_feature_positions)
     x[:, users] = np.asarray(user_codes, np.int64)[users]

@@ -13,9 +13,9 @@ import warnings
 import torch
 from torch.export import Dim, ExportedProgram, export
 
-from export.wrappers import InferenceWrapper, WithLoss, fuse_for_inference, personalisation_ios
+from export.wrappers import InferenceWrapper, WithLoss, personalisation_ios
 from fedpa.manifest import ProgramSpec, TensorIO
-from fedpa.model import FedPARecommender, ParamGroup, parameter_groups
+from fedpa.model import FedPARecommender, ParamGroup, fuse_layers, parameter_groups
 
 __all__ = ["export_inference", "lower_inference", "lower_onnx", "lower_training", "toolchain_versions"]
 
@@ -37,10 +37,10 @@ def _inference_spec(model: FedPARecommender, file: str, runtime: str, max_batch:
 def export_inference(model: FedPARecommender, *, max_batch: int, fused: bool = True) -> ExportedProgram:
     """``torch.export`` of the inference wrapper with a dynamic number of candidates.
 
-    ``fused`` exports :class:`~export.wrappers.FusedFedPALayer` (same function, fewer ops) instead of
+    ``fused`` exports :class:`~fedpa.model.FusedFedPALayer` (same function, fewer ops) instead of
     tracing ``FedPALayer`` as written.
     """
-    wrapper = InferenceWrapper((fuse_for_inference(model) if fused else copy.deepcopy(model)).eval())
+    wrapper = InferenceWrapper((fuse_layers(model, form="program") if fused else copy.deepcopy(model)).eval())
     # example batch > 1 so export does not specialise the batch dimension to 1
     inputs = wrapper.example_inputs(min(8, max_batch))
     batch = Dim("candidates", min=1, max=max_batch)

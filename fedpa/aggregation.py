@@ -12,6 +12,10 @@ updates of one client are merged into one vote (so thresholds and robust rules c
 uploads), each client's weight is capped, and :func:`check_step` refuses a result that is not finite
 or moves a tensor further than a bound. :func:`ldp_norm_bound` is the norm an honest clipped and
 noised LDP update stays under, from which the server derives its default bound.
+
+:class:`StreamingMean` is the weighted-mean case of :func:`aggregate_bank` for uploads that arrive
+as stacked arrays a chunk of clients at a time (the simulation: 100k+ clients per round in bounded
+memory); ``tests/core/test_aggregation.py`` proves it equal to :func:`aggregate_bank`.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ __all__ = [
     "ClientUpdate",
     "CoordinateMedian",
     "Strategy",
+    "StreamingMean",
     "TrimmedMean",
     "UnsafeAggregationError",
     "WeightedMean",
@@ -108,7 +113,7 @@ def make_strategy(name: str, *, trim_beta: float = 0.1) -> Strategy:
         return TrimmedMean(trim_beta)
     if name == "median":
         return CoordinateMedian()
-    raise ConfigError(f"unknown aggregation rule {name!r}; choose mean, trimmed-mean or median")
+    raise ConfigError(f"unknown aggregation strategy {name!r}; choose mean, trimmed-mean or median")
 
 
 def ldp_norm_bound(*, clip_norm: float, noise_multiplier: float, mechanism: str, dim: int) -> float | None:
@@ -159,6 +164,16 @@ def _merge_clients(clients: np.ndarray, deltas: np.ndarray, weights: np.ndarray
     return sums / np.maximum(totals, 1e-300).reshape(-1, *([1] * (deltas.ndim - 1))), totals, len(unique)
 
 
+def _check_step_options(server_lr: float, min_reporters: int) -> None:
+    if not server_lr > 0 or min_reporters < 1:
+        raise ConfigError(f"need server_lr > 0 and min_reporters ≥ 1, got {server_lr}, {min_reporters}")
+
+
+def _norm_scales(norms: np.ndarray, bound: float) -> np.ndarray:
+    """Each update's factor that scales it down to L2 norm ``bound`` (1 for updates within it)."""
+    return np.minimum(1.0, bound / np.maximum(norms, 1e-12))
+
+
 @dataclass
 class AggregationReport:
     updated: list[str] = field(default_factory=list)  # tensor names that changed
@@ -187,8 +202,7 @@ def aggregate_bank(
     and at ``weight_cap_median`` × the median client weight. ``min_reporters`` and the strategy
     therefore count clients. Updates with ``client=None`` are each their own client.
     """
-    if server_lr <= 0 or min_reporters < 1:
-        raise ConfigError(f"need server_lr > 0 and min_reporters ≥ 1, got {server_lr}, {min_reporters}")
+    _check_step_options(server_lr, min_reporters)
     strategy = strategy or WeightedMean()
     report = AggregationReport()
     new_bank = {name: np.array(array, copy=True) for name, array in bank.items()}
@@ -202,7 +216,7 @@ def aggregate_bank(
         norms = np.array([np.sqrt(sum(float(np.square(d, dtype=np.float64).sum()) for d in u.deltas.values()))
                           for u in updates])
         bound = float(np.median(norms)) if norm_bound == "median" else float(norm_bound)
-        scales = np.minimum(1.0, bound / np.maximum(norms, 1e-12))
+        scales = _norm_scales(norms, bound)
     keys: dict[Hashable, int] = {}
     client_of = [keys.setdefault(("update", i) if u.client is None else u.client, len(keys))
                  for i, u in enumerate(updates)]
@@ -230,3 +244,87 @@ def aggregate_bank(
             new_bank[t.name] = (bank[t.name] + server_lr * delta).astype(np.float32)
         report.updated.append(t.name)
     return new_bank, report
+
+
+_CHUNK = 16384  # clients per float64 partial sum (bounds memory at 100k+ clients)
+
+
+class StreamingMean:
+    """:func:`aggregate_bank` with :class:`WeightedMean`, fed stacked uploads a chunk of clients at a time.
+
+    Keeps, per shared tensor and group value, ``Σ w_i s_i Δ_i`` in float64 (``s_i`` the norm-bound
+    scale, ``w_i`` the capped weight — the same rules as :func:`aggregate_bank`), ``Σ w_i`` and the
+    reporter count; :meth:`finish` hands each mean to :func:`aggregate_bank` as one pre-averaged update
+    per tensor group, which applies the server learning rate and the float32 cast, and checks
+    ``min_reporters`` on the true counts. Every upload is its own client (one upload per client and
+    round), with no staleness; a ``"median"`` norm bound needs every norm at once and is refused.
+
+    Usage: ``mean = StreamingMean(spec, weight_cap=64.0); mean.add(deltas, values, weights); mean.finish(bank)``.
+    """
+
+    def __init__(self, spec: SharedStateSpec, *, server_lr: float = 1.0, min_reporters: int = 1,
+                 weight_cap: float | None = None, norm_bound: float | None = None) -> None:
+        _check_step_options(server_lr, min_reporters)
+        if norm_bound is not None and not isinstance(norm_bound, int | float):
+            raise ConfigError(f"the streaming mean needs a numeric norm bound, got {norm_bound!r}")
+        self.spec = spec
+        self.server_lr, self.min_reporters = server_lr, min_reporters
+        self.weight_cap, self.norm_bound = weight_cap, norm_bound
+        self.names = {(t.param, t.value): t.name for t in spec.tensors}
+        self.owner = {t.param: t.attribute for t in spec.tensors}
+        cards: dict[str | None, int] = {None: 1, **spec.attributes}  # None: the gate, one "value"
+        self.sums: dict[str, np.ndarray] = {}
+        self.wsum = {a: np.zeros(c) for a, c in cards.items()}
+        self.counts = {a: np.zeros(c, np.int64) for a, c in cards.items()}
+
+    def add(self, deltas: Mapping[str, np.ndarray], values: Mapping[str, np.ndarray], weights: np.ndarray) -> None:
+        """Accumulate clients' uploads: ``deltas[param][i]`` (any array-like, e.g. a CPU tensor) from
+        the client with group values ``values[attribute][i]`` and weight ``weights[i]``."""
+        arrays = {p: np.asarray(d) for p, d in deltas.items()}
+        w = np.asarray(weights, np.float64)
+        if self.weight_cap is not None:
+            w = np.minimum(w, self.weight_cap)
+        coef = w.copy()
+        if self.norm_bound is not None:
+            sq = sum(np.square(a.reshape(len(w), -1), dtype=np.float64).sum(1) for a in arrays.values())
+            coef *= _norm_scales(np.sqrt(sq), float(self.norm_bound))
+        mix: dict[str | None, np.ndarray] = {}
+        for a in self.counts:
+            v = np.zeros(len(w), np.int64) if a is None else np.asarray(values[a], np.int64)
+            mix[a] = np.zeros((len(self.counts[a]), len(w)))  # [V, U]: client i's coefficient at its value
+            mix[a][v, np.arange(len(w))] = coef
+            np.add.at(self.wsum[a], v, w)
+            self.counts[a] += np.bincount(v, minlength=len(self.counts[a]))
+        for p, d in arrays.items():
+            m = mix[self.owner[p]]
+            total = self.sums.setdefault(p, np.zeros((m.shape[0], d[0].size)))
+            for i in range(0, len(d), _CHUNK):  # float64 like aggregate_bank, bounded memory
+                total += m[:, i : i + _CHUNK] @ d[i : i + _CHUNK].reshape(-1, d[0].size).astype(np.float64)
+
+    def finish(self, bank: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], AggregationReport]:
+        """The new bank (inputs untouched) and what happened, as :func:`aggregate_bank` reports it."""
+        shapes = {t.param: t.shape for t in self.spec.tensors}
+        report = AggregationReport()
+        gate: dict[str, np.ndarray] = {}
+        per_group: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+        for p, total in self.sums.items():
+            a = self.owner[p]
+            for value in np.flatnonzero(self.counts[a]):
+                mean = (total[value] / self.wsum[a][value]).reshape(shapes[p])
+                if a is None:
+                    gate[self.names[(p, None)]] = mean
+                else:
+                    per_group.setdefault((a, int(value)), {})[self.names[(p, int(value))]] = mean
+        virtual = [ClientUpdate(deltas=gate, weight=1.0)] if gate else []
+        if gate:
+            report.reporters["gate"] = int(self.counts[None][0])
+        for (a, value), tensors in per_group.items():
+            n = int(self.counts[a][value])
+            report.reporters[f"{a}={value}"] = n
+            if n < self.min_reporters:
+                report.skipped_groups[f"{a}={value}"] = n
+            else:
+                virtual.append(ClientUpdate(deltas=tensors, weight=1.0))
+        new_bank, inner = aggregate_bank(bank, virtual, self.spec, strategy=WeightedMean(), server_lr=self.server_lr)
+        report.updated = inner.updated
+        return new_bank, report

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from fedpa.errors import BundleError
+from fedpa.privacy import DEFAULT_DELTA, Mechanism, PrivacyConfig
 from fedpa.state import SharedStateSpec
 from fedpa.wire import MANIFEST_NAME, SIGNATURE_NAME
 
@@ -74,12 +75,21 @@ class PrivacySettings(BaseModel):
     """
 
     model_config = ConfigDict(frozen=True)
-    mechanism: Literal["gaussian", "laplace", "none"] = "gaussian"
-    clip_norm: float = Field(1.0, gt=0, allow_inf_nan=False)
-    noise_multiplier: float = Field(1.0, ge=0, allow_inf_nan=False)
-    delta: float = Field(1e-5, gt=0, lt=1)
+    mechanism: Mechanism = PrivacyConfig.mechanism
+    clip_norm: float = Field(PrivacyConfig.clip_norm, gt=0, allow_inf_nan=False)
+    noise_multiplier: float = Field(PrivacyConfig.noise_multiplier, ge=0, allow_inf_nan=False)
+    delta: float = Field(DEFAULT_DELTA, gt=0, lt=1)
     epsilon_budget: float | None = Field(None, gt=0, allow_inf_nan=False)
     rounds: int = Field(30, ge=1)  # planned uploads per user
+
+    @classmethod
+    def requesting(cls, config: PrivacyConfig | None, *, rounds: int = 30) -> PrivacySettings:
+        """A bundle's request that devices apply ``config`` over ``rounds`` uploads (None: no LDP)."""
+        if config is None:
+            return cls(mechanism="none", noise_multiplier=0.0, rounds=rounds)
+        return cls(mechanism=config.mechanism, clip_norm=config.clip_norm,
+                   noise_multiplier=config.upload.noise_multiplier, delta=config.delta,
+                   epsilon_budget=config.epsilon_budget, rounds=rounds)
 
 
 class Manifest(BaseModel):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import secrets
+import sys
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,10 +37,12 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_EPSILON_BUDGET",
     "DEFAULT_MAX_CLIP_NORM",
+    "UNBOUNDED",
     "Adjacency",
     "ClipReport",
     "CountReport",
     "DevicePolicy",
+    "Mechanism",
     "PrivacyConfig",
     "Upload",
     "clip_and_noise",
@@ -63,6 +66,9 @@ DEFAULT_MAX_CLIP_NORM = 1.0
 # sending nothing (a constant 1, an unweighted mean) — so the device sends nothing.
 EXAMPLE_COUNT_REPORT: CountReport = "none"
 EXAMPLE_COUNT_CAP = 64
+# What an update without LDP declares as its clip norm and ε: the protocol wants finite numbers,
+# and "no bound at all" is the honest value (never 0, which would claim perfect privacy).
+UNBOUNDED = sys.float_info.max
 
 
 def _check_sigma(mechanism: str, sigma: float) -> None:
@@ -86,7 +92,13 @@ class Upload:
 
 @dataclass(frozen=True)
 class PrivacyConfig:
-    """What a device applies before every upload, and how much it may spend in total."""
+    """What a device applies before every upload, and how much it may spend in total.
+
+    The one LDP config. Its two JSON forms carry the same fields and convert only through their
+    constructors: a bundle's request (``fedpa.manifest.PrivacySettings.requesting``) and what an
+    upload declares it applied (``fedpa.protocol.UpdatePrivacy.applied``); a device turns a request
+    into the config it applies only under its own policy (:meth:`DevicePolicy.config_for`).
+    """
 
     mechanism: Mechanism = "gaussian"
     clip_norm: float = 1.0  # C: L2 bound (L1 for Laplace) on the whole shared update

@@ -7,9 +7,9 @@ schema the server generates from it).
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field
+
+from fedpa.privacy import DEFAULT_DELTA, UNBOUNDED, Mechanism, PrivacyConfig
 
 __all__ = ["UpdateMeta", "UpdatePrivacy"]
 
@@ -18,11 +18,21 @@ class UpdatePrivacy(BaseModel):
     """What the device applied before upload (the server records it; it cannot verify noise)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    mechanism: Literal["gaussian", "laplace", "none"]
+    mechanism: Mechanism
     clip_norm: float = Field(gt=0)
     noise_multiplier: float = Field(ge=0)
     epsilon_spent: float = Field(ge=0)  # device's cumulative ε after this upload (inf → null not allowed)
     delta: float = Field(gt=0, lt=1)
+
+    @classmethod
+    def applied(cls, config: PrivacyConfig | None, *, epsilon_spent: float) -> UpdatePrivacy:
+        """What an upload made with ``config`` declares (None: LDP off — no bound at all, ε unbounded)."""
+        if config is None:
+            return cls(mechanism="none", clip_norm=UNBOUNDED, noise_multiplier=0.0, epsilon_spent=UNBOUNDED,
+                       delta=DEFAULT_DELTA)
+        return cls(mechanism=config.mechanism, clip_norm=config.clip_norm,
+                   noise_multiplier=config.upload.noise_multiplier, epsilon_spent=min(epsilon_spent, UNBOUNDED),
+                   delta=config.delta)
 
 
 class UpdateMeta(BaseModel):

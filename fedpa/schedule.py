@@ -1,20 +1,56 @@
-"""Which local examples a client trains on, in which order, in one round (torch-free).
+"""Local training of one client round: its settings and which examples, in which order (torch-free).
+
+:class:`LocalTraining` is the one local-SGD config: its defaults are the device's (the edge CLIs,
+the demo and the Android app's ``TrainingConfig.defaults()``, checked by ``TrainingDefaultsTest``),
+and the simulation builds the same class, overriding the fields it tunes by name.
 
 The HTTP path (one device, ``edge/``) and the in-process simulation (``fedpa.sim``) must take the
 same SGD steps to agree to 1e-4, so both draw their mini-batches from this one function. The order
 depends only on ``(seed, client, round)`` — not on thread scheduling, on which other clients
 take part, or on the process — so a device restarted after a crash replays the same round.
 
-Usage: ``for idx in local_batches(n, batch_size=64, epochs=1, seed=0, client=7, round=3): ...``.
+Usage: ``for idx in LocalTraining(client=7).batches(n, round=3): ...``.
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from fedpa.errors import ConfigError
 
-__all__ = ["local_batches", "round_rng"]
+__all__ = ["LocalTraining", "local_batches", "round_rng"]
+
+
+@dataclass(frozen=True)
+class LocalTraining:
+    """Plain SGD on a client's own rows in one round (the training program's optimiser).
+
+    lr 1.0 with 5 local epochs learns within the demo's 5 rounds under Gaussian LDP (docs/edge.md).
+    The simulation overrides ``lr`` per method (tuned on validation) and ``epochs`` (its protocol:
+    one per round), both explicitly (``fedpa.sim.methods.Method.lr``, ``SimConfig.local_epochs``).
+    """
+
+    epochs: int = 5
+    batch_size: int = 32
+    lr: float = 1.0
+    seed: int = 0  # with the client index, fixes the batch order of every round
+    client: int = 0  # the device's index in its fleet (any stable non-negative integer)
+
+    def __post_init__(self) -> None:
+        # epochs = 0 is a round without local steps (a simulation's evaluation-only run)
+        if self.epochs < 0 or self.batch_size < 1 or not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"local training needs epochs ≥ 0, batch_size ≥ 1 and a finite lr > 0; got "
+                              f"epochs={self.epochs}, batch_size={self.batch_size}, lr={self.lr}")
+        if self.seed < 0 or self.client < 0:
+            raise ConfigError(f"seed and client must be ≥ 0, got {self.seed}, {self.client}")
+
+    def batches(self, n: int, *, round: int) -> list[np.ndarray]:
+        """This client's mini-batches of ``n`` rows in round ``round`` (:func:`local_batches`)."""
+        return local_batches(n, batch_size=self.batch_size, epochs=self.epochs, seed=self.seed, client=self.client,
+                             round=round)
 
 
 def round_rng(seed: int, client: int, round: int, *, stream: int = 0) -> np.random.Generator:

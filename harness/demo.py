@@ -28,6 +28,7 @@ from typing import Annotated, Any
 import typer
 
 from fedpa.cli_common import FedPACommand
+from fedpa.schedule import LocalTraining
 
 __all__ = ["DemoConfig", "DemoReport", "demo", "demo_app", "run_demo"]
 
@@ -51,9 +52,9 @@ class DemoConfig:
     epsilon: float = 8.0  # per-user budget over all rounds; sets the noise multiplier
     delta: float = 1e-5
     clip_norm: float = 0.5
-    lr: float = 1.0
-    local_epochs: int = 5
-    batch_size: int = 32
+    lr: float = LocalTraining.lr  # the device's local-training defaults (fedpa.schedule)
+    local_epochs: int = LocalTraining.epochs
+    batch_size: int = LocalTraining.batch_size
     postgres: str | None = None  # a server URL; the demo creates (and drops) its own database there
     model_id: str = "fedpa-demo"
     features: str = "full"  # issue-14 input kinds: full (item statistics, item code, history) or base
@@ -115,7 +116,6 @@ def run_demo(config: DemoConfig, *, say: Say | None = None,
     import torch
 
     from edge.client import AggregatorClient
-    from edge.device import LocalTraining
     from edge.items import publish_item_table
     from export.bundle import build_bundle
     from export.items import write_item_table

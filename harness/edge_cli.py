@@ -42,9 +42,9 @@ from edge.cli import (
     _trust,
     console,
 )
-from edge.device import LocalTraining
 from fedpa.cli_common import make_app
 from fedpa.data.cli import parse_dataset_options
+from fedpa.schedule import LocalTraining
 
 __all__ = ["app", "fleet"]
 

@@ -28,7 +28,7 @@ import httpx
 import numpy as np
 
 from edge.client import AggregatorClient, RetryPolicy
-from edge.device import Device, LocalTraining, RoundResult
+from edge.device import Device, RoundResult
 from edge.programs import LocalPrograms
 from edge.signals import DeviceSignals
 from edge.store import DeviceState, LocalStore
@@ -36,6 +36,7 @@ from fedpa.errors import BundleError, FedPAError, SyncError
 from fedpa.manifest import read_manifest
 from fedpa.metrics import evaluate
 from fedpa.privacy import DevicePolicy, PrivacyConfig
+from fedpa.schedule import LocalTraining
 from fedpa.signing import PublicKey
 
 __all__ = ["DIVERGED_LOSS", "FleetConfig", "FleetReport", "ProgramCache", "build_devices", "existing_stores",

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -39,10 +39,12 @@ from fedpa.errors import DataError
 
 __all__ = [
     "FEATURE_SOURCES",
+    "ROW_COLUMNS",
     "SCHEMA_FORMAT_VERSION",
     "CategoricalFeature",
     "FeatureSchema",
     "canonical_strings",
+    "feature_columns",
     "fit_bucket_edges",
     "fit_vocabulary",
     "stable_hash_codes",
@@ -52,6 +54,8 @@ SCHEMA_FORMAT_VERSION = 1  # new keys (source, n_codes, …) are optional with o
 FEATURE_SOURCES: tuple[str, ...] = ("user", "item", "item_table", "history")
 Source = Literal["user", "item", "item_table", "history"]
 Transform = Literal["log1p", "identity"]
+# Columns a table of rows may hold beside the features: ids, label and time, never read as model inputs.
+ROW_COLUMNS: tuple[str, ...] = ("user_id", "item_id", "label", "timestamp")
 _MAX_EXACT_INT = 2.0**53  # floats beyond this cannot be told apart from their integer neighbours
 
 
@@ -349,19 +353,17 @@ class FeatureSchema:
             signals=dict(d.get("signals") or {}),
         )
 
-    def _encode_side(self, table: pd.DataFrame, side: str, id_column: str) -> np.ndarray:
+    def _encode_side(self, table: pd.DataFrame, side: str) -> np.ndarray:
         feats = [f for f in self.features if f.source == side]  # feature-table columns only
+        columns = feature_columns(feats, table.columns, where=f"{side} table")
         out = np.zeros((len(table), len(feats)), dtype=np.int64)
         for j, f in enumerate(feats):
-            column = f.name if f.name in table.columns else (id_column if f.kind == "hashed" else None)
-            if column is None or column not in table.columns:
-                raise DataError(f"{side} table: missing column {f.name!r} required by the feature schema")
-            out[:, j] = f.encode(table[column])
+            out[:, j] = f.encode(table[columns[f.name]])
         return out
 
     def encode_users(self, user_table: pd.DataFrame) -> np.ndarray:
-        """[U, n_user_features] codes; columns matched by feature name."""
-        return self._encode_side(user_table, "user", "user_id")
+        """[U, n_user_features] codes; columns matched by feature name (:func:`feature_columns`)."""
+        return self._encode_side(user_table, "user")
 
     def encode_items(self, item_table: pd.DataFrame) -> np.ndarray:
         """[I, n] codes of the ``item``-source features (the item feature table's columns).
@@ -369,4 +371,32 @@ class FeatureSchema:
         A hashed feature reads its own column or else ``item_id``. ``item_table`` and ``history``
         columns are not in the feature table: :mod:`fedpa.signals` computes them.
         """
-        return self._encode_side(item_table, "item", "item_id")
+        return self._encode_side(item_table, "item")
+
+
+def feature_columns(features: Iterable[CategoricalFeature], columns: Collection[str], *, where: str = "table"
+                    ) -> dict[str, str]:
+    """The column each feature reads from a table with ``columns``: the one missing-column rule.
+
+    Every path into a program encodes through it (the dataset pipeline, hence the simulation,
+    golden vectors and the demo; a device's own files through ``FeatureEncoder.encode_table``).
+    A feature reads the column of its own name. The schema declares one default: a hashed feature
+    (an id hash, e.g. ``item_id_hash``) reads its side's id column (``item_id``/``user_id``) when its
+    own is absent. Any other absent column is a DataError naming every one of them — never OOV 0
+    for a whole column, which would score every row with the wrong embedding.
+    """
+    available = set(columns)
+    chosen: dict[str, str] = {}
+    missing: list[str] = []
+    for f in features:
+        default = f"{f.side}_id" if f.kind == "hashed" else None
+        if f.name in available:
+            chosen[f.name] = f.name
+        elif default is not None and default in available:
+            chosen[f.name] = default
+        else:
+            missing.append(repr(f.name) + (f" (or {default!r})" if default else ""))
+    if missing:
+        raise DataError(f"{where}: missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)} required by "
+                        "the feature schema")
+    return chosen

@@ -3,7 +3,12 @@
 A bundle fixes its feature schema (names, order, vocabularies, bucket edges) at export time. A
 device or a simulation may hold rows encoded with *another* schema (a dataset loaded later, with
 a grown vocabulary) or raw values. Feeding those codes unchanged would silently score the wrong
-embeddings, so every path into a program goes through :class:`FeatureEncoder`.
+embeddings, so every path into a program goes through :class:`FeatureEncoder`: a device's raw
+files (:meth:`FeatureEncoder.encode_table`), codes of another schema (:meth:`~FeatureEncoder.recode`),
+signal columns (:meth:`~FeatureEncoder.fill`). The dataset pipeline (hence the simulation, golden
+vectors and the demo) encodes its tables with the same per-feature encodings and the same
+missing-column rule, :func:`fedpa.data.schema.feature_columns`: a missing feature is a precise
+error unless the schema declares its default (a hashed id feature reads the side's id column).
 """
 
 from __future__ import annotations
@@ -13,9 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fedpa.errors import BundleError
+from fedpa.data.schema import FEATURE_SOURCES, ROW_COLUMNS, feature_columns
+from fedpa.errors import BundleError, DataError
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from fedpa.data.schema import CategoricalFeature, FeatureSchema
     from fedpa.runtime.items import ItemRows
     from fedpa.signals import HistoryState
@@ -95,7 +103,30 @@ class FeatureEncoder:
         lengths = {len(np.asarray(columns[n], dtype=object).reshape(-1)) for n in names}
         if len(lengths) != 1:
             raise BundleError(f"feature rows: columns have different lengths {sorted(lengths)}")
-        return np.stack([f.encode(columns[f.name]) for f in self.schema.features], axis=1).astype(np.int64)
+        return self.encode_table(columns, sources=FEATURE_SOURCES, rows=lengths.pop())
+
+    def encode_table(self, table: Mapping[str, Any] | pd.DataFrame, *, sources: Sequence[str] = ("user", "item"),
+                     rows: int | None = None, where: str = "rows") -> np.ndarray:
+        """Raw columns (a DataFrame, or name → values) → ``[N, F]`` int64 codes in the bundle's order.
+
+        Features of ``sources`` are read (missing ones: :func:`~fedpa.data.schema.feature_columns`'s
+        precise DataError); the others stay 0 — a device's files hold user and item columns, the
+        signal columns are :meth:`fill`'s. A column that is neither a feature nor one of
+        ``ROW_COLUMNS`` (ids, label, timestamp) is refused: a misspelt feature must not vanish.
+        """
+        names = [str(c) for c in table.keys()]
+        unknown = sorted(set(names) - set(self.schema.names) - set(ROW_COLUMNS))
+        if unknown:
+            raise DataError(f"{where}: unknown column{'s' if len(unknown) > 1 else ''} {unknown}: not a feature of the "
+                            f"bundle's schema {list(self.schema.names)} nor one of {list(ROW_COLUMNS)}")
+        read = [f for f in self.schema.features if f.source in sources]
+        columns = feature_columns(read, names, where=where)
+        n = rows if rows is not None else len(table[names[0]]) if names else 0
+        x = np.zeros((n, len(self.schema.features)), np.int64)
+        for j, f in enumerate(self.schema.features):
+            if f.source in sources:
+                x[:, j] = f.encode(table[columns[f.name]])
+        return x
 
     def positions(self, source: str) -> list[int]:
         """Columns of ``x`` whose feature has this ``source`` (user, item, item_table, history)."""

@@ -52,7 +52,7 @@ def simulate(
     batch_size: Annotated[int | None, typer.Option(help="Client mini-batch size (default: the method's).")] = None,
     rank: Annotated[int | None, typer.Option(help="LoRA rank (default: the method's).")] = None,
     server_lr: Annotated[float, typer.Option(help="Server learning rate on the averaged delta.")] = 1.0,
-    aggregation: Annotated[str, typer.Option(help="mean | trimmed-mean | median")] = "mean",
+    strategy: Annotated[str, typer.Option(help="Aggregation strategy: mean | trimmed-mean | median.")] = "mean",
     trim_beta: Annotated[float, typer.Option(help="Fraction trimmed at each end (trimmed-mean).")] = 0.1,
     min_reporters: Annotated[int, typer.Option(help="Update a group adapter only with this many reporters.")] = 1,
     norm_bound: Annotated[float | None, typer.Option(help="L2 bound on each client's update.")] = None,
@@ -87,7 +87,7 @@ def simulate(
     if ldp_noise is not None:
         privacy = PrivacyConfig(clip_norm=clip_norm, noise_multiplier=ldp_noise)
     config = SimConfig(rounds=rounds, fraction=fraction, local_epochs=local_epochs, seed=seed, privacy=privacy,
-                       aggregation=AggregationConfig(rule=aggregation, trim_beta=trim_beta, server_lr=server_lr,
+                       aggregation=AggregationConfig(strategy=strategy, trim_beta=trim_beta, server_lr=server_lr,
                                                      min_reporters=min_reporters, norm_bound=norm_bound,
                                                      weight_cap=weight_cap),
                        wire_dtype=wire_dtype, packed=packed)  # type: ignore[arg-type]

@@ -8,13 +8,12 @@ client ``i``'s gradient is the gradient of its own loss alone, and plain SGD (th
 on-device training program) has no state that could couple clients. Chunking the clients of a step
 (``max_rows``) bounds memory and changes nothing else.
 
-Usage: ``trained, loss, skipped = local_train(forward, params, rows, clients, LocalConfig(), seed=0, round=3)``.
+Usage: ``trained, loss, skipped = local_train(forward, params, rows, clients, LocalTraining(lr=0.1), round=3)``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -22,28 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fedpa.errors import ConfigError
+from fedpa.schedule import LocalTraining
 from fedpa.sim.layout import ClientRows, Segments, Step, step_plan
 from fedpa.state import SharedStateSpec
 
-__all__ = ["Forward", "LocalConfig", "LocalResult", "Population", "local_train", "predict"]
+__all__ = ["Forward", "LocalResult", "Population", "local_train", "predict"]
 
 # batched params ({name: [U, ...]}) and codes [U, L, F] → logits [U, L]
 Forward = Callable[[Mapping[str, Tensor], Tensor], Tensor]
-
-
-@dataclass(frozen=True)
-class LocalConfig:
-    """What every client does locally in one round (the on-device training program's settings)."""
-
-    lr: float = 0.05  # plain SGD, as on the device
-    batch_size: int = 32
-    epochs: int = 1
-    max_rows: int = 1 << 18  # rows per forward/backward chunk: a memory bound, not a semantic one
-
-    def __post_init__(self) -> None:
-        if not self.lr > 0 or self.batch_size < 1 or self.epochs < 0 or self.max_rows < 1:
-            raise ConfigError(f"invalid local training config {self}")
 
 
 def _chunks(step: Step, max_rows: int) -> Iterator[Step]:
@@ -61,8 +46,12 @@ class LocalResult(NamedTuple):
 
 
 def local_train(forward: Forward, params: Mapping[str, Tensor], rows: ClientRows, clients: np.ndarray,
-                config: LocalConfig, *, seed: int, round: int, inplace: bool = False) -> LocalResult:
+                config: LocalTraining, *, round: int, inplace: bool = False, max_rows: int = 1 << 18) -> LocalResult:
     """Train every client's tensors (``params[name][i]`` belongs to ``clients[i]``) on its own rows.
+
+    Each client takes the steps a device with ``replace(config, client=clients[i])`` takes (the
+    config's ``client`` field is not used: every row names its own client). ``max_rows`` bounds the
+    rows of one forward/backward chunk: a memory bound, not a semantic one.
 
     A step whose loss or gradient is not finite for a client is dropped *for that client* (its
     tensors stay as they were) — what a device does rather than keep a NaN model; counted in
@@ -73,8 +62,9 @@ def local_train(forward: Forward, params: Mapping[str, Tensor], rows: ClientRows
     loss_sum = torch.zeros(n, dtype=torch.float64)
     steps = torch.zeros(n, dtype=torch.float64)
     skipped = torch.zeros(n, dtype=torch.int64)
-    for step in step_plan(rows, clients, batch_size=config.batch_size, epochs=config.epochs, seed=seed, round=round):
-        for chunk in _chunks(step, config.max_rows):
+    for step in step_plan(rows, clients, batch_size=config.batch_size, epochs=config.epochs, seed=config.seed,
+                           round=round):
+        for chunk in _chunks(step, max_rows):
             act = chunk.clients
             everyone = act.numel() == n  # then no gather/scatter: train the tensors in place
             leaves = {k: (v.detach() if everyone else v[act]).requires_grad_(True) for k, v in trained.items()}

@@ -40,6 +40,7 @@ from torch.func import functional_call
 from fedpa.errors import ConfigError
 from fedpa.model import AdapterConfig, Backbone, FedPARecommender, ParamGroup, parameter_groups
 from fedpa.personalise import initial_shared_state, shared_state_spec
+from fedpa.schedule import LocalTraining
 from fedpa.sim.engine import Forward
 from fedpa.sim.fused import FusedForward
 from fedpa.state import SharedStateSpec
@@ -65,14 +66,17 @@ class Method:
     user_adapter: bool = True  # a private user LoRA that trains
     gate: Literal["shared", "private", "off"] = "shared"
     user_embeddings: bool = False  # private delta on the user's feature embeddings
-    lr: float = 0.1  # client SGD learning rate (tuned on validation, see docs/simulation.md)
-    batch_size: int = 32
+    # the method's tuned client learning rate (validation, docs/simulation.md): an explicit override of
+    # LocalTraining.lr (1.0, the device's), used by the simulation's LocalTraining
+    lr: float = 0.1
+    batch_size: int = LocalTraining.batch_size  # the device's
 
     def __post_init__(self) -> None:
         if self.gate == "off" and self.gate_mode != "residual":
             raise ConfigError(f"{self.name}: gate='off' needs gate_mode='residual'")
-        if self.rank < 1 or not self.lr > 0 or self.batch_size < 1:
-            raise ConfigError(f"{self.name}: invalid rank/lr/batch_size {self.rank}, {self.lr}, {self.batch_size}")
+        if self.rank < 1:
+            raise ConfigError(f"{self.name}: rank must be ≥ 1, got {self.rank}")
+        LocalTraining(lr=self.lr, batch_size=self.batch_size)  # the one validation of local-training settings
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (

@@ -2,7 +2,7 @@
 
 Clients are processed in chunks (``client_chunk``): each chunk downloads, trains, stores its
 private tensors and hands its uploads to the server. With the weighted mean the server folds each
-chunk into a :class:`~fedpa.sim.server.MeanAccumulator` and forgets it, so memory stays bounded at
+chunk into a :class:`~fedpa.aggregation.StreamingMean` and forgets it, so memory stays bounded at
 any number of clients; robust rules (trimmed mean, median) need every upload at once and keep them.
 Chunking changes nothing else: clients never see each other within a round.
 
@@ -19,21 +19,23 @@ from torch import Tensor
 
 from fedpa.aggregation import AggregationReport
 from fedpa.privacy import report_example_counts
-from fedpa.sim.engine import LocalConfig, LocalResult, Population, local_train
+from fedpa.schedule import LocalTraining
+from fedpa.sim.engine import LocalResult, Population, local_train
 from fedpa.sim.layout import ClientRows
 from fedpa.sim.methods import Program
-from fedpa.sim.server import MeanAccumulator, aggregate_round, apply_ldp
+from fedpa.sim.server import aggregate_round, apply_ldp, streaming_mean
 from fedpa.sim.wire import quantize
 
 __all__ = ["run_round"]
 
 
 def _uploads(program: Program, pop: Population, train: ClientRows, chunk: np.ndarray, config: Any,
-             local: LocalConfig, *, round: int) -> tuple[dict[str, Tensor], dict[str, np.ndarray], LocalResult]:
+             local: LocalTraining, *, round: int) -> tuple[dict[str, Tensor], dict[str, np.ndarray], LocalResult]:
     """Train one chunk of clients; returns what they upload (decoded), their groups and training stats."""
     clients = torch.from_numpy(chunk)
     params = pop.params(clients, copy=True)
-    result = local_train(program.forward, params, train, chunk, local, seed=config.seed, round=round, inplace=True)
+    result = local_train(program.forward, params, train, chunk, local, round=round, inplace=True,
+                         max_rows=config.max_rows)
     trained = result.trained
     pop.store_private(clients, trained)
     values = pop.group_values(clients)
@@ -46,14 +48,14 @@ def _uploads(program: Program, pop: Population, train: ClientRows, chunk: np.nda
 
 
 def run_round(program: Program, pop: Population, train: ClientRows, part: np.ndarray, config: Any,
-              local: LocalConfig, *, round: int) -> tuple[AggregationReport | None, Tensor, int]:
+              local: LocalTraining, *, round: int) -> tuple[AggregationReport | None, Tensor, int]:
     """Run round ``round`` for participants ``part``; updates ``pop`` (private tensors and bank).
 
     Returns the aggregation report, each participant's mean training loss and the number of
     client steps dropped as non-finite.
     """
-    streaming = config.aggregation.rule == "mean" and not config.exact_aggregation and program.spec is not None
-    accumulator = MeanAccumulator(program.spec, config.aggregation) if streaming else None
+    streaming = config.aggregation.strategy == "mean" and not config.exact_aggregation and program.spec is not None
+    accumulator = streaming_mean(program.spec, config.aggregation) if streaming else None
     kept: list[tuple[dict[str, Tensor], dict[str, np.ndarray], np.ndarray]] = []
     losses = []
     skipped = 0

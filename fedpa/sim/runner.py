@@ -26,7 +26,8 @@ from fedpa.errors import ConfigError
 from fedpa.metrics import evaluate
 from fedpa.model import Backbone
 from fedpa.privacy import EXAMPLE_COUNT_REPORT, CountReport, PrivacyConfig, epsilon_after
-from fedpa.sim.engine import LocalConfig, Population, predict
+from fedpa.schedule import LocalTraining
+from fedpa.sim.engine import Population, predict
 from fedpa.sim.layout import ClientRows, segment_length, segments
 from fedpa.sim.methods import Method, Program, build_program
 from fedpa.sim.rounds import run_round
@@ -38,11 +39,15 @@ __all__ = ["SimConfig", "SimResult", "select_clients", "simulate"]
 
 @dataclass(frozen=True)
 class SimConfig:
-    """Everything about a run except the method (whose ``lr``/``batch_size`` drive local SGD)."""
+    """Everything about a run except the method (whose ``lr``/``batch_size`` drive local SGD).
+
+    Local SGD is the device's :class:`~fedpa.schedule.LocalTraining` with two explicit overrides:
+    the method's tuned ``lr`` and ``local_epochs`` here.
+    """
 
     rounds: int = 30
     fraction: float = 1.0  # of the private users with train rows, per round
-    local_epochs: int = 1
+    local_epochs: int = 1  # overrides LocalTraining.epochs (5, the device's): the protocol of docs/simulation.md
     seed: int = 0
     aggregation: AggregationConfig = field(default_factory=AggregationConfig)
     privacy: PrivacyConfig | None = None
@@ -157,8 +162,8 @@ def simulate(ds: Any, student: Backbone, method: Method, config: SimConfig | Non
 
     program = build_program(method, student, ds.schema, ds.user_groups[users], seed=config.seed)
     pop = Population(program.private_init, users.size, program.spec, program.bank, program.group_values)
-    local = LocalConfig(lr=method.lr, batch_size=method.batch_size, epochs=config.local_epochs,
-                        max_rows=config.max_rows)
+    # the device's LocalTraining with the simulation's explicit overrides (tuned lr, its epochs)
+    local = LocalTraining(lr=method.lr, batch_size=method.batch_size, epochs=config.local_epochs, seed=config.seed)
     scored, is_val = val.concat(test)  # one batched pass scores both splits
     segs = segments(scored, length=segment_length(scored.counts))
     split_rows = {"val": is_val, "test": ~is_val}

@@ -1,11 +1,20 @@
-"""The FedPA model: LoRA init, gate modes, parameter groups, batched == per-client."""
+"""The FedPA model: LoRA init, gate modes, parameter groups, batched == per-client, fused == reference."""
 
 import pytest
 import torch
 from torch.func import functional_call
 
 from fedpa.errors import ConfigError
-from fedpa.model import AdapterConfig, Backbone, FedPARecommender, ParamGroup, parameter_groups, student_config
+from fedpa.model import (
+    AdapterConfig,
+    Backbone,
+    FedPARecommender,
+    FusedFedPALayer,
+    ParamGroup,
+    fuse_layers,
+    parameter_groups,
+    student_config,
+)
 
 CARDS = (5, 4, 7, 9)
 
@@ -112,6 +121,36 @@ def test_batched_clients_equal_one_at_a_time(mode):
         torch.testing.assert_close(together[u], alone, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("form", ["program", "batched"])
+@pytest.mark.parametrize("mode", ["paper", "residual"])
+def test_fused_layer_equals_the_reference_layer(mode, form):
+    # Prepare: non-trivial branches (B ≠ 0), every personalisation tensor stacked for 3 clients
+    model = make_model(gate_mode=mode, private_user_embeddings=True)
+    gen = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.startswith(("layers.", "user_embedding")):
+                p.add_(0.3 * torch.randn(p.shape, generator=gen))
+    fused = fuse_layers(model, form=form)
+    assert all(isinstance(layer, FusedFedPALayer) for layer in fused.layers)
+    assert [n for n, _ in fused.named_parameters()] == [n for n, _ in model.named_parameters()]
+    stacked = {n: (p.detach() + 0.1 * torch.randn((3, *p.shape), generator=gen)).requires_grad_(True)
+               for g in (ParamGroup.PRIVATE, ParamGroup.GROUP, ParamGroup.GATE)
+               for n, p in parameter_groups(model)[g].items()}
+    x = torch.stack([batch(seed)[0] for seed in range(3)])  # [U=3, L, F]
+    # Execute: one user [L, F] and three clients [U, L, F] (the batched form's use)
+    one, one_ref = fused(x[0]), model(x[0])
+    many = functional_call(fused, stacked, (x,))
+    many_ref = functional_call(model, stacked, (x,))
+    # Assert: same values and same gradients for every tensor
+    torch.testing.assert_close(one, one_ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(many, many_ref, rtol=1e-5, atol=1e-6)
+    grads = torch.autograd.grad(many.square().sum(), list(stacked.values()))
+    grads_ref = torch.autograd.grad(many_ref.square().sum(), list(stacked.values()))
+    for name, a, b in zip(stacked, grads, grads_ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
+
+
 def test_bad_configs_are_refused():
     with pytest.raises(ConfigError, match="rank"):
         AdapterConfig(("a",), (3,), rank=0)
@@ -119,3 +158,5 @@ def test_bad_configs_are_refused():
         AdapterConfig(("a",), (3,), gate_mode="softmax")
     with pytest.raises(ConfigError, match="cardinalities"):
         AdapterConfig(("a", "b"), (3,))
+    with pytest.raises(ConfigError, match="fused form"):
+        FusedFedPALayer(make_model().layers[0], form="fast")

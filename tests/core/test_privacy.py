@@ -167,3 +167,40 @@ def test_fedpa_privacy_epsilon_cli_prints_replacement_json():
     assert out["adjacency"] == "replacement"
     assert out["epsilon"] == pytest.approx(18.85, abs=0.01)  # the old docs' "ε = 8"
     assert out["epsilon_add_remove"] == pytest.approx(8.0, abs=0.01)
+
+
+@pytest.mark.parametrize("config", [
+    PrivacyConfig(clip_norm=0.5, noise_multiplier=3.0, delta=1e-6, epsilon_budget=4.0),
+    PrivacyConfig(mechanism="laplace", clip_norm=0.25, noise_multiplier=7.0),
+    PrivacyConfig(mechanism="none", noise_multiplier=5.0),  # no noise is applied, so σ 0 is what is written
+])
+def test_privacy_config_travels_through_its_json_forms_unchanged(config):
+    from fedpa.manifest import PrivacySettings
+    from fedpa.privacy import DevicePolicy
+    from fedpa.protocol import UpdatePrivacy
+
+    # a bundle's request, as published and read back
+    request = PrivacySettings.model_validate_json(PrivacySettings.requesting(config, rounds=12).model_dump_json())
+    assert (request.mechanism, request.clip_norm, request.noise_multiplier, request.delta, request.epsilon_budget,
+            request.rounds) == (config.mechanism, config.clip_norm, config.upload.noise_multiplier, config.delta,
+                                config.epsilon_budget, 12)
+    if config.mechanism != "none":  # a device whose floor it meets applies exactly the requested σ and C
+        applied = DevicePolicy(min_noise_multiplier=config.noise_multiplier).config_for(request)
+        assert (applied.mechanism, applied.noise_multiplier, applied.clip_norm) == (
+            config.mechanism, config.noise_multiplier, config.clip_norm)
+    # what an upload declares
+    declared = UpdatePrivacy.applied(config, epsilon_spent=1.5)
+    assert (declared.mechanism, declared.clip_norm, declared.noise_multiplier, declared.delta,
+            declared.epsilon_spent) == (config.mechanism, config.clip_norm, config.upload.noise_multiplier,
+                                        config.delta, 1.5)
+
+
+def test_an_upload_without_ldp_declares_no_bound():
+    from fedpa.manifest import PrivacySettings
+    from fedpa.privacy import UNBOUNDED
+    from fedpa.protocol import UpdatePrivacy
+
+    declared = UpdatePrivacy.applied(None, epsilon_spent=float("inf"))
+    assert (declared.mechanism, declared.noise_multiplier) == ("none", 0.0)
+    assert declared.clip_norm == declared.epsilon_spent == UNBOUNDED  # finite JSON, never a claim of ε = 0
+    assert PrivacySettings.requesting(None) == PrivacySettings(mechanism="none", noise_multiplier=0.0)

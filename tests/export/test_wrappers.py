@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from export.lower import lower_onnx
-from export.wrappers import InferenceWrapper, WithLoss, fuse_for_inference, personalisation_names
-from fedpa.model import AdapterConfig, Backbone, FedPARecommender, student_config
+from export.wrappers import InferenceWrapper, WithLoss, personalisation_names
+from fedpa.model import AdapterConfig, Backbone, FedPARecommender, fuse_layers, student_config
 
 CARDS = (5, 6, 4, 9, 11)
 
@@ -35,7 +35,7 @@ def _codes(n: int, seed: int = 1) -> torch.Tensor:
 @pytest.mark.parametrize("private_user_embeddings", [False, True])
 def test_fused_layers_equal_the_model(gate_mode, private_user_embeddings):
     model = _model(gate_mode, private_user_embeddings)
-    fused = fuse_for_inference(model)
+    fused = fuse_layers(model)
     x = _codes(64)
     assert [n for n, _ in fused.named_parameters()] == [n for n, _ in model.named_parameters()]
     with torch.no_grad():
@@ -44,7 +44,7 @@ def test_fused_layers_equal_the_model(gate_mode, private_user_embeddings):
 
 def test_inference_wrapper_takes_tensors_as_inputs():
     model = _model("paper")
-    wrapper = InferenceWrapper(fuse_for_inference(model))
+    wrapper = InferenceWrapper(fuse_layers(model))
     other = _model("paper", seed=5)  # same architecture, other personalisation values
     params = dict(other.named_parameters())
     x = _codes(16)

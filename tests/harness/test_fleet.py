@@ -58,7 +58,7 @@ def test_fleet_improves_gauc_over_fm_only_and_private_tensors_never_leave(world,
 def test_http_path_matches_the_simulation(world, sqlite_server, tmp_path):
     """LDP off, same seeds and data: 2 rounds over HTTP give the simulation's shared state (≤ 1e-4)."""
     from fedpa.runtime import Bundle
-    from fedpa.sim.engine import LocalConfig, Population
+    from fedpa.sim.engine import Population
     from fedpa.sim.layout import ClientRows
     from fedpa.sim.methods import build_program, get_method
     from fedpa.sim.rounds import run_round
@@ -87,7 +87,7 @@ def test_http_path_matches_the_simulation(world, sqlite_server, tmp_path):
     train = ClientRows.from_split(ds.private_train, users)
     config = SimConfig(rounds=rounds, local_epochs=TRAINING.epochs, seed=0,
                        aggregation=AggregationConfig(min_reporters=1))
-    local = LocalConfig(lr=TRAINING.lr, batch_size=TRAINING.batch_size, epochs=TRAINING.epochs)
+    local = TRAINING  # the device's settings, as the simulation runs them
     eligible = np.flatnonzero(train.counts > 0)
     for r in range(rounds):
         run_round(program, pop, train, eligible, config, local, round=r)

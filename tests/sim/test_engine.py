@@ -1,6 +1,7 @@
 """The batched engine equals one-client-at-a-time training with a plain model and torch SGD."""
 
 import copy
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -8,13 +9,13 @@ import torch
 from torch.nn.functional import binary_cross_entropy_with_logits as bce
 
 from fedpa.model import parameter_groups
-from fedpa.schedule import local_batches
-from fedpa.sim.engine import LocalConfig, Population, local_train, predict
+from fedpa.schedule import LocalTraining, local_batches
+from fedpa.sim.engine import Population, local_train, predict
 from fedpa.sim.layout import ClientRows, segments, step_plan
 from fedpa.sim.methods import build_program, get_method
 
 USERS = 6
-CONFIG = LocalConfig(lr=0.7, batch_size=8, epochs=2)
+CONFIG = LocalTraining(lr=0.7, batch_size=8, epochs=2)
 
 
 def setup(ds, student, method):
@@ -39,7 +40,7 @@ def test_batched_step_equals_one_client_at_a_time(small_ds, small_student, name)
     start = pop.params(torch.from_numpy(clients), copy=True)
     assert (rows.counts > CONFIG.batch_size).any()  # several batches per epoch are exercised
     # Execute
-    trained, _, skipped = local_train(program.forward, start, rows, clients, CONFIG, seed=5, round=2)
+    trained, _, skipped = local_train(program.forward, start, rows, clients, replace(CONFIG, seed=5), round=2)
     assert int(skipped.sum()) == 0
     # Assert: a fresh model per client, its own tensors loaded, torch.optim.SGD over local_batches
     for i, user in enumerate(users):
@@ -67,9 +68,9 @@ def test_chunking_changes_nothing(small_ds, small_student):
     _, rows, program, pop = setup(small_ds, small_student, method)
     clients = np.arange(USERS)
     start = pop.params(torch.from_numpy(clients), copy=True)
-    whole, _, _ = local_train(program.forward, start, rows, clients, LocalConfig(lr=0.5, batch_size=8), seed=0, round=0)
-    tiny, _, _ = local_train(program.forward, start, rows, clients, LocalConfig(lr=0.5, batch_size=8, max_rows=9),
-                          seed=0, round=0)
+    local = LocalTraining(lr=0.5, batch_size=8, epochs=1)
+    whole, _, _ = local_train(program.forward, start, rows, clients, local, round=0)
+    tiny, _, _ = local_train(program.forward, start, rows, clients, local, round=0, max_rows=9)
     for k in whole:
         torch.testing.assert_close(whole[k], tiny[k], atol=1e-6, rtol=0)
 
@@ -80,9 +81,9 @@ def test_a_client_update_ignores_the_other_clients(small_ds, small_student):
     _, rows, program, pop = setup(small_ds, small_student, method)
     both = np.arange(USERS)
     start = pop.params(torch.from_numpy(both), copy=True)
-    together, _, _ = local_train(program.forward, start, rows, both, CONFIG, seed=1, round=4)
-    alone, _, _ = local_train(program.forward, {k: v[:1] for k, v in start.items()}, rows, both[:1], CONFIG,
-                           seed=1, round=4)
+    config = replace(CONFIG, seed=1)
+    together, _, _ = local_train(program.forward, start, rows, both, config, round=4)
+    alone, _, _ = local_train(program.forward, {k: v[:1] for k, v in start.items()}, rows, both[:1], config, round=4)
     for k in together:
         torch.testing.assert_close(together[k][:1], alone[k], atol=1e-6, rtol=0)
 
@@ -138,7 +139,7 @@ def test_a_diverging_client_keeps_its_tensors_and_the_others_train(small_ds, sma
     start = pop.params(torch.from_numpy(clients), copy=True)
     with torch.no_grad():
         start["layers.0.user.lora_B"][1] = float("inf")  # client 1's model is broken
-    trained, loss, skipped = local_train(program.forward, start, rows, clients, CONFIG, seed=0, round=0)
+    trained, loss, skipped = local_train(program.forward, start, rows, clients, CONFIG, round=0)
     assert skipped[1] > 0 and int(skipped.sum()) == int(skipped[1])
     assert torch.isnan(loss[1]) and torch.isfinite(loss[[0, 2, 3, 4, 5]]).all()
     torch.testing.assert_close(trained["layers.0.user.lora_A"][1], start["layers.0.user.lora_A"][1])

@@ -89,10 +89,10 @@ def test_fedpa_beats_fm_only_and_local_only_under_planted_group_drift(drift_ds):
     assert fedpa > local + 0.01
 
 
-@pytest.mark.parametrize("rule", ["mean", "median"])
-def test_client_chunks_change_nothing(small_ds, small_student, rule):
+@pytest.mark.parametrize("strategy", ["mean", "median"])
+def test_client_chunks_change_nothing(small_ds, small_student, strategy):
     """Streaming a round through the server a few clients at a time equals the whole round at once."""
-    agg = AggregationConfig(rule=rule)
+    agg = AggregationConfig(strategy=strategy)
     whole = simulate(small_ds, small_student, get_method("fedpa", lr=1.0), SimConfig(rounds=2, aggregation=agg))
     chunked = simulate(small_ds, small_student, get_method("fedpa", lr=1.0),
                        SimConfig(rounds=2, aggregation=agg, client_chunk=7, max_rows=50))

@@ -74,7 +74,8 @@ def test_robust_rules_run_through_aggregate_bank(small_ds, small_student):
     for d in deltas.values():
         d[0] = 1e6  # one wild client
     mean, _ = aggregate_round(program.bank, program.spec, deltas, values, weights, AggregationConfig())
-    median, _ = aggregate_round(program.bank, program.spec, deltas, values, weights, AggregationConfig(rule="median"))
+    median, _ = aggregate_round(program.bank, program.spec, deltas, values, weights,
+                                AggregationConfig(strategy="median"))
     gate = "layers.0.gate.w1"
     assert np.abs(mean[gate] - program.bank[gate]).max() > 1e3
     assert np.abs(median[gate] - program.bank[gate]).max() < 1.0

@@ -1,6 +1,6 @@
 package org.fedpa.core;
 
-/** Local SGD settings; the defaults are the Python edge client's ({@code edge.device.LocalTraining}). */
+/** Local SGD settings; the defaults are the Python edge client's ({@code fedpa.schedule.LocalTraining}). */
 public final class TrainingConfig {
     public final int epochs;
     public final int batchSize;

@@ -7,14 +7,14 @@ import org.junit.Test;
 
 /**
  * The app trains with the project's one set of local-training defaults: {@link TrainingConfig#defaults()}
- * must equal the fields of the Python {@code edge.device.LocalTraining()} the edge client and the
- * simulation use, read from the project's own code (not copied into this test).
+ * must equal the fields of the Python {@code fedpa.schedule.LocalTraining()} the edge client, the
+ * demo and the simulation use, read from the project's own code (not copied into this test).
  */
 public class TrainingDefaultsTest {
     @Test
     public void javaDefaultsEqualThePythonLocalTrainingDefaults() throws Exception {
         String out = SafeTensorsTest.runPython("import dataclasses, json\n"
-                + "from edge.device import LocalTraining\n"
+                + "from fedpa.schedule import LocalTraining\n"
                 + "print('DEFAULTS ' + json.dumps(dataclasses.asdict(LocalTraining())))\n", "");
         String line = out.substring(out.lastIndexOf("DEFAULTS ") + "DEFAULTS ".length()).trim();
         JSONObject py = new JSONObject(line);
