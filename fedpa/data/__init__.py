@@ -6,6 +6,7 @@ extra. The public contract is everything re-exported here.
 Usage: ``ds = load_dataset("synthetic", seed=0)``; ``ds.private_train.x`` holds int64 codes.
 """
 
+from fedpa.data.build import SPLIT_RULES, SplitRule, split_rule
 from fedpa.data.dataset import SPLIT_NAMES, Dataset, Interactions, dataset_stats
 from fedpa.data.formats import NUMERIC_PREFIX, write_generic_csv
 from fedpa.data.loaders import DATA_DIR_ENV, DATASET_DEFAULTS, DATASET_NAMES, load_dataset
@@ -18,13 +19,16 @@ __all__ = [
     "DATA_DIR_ENV",
     "NUMERIC_PREFIX",
     "SPLIT_NAMES",
+    "SPLIT_RULES",
     "SYNTHETIC_DEFAULTS",
     "CategoricalFeature",
     "Dataset",
     "FeatureSchema",
     "Interactions",
+    "SplitRule",
     "dataset_stats",
     "generate_synthetic",
     "load_dataset",
+    "split_rule",
     "write_generic_csv",
 ]

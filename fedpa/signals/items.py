@@ -179,7 +179,8 @@ class ItemTable:
         """Row of each raw id, −1 when unknown (served as the default OOV row)."""
         import pandas as pd
 
-        return pd.Index(self.item_ids.astype(str)).get_indexer(np.asarray(item_ids).astype(str)).astype(np.int64)
+        found = pd.Index(self.item_ids.astype(str)).get_indexer(pd.Index(np.asarray(item_ids).astype(str)))
+        return np.asarray(found, dtype=np.int64)
 
     def candidate_codes(self, item_ids: Sequence[str] | np.ndarray, group_codes: Sequence[int]) -> np.ndarray:
         """[L, len(columns)] codes for one device's candidates, given its group codes (schema order)."""
