@@ -1,8 +1,8 @@
 """Static types: ``mypy --strict`` over the modules listed in pyproject's ``[tool.mypy] files``.
 
 Why a test: CI runs the README's ``pytest -q``, so a type error in a listed module fails CI like
-any other regression. The list grows as modules are typed (see docs/design.md §10); deselect
-with ``-m 'not types'`` while iterating on something else.
+any other regression. The list grows as modules are typed; deselect with ``-m 'not types'``
+while iterating on something else.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The order matters and is the point of this module: the split is decided first, then every encoder
 (vocabularies, bucket edges) is fitted on the open train rows only, so nothing about private users
-leaks into the foundation model's inputs (SPEC §1).
+leaks into the foundation model's inputs (docs/design.md §1).
 
 Usage: ``ds = build_dataset(read_kuaisar(path), name="kuaisar-r", pool_attribute=..., ...)``.
 """
