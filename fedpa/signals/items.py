@@ -162,8 +162,9 @@ class ItemTable:
     ``common`` holds the columns that do not depend on the device ([I, C], in schema order, the
     group-CTR columns excluded); ``group_ctr[g]`` holds the group-CTR code for EVERY value of
     group attribute ``g`` ([I, cardinality_g]), so a lookup does not reveal the device's group —
-    the device picks its own value's code. ``default_row`` codes an unknown item (OOV code, zero
-    counts, prior CTR): exactly what the dataset pipeline gives an item never seen before.
+    the device picks its own value's code. ``default_common`` and ``default_group_ctr`` code an
+    unknown item (OOV code, zero counts, prior CTR): exactly what the dataset pipeline gives an item
+    never seen before.
     """
 
     item_ids: np.ndarray  # raw ids (str), object [I]
