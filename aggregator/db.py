@@ -3,8 +3,9 @@
 PostgreSQL (production, several workers) and SQLite (embedded default) behave the same to the
 services:
 
-* ``lock_round(session, pk, exclusive=False)`` is taken by a synchronous-mode upload before it
-  reads the round and inserts; ``exclusive=True`` by aggregation. On PostgreSQL these are
+* The round lock: a synchronous-mode upload takes it shared (``round_lock(pk, exclusive=False)``,
+  a statement of its ``Script``) before it reads the round and inserts; aggregation and publishing
+  take it exclusive (``lock_round(session, pk, exclusive=True)``). On PostgreSQL these are
   transaction-scoped advisory locks, so uploads never block each other while an aggregation waits
   for the in-flight uploads of the round it closes and holds new ones back until it commits; no
   update can slip into a round that is already closed.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sqlite3
 from collections.abc import Callable, Generator, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from functools import lru_cache
@@ -29,8 +31,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from aggregator.core.config import Settings
 
@@ -64,7 +67,7 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> Eng
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **pool_args)
 
         @event.listens_for(engine, "connect")
-        def _sqlite_connect(dbapi_conn, _record) -> None:  # noqa: ANN001
+        def _sqlite_connect(dbapi_conn: sqlite3.Connection, _record: ConnectionPoolEntry) -> None:
             dbapi_conn.isolation_level = None  # let SQLAlchemy's "begin" hook below issue BEGIN
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
@@ -73,7 +76,7 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> Eng
             cur.close()
 
         @event.listens_for(engine, "begin")
-        def _sqlite_begin(conn) -> None:  # noqa: ANN001
+        def _sqlite_begin(conn: Connection) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")  # take the write lock up front: no upgrade deadlocks
 
         return engine
@@ -128,7 +131,8 @@ def _run(script: Script[T], execute: Callable[[str, Mapping[str, object]], Rows]
         while True:
             statement = script.send(execute(*statement))
     except StopIteration as done:
-        return done.value
+        result: T = done.value
+        return result
     finally:
         script.close()
 
@@ -175,7 +179,8 @@ class LoopConnection:
                         statement = script.send(await cursor.fetchall() if cursor.description is not None else [])
             except StopIteration as done:
                 await conn.execute("COMMIT")
-                return done.value
+                result: T = done.value
+                return result
             except BaseException:
                 if not conn.closed:
                     with suppress(psycopg.Error):
@@ -223,7 +228,7 @@ class Database:
 
             def execute(sql: str, params: Mapping[str, object]) -> Rows:
                 cursor.execute(_pyformat(sql) if self.is_postgres else sql, params)
-                return cursor.fetchall() if cursor.description is not None else []
+                return list(cursor.fetchall()) if cursor.description is not None else []
 
             result = _run(script, execute)
             conn.commit()
@@ -241,7 +246,7 @@ class Database:
         return LoopConnection(self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False),
                               application_name=application_name)
 
-    def read_one(self, sql: str, params: Mapping[str, object]) -> tuple | None:
+    def read_one(self, sql: str, params: Mapping[str, object]) -> tuple[Any, ...] | None:
         """First row of one read-only statement (``:name`` placeholders) on a pooled DBAPI connection.
 
         For hot reads, like ``raw`` for writes: the ORM cost ~1.2 ms of CPU for a one-row lookup.

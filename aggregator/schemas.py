@@ -32,7 +32,7 @@ __all__ = [
 
 
 class RoundConfig(BaseModel):
-    """How one model's updates become a new shared state (SPEC §3); fixed per model version.
+    """How one model's updates become a new shared state (docs/design.md §3); fixed per model version.
 
     Given as JSON at publish (any subset of fields); the rest come from the server's settings.
     """

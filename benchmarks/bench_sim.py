@@ -269,7 +269,7 @@ def ceiling(data_dir: Path, cache: Path) -> dict:
 
 
 def ldp(data_dir: Path, cache: Path) -> dict:
-    """Utility against ε (SPEC §4): fedpa on KuaiSAR-R seed 0 with Gaussian LDP on every upload.
+    """Utility against ε (docs/design.md §4): fedpa on KuaiSAR-R seed 0 with Gaussian LDP on every upload.
 
     C = 0.1 is about the median L2 norm of a client's shared delta in round 1 (measured: 10th/50th/
     90th percentiles 0.03 / 0.09 / 0.23); σ is the smallest giving ε after 30 rounds at δ = 1e-5.

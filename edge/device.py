@@ -1,6 +1,6 @@
 """One device: download and verify the bundle, train locally, upload a private (LDP) update.
 
-A round on a device (SPEC §3, §4):
+A round on a device (docs/design.md §3, §4):
 
 1. fetch the whole shared bank (``GET …/state?groups=attr:*,…``: the download does not reveal the
    device's groups) and keep the gate and its own groups' adapters;

@@ -1,6 +1,6 @@
 """The bundle's exported programs as a device uses them: train and score through the runtime.
 
-Devices never run eager PyTorch (STYLE §10): training goes through the bundle's training ``.pte``
+Devices never run eager PyTorch (docs/design.md §6): training goes through the bundle's training ``.pte``
 (ExecuTorch), scoring through the inference ``.pte`` or ``.onnx``, both via ``fedpa.runtime``.
 Loaded programs are immutable and shared; the mutable per-call state (a trainer's tensors) lives
 in one instance per thread, so a fleet of simulated devices can share one loaded bundle.

@@ -1,4 +1,4 @@
-"""Packaging a trained student into a verified bundle directory (SPEC §6).
+"""Packaging a trained student into a verified bundle directory (docs/design.md §6).
 
 Everything is written into a temporary sibling directory, the bundle verifies itself there (hashes
 and golden-vector parity on the real programs), and only then is it renamed into place: a failed

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.status import Status
 from rich.table import Table
 
 from fedpa.cli_common import make_app, setup_logging
@@ -29,6 +30,12 @@ out_console = Console()
 def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every step and show libraries' "
                                                 "warnings and tracebacks.")] = False) -> None:
     setup_logging(verbose)
+
+
+def _show(console: Console, status: Status, message: str) -> None:
+    """A progress message: logged above the spinner and shown beside it."""
+    console.log(message)
+    status.update(message)
 
 
 def _kinds(features: str, without: str) -> dict[str, str]:
@@ -94,7 +101,7 @@ def build(
         source = resolve_student(student=student, teacher=teacher, dataset=dataset, data_dir=data_dir,
                                  dataset_options={**parse_dataset_options(option), **_kinds(features, without)},
                                  split=split, seed=seed,
-                                 progress=lambda m: (console.log(m), status.update(m)))
+                                 progress=lambda m: _show(console, status, m))
     adapter = adapter_config_for(source.schema, rank=rank, alpha=alpha, gate_mode=gate_mode,
                                  private_user_embeddings=private_user_embeddings)
     start = time.perf_counter()
@@ -160,7 +167,7 @@ def items(
     version of the same model version, no new bundle.
     """
     from export.items import bundle_kinds, write_item_table
-    from fedpa.data import load_dataset
+    from fedpa.data import load_dataset, split_rule
     from fedpa.errors import ConfigError, DataError
     from fedpa.signals import SIGNAL_KINDS
 
@@ -168,7 +175,7 @@ def items(
     without_kinds = ",".join(k for k in SIGNAL_KINDS if k not in kinds)
     with console.status(f"loading {dataset} as the bundle was built (kinds: {', '.join(kinds) or 'none'})…"):
         try:
-            ds = load_dataset(dataset, data_dir, split=split, seed=seed,  # type: ignore[arg-type]
+            ds = load_dataset(dataset, data_dir, split=split_rule(split), seed=seed,
                               features="full" if kinds else "base", without=without_kinds if kinds else (),
                               **parse_dataset_options(option))
         except (ConfigError, DataError) as exc:

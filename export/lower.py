@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
+from typing import Literal
 
 import torch
 from torch.export import Dim, ExportedProgram, export
@@ -26,9 +27,10 @@ def _x_io(model: FedPARecommender) -> TensorIO:
     return TensorIO(name="x", shape=(-1, len(model.backbone.config.cardinalities)), dtype="int64", group="input")
 
 
-def _inference_spec(model: FedPARecommender, file: str, runtime: str, max_batch: int | None) -> ProgramSpec:
+def _inference_spec(model: FedPARecommender, file: str, runtime: Literal["executorch", "onnxruntime"],
+                    max_batch: int | None) -> ProgramSpec:
     return ProgramSpec(
-        file=file, runtime=runtime, kind="inference", max_batch=max_batch,  # type: ignore[arg-type]
+        file=file, runtime=runtime, kind="inference", max_batch=max_batch,
         inputs=(_x_io(model), *personalisation_ios(model)),
         outputs=(TensorIO(name="logits", shape=(-1,), dtype="float32", group="output"),),
     )
@@ -80,6 +82,8 @@ def lower_onnx(model: FedPARecommender, *, max_batch: int = 1024, file: str = "i
         warnings.simplefilter("ignore")
         onnx_program = torch.onnx.export(ep, dynamo=True, input_names=[i.name for i in spec.inputs],
                                          output_names=["logits"], optimize=True, verbose=False)
+    if onnx_program is None:  # only the legacy exporter (dynamo=False) writes to a file and returns None
+        raise RuntimeError("torch.onnx.export returned no ONNX program")
     proto = onnx_program.model_proto
     for node in proto.graph.node:
         del node.metadata_props[:]
@@ -140,7 +144,7 @@ def toolchain_versions(onnx_bytes: bytes | None = None) -> dict[str, str]:
     """Versions of the tools that wrote the programs (shown by ``fedpa-export inspect``)."""
     from importlib.metadata import PackageNotFoundError, version
 
-    out = {"torch": torch.__version__}
+    out = {"torch": str(torch.__version__)}
     for package in ("executorch", "onnx", "onnxscript"):
         try:
             out[package] = version(package)

@@ -70,11 +70,11 @@ def resolve_student(*, student: str | Path | None = None, teacher: str | Path | 
         raise BundleError("give either a student or a teacher checkpoint, not both")
     ds = None
     if dataset is not None:
-        from fedpa.data import load_dataset
+        from fedpa.data import load_dataset, split_rule
 
         say(f"loading dataset {dataset}")
         try:
-            ds = load_dataset(dataset, data_dir, split=split, seed=seed, **dict(dataset_options or {}))  # type: ignore[arg-type]
+            ds = load_dataset(dataset, data_dir, split=split_rule(split), seed=seed, **dict(dataset_options or {}))
         except (ConfigError, DataError) as exc:
             raise BundleError(f"dataset {dataset!r}: {exc}") from exc
 
@@ -87,19 +87,20 @@ def resolve_student(*, student: str | Path | None = None, teacher: str | Path | 
     from fedpa.train import distill, pretrain
 
     metrics: dict[str, Any] = {}
-    ckpt = _load(Path(teacher), "teacher") if teacher is not None else None
-    if ckpt is not None:
+    teacher_ckpt = _load(Path(teacher), "teacher") if teacher is not None else None
+    if teacher_ckpt is not None:
         if ds is not None:
-            _same_schema(ckpt.schema, ds, Path(str(teacher)))
-        if ckpt.kind.startswith("student"):
+            _same_schema(teacher_ckpt.schema, ds, Path(str(teacher)))
+        if teacher_ckpt.kind.startswith("student"):
             say(f"{teacher} is already a student checkpoint: exporting it without distillation")
-            return StudentSource(ckpt.model, ckpt.schema, {"student": _metrics(ckpt.metrics)}, ds)
+            return StudentSource(teacher_ckpt.model, teacher_ckpt.schema,
+                                 {"student": _metrics(teacher_ckpt.metrics)}, ds)
     if ds is None:
         raise BundleError("distilling a student from a teacher needs a dataset (--dataset/--data-dir)"
-                          if ckpt is not None else
+                          if teacher_ckpt is not None else
                           "nothing to export: give a student or teacher checkpoint, or a dataset")
-    if ckpt is not None:
-        teacher_model, metrics["teacher"] = ckpt.model, _metrics(ckpt.metrics)
+    if teacher_ckpt is not None:
+        teacher_model, metrics["teacher"] = teacher_ckpt.model, _metrics(teacher_ckpt.metrics)
     else:
         say("pre-training the teacher on open users")
         result = pretrain(ds, seed=seed, progress=progress)

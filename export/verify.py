@@ -15,7 +15,7 @@ from typing import Any
 
 from fedpa.data.schema import CategoricalFeature
 from fedpa.errors import BundleError
-from fedpa.runtime.bundle import Bundle
+from fedpa.runtime.bundle import Backend, Bundle
 from fedpa.runtime.parity import ParityReport, check_golden
 from fedpa.signing import PublicKey, verify_bundle_signature
 from fedpa.wire import MANIFEST_NAME, SIGNATURE_NAME
@@ -52,7 +52,7 @@ def _check_contents(bundle: Bundle) -> None:
         raise BundleError("the .pte and .onnx inference programs declare different personalisation inputs")
 
 
-def verify_bundle(path: str | Path, *, backends: tuple[str, ...] = ("pte", "onnx"),
+def verify_bundle(path: str | Path, *, backends: tuple[Backend, ...] = ("pte", "onnx"),
                   trust_key: PublicKey | None = None) -> VerifyResult:
     """Signature (with ``trust_key``), hashes, manifest schema, file contents, then golden-vector parity.
 

@@ -1,4 +1,4 @@
-"""Server-side aggregation rules (SPEC §3), pure numpy — Flower-style small strategies.
+"""Server-side aggregation rules (docs/design.md §3), pure numpy — Flower-style small strategies.
 
 A *strategy* reduces the deltas of one shared tensor, reported by several clients, to one delta.
 :func:`aggregate_bank` applies a strategy to the whole bank with FedPA's partition: gate tensors

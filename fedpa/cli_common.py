@@ -29,18 +29,21 @@ import re
 import sys
 import threading
 import warnings
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TextIO
 
 import typer
 from typer.core import TyperCommand, TyperGroup
 
 from fedpa.errors import FedPAError
 
-try:  # recent typer releases vendor click: theirs are the exceptions its commands raise
+if TYPE_CHECKING:  # checked against the installed typer, which vendors click
     from typer._click import exceptions as click_exceptions
-except ImportError:  # pragma: no cover - older typer uses the click package
-    from click import exceptions as click_exceptions  # type: ignore[no-redef]
+else:
+    try:  # recent typer releases vendor click: theirs are the exceptions its commands raise
+        from typer._click import exceptions as click_exceptions
+    except ImportError:  # pragma: no cover - older typer uses the click package
+        from click import exceptions as click_exceptions
 
 __all__ = ["VERBOSE_FLAGS", "FedPACommand", "FedPAGroup", "error_message", "make_app", "quiet_dependencies",
            "setup_logging"]
@@ -100,7 +103,7 @@ class _FilteredText(io.TextIOBase):
     """``sys.stderr`` minus native log lines: ExecuTorch's bindings print them through Python's
     ``sys.stderr`` one token per ``write`` call, so lines are reassembled before they are judged."""
 
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: TextIO) -> None:
         self._stream = stream
         self._pending = ""
 
@@ -125,7 +128,7 @@ class _FilteredText(io.TextIOBase):
         return self._stream.fileno()
 
     @property
-    def encoding(self) -> str:  # type: ignore[override]
+    def encoding(self) -> str:  # type: ignore[override]  # typeshed: writable; at run time a read-only descriptor
         return self._stream.encoding
 
     def close_filter(self) -> None:
@@ -252,41 +255,48 @@ def quiet_dependencies(verbose: bool) -> Iterator[None]:
             logging.getLogger(name).setLevel(level)
 
 
-class _FedPAMain:
-    """``main`` for click commands and groups: quiet dependencies, one ``error:`` line per failure."""
+def _guarded_main(main: Callable[..., Any], args: Sequence[str] | None, prog_name: str | None,
+                  complete_var: str | None, standalone_mode: bool, windows_expand_args: bool,
+                  extra: dict[str, Any]) -> Any:
+    """click's ``main`` (passed in) with dependencies quiet and one ``error:`` line per failure."""
+    if not standalone_mode:  # a caller that handles errors itself
+        return main(args, prog_name, complete_var, standalone_mode, windows_expand_args, **extra)
+    argv = list(sys.argv[1:] if args is None else args)
+    verbose = _wants_verbose(argv)
+    try:
+        with quiet_dependencies(verbose):
+            rv = main(argv, prog_name, complete_var, False, windows_expand_args, **extra)
+    except click_exceptions.NoArgsIsHelpError as exc:
+        if exc.format_message().strip():  # typer's rich help is printed while the error is built
+            typer.echo(exc.format_message())
+        sys.exit(exc.exit_code)
+    except Exception as exc:
+        known = error_message(exc)
+        if known is None and verbose:
+            raise
+        message, code = known or (
+            f"unexpected {type(exc).__name__}: {_one_line(str(exc))} — a FedPA bug; rerun with --verbose "
+            "for the traceback and report it", 1)
+        sys.stdout.flush()
+        typer.echo(f"error: {message}", err=True, color=False)
+        sys.exit(code)
+    sys.exit(rv if isinstance(rv, int) else 0)
 
-    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
-             standalone_mode: bool = True, **extra: Any) -> Any:
-        if not standalone_mode:  # a caller that handles errors itself
-            return super().main(args, prog_name, complete_var, standalone_mode, **extra)  # type: ignore[misc]
-        argv = list(sys.argv[1:] if args is None else args)
-        verbose = _wants_verbose(argv)
-        try:
-            with quiet_dependencies(verbose):
-                rv = super().main(argv, prog_name, complete_var, False, **extra)  # type: ignore[misc]
-        except click_exceptions.NoArgsIsHelpError as exc:
-            if exc.format_message().strip():  # typer's rich help is printed while the error is built
-                typer.echo(exc.format_message())
-            sys.exit(exc.exit_code)
-        except Exception as exc:
-            known = error_message(exc)
-            if known is None and verbose:
-                raise
-            message, code = known or (
-                f"unexpected {type(exc).__name__}: {_one_line(str(exc))} — a FedPA bug; rerun with --verbose "
-                "for the traceback and report it", 1)
-            sys.stdout.flush()
-            typer.echo(f"error: {message}", err=True, color=False)
-            sys.exit(code)
-        sys.exit(rv if isinstance(rv, int) else 0)
 
-
-class FedPAGroup(_FedPAMain, TyperGroup):
+class FedPAGroup(TyperGroup):
     """A typer group whose ``main`` handles errors and dependency noise for every sub-command."""
 
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, windows_expand_args: bool = True, **extra: Any) -> Any:
+        return _guarded_main(super().main, args, prog_name, complete_var, standalone_mode, windows_expand_args, extra)
 
-class FedPACommand(_FedPAMain, TyperCommand):
+
+class FedPACommand(TyperCommand):
     """The same for a one-command typer app (typer builds a plain command, not a group, for those)."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, windows_expand_args: bool = True, **extra: Any) -> Any:
+        return _guarded_main(super().main, args, prog_name, complete_var, standalone_mode, windows_expand_args, extra)
 
 
 def make_app(**kwargs: Any) -> typer.Typer:

@@ -1,4 +1,4 @@
-"""The bundle manifest (SPEC §6), torch-free so the aggregator can read published models.
+"""The bundle manifest (docs/design.md §6), torch-free so the aggregator can read published models.
 
 A bundle is a directory: ``manifest.json`` plus the files it lists with their sha256. The manifest
 is the single description of a model's feature schema, architecture, shared-state tensors and

@@ -1,4 +1,4 @@
-"""Ranking and calibration metrics (SPEC §5), numpy only.
+"""Ranking and calibration metrics (docs/design.md §5), numpy only.
 
 GAUC is the headline: pooled AUC mostly rewards per-user click-rate bias (a "user's own click rate"
 score matches the paper's numbers), while GAUC only credits ranking *within* each user.
@@ -130,7 +130,7 @@ def weighted_precision(y: np.ndarray, prob: np.ndarray, *, threshold: float = 0.
 
 
 def evaluate(user: np.ndarray, y: np.ndarray, logit: np.ndarray) -> dict[str, float]:
-    """All §5 metrics from logits, as one JSON-ready dict."""
+    """All docs/design.md §5 metrics from logits, as one JSON-ready dict."""
     with np.errstate(over="ignore"):  # a diverged model's huge logits score 0 or 1
         prob = 1.0 / (1.0 + np.exp(-np.asarray(logit, np.float64)))
     return {

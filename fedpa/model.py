@@ -1,4 +1,4 @@
-"""The FedPA model, parts to whole: LoRA → gate → FedPA layer → recommender (SPEC §2).
+"""The FedPA model, parts to whole: LoRA → gate → FedPA layer → recommender (docs/design.md §2).
 
 One file, read top to bottom. Every tensor op here broadcasts over optional *leading client
 dimensions*: called through ``torch.func.functional_call`` with personalisation tensors stacked as
@@ -102,7 +102,7 @@ def student_config(cardinalities: tuple[int, ...], n_user_features: int) -> Back
 
 @dataclass(frozen=True)
 class AdapterConfig:
-    """Personalisation on top of a frozen backbone (SPEC §2)."""
+    """Personalisation on top of a frozen backbone (docs/design.md §2)."""
 
     group_attributes: tuple[str, ...]  # user features that define groups, e.g. ("reco_active_level",)
     group_cardinalities: tuple[int, ...]  # number of values (incl. OOV 0) of each grouping attribute
@@ -198,7 +198,7 @@ class LoRA(nn.Module):
 
 
 class Gate(nn.Module):
-    """Per-sample branch logits ``G₂ relu(G₁ x)``, shared by all users (SPEC §2)."""
+    """Per-sample branch logits ``G₂ relu(G₁ x)``, shared by all users (docs/design.md §2)."""
 
     def __init__(self, in_dim: int, n_branches: int, *, hidden: int) -> None:
         super().__init__()

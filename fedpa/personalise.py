@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from fedpa.model import AdapterConfig, FedPARecommender, ParamGroup, parameter_groups
+from fedpa.model import AdapterConfig, FedPALayer, FedPARecommender, ParamGroup, parameter_groups
 from fedpa.state import SharedStateSpec
 
 __all__ = [
@@ -27,7 +27,9 @@ def shared_state_spec(model: FedPARecommender) -> SharedStateSpec:
     groups = parameter_groups(model)
     config: AdapterConfig = model.config
     owners: dict[int, str] = {}
-    for layer in model.layers:
+    for layer in model.modules():
+        if not isinstance(layer, FedPALayer):
+            continue
         for attribute, lora in layer.groups.items():
             for p in lora.parameters():
                 owners[id(p)] = attribute

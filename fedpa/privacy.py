@@ -1,4 +1,4 @@
-"""Local differential privacy on the device (SPEC §4): clip, noise, account — under the device's policy.
+"""Local differential privacy on the device (docs/design.md §4): clip, noise, account — under the device's policy.
 
 **Adjacency is replacement** — the standard one for local DP: the server must not tell *any* two
 inputs of one user apart. After clipping the whole shared update to norm C, two updates differ by

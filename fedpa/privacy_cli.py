@@ -25,13 +25,15 @@ def epsilon(
 ) -> None:
     """Print one user's ε as JSON: replacement adjacency (the LDP one), add/remove beside it, labelled."""
     from fedpa.errors import ConfigError
-    from fedpa.privacy import Upload, epsilon_of
+    from fedpa.privacy import Mechanism, Upload, epsilon_of
 
-    if mechanism not in ("gaussian", "laplace"):
+    accounted: tuple[Mechanism, ...] = ("gaussian", "laplace")
+    kind = next((m for m in accounted if m == mechanism), None)
+    if kind is None:
         raise ConfigError(f"--mechanism must be gaussian or laplace, got {mechanism!r}")
     if not clip_norm > 0:
         raise ConfigError(f"--clip-norm must be > 0, got {clip_norm}")
-    uploads = [Upload(mechanism, noise_multiplier, clip_norm)] * rounds  # type: ignore[arg-type]
+    uploads = [Upload(kind, noise_multiplier, clip_norm)] * rounds
     out = {
         "epsilon": epsilon_of(uploads, delta=delta),
         "adjacency": "replacement",

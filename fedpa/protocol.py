@@ -1,4 +1,4 @@
-"""The REST wire protocol's JSON bodies (SPEC §7), shared by the aggregator and every client.
+"""The REST wire protocol's JSON bodies (docs/design.md §7), shared by the aggregator and every client.
 
 Tensor bodies are safetensors (``fedpa.payload``); these pydantic models are the JSON parts. Edge
 client, Android app and server agree because they all follow this one module (and the OpenAPI

@@ -1,4 +1,4 @@
-"""Pre-training the foundation model and distilling the on-device student (SPEC §2).
+"""Pre-training the foundation model and distilling the on-device student (docs/design.md §2).
 
 Both train on *open* users only, stop early on the open users' validation AUC (never on training
 metrics), and report FM-only metrics on the private users' test split — the rows the federated

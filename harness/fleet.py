@@ -6,7 +6,7 @@ so a few hundred devices fit in one process. Rounds are driven from here: every 
 uploads, then the round closes (the server closes it by itself when ``round_size`` updates arrived;
 with an admin token the fleet closes it explicitly), then every device re-downloads and scores
 its validation and test rows. Test metrics are reported at the round with the best validation AUC
-(SPEC §3).
+(docs/design.md §3).
 
 Usage: ``report = run_fleet(ds, Path("runs/fleet"), FleetConfig(server=url, model_id="demo"))``.
 """

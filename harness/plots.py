@@ -28,7 +28,7 @@ def plot_rounds(report: Any, path: str | Path, *, fm_only: Mapping[str, float] |
             ax.plot(rounds, [r[split][metric] for r in rows], style, marker="o", label=f"{split}")
         if fm_only is not None and metric in fm_only:
             ax.axhline(fm_only[metric], color="grey", linestyle=":", label="FM-only (test)")
-        if report.best_round:  # chosen by validation AUC (SPEC §3): marked on that curve, lined on both panels
+        if report.best_round:  # chosen by val AUC (docs/design.md §3): marked on that curve, lined on both panels
             ax.axvline(report.best_round, color="tab:green", alpha=0.3, label="round chosen by val AUC")
             if metric == "auc":
                 chosen = next(r for r in rows if r["round"] == report.best_round)

@@ -42,7 +42,8 @@ class Principal:
 
 def get_runtime(request: Request) -> Runtime:
     """The worker's runtime (database, caches, metrics), built once by the app factory."""
-    return request.app.state.runtime
+    runtime: Runtime = request.app.state.runtime
+    return runtime
 
 
 class Authenticate(HTTPBearer):
@@ -59,6 +60,7 @@ class Authenticate(HTTPBearer):
         self.admin = admin
         self.device = device
 
+    # The override returns our principal, not HTTPBearer's credentials: routes depend on it directly.
     async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         token = token.strip()

@@ -46,6 +46,7 @@ class DirectRoute(APIRoute):
                 kwargs[request_name] = request
             for name, call in deps:
                 kwargs[name] = await call(request)
-            return await endpoint(**kwargs)
+            response: Response = await endpoint(**kwargs)
+            return response
 
         return handler

@@ -115,10 +115,6 @@ class Settings(BaseSettings):
             return "enrollment-key"
         return self.enrollment
 
-    @property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
-
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

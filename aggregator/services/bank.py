@@ -2,7 +2,7 @@
 
 Devices download the gate plus their groups' adapters; ``groups`` may name ``*`` for an attribute
 to fetch all of its values, so that downloads alone do not reveal the device's value (uploads
-still do: SPEC §4). Encoded downloads are cached per worker by (version, groups) with a sha256
+still do: docs/design.md §4). Encoded downloads are cached per worker by (version, groups) with a sha256
 ETag, because thousands of devices ask for the same few combinations after each round. Which
 selections and banks are valid is the shared-state spec's to say (``SharedStateSpec``); the
 query's syntax is the wire contract's (``fedpa.wire``).

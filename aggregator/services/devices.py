@@ -21,6 +21,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
@@ -30,6 +31,9 @@ from aggregator.db import Database
 from aggregator.models import Device, EnrollmentKey, Model
 from aggregator.schemas import DeviceCreated, EnrollmentKeyCreated
 from fedpa.wire import ErrorCode
+
+if TYPE_CHECKING:
+    from sqlalchemy import CursorResult
 
 __all__ = ["DeviceAuth", "TokenCache", "hash_token", "issue_enrollment_key", "new_admin_token", "register_device",
            "revoke_device", "rotate_token"]
@@ -148,8 +152,9 @@ def rotate_token(db: Database, device: DeviceAuth, *, token_ttl_s: float | None)
     now = time.time()
     expires_at = None if token_ttl_s is None else now + token_ttl_s
     with db.begin() as session:
-        found = session.execute(update(Device).where(Device.id == device.pk, Device.revoked.is_(False))
-                                .values(token_hash=hash_token(token), token_expires_at=expires_at)).rowcount
+        result = session.execute(update(Device).where(Device.id == device.pk, Device.revoked.is_(False))
+                                 .values(token_hash=hash_token(token), token_expires_at=expires_at))
+        found = cast("CursorResult[Any]", result).rowcount  # an UPDATE's result is a cursor result
     if not found:
         raise Unauthorized("invalid or revoked token", code=ErrorCode.INVALID_TOKEN)
     return DeviceCreated(device_id=device.device_id, token=token, model_id=device.model_id, expires_at=expires_at)
@@ -158,7 +163,8 @@ def rotate_token(db: Database, device: DeviceAuth, *, token_ttl_s: float | None)
 def revoke_device(db: Database, device_id: str) -> None:
     """Refuse this device's token from now on (within ``token_cache_s`` on every worker)."""
     with db.begin() as session:
-        found = session.execute(update(Device).where(Device.device_id == device_id).values(revoked=True)).rowcount
+        result = session.execute(update(Device).where(Device.device_id == device_id).values(revoked=True))
+        found = cast("CursorResult[Any]", result).rowcount
     if not found:
         raise NotFoundError(f"unknown device {device_id!r}", code=ErrorCode.UNKNOWN_DEVICE)
 

@@ -25,9 +25,9 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import ColumnElement, func, select, text, update
 from sqlalchemy.orm import Session
 
 from aggregator.db import Database
@@ -45,13 +45,16 @@ from fedpa.aggregation import (
 )
 from fedpa.payload import decode_tensors
 
+if TYPE_CHECKING:
+    from sqlalchemy import CursorResult
+
 __all__ = ["Safety", "aggregate_model", "due_models", "last_aggregation", "resolve_safety", "scrub_payloads"]
 
 log = logging.getLogger(__name__)
 _ID_CHUNK = 500  # ids per UPDATE … WHERE id IN (…) statement
 
 
-def _pending_filter(info: ModelInfo, round_: int) -> list:
+def _pending_filter(info: ModelInfo, round_: int) -> list[ColumnElement[bool]]:
     conds = [Update.model_pk == info.pk, Update.status == "pending", Update.model_version == info.model_version]
     if info.config.mode == "sync":
         conds.append(Update.round == round_)
@@ -91,7 +94,7 @@ def resolve_safety(info: ModelInfo) -> Safety:
         bound = ldp_norm_bound(clip_norm=privacy.clip_norm, noise_multiplier=privacy.noise_multiplier,
                                mechanism=privacy.mechanism, dim=update_dim(info)) or "median"
     else:
-        bound = cfg.norm_bound  # type: ignore[assignment]
+        bound = cfg.norm_bound
     if cfg.max_step == "auto":
         max_step = cfg.server_lr * bound if isinstance(bound, float) else None
     else:
@@ -122,9 +125,9 @@ def due_models(db: Database, catalog: Catalog, *, now: float) -> list[tuple[int,
                    func.count(func.distinct(Update.device_pk)), func.min(Update.received_at))
             .where(Update.status == "pending")
             .group_by(Update.model_pk, Update.model_version, Update.round)).all()
-        pending: dict[int, list] = {}
-        for pk, version, round_, count, devices, oldest in rows:
-            pending.setdefault(pk, []).append((version, round_, count, devices, oldest))
+        pending: dict[int, list[tuple[int, int, int, int, float]]] = {}
+        for pk, version, round_, n, n_devices, first_at in rows:
+            pending.setdefault(pk, []).append((version, round_, n, n_devices, first_at))
         for pk, groups in pending.items():
             info = catalog.by_pk(session, pk)
             if any(v != info.model_version for v, *_ in groups):
@@ -210,8 +213,9 @@ def aggregate_model(db: Database, catalog: Catalog, model_pk: int, *, trigger: s
         values = {"status": "aggregated", "aggregated_into": new_version}
         marked = 0
         for i in range(0, len(ids), _ID_CHUNK):
-            marked += session.execute(update(Update).where(Update.id.in_(ids[i : i + _ID_CHUNK]),
-                                                           Update.status == "pending").values(**values)).rowcount
+            result = session.execute(update(Update).where(Update.id.in_(ids[i : i + _ID_CHUNK]),
+                                                          Update.status == "pending").values(**values))
+            marked += cast("CursorResult[Any]", result).rowcount  # an UPDATE's result is a cursor result
         if marked != len(ids):  # cannot happen while we hold the locks; refuse to double-count
             raise RuntimeError(f"marked {marked} of {len(ids)} updates aggregated; rolling back")
         closed_round = model.round
@@ -227,7 +231,7 @@ def aggregate_model(db: Database, catalog: Catalog, model_pk: int, *, trigger: s
              info.model_id, closed_round, trigger, len(ids), 1000 * duration, new_version)
     return AggregationInfo(round=closed_round, state_version=new_version, updates=len(ids),
                            reporters=report.reporters, skipped_groups=report.skipped_groups,
-                           trigger=trigger, duration_ms=1000 * duration, at=now)  # type: ignore[arg-type]
+                           trigger=trigger, duration_ms=1000 * duration, at=now)
 
 
 def _refuse(session: Session, info: ModelInfo, model: Model, ids: list[int], exc: UnsafeAggregationError, *,
@@ -245,7 +249,7 @@ def _refuse(session: Session, info: ModelInfo, model: Model, ids: list[int], exc
     log.error("model %s: aggregation of round %d REFUSED (%s); the state stays at version %d and its %d updates "
               "are dropped", info.model_id, model.round, reason, model.state_version, len(ids))
     return AggregationInfo(round=model.round, state_version=model.state_version, updates=len(ids), reporters={},
-                           skipped_groups={}, trigger=trigger, duration_ms=1000 * duration, at=now,  # type: ignore[arg-type]
+                           skipped_groups={}, trigger=trigger, duration_ms=1000 * duration, at=now,
                            outcome="refused", reason=reason)
 
 
@@ -262,5 +266,5 @@ def last_aggregation(session: Session, model_pk: int, model_version: int, *, out
     report = json.loads(row.report_json)
     return AggregationInfo(round=row.round, state_version=row.to_state_version, updates=row.updates,
                            reporters=report["reporters"], skipped_groups=report["skipped_groups"],
-                           trigger=row.trigger, duration_ms=1000 * row.duration_s, at=row.created_at,  # type: ignore[arg-type]
-                           outcome=row.outcome, reason=row.reason)  # type: ignore[arg-type]
+                           trigger=row.trigger, duration_ms=1000 * row.duration_s, at=row.created_at,
+                           outcome=row.outcome, reason=row.reason)

@@ -37,7 +37,7 @@ class Scheduler:
         self._interval_s = interval_s
         self._tick_s = tick_s
         self._wake = asyncio.Event()  # binds to the running loop on first use (Python ≥ 3.10)
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="fedpa-scheduler")

@@ -55,7 +55,7 @@ def check_ranges(meta: UpdateMeta, *, max_example_count: int | None = None) -> N
 
 
 def check_privacy(declared: UpdatePrivacy, policy: PrivacySettings) -> None:
-    """Refuse an update whose declared LDP is weaker than the model's policy (SPEC §4).
+    """Refuse an update whose declared LDP is weaker than the model's policy (docs/design.md §4).
 
     The server cannot verify noise; it can refuse a device that says it used less of it: another
     mechanism, a smaller noise multiplier σ, a larger clip norm C (devices may clip tighter, never

@@ -10,6 +10,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # what type checkers see; at run time each name is imported on first use (__getattr__)
+    from fedpa.data.build import SPLIT_RULES, SplitRule, split_rule
     from fedpa.data.dataset import SPLIT_NAMES, Dataset, Interactions, dataset_stats
     from fedpa.data.formats import NUMERIC_PREFIX, write_generic_csv
     from fedpa.data.loaders import DATA_DIR_ENV, DATASET_DEFAULTS, DATASET_NAMES, load_dataset
@@ -19,6 +20,7 @@ if TYPE_CHECKING:  # what type checkers see; at run time each name is imported o
 # Why lazy: a device imports ``fedpa.data.schema`` (the feature schema its bundle carries), and Python
 # runs this file first; eager re-exports would load the dataset loaders and builders onto every phone.
 _HOMES = {
+    "fedpa.data.build": ("SPLIT_RULES", "SplitRule", "split_rule"),
     "fedpa.data.dataset": ("SPLIT_NAMES", "Dataset", "Interactions", "dataset_stats"),
     "fedpa.data.formats": ("NUMERIC_PREFIX", "write_generic_csv"),
     "fedpa.data.loaders": ("DATA_DIR_ENV", "DATASET_DEFAULTS", "DATASET_NAMES", "load_dataset"),
@@ -46,13 +48,16 @@ __all__ = [
     "DATA_DIR_ENV",
     "NUMERIC_PREFIX",
     "SPLIT_NAMES",
+    "SPLIT_RULES",
     "SYNTHETIC_DEFAULTS",
     "CategoricalFeature",
     "Dataset",
     "FeatureSchema",
     "Interactions",
+    "SplitRule",
     "dataset_stats",
     "generate_synthetic",
     "load_dataset",
+    "split_rule",
     "write_generic_csv",
 ]

@@ -2,7 +2,7 @@
 
 The order matters and is the point of this module: the split is decided first, then every encoder
 (vocabularies, bucket edges) is fitted on the open train rows only, so nothing about private users
-leaks into the foundation model's inputs (SPEC §1).
+leaks into the foundation model's inputs (docs/design.md §1).
 
 Usage: ``ds = build_dataset(read_kuaisar(path), name="kuaisar-r", pool_attribute=..., ...)``.
 """
@@ -31,10 +31,21 @@ logger = logging.getLogger(__name__)
 ITEM_ID_HASH = "item_id_hash"
 _SUBSAMPLE_STREAM = 104729  # RNG sub-stream for max_users, independent of the split's draws
 
+SplitRule = Literal["attribute", "time"]
+SPLIT_RULES: tuple[SplitRule, ...] = ("attribute", "time")
+
+
+def split_rule(value: str) -> SplitRule:
+    """An open/private rule given as text (a CLI flag), checked: ``"attribute"`` or ``"time"``."""
+    for rule in SPLIT_RULES:
+        if value == rule:
+            return rule
+    raise ConfigError(f"split must be 'attribute' or 'time', got {value!r}")
+
 
 def sorted_ids(ids: np.ndarray) -> np.ndarray:
     """Distinct ids in a stable order: numerically when all are integers, else as strings."""
-    uniq = pd.unique(pd.Series(ids, dtype=object))
+    uniq = np.asarray(pd.unique(pd.Series(ids, dtype=object)), dtype=object)
     as_num = pd.to_numeric(pd.Series(uniq), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     if len(uniq) and np.isfinite(as_num).all() and (np.floor(as_num) == as_num).all():
         order = np.lexsort((uniq.astype(str), as_num))
@@ -90,7 +101,7 @@ def build_dataset(
     raw: RawTables,
     *,
     name: str,
-    split: Literal["attribute", "time"] = "attribute",
+    split: SplitRule = "attribute",
     seed: int = 0,
     item_id_buckets: int = 0,
     max_users: int | None = None,
@@ -116,8 +127,7 @@ def build_dataset(
     only); ``item_code_cap``/``item_code_min_count`` bound the frequent-item codes.
     """
     kinds = select_kinds(features, without)
-    if split not in ("attribute", "time"):
-        raise ConfigError(f"split must be 'attribute' or 'time', got {split!r}")
+    split = split_rule(split)
     if item_id_buckets < 0:
         raise ConfigError(f"item_id_buckets must be ≥ 0, got {item_id_buckets}")
     group_attributes = tuple(group_attributes)

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fedpa.cli_common import make_app
+from fedpa.data.build import split_rule
 from fedpa.data.dataset import dataset_stats
 from fedpa.data.loaders import DATASET_NAMES, load_dataset
 
@@ -79,7 +80,7 @@ def stats(
 ) -> None:
     """Print users, items, interactions and positive rate per split, then the loader's report."""
     console = Console()
-    ds = load_dataset(dataset, data_dir, split=split, seed=seed,  # type: ignore[arg-type]
+    ds = load_dataset(dataset, data_dir, split=split_rule(split), seed=seed,
                       item_id_buckets=item_id_buckets, max_users=max_users)
     table = Table(title=f"{ds.name} ({split} split, seed {seed})")
     for col in ("split", "users", "items", "interactions", "positive rate"):

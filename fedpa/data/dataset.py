@@ -103,7 +103,8 @@ class Dataset:
         """One split by name (see ``SPLIT_NAMES``)."""
         if name not in SPLIT_NAMES:
             raise KeyError(f"unknown split {name!r}; expected one of {SPLIT_NAMES}")
-        return getattr(self, name)
+        part: Interactions = getattr(self, name)
+        return part
 
 
 def dataset_stats(ds: Dataset) -> list[dict[str, Any]]:

@@ -12,9 +12,9 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from fedpa.data.build import build_dataset
+from fedpa.data.build import SplitRule, build_dataset
 from fedpa.data.dataset import Dataset
 from fedpa.data.formats import RawTables, read_csv_layout, read_kuairand, read_kuaisar
 from fedpa.data.synthetic import SYNTHETIC_DEFAULTS, generate_synthetic, synthetic_tables
@@ -132,7 +132,7 @@ def load_dataset(
     name: str,
     data_dir: str | Path | None = None,
     *,
-    split: Literal["attribute", "time"] = "attribute",
+    split: SplitRule = "attribute",
     seed: int = 0,
     item_id_buckets: int = 0,
     max_users: int | None = None,

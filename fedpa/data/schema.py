@@ -108,7 +108,7 @@ def canonical_strings(values: Sequence[Any] | np.ndarray | pd.Series) -> np.ndar
     return np.array([_canonical_scalar(v) for v in arr], dtype=object)
 
 
-def stable_hash_codes(values: Sequence[Any] | np.ndarray, buckets: int) -> np.ndarray:
+def stable_hash_codes(values: Sequence[Any] | np.ndarray | pd.Series, buckets: int) -> np.ndarray:
     """CRC32 of each canonical string modulo ``buckets``, plus one (0 stays missing)."""
     strings = canonical_strings(values)
     out = np.zeros(len(strings), dtype=np.int64)
@@ -202,7 +202,7 @@ class CategoricalFeature:
         if self.bucket_edges is not None:
             return self._encode_numeric(raw)
         strings = canonical_strings(raw)
-        codes = pd.Index(self.vocabulary, dtype=object).get_indexer(strings)
+        codes = pd.Index(self.vocabulary, dtype=object).get_indexer(pd.Index(strings, dtype=object))
         return codes.astype(np.int64) + 1  # -1 (unseen or missing) becomes 0
 
     def _encode_numeric(self, raw: Sequence[Any] | np.ndarray | pd.Series) -> np.ndarray:

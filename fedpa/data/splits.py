@@ -1,4 +1,4 @@
-"""Open/private user assignment and per-user chronological splits (SPEC §1).
+"""Open/private user assignment and per-user chronological splits (docs/design.md §1).
 
 Pure numpy so that the synthetic generator can apply its private-population drift to exactly the
 users the loader will later call private (same function, same seed).

@@ -129,7 +129,8 @@ def parse_timestamp_ms(df: pd.DataFrame, column: str, path: Path) -> np.ndarray:
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise DataError(f"{_where(path, column, row)}: timestamp out of range: {df[column].iloc[row]!r}")
-    return np.rint(v).astype(np.int64)
+    ms: np.ndarray = np.rint(v).astype(np.int64)
+    return ms
 
 
 def check_unique_ids(ids: np.ndarray, column: str, path: Path) -> None:

@@ -39,6 +39,7 @@ from fedpa.payload import decode_tensors, encode_tensors
 
 if TYPE_CHECKING:
     from fedpa.data.schema import FeatureSchema
+    from fedpa.signals.items import ItemTable
 
 __all__ = [
     "ITEMS_FORMAT_VERSION",
@@ -285,7 +286,7 @@ class ItemTableFile:
                    default.astype(np.uint8).reshape(-1))
 
     @classmethod
-    def from_signals(cls, table: Any, schema: FeatureSchema, *, model_id: str, model_version: int,
+    def from_signals(cls, table: ItemTable, schema: FeatureSchema, *, model_id: str, model_version: int,
                      table_version: int, created_at: str = "", info: Mapping[str, Any] | None = None
                      ) -> ItemTableFile:
         """The wire form of ``fedpa.signals.ItemTable`` (the maths' own table), columns per :func:`expected_columns`."""
@@ -315,7 +316,7 @@ class ItemTableFile:
         """Rows for ``item_ids`` in order; unknown ids get ``known = False``, item code 0 and the default row."""
         from fedpa.data.schema import canonical_strings
 
-        where = self._index.get_indexer(canonical_strings(item_ids))
+        where = self._index.get_indexer(pd.Index(canonical_strings(item_ids), dtype=object))
         known = where >= 0
         item_code = np.zeros(len(where), np.int32)
         codes = np.repeat(self.default_codes[None, :], len(where), axis=0)

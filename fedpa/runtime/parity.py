@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fedpa.runtime.bundle import Bundle
+from fedpa.runtime.bundle import Backend, Bundle
 
 __all__ = ["ParityCheck", "ParityReport", "check_golden"]
 
@@ -47,13 +47,13 @@ def _compare(report: ParityReport, name: str, actual: np.ndarray, expected: np.n
     report.checks.append(ParityCheck(name, float(err.max()) if err.size else 0.0, ok))
 
 
-def check_golden(bundle: Bundle, *, backends: tuple[str, ...] = ("pte", "onnx"), training: bool = True
+def check_golden(bundle: Bundle, *, backends: tuple[Backend, ...] = ("pte", "onnx"), training: bool = True
                  ) -> ParityReport:
     """Run every golden inference case on each backend and the golden SGD step on the training program."""
     golden = bundle.golden()
     report = ParityReport()
     for backend in backends:
-        scorer = bundle.scorer(backend)  # type: ignore[arg-type]
+        scorer = bundle.scorer(backend)
         for i, case in enumerate(golden.cases):
             logits = scorer.score(case.x, golden.personalisation)
             _compare(report, f"{backend} logits, case {i} (N={len(case.x)})", logits, case.logits,

@@ -10,16 +10,21 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 import numpy as np
 
 from fedpa.errors import BundleError
 from fedpa.manifest import ProgramSpec, TensorIO
 
+if TYPE_CHECKING:  # torch is imported where a program runs (a tensor container for ExecuTorch)
+    import torch
+
 __all__ = ["BoundScorer", "OnnxScorer", "PteScorer", "Scorer", "Trainer", "check_codes"]
+
+Prepared = TypeVar("Prepared")
 
 
 def check_codes(x: np.ndarray, cardinalities: Sequence[int]) -> np.ndarray:
@@ -77,19 +82,23 @@ class BoundScorer:
     tensors) out of the per-request path. Usage: ``rank = scorer.bind(tensors); logits = rank.score(x)``.
     """
 
-    def __init__(self, scorer: _ScorerBase, prepared: object) -> None:
-        self._scorer = scorer
-        self._prepared = prepared
+    def __init__(self, run: Callable[[np.ndarray], np.ndarray], cardinalities: tuple[int, ...],
+                 max_batch: int | None) -> None:
+        self._run = run
+        self._cardinalities = cardinalities
+        self._max_batch = max_batch
 
     def score(self, x: np.ndarray) -> np.ndarray:
         """Logits for every row of ``x``; batches above the program's ``max_batch`` run in chunks."""
-        x = check_codes(x, self._scorer.cardinalities)
-        step = self._scorer.max_batch or len(x)
-        parts = [self._scorer._run(x[i : i + step], self._prepared) for i in range(0, len(x), step)]
+        x = check_codes(x, self._cardinalities)
+        step = self._max_batch or len(x)
+        parts = [self._run(x[i : i + step]) for i in range(0, len(x), step)]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
-class _ScorerBase:
+class _ScorerBase(Generic[Prepared]):
+    """What both runtimes share; ``Prepared`` is a runtime's converted form of the personalisation tensors."""
+
     def __init__(self, spec: ProgramSpec, cardinalities: Sequence[int]) -> None:
         self.spec = spec
         self.cardinalities = tuple(cardinalities)
@@ -100,20 +109,21 @@ class _ScorerBase:
     def bind(self, personalisation: Mapping[str, np.ndarray]) -> BoundScorer:
         """Validate and convert the tensors once (copied: later changes to the arrays do not leak in)."""
         tensors = [a.copy() for a in _ordered(personalisation, self._tensor_specs)]
-        return BoundScorer(self, self._prepare(tensors))
+        prepared = self._prepare(tensors)
+        return BoundScorer(lambda x: self._run(x, prepared), self.cardinalities, self.max_batch)
 
     def score(self, x: np.ndarray, personalisation: Mapping[str, np.ndarray]) -> np.ndarray:
         """Logits for every row of ``x`` under these personalisation tensors (by parameter name)."""
         return self.bind(personalisation).score(x)
 
-    def _prepare(self, tensors: list[np.ndarray]) -> object:
-        return tensors
+    def _prepare(self, tensors: list[np.ndarray]) -> Prepared:
+        raise NotImplementedError
 
-    def _run(self, x: np.ndarray, prepared: object) -> np.ndarray:
+    def _run(self, x: np.ndarray, prepared: Prepared) -> np.ndarray:
         raise NotImplementedError
 
 
-class PteScorer(_ScorerBase):
+class PteScorer(_ScorerBase["list[torch.Tensor]"]):
     """The XNNPACK-lowered ExecuTorch inference program."""
 
     def __init__(self, path: Path, spec: ProgramSpec, cardinalities: Sequence[int]) -> None:
@@ -127,14 +137,15 @@ class PteScorer(_ScorerBase):
         except (RuntimeError, ValueError) as exc:
             raise BundleError(f"{path}: ExecuTorch cannot load the inference program ({exc})") from exc
 
-    def _prepare(self, tensors: list[np.ndarray]) -> object:
+    def _prepare(self, tensors: list[np.ndarray]) -> list[torch.Tensor]:
         return [self._torch.from_numpy(t) for t in tensors]
 
-    def _run(self, x: np.ndarray, prepared: object) -> np.ndarray:
-        return self._method.execute([self._torch.from_numpy(x), *prepared])[0].numpy().copy()  # type: ignore[misc]
+    def _run(self, x: np.ndarray, prepared: list[torch.Tensor]) -> np.ndarray:
+        logits: np.ndarray = self._method.execute([self._torch.from_numpy(x), *prepared])[0].numpy().copy()
+        return logits
 
 
-class OnnxScorer(_ScorerBase):
+class OnnxScorer(_ScorerBase[dict[str, np.ndarray]]):
     """The same program as ONNX, for runtimes other than ExecuTorch (onnxruntime here)."""
 
     def __init__(self, path: Path, spec: ProgramSpec, cardinalities: Sequence[int], *, threads: int = 1) -> None:
@@ -150,11 +161,12 @@ class OnnxScorer(_ScorerBase):
             raise BundleError(f"{path}: onnxruntime cannot load the inference program ({exc})") from exc
         self._input_names = [i.name for i in self._session.get_inputs()]
 
-    def _prepare(self, tensors: list[np.ndarray]) -> object:
+    def _prepare(self, tensors: list[np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(self._input_names[1:], tensors, strict=True))
 
-    def _run(self, x: np.ndarray, prepared: object) -> np.ndarray:
-        return self._session.run(None, {self._input_names[0]: x, **prepared})[0]  # type: ignore[dict-item]
+    def _run(self, x: np.ndarray, prepared: dict[str, np.ndarray]) -> np.ndarray:
+        logits: np.ndarray = self._session.run(None, {self._input_names[0]: x, **prepared})[0]
+        return logits
 
 
 class Trainer:

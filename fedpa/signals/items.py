@@ -162,8 +162,9 @@ class ItemTable:
     ``common`` holds the columns that do not depend on the device ([I, C], in schema order, the
     group-CTR columns excluded); ``group_ctr[g]`` holds the group-CTR code for EVERY value of
     group attribute ``g`` ([I, cardinality_g]), so a lookup does not reveal the device's group —
-    the device picks its own value's code. ``default_row`` codes an unknown item (OOV code, zero
-    counts, prior CTR): exactly what the dataset pipeline gives an item never seen before.
+    the device picks its own value's code. ``default_common`` and ``default_group_ctr`` code an
+    unknown item (OOV code, zero counts, prior CTR): exactly what the dataset pipeline gives an item
+    never seen before.
     """
 
     item_ids: np.ndarray  # raw ids (str), object [I]
@@ -179,7 +180,8 @@ class ItemTable:
         """Row of each raw id, −1 when unknown (served as the default OOV row)."""
         import pandas as pd
 
-        return pd.Index(self.item_ids.astype(str)).get_indexer(np.asarray(item_ids).astype(str)).astype(np.int64)
+        found = pd.Index(self.item_ids.astype(str)).get_indexer(pd.Index(np.asarray(item_ids).astype(str)))
+        return np.asarray(found, dtype=np.int64)
 
     def candidate_codes(self, item_ids: Sequence[str] | np.ndarray, group_codes: Sequence[int]) -> np.ndarray:
         """[L, len(columns)] codes for one device's candidates, given its group codes (schema order)."""

@@ -15,7 +15,7 @@ Usage: ``spec = SignalSpec.from_dict(schema.signals)``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -111,7 +111,3 @@ class SignalSpec:
             if key in values:
                 values[key] = tuple(str(v) for v in values[key])
         return cls(**values)
-
-    def with_kinds(self, kinds: Sequence[str]) -> SignalSpec:
-        """The same constants with another selection."""
-        return SignalSpec(**{**asdict(self), "kinds": tuple(kinds)})

@@ -137,7 +137,7 @@ def experiments(
     out_dir: Annotated[Path, typer.Option(help="Results folder (markdown, JSON, PNG, cached students).")] = Path(
         "runs/experiments"),
 ) -> None:
-    """Run the SPEC §8 table (mean ± std over seeds) and write markdown, JSON and a GAUC-per-round PNG."""
+    """Run the docs/design.md §8 table (mean ± std over seeds) and write markdown, JSON and a GAUC-per-round PNG."""
     from fedpa.data.loaders import check_dataset_options
     from fedpa.sim.experiments import TABLE_METHODS, ExperimentConfig, run_experiments
 

@@ -1,4 +1,4 @@
-"""The SPEC §8 results table: every method, tuned on validation, over several seeds.
+"""The docs/design.md §8 results table: every method, tuned on validation, over several seeds.
 
 Protocol (docs/simulation.md): for each seed the dataset is split and a teacher pre-trained and a
 student distilled on the open users (cached per dataset and seed). On seed ``seeds[0]`` each

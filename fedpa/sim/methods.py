@@ -1,4 +1,4 @@
-"""The methods of the results table (SPEC §8), each as a parameterisation of one harness.
+"""The methods of the results table (docs/design.md §8), each as a parameterisation of one harness.
 
 Every trainable method is a :class:`Program`: a batched forward, the private tensors each client
 keeps, and the shared bank the server averages. The baselines are built from the same

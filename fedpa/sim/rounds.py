@@ -1,4 +1,4 @@
-"""One synchronous round (SPEC §3): download, local training, LDP, encoding, aggregation.
+"""One synchronous round (docs/design.md §3): download, local training, LDP, encoding, aggregation.
 
 Clients are processed in chunks (``client_chunk``): each chunk downloads, trains, stores its
 private tensors and hands its uploads to the server. With the weighted mean the server folds each

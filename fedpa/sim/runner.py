@@ -1,4 +1,4 @@
-"""Synchronous federated rounds (SPEC §3) over the private users of a dataset, with evaluation.
+"""Synchronous federated rounds (docs/design.md §3) over the private users of a dataset, with evaluation.
 
 A round: the server picks a fraction of the clients (seeded), each downloads the gate and its
 groups' adapters, trains them with its private adapter for E local epochs on its own train rows
@@ -6,7 +6,7 @@ groups' adapters, trains them with its private adapter for E local epochs on its
 encodes it for the wire; the server aggregates with ``fedpa.aggregation.aggregate_bank``. After
 every round all private users are scored on val and test with their current private adapter and
 the current bank; the reported test metrics are those of the round with the best validation
-metric (``select``, pooled AUC by default as in SPEC §3; GAUC is the headline metric).
+metric (``select``, pooled AUC by default as in docs/design.md §3; GAUC is the headline metric).
 
 Usage: ``result = simulate(ds, student, get_method("fedpa"), SimConfig(rounds=30, seed=0))``.
 """

@@ -33,7 +33,7 @@ __all__ = ["AggregationConfig", "aggregate_round", "apply_ldp", "client_updates"
 
 @dataclass(frozen=True)
 class AggregationConfig:
-    """Server options of SPEC §3 (names as in ``aggregate_bank``)."""
+    """Server options of docs/design.md §3 (names as in ``aggregate_bank``)."""
 
     strategy: str = "mean"  # mean | trimmed-mean | median (the aggregator's `strategy` setting)
     trim_beta: float = 0.1
@@ -75,7 +75,7 @@ def client_updates(deltas: Mapping[str, Tensor], spec: SharedStateSpec, values: 
 
 def apply_ldp(deltas: Mapping[str, Tensor], spec: SharedStateSpec, values: Mapping[str, np.ndarray],
               users: np.ndarray, privacy: PrivacyConfig, *, seed: int, round: int) -> dict[str, Tensor]:
-    """Each client clips and noises its own whole upload with its own generator (SPEC §4).
+    """Each client clips and noises its own whole upload with its own generator (docs/design.md §4).
 
     The generator is ``round_rng(seed, user, round, stream=1)`` — the edge client's noise stream —
     so a simulated client's noise does not depend on who else takes part.

@@ -14,7 +14,7 @@ upload) this module adds two lossy encodings and a packed layout:
 :func:`quantize` applies an encoding to stacked per-client deltas in torch; it equals
 ``decode_update(encode_update(·))`` per client (``tests/sim/test_wire.py``), so the simulation
 trains on exactly what a server would decode. These encodings are a measurement for now: the
-aggregator's validator accepts float32 payloads only (SPEC §7).
+aggregator's validator accepts float32 payloads only (docs/design.md §7).
 
 Usage: ``nbytes = len(encode_update(deltas, "int8", packed=True))``.
 """

@@ -86,7 +86,7 @@ def make_update(groups: Mapping[str, int], *, seed: int, base_version: int = 0, 
 def reference_step(bank: Mapping[str, np.ndarray], updates: Sequence[tuple[Mapping[str, np.ndarray], float]], *,
                    server_lr: float = 1.0, min_reporters: int = 1,
                    staleness: Sequence[int] | None = None, exponent: float = 0.0) -> dict[str, np.ndarray]:
-    """Independent numpy reference of SPEC §3's weighted mean: per tensor, over the clients that sent it."""
+    """Independent numpy reference of docs/design.md §3's weighted mean: per tensor, over the clients that sent it."""
     out = {k: v.copy() for k, v in bank.items()}
     stale = staleness or [0] * len(updates)
     for t in SPEC.tensors:

@@ -1,4 +1,4 @@
-"""Every §8 method runs over the full inputs (item table + history columns), and paired CIs line up."""
+"""Every docs/design.md §8 method runs over the full inputs (item table + history columns), and paired CIs line up."""
 
 from __future__ import annotations
 

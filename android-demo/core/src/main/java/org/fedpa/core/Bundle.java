@@ -13,7 +13,7 @@ import org.json.JSONException;
 import org.json.JSONObject;
 
 /**
- * An export bundle on disk (SPEC §6): {@code manifest.json} plus the files it lists, every one
+ * An export bundle on disk (docs/design.md §6): {@code manifest.json} plus the files it lists, every one
  * checked for size and sha256 when opened. Gives the pure-Java engine everything it needs: the
  * architecture, the frozen weights (from the ONNX program's initializers), the initial shared
  * state and the initial private tensors.

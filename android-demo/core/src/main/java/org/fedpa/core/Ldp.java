@@ -5,7 +5,7 @@ import java.util.Map;
 import java.util.Random;
 
 /**
- * Local differential privacy before upload (SPEC §4, {@code fedpa.privacy.clip_and_noise}): the
+ * Local differential privacy before upload (docs/design.md §4, {@code fedpa.privacy.clip_and_noise}): the
  * whole update, all tensors as one vector, is clipped to L2 norm C (L1 for Laplace), then every
  * coordinate gets independent noise of scale sigma·C. Seeded through the {@link Random} passed in.
  */

@@ -8,7 +8,7 @@ import java.util.Map;
 import java.util.Random;
 
 /**
- * Latency of the pure-Java engine on the test bundle (SPEC §5 cost metrics), on this JVM: ranking
+ * Latency of the pure-Java engine on the test bundle (docs/design.md §5 cost metrics), on this JVM: ranking
  * 256 candidates and one training step of batch 64, median of many runs after warm-up.
  * Usage: {@code java ... org.fedpa.core.EngineBench BUNDLE_DIR}. Prints one line; asserts nothing.
  */
