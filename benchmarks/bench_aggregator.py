@@ -52,7 +52,7 @@ from fedpa.manifest import FileEntry, Manifest, PrivacySettings, sha256_file
 from fedpa.payload import encode_tensors
 from fedpa.protocol import UpdateMeta, UpdatePrivacy
 from fedpa.state import SharedStateSpec
-from fedpa.wire import encode_update
+from fedpa.wire import MANIFEST_NAME, SHARED_STATE_FILE, encode_update
 from harness.server_process import AggregatorProcess
 
 ADMIN_TOKEN = secrets.token_urlsafe(32)
@@ -74,13 +74,13 @@ def write_bundle(root: Path, model_id: str) -> None:
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     bank = {t.name: (0.1 * rng.normal(size=t.shape)).astype(np.float32) for t in SPEC.tensors}
-    (root / "shared_state.safetensors").write_bytes(encode_tensors(bank))
-    path = root / "shared_state.safetensors"
-    files = {"shared_state.safetensors": FileEntry(sha256=sha256_file(path), size=path.stat().st_size)}
+    path = root / SHARED_STATE_FILE
+    path.write_bytes(encode_tensors(bank))
+    files = {SHARED_STATE_FILE: FileEntry(sha256=sha256_file(path), size=path.stat().st_size)}
     manifest = Manifest(model_id=model_id, model_version=1, created_at="2026-01-01T00:00:00Z", feature_schema={},
                         backbone={}, adapter={}, shared_state=SPEC, private_tensors=(),
                         privacy=PrivacySettings(noise_multiplier=1.0), files=files)
-    (root / "manifest.json").write_text(manifest.to_json())
+    (root / MANIFEST_NAME).write_text(manifest.to_json())
 
 
 def body_template(model_id: str, groups: dict[str, int], seed: int) -> tuple[bytes, bytes]:
@@ -244,7 +244,7 @@ class Server:
 def publish(server: Server, model_id: str, config: dict) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         write_bundle(Path(tmp), model_id)
-        files = [("files", (n, (Path(tmp) / n).read_bytes())) for n in ("manifest.json", "shared_state.safetensors")]
+        files = [("files", (n, (Path(tmp) / n).read_bytes())) for n in (MANIFEST_NAME, SHARED_STATE_FILE)]
         r = server.http.post("/v1/models", files=files, data={"config": json.dumps(config)}, headers=ADMIN)
         r.raise_for_status()
 

@@ -38,6 +38,7 @@ from fedpa.metrics import evaluate
 from fedpa.privacy import DevicePolicy, PrivacyConfig
 from fedpa.schedule import LocalTraining
 from fedpa.signing import PublicKey
+from fedpa.wire import MANIFEST_NAME
 
 __all__ = ["DIVERGED_LOSS", "FleetConfig", "FleetReport", "ProgramCache", "build_devices", "existing_stores",
            "run_fleet"]
@@ -114,7 +115,7 @@ class ProgramCache:
         self._by_digest: dict[str, LocalPrograms] = {}
 
     def __call__(self, bundle_dir: Path) -> LocalPrograms:
-        digest = hashlib.sha256((bundle_dir / "manifest.json").read_bytes()).hexdigest()
+        digest = hashlib.sha256((bundle_dir / MANIFEST_NAME).read_bytes()).hexdigest()
         with self._lock:
             if digest not in self._by_digest:
                 self._by_digest[digest] = LocalPrograms.open(bundle_dir)
