@@ -74,9 +74,13 @@ def summarise(path: str | Path, *, verify: bool = True) -> dict[str, Any]:
     bundle = Bundle.open(path, verify=verify)
     m = bundle.manifest
     backbone = m.backbone
-    d = backbone["embedding_dim"]
-    sizes = [len(backbone["cardinalities"]) * d, *backbone["hidden"], 1]
-    frozen = sum(backbone["cardinalities"]) * d + sum(a * b + b for a, b in itertools.pairwise(sizes))
+    # read by hand, not through fedpa.model.BackboneConfig: this module stays torch-free
+    cards, d = backbone["cardinalities"], backbone["embedding_dim"]
+    n_signal, ds = backbone.get("n_signal_features", 0), backbone.get("signal_dim", 2)
+    n_wide = len(cards) - n_signal
+    sizes = [n_wide * d + n_signal * ds, *backbone["hidden"], 1]
+    frozen = (sum(cards[:n_wide]) * d + sum(cards[n_wide:]) * ds
+              + sum(a * b + b for a, b in itertools.pairwise(sizes)))
     per_device = {t.name: _numel(t.shape) for t in m.programs["inference"].inputs[1:]}
     by_group: dict[str, int] = {}
     for t in m.programs["inference"].inputs[1:]:

@@ -316,6 +316,15 @@ class FeatureSchema:
         """Columns of ``x`` on the item (candidate) side: every source except ``user``."""
         return tuple(i for i, f in enumerate(self.features) if f.side == "item")
 
+    @property
+    def n_signal_features(self) -> int:
+        """How many columns come from the issue-14 sources (``item_table``, ``history``): the tail of ``x``.
+
+        The student embeds them narrower (``BackboneConfig.n_signal_features``); the schema orders
+        columns by source, so they are always the last ones.
+        """
+        return sum(f.source in ("item_table", "history") for f in self.features)
+
     def positions(self, source: str) -> tuple[int, ...]:
         """Columns of ``x`` whose feature comes from ``source`` (one of ``FEATURE_SOURCES``)."""
         if source not in FEATURE_SOURCES:
