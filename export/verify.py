@@ -36,8 +36,6 @@ class VerifyResult:
 def _check_contents(bundle: Bundle) -> None:
     """The data files say what the manifest says they do."""
     m = bundle.manifest
-    if bundle.schema_file() != m.feature_schema:
-        raise BundleError(f"{bundle.path}/schema.json differs from the manifest's feature_schema")
     spec = m.shared_state.by_name()
     for name, array in bundle.shared_state().items():
         if tuple(array.shape) != spec[name].shape:

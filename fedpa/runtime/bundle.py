@@ -11,11 +11,10 @@ edge client never runs half a bundle. Usage::
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -36,7 +35,6 @@ __all__ = [
     "PRIVATE_INIT_FILE",
     "PROGRAM_KEYS",
     "REQUIRED_FILES",
-    "SCHEMA_FILE",
     "SHARED_STATE_FILE",
     "TRAINING_PTE",
     "Bundle",
@@ -47,11 +45,11 @@ INFERENCE_ONNX = "inference.onnx"
 TRAINING_PTE = "training.pte"
 SHARED_STATE_FILE = "shared_state.safetensors"
 PRIVATE_INIT_FILE = "private_init.safetensors"
-SCHEMA_FILE = "schema.json"
 GOLDEN_FILE = "golden.json"
 # manifest.programs keys → what a client uses them for
 PROGRAM_KEYS = {"inference": INFERENCE_PTE, "inference_onnx": INFERENCE_ONNX, "training": TRAINING_PTE}
-REQUIRED_FILES = (*PROGRAM_KEYS.values(), SHARED_STATE_FILE, PRIVATE_INIT_FILE, SCHEMA_FILE, GOLDEN_FILE)
+# no schema.json since issue 14: it only repeated manifest.feature_schema (11–15 KB of the size budget)
+REQUIRED_FILES = (*PROGRAM_KEYS.values(), SHARED_STATE_FILE, PRIVATE_INIT_FILE, GOLDEN_FILE)
 
 Backend = Literal["pte", "onnx"]
 
@@ -148,9 +146,6 @@ class Bundle:
 
     def golden(self) -> Golden:
         return read_golden(self.path / GOLDEN_FILE)
-
-    def schema_file(self) -> dict[str, Any]:
-        return json.loads((self.path / SCHEMA_FILE).read_text())
 
     # ------------------------------------------------------------------ programs
 
