@@ -9,8 +9,8 @@ early-stopping split; private users: the split FedPA settings are chosen on). Wi
 variant is also exported and its bundle size recorded.
 
 Variants (``--variants``, comma-separated): ``wide`` (every column 8 dims, the student before),
-``stats2`` (statistic columns at 2, item code at 8: the default), ``all2`` (statistics and item code
-at 2), ``all4``.
+``stats<N>`` (the statistic columns at N dims, the item code at 8; ``stats4`` is the default
+student), ``all<N>`` (statistics and the item code at N).
 
 Usage: ``OMP_NUM_THREADS=1 nice python benchmarks/bench_widths.py --dataset kuaisar-r
 --data-dir ../shared/data/kuaisar-r [--seeds 1] [--bundle]``. Writes ``benchmarks/results/widths-<dataset>.json``.
@@ -39,20 +39,19 @@ from fedpa.model import BackboneConfig
 from fedpa.train import default_student_config, distill, predict, pretrain
 
 RESULTS = Path(__file__).parent / "results"
-VARIANTS = ("wide", "stats2", "all2", "all4")
 
 
 def variant_config(schema: FeatureSchema, variant: str) -> BackboneConfig:
-    """The student architecture of one variant (``stats2`` is ``default_student_config``)."""
+    """The student architecture of one variant: ``wide``, ``stats<N>`` or ``all<N>``."""
     config = default_student_config(schema)
     with_code = config.n_signal_features + int("item_code" in schema.names)
     if variant == "wide":
         return replace(config, n_signal_features=0)
-    if variant == "stats2":
-        return config
-    if variant in ("all2", "all4"):
-        return replace(config, n_signal_features=with_code, signal_dim=int(variant[-1]))
-    raise SystemExit(f"error: unknown variant {variant!r}; expected some of {', '.join(VARIANTS)}")
+    for prefix, n in (("stats", config.n_signal_features), ("all", with_code)):
+        width = variant.removeprefix(prefix)
+        if variant.startswith(prefix) and width.isdigit() and int(width) >= 1:
+            return replace(config, n_signal_features=n, signal_dim=int(width))
+    raise SystemExit(f"error: unknown variant {variant!r}; expected wide, stats<N> or all<N> (e.g. stats4)")
 
 
 def main() -> None:
@@ -60,7 +59,7 @@ def main() -> None:
     p.add_argument("--dataset", required=True)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--seeds", type=int, default=1)
-    p.add_argument("--variants", default="wide,stats2,all2")
+    p.add_argument("--variants", default="wide,stats4,stats2,all2")
     p.add_argument("--bundle", action="store_true", help="also export each variant and record its bundle size")
     args = p.parse_args()
     torch.set_num_threads(1)

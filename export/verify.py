@@ -74,7 +74,7 @@ def summarise(path: str | Path, *, verify: bool = True) -> dict[str, Any]:
     backbone = m.backbone
     # read by hand, not through fedpa.model.BackboneConfig: this module stays torch-free
     cards, d = backbone["cardinalities"], backbone["embedding_dim"]
-    n_signal, ds = backbone.get("n_signal_features", 0), backbone.get("signal_dim", 2)
+    n_signal, ds = backbone.get("n_signal_features", 0), backbone.get("signal_dim", 4)
     n_wide = len(cards) - n_signal
     sizes = [n_wide * d + n_signal * ds, *backbone["hidden"], 1]
     frozen = (sum(cards[:n_wide]) * d + sum(cards[n_wide:]) * ds

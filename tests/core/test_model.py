@@ -1,5 +1,7 @@
 """The FedPA model: LoRA init, gate modes, parameter groups, batched == per-client."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from torch.func import functional_call
@@ -124,7 +126,7 @@ def test_bad_configs_are_refused():
 def test_signal_columns_get_their_own_narrow_embedding():
     # Prepare: 2 user + 1 item column at width 8, then 2 signal columns at width 2
     cards = (5, 4, 7, 9, 6)
-    config = student_config(cards, 2, n_signal_features=2)
+    config = replace(student_config(cards, 2, n_signal_features=2), signal_dim=2)
     torch.manual_seed(0)
     model = FedPARecommender(Backbone(config), AdapterConfig(("a",), (5,), private_user_embeddings=True))
     with torch.no_grad():

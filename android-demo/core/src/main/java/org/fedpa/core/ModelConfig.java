@@ -27,7 +27,7 @@ public final class ModelConfig {
     public ModelConfig(int[] cardinalities, int nUserFeatures, int embeddingDim, int[] hidden,
                        List<String> groupAttributes, int[] groupCardinalities, int rank, double alpha,
                        boolean paperGate, int gateHidden, boolean privateUserEmbeddings) {
-        this(cardinalities, nUserFeatures, embeddingDim, 0, 2, hidden, groupAttributes, groupCardinalities, rank,
+        this(cardinalities, nUserFeatures, embeddingDim, 0, 4, hidden, groupAttributes, groupCardinalities, rank,
                 alpha, paperGate, gateHidden, privateUserEmbeddings);
     }
 
@@ -68,7 +68,7 @@ public final class ModelConfig {
         try {
             return new ModelConfig(Manifest.ints(backbone.getJSONArray("cardinalities")),
                     backbone.getInt("n_user_features"), backbone.getInt("embedding_dim"),
-                    backbone.optInt("n_signal_features", 0), backbone.optInt("signal_dim", 2),
+                    backbone.optInt("n_signal_features", 0), backbone.optInt("signal_dim", 4),
                     Manifest.ints(backbone.getJSONArray("hidden")), attrs,
                     Manifest.ints(adapter.getJSONArray("group_cardinalities")), adapter.optInt("rank", 4),
                     adapter.optDouble("alpha", 8.0), "paper".equals(mode), adapter.optInt("gate_hidden", 8),
