@@ -175,6 +175,9 @@ class AdapterConfig:
 class Backbone(nn.Module):
     """Embeddings → MLP tower → one logit. Teacher and student differ only in their config."""
 
+    offsets: Tensor  # buffers, declared for the type checker
+    signal_offsets: Tensor
+
     def __init__(self, config: BackboneConfig) -> None:
         super().__init__()
         self.config = config
