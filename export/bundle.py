@@ -10,7 +10,6 @@ Usage: ``build_bundle(student, schema, "bundles/kuaisar-r", model_id="kuaisar-r"
 from __future__ import annotations
 
 import copy
-import json
 import shutil
 import tempfile
 import time
@@ -41,7 +40,6 @@ from fedpa.wire import (
     INFERENCE_PTE,
     MANIFEST_NAME,
     PRIVATE_INIT_FILE,
-    SCHEMA_FILE,
     SHARED_STATE_FILE,
     TRAINING_PTE,
 )
@@ -162,7 +160,6 @@ def build_bundle(student: Backbone, schema: FeatureSchema, out: str | Path, *, m
         meta = {"model_id": model_id, "model_version": str(model_version)}
         _write(tmp, SHARED_STATE_FILE, encode_tensors(bank, metadata=meta))
         _write(tmp, PRIVATE_INIT_FILE, encode_tensors(private, metadata=meta))
-        _write(tmp, SCHEMA_FILE, json.dumps(schema.to_dict(), separators=(",", ":")).encode())
         golden_groups = {a: min(1, n - 1) for a, n in zip(adapter.group_attributes, adapter.group_cardinalities,
                                                           strict=True)}
         start = {**private, **spec.to_params({t.name: bank[t.name] for t in spec.for_groups(golden_groups)})}

@@ -36,8 +36,6 @@ class VerifyResult:
 def _check_contents(bundle: Bundle) -> None:
     """The data files say what the manifest says they do."""
     m = bundle.manifest
-    if bundle.schema_file() != m.feature_schema:
-        raise BundleError(f"{bundle.path}/schema.json differs from the manifest's feature_schema")
     spec = m.shared_state.by_name()
     for name, array in bundle.shared_state().items():
         if tuple(array.shape) != spec[name].shape:
@@ -74,9 +72,13 @@ def summarise(path: str | Path, *, verify: bool = True) -> dict[str, Any]:
     bundle = Bundle.open(path, verify=verify)
     m = bundle.manifest
     backbone = m.backbone
-    d = backbone["embedding_dim"]
-    sizes = [len(backbone["cardinalities"]) * d, *backbone["hidden"], 1]
-    frozen = sum(backbone["cardinalities"]) * d + sum(a * b + b for a, b in itertools.pairwise(sizes))
+    # read by hand, not through fedpa.model.BackboneConfig: this module stays torch-free
+    cards, d = backbone["cardinalities"], backbone["embedding_dim"]
+    n_signal, ds = backbone.get("n_signal_features", 0), backbone.get("signal_dim", 4)
+    n_wide = len(cards) - n_signal
+    sizes = [n_wide * d + n_signal * ds, *backbone["hidden"], 1]
+    frozen = (sum(cards[:n_wide]) * d + sum(cards[n_wide:]) * ds
+              + sum(a * b + b for a, b in itertools.pairwise(sizes)))
     per_device = {t.name: _numel(t.shape) for t in m.programs["inference"].inputs[1:]}
     by_group: dict[str, int] = {}
     for t in m.programs["inference"].inputs[1:]:

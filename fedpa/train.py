@@ -32,6 +32,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "adapter_config_for",
+    "default_student_config",
     "distill",
     "load_checkpoint",
     "predict",
@@ -137,6 +138,12 @@ def _label_loss(logits: Tensor, y: Tensor, _idx: Tensor) -> Tensor:
     return F.binary_cross_entropy_with_logits(logits, y)
 
 
+def default_student_config(schema: FeatureSchema) -> BackboneConfig:
+    """The student architecture for ``schema``: its issue-14 signal columns get the narrow embedding."""
+    return student_config(schema.cardinalities, len(schema.user_feature_positions),
+                          n_signal_features=schema.n_signal_features)
+
+
 def pretrain(ds: Dataset, config: BackboneConfig | None = None, *, train: TrainConfig | None = None,
              seed: int = 0, progress: Progress | None = None) -> TrainResult:
     """Train the foundation model (teacher) on open users. Usage: ``teacher = pretrain(ds).model``."""
@@ -148,7 +155,7 @@ def pretrain(ds: Dataset, config: BackboneConfig | None = None, *, train: TrainC
 def train_from_scratch(ds: Dataset, config: BackboneConfig | None = None, *, train: TrainConfig | None = None,
                        seed: int = 0, progress: Progress | None = None) -> TrainResult:
     """The student architecture trained on labels alone — the distillation baseline."""
-    config = config or student_config(ds.schema.cardinalities, len(ds.schema.user_feature_positions))
+    config = config or default_student_config(ds.schema)
     torch.manual_seed(seed)
     return _fit(Backbone(config), ds, _label_loss, train or TrainConfig(), seed, "student-scratch", progress)
 
@@ -157,7 +164,7 @@ def distill(ds: Dataset, teacher: Backbone, config: BackboneConfig | None = None
             train: TrainConfig | None = None, seed: int = 0, progress: Progress | None = None) -> TrainResult:
     """Knowledge distillation: ``α·BCE(y, σ(s)) + (1-α)·BCE(σ(t/T), σ(s/T))·T²`` on open users."""
     train = train or TrainConfig()
-    config = config or student_config(ds.schema.cardinalities, len(ds.schema.user_feature_positions))
+    config = config or default_student_config(ds.schema)
     if config.cardinalities != teacher.config.cardinalities:
         raise ConfigError("student and teacher must share the feature schema (cardinalities differ)")
     teacher_logits = torch.from_numpy(predict(teacher, ds.open_train.x))

@@ -42,7 +42,6 @@ __all__ = [
     "PRIVATE_INIT_FILE",
     "PROGRAM_KEYS",
     "REQUIRED_FILES",
-    "SCHEMA_FILE",
     "SHARED_STATE_FILE",
     "SIGNATURE_NAME",
     "STATE_META_MODEL_ID",
@@ -72,11 +71,11 @@ INFERENCE_ONNX = "inference.onnx"
 TRAINING_PTE = "training.pte"
 SHARED_STATE_FILE = "shared_state.safetensors"  # the bank's version 0, as published
 PRIVATE_INIT_FILE = "private_init.safetensors"
-SCHEMA_FILE = "schema.json"
 GOLDEN_FILE = "golden.json"
 # manifest.programs keys → what a client uses them for
 PROGRAM_KEYS = {"inference": INFERENCE_PTE, "inference_onnx": INFERENCE_ONNX, "training": TRAINING_PTE}
-REQUIRED_FILES = (*PROGRAM_KEYS.values(), SHARED_STATE_FILE, PRIVATE_INIT_FILE, SCHEMA_FILE, GOLDEN_FILE)
+# no schema.json since issue 14: it only repeated manifest.feature_schema (11–15 KB of the size budget)
+REQUIRED_FILES = (*PROGRAM_KEYS.values(), SHARED_STATE_FILE, PRIVATE_INIT_FILE, GOLDEN_FILE)
 
 # ---------------------------------------------------------------------------- safetensors metadata
 

@@ -320,6 +320,22 @@ class FeatureSchema:
         """Columns of ``x`` on the item (candidate) side: every source except ``user``."""
         return tuple(i for i, f in enumerate(self.features) if f.side == "item")
 
+    @property
+    def n_signal_features(self) -> int:
+        """How many trailing columns are statistic buckets (``item_table``/``history``, not the item code).
+
+        The student embeds them narrower (``BackboneConfig.n_signal_features``); the item code keeps
+        the full width (narrowing it cost 0.003 validation GAUC on KuaiSAR-R). Columns are ordered by
+        source and the item code comes first among the ``item_table`` ones, so the statistics form
+        the tail.
+        """
+        n = 0
+        for f in reversed(self.features):
+            if f.source not in ("item_table", "history") or f.signal in ("", "code"):
+                break
+            n += 1
+        return n
+
     def positions(self, source: str) -> tuple[int, ...]:
         """Columns of ``x`` whose feature comes from ``source`` (one of ``FEATURE_SOURCES``)."""
         if source not in FEATURE_SOURCES:

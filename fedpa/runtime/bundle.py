@@ -11,11 +11,10 @@ edge client never runs half a bundle. Usage::
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -31,7 +30,6 @@ from fedpa.wire import (
     PRIVATE_INIT_FILE,
     PROGRAM_KEYS,
     REQUIRED_FILES,
-    SCHEMA_FILE,
     SHARED_STATE_FILE,
     TRAINING_PTE,
 )
@@ -137,9 +135,6 @@ class Bundle:
 
     def golden(self) -> Golden:
         return read_golden(self.path / GOLDEN_FILE)
-
-    def schema_file(self) -> dict[str, Any]:
-        return json.loads((self.path / SCHEMA_FILE).read_text())
 
     # ------------------------------------------------------------------ programs
 

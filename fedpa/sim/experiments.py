@@ -81,7 +81,7 @@ class ExperimentConfig:
 
 def cached_student(ds: Any, *, seed: int, cache_dir: Path) -> Backbone:
     """The distilled student for (dataset, seed): trained once (teacher → student), then loaded."""
-    from fedpa.train import distill, load_checkpoint, pretrain, save_checkpoint
+    from fedpa.train import default_student_config, distill, load_checkpoint, pretrain, save_checkpoint
 
     tag = "-".join(ds.schema.signals.get("kinds", [])) or "base"
     if ds.schema.signals.get("stats_from", "open") != "open":
@@ -89,7 +89,8 @@ def cached_student(ds: Any, *, seed: int, cache_dir: Path) -> Backbone:
     path = Path(cache_dir) / f"{ds.name}-seed{seed}-{tag}-student.pt"
     if path.is_file():
         ckpt = load_checkpoint(path)
-        if ckpt.schema.to_dict() == ds.schema.to_dict():
+        # a student cached before an architecture change (e.g. the narrow signal embedding) is retrained
+        if ckpt.schema.to_dict() == ds.schema.to_dict() and ckpt.model.config == default_student_config(ds.schema):
             return ckpt.model
     teacher = pretrain(ds, seed=seed)
     save_checkpoint(path.with_name(f"{ds.name}-seed{seed}-teacher.pt"), teacher.model, ds.schema, kind="teacher",

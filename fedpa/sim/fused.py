@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import torch
 from torch import Tensor
 
 from fedpa.model import FedPARecommender, FusedFedPALayer
@@ -43,12 +42,9 @@ class FusedForward:
     def __call__(self, params: Mapping[str, Tensor], x: Tensor) -> Tensor:
         model = self.model
         lead = x.shape[0]
-        e = model.backbone.embed(x)  # [U, L, F, d]
-        if model.user_embedding is not None:
-            n = model.backbone.config.n_user_features
-            delta = self._get(params, "user_embedding.delta", lead)  # [U, Fu, d]
-            e = torch.cat([e[..., :n, :] + delta.unsqueeze(-3), e[..., n:, :]], dim=-2)
-        h = e.flatten(-2)  # [U, L, F*d]
+        delta = (None if model.user_embedding is None
+                 else self._get(params, "user_embedding.delta", lead))  # [U, Fu, d]
+        h = model.backbone.embed(x, delta)  # [U, L, input_dim]
         for prefix, layer in self.layers:
             w1, b1, w2, b2 = (self._get(params, f"{prefix}.gate.{k}", lead) for k in _GATE)
             h = layer.mix(h, [self._get(params, f"{prefix}.{b}.lora_A", lead) for b in layer.branches],

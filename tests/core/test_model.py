@@ -1,5 +1,7 @@
 """The FedPA model: LoRA init, gate modes, parameter groups, batched == per-client, fused == reference."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from torch.func import functional_call
@@ -160,3 +162,37 @@ def test_bad_configs_are_refused():
         AdapterConfig(("a", "b"), (3,))
     with pytest.raises(ConfigError, match="fused form"):
         FusedFedPALayer(make_model().layers[0], form="fast")
+
+
+def test_signal_columns_get_their_own_narrow_embedding():
+    # Prepare: 2 user + 1 item column at width 8, then 2 signal columns at width 2
+    cards = (5, 4, 7, 9, 6)
+    config = replace(student_config(cards, 2, n_signal_features=2), signal_dim=2)
+    torch.manual_seed(0)
+    model = FedPARecommender(Backbone(config), AdapterConfig(("a",), (5,), private_user_embeddings=True))
+    with torch.no_grad():
+        model.user_embedding.delta.normal_()
+    x = torch.tensor([[1, 2, 3, 4, 5], [0, 3, 6, 8, 0]])
+    # Execute
+    h = model.backbone.embed(x, model.user_embedding.delta)
+    # Assert: the layout is [wide features × 8 | signal features × 2], each row from its own table
+    assert config.input_dim == 3 * 8 + 2 * 2 == h.shape[-1]
+    assert model.backbone.layers[0].in_features == 28
+    wide, narrow = model.backbone.embedding.weight, model.backbone.signal_embedding.weight
+    assert wide.shape == (5 + 4 + 7, 8) and narrow.shape == (9 + 6, 2)
+    delta = model.user_embedding.delta
+    expected = torch.cat([wide[1] + delta[0], wide[5 + 2] + delta[1], wide[9 + 3], narrow[4], narrow[9 + 5]])
+    torch.testing.assert_close(h[0], expected)
+    torch.testing.assert_close(h[1, -2:], narrow[9 + 0])
+    # both tables are frozen parts of the backbone
+    frozen = parameter_groups(model)[ParamGroup.FROZEN]
+    assert {"backbone.embedding.weight", "backbone.signal_embedding.weight"} <= frozen.keys()
+
+
+def test_backbone_config_round_trips_and_reads_configs_without_signal_keys():
+    config = student_config((5, 4, 7, 9), 2, n_signal_features=1)
+    assert type(config).from_dict(config.to_dict()) == config
+    old = {k: v for k, v in config.to_dict().items() if k not in ("n_signal_features", "signal_dim")}
+    assert type(config).from_dict(old).input_dim == 4 * 8  # a checkpoint written before: every column wide
+    with pytest.raises(ConfigError, match="n_signal_features"):
+        student_config((5, 4, 7, 9), 2, n_signal_features=3)  # would make user columns narrow

@@ -76,6 +76,9 @@ def test_base_and_full_share_the_split_and_the_base_columns(ds) -> None:
     assert ds.schema.features[:n] == base.schema.features
     np.testing.assert_array_equal(ds.private_test.x[:, :n], base.private_test.x)
     assert base.schema.signals == {} and ds.schema.signals["kinds"] == ["item_stats", "item_code", "history"]
+    # the statistic columns (narrow on the student) are exactly the tail after the base columns and the item code
+    assert ds.schema.names[n] == "item_code"
+    assert base.schema.n_signal_features == 0 and ds.schema.n_signal_features == len(ds.schema.features) - n - 1
     only = load_dataset("synthetic", seed=1, n_users=150, n_items=60, interactions_per_user=20, without="history")
     assert not any(f.source == "history" for f in only.schema.features)
     ceiling = load_dataset("synthetic", seed=1, n_users=150, n_items=60, interactions_per_user=20,

@@ -7,7 +7,8 @@ import java.util.Map;
  * the app ranks and trains without ExecuTorch. Parts to whole, for one sample row x:
  *
  * <pre>
- *   e      = concat_f E[x_f + offset_f]  (+ private delta on the first n_user features)
+ *   e      = concat_f E[x_f + offset_f]  (+ private delta on the first n_user features);
+ *            the last n_signal features read the narrower table E_s (width signal_dim)
  *   layer: c = relu(W h + b);  u = s·B_u(A_u h);  h_k = s·B_k(A_k h);  g = W2 relu(W1 h + b1) + b2
  *          paper:    h' = pi_0 c + pi_1 u + sum_k pi_{1+k} h_k,   pi = softmax(g)
  *          residual: h' = c + sig(g_0) u + sum_k sig(g_k) h_k
@@ -20,14 +21,17 @@ import java.util.Map;
 public final class Engine {
     private final ModelConfig cfg;
     private final FrozenWeights frozen;
-    private final int[] offsets;
+    private final int[] offsets; // row of code 0 of each feature within its own table (wide or signal)
+    private final int[] columns; // first column of each feature in the layer-0 input
 
     public Engine(ModelConfig cfg, FrozenWeights frozen) {
         this.cfg = cfg;
         this.frozen = frozen;
         this.offsets = new int[cfg.nFeatures()];
+        this.columns = new int[cfg.nFeatures()];
         for (int f = 1; f < offsets.length; f++) {
-            offsets[f] = offsets[f - 1] + cfg.cardinalities[f - 1];
+            offsets[f] = f == cfg.nWideFeatures() ? 0 : offsets[f - 1] + cfg.cardinalities[f - 1];
+            columns[f] = columns[f - 1] + cfg.dim(f - 1);
         }
     }
 
@@ -66,13 +70,14 @@ public final class Engine {
 
     Trace forward(long[] x, int n, Map<String, Tensor> params) {
         int nf = cfg.nFeatures();
-        int d = cfg.embeddingDim;
+        int in = cfg.inputDim();
         if (x.length != n * nf) {
             throw new IllegalArgumentException("x has " + x.length + " codes, expected " + n + " x " + nf);
         }
-        float[] table = frozen.embedding.data();
+        float[] wide = frozen.embedding.data();
+        float[] signal = frozen.signalEmbedding == null ? null : frozen.signalEmbedding.data();
         float[] delta = cfg.privateUserEmbeddings ? params.get(Names.USER_EMBEDDING).data() : null;
-        float[] h = new float[n * nf * d];
+        float[] h = new float[n * in];
         for (int i = 0; i < n; i++) {
             for (int f = 0; f < nf; f++) {
                 long code = x[i * nf + f];
@@ -80,13 +85,15 @@ public final class Engine {
                     throw new IllegalArgumentException("feature " + f + " code " + code + " out of range 0.."
                             + (cfg.cardinalities[f] - 1));
                 }
+                int d = cfg.dim(f);
+                float[] table = f < cfg.nWideFeatures() ? wide : signal;
                 int row = (int) (offsets[f] + code);
                 for (int j = 0; j < d; j++) {
                     float v = table[row * d + j];
                     if (delta != null && f < cfg.nUserFeatures) {
                         v += delta[f * d + j];
                     }
-                    h[(i * nf + f) * d + j] = v;
+                    h[i * in + columns[f] + j] = v;
                 }
             }
         }

@@ -6,7 +6,8 @@ import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 
 /**
- * The student's frozen tensors: the one embedding table, each hidden layer's W and b, the head.
+ * The student's frozen tensors: the embedding table (and the narrower signal-feature table when the
+ * manifest declares {@code n_signal_features}), each hidden layer's W and b, the head.
  *
  * <p>They are found by name suffix, so the same code reads a state dict saved from the backbone
  * ({@code embedding.weight}, {@code layers.0.weight}), from the recommender
@@ -16,17 +17,22 @@ import java.util.regex.Pattern;
  */
 public final class FrozenWeights {
     private static final Pattern EMBEDDING = Pattern.compile("(^|.*\\.)backbone\\.embedding\\.weight$|^embedding\\.weight$");
+    private static final Pattern SIGNAL_EMBEDDING =
+            Pattern.compile("(^|.*\\.)backbone\\.signal_embedding\\.weight$|^signal_embedding\\.weight$");
     private static final Pattern LAYER = Pattern.compile("(^|.*\\.)layers\\.(\\d+)(\\.base)?\\.(weight|bias)$");
     private static final Pattern HEAD = Pattern.compile("(^|.*\\.)head\\.(weight|bias)$");
 
-    public final Tensor embedding; // [sum cardinalities, d]
+    public final Tensor embedding; // [sum cardinalities of the wide features, d]
+    public final Tensor signalEmbedding; // [sum cardinalities of the signal features, signal_dim], or null
     public final Tensor[] weight; // [layer] -> [out, in]
     public final Tensor[] bias; // [layer] -> [out]
     public final Tensor headWeight; // [1, h_L]
     public final Tensor headBias; // [1]
 
-    private FrozenWeights(Tensor embedding, Tensor[] weight, Tensor[] bias, Tensor headWeight, Tensor headBias) {
+    private FrozenWeights(Tensor embedding, Tensor signalEmbedding, Tensor[] weight, Tensor[] bias, Tensor headWeight,
+                          Tensor headBias) {
         this.embedding = embedding;
+        this.signalEmbedding = signalEmbedding;
         this.weight = weight;
         this.bias = bias;
         this.headWeight = headWeight;
@@ -37,6 +43,7 @@ public final class FrozenWeights {
     public static FrozenWeights select(Map<String, Tensor> all, ModelConfig cfg, String source) throws BundleException {
         int layers = cfg.nLayers();
         Tensor emb = null;
+        Tensor sig = null;
         Tensor hw = null;
         Tensor hb = null;
         Tensor[] w = new Tensor[layers];
@@ -50,6 +57,8 @@ public final class FrozenWeights {
             Matcher m;
             if (EMBEDDING.matcher(name).matches()) {
                 emb = t;
+            } else if (SIGNAL_EMBEDDING.matcher(name).matches()) {
+                sig = t;
             } else if ((m = LAYER.matcher(name)).matches() && !name.contains(".gate.") && !name.contains("lora_")) {
                 int l = Integer.parseInt(m.group(2));
                 if (l < layers) {
@@ -67,18 +76,19 @@ public final class FrozenWeights {
                 }
             }
         }
-        int rows = 0;
-        for (int c : cfg.cardinalities) {
-            rows += c;
+        check(emb, "embedding.weight", source, cfg.wideRows(), cfg.embeddingDim);
+        if (cfg.nSignalFeatures > 0) {
+            check(sig, "signal_embedding.weight", source, cfg.signalRows(), cfg.signalDim);
+        } else {
+            sig = null;
         }
-        check(emb, "embedding.weight", source, rows, cfg.embeddingDim);
         for (int l = 0; l < layers; l++) {
             check(w[l], "layers." + l + ".weight", source, cfg.hidden[l], cfg.layerIn(l));
             check(b[l], "layers." + l + ".bias", source, cfg.hidden[l]);
         }
         check(hw, "head.weight", source, 1, cfg.hidden[layers - 1]);
         check(hb, "head.bias", source, 1);
-        return new FrozenWeights(emb, w, b, hw, hb);
+        return new FrozenWeights(emb, sig, w, b, hw, hb);
     }
 
     private static void check(Tensor t, String what, String source, int... shape) throws BundleException {

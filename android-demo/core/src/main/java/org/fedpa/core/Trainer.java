@@ -66,10 +66,10 @@ public final class Trainer {
         if (cfg.privateUserEmbeddings) {
             float[] g = grads.get(Names.USER_EMBEDDING);
             int d = cfg.embeddingDim;
-            int nf = cfg.nFeatures();
+            int in = cfg.inputDim(); // user features are wide and come first in each input row
             for (int i = 0; i < n; i++) {
                 for (int k = 0; k < cfg.nUserFeatures * d; k++) {
-                    g[k] += dh[i * nf * d + k];
+                    g[k] += dh[i * in + k];
                 }
             }
         }
