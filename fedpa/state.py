@@ -48,8 +48,8 @@ class TensorSpec(BaseModel):
     @model_validator(mode="after")
     def _group_fields(self) -> Self:
         # A group tensor without its attribute/value could not be routed to any device.
-        if (self.role == "group") != (self.attribute is not None and self.value is not None):
-            raise ValueError(f"tensor {self.name!r}: attribute and value are set exactly for role 'group'")
+        if self.role == "group" and (self.attribute is None or self.value is None):
+            raise ValueError(f"group tensor {self.name!r} needs its attribute and value")
         return self
 
     @property
@@ -59,7 +59,7 @@ class TensorSpec(BaseModel):
     @property
     def group(self) -> tuple[str, int] | None:
         """``(attribute, value)`` of a group tensor, None for a gate tensor."""
-        if self.attribute is None or self.value is None:
+        if self.role != "group" or self.attribute is None or self.value is None:  # the last two: for mypy
             return None
         return self.attribute, self.value
 
