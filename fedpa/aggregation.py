@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from fedpa.errors import ConfigError, FedPAError
 from fedpa.state import SharedStateSpec
@@ -77,7 +78,8 @@ class WeightedMean:
 
     def reduce(self, deltas: np.ndarray, weights: np.ndarray) -> np.ndarray:
         w = weights / weights.sum()
-        return np.tensordot(w, deltas, axes=1)
+        mean: np.ndarray = np.tensordot(w, deltas, axes=1)
+        return mean
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,8 @@ class TrimmedMean:
         n = deltas.shape[0]
         k = int(np.floor(self.beta * n))
         ordered = np.sort(deltas, axis=0)
-        return ordered[k : n - k].mean(axis=0)
+        trimmed: np.ndarray = ordered[k : n - k].mean(axis=0)
+        return trimmed
 
 
 @dataclass(frozen=True)
@@ -102,7 +105,8 @@ class CoordinateMedian:
     """Coordinate-wise median (Yin et al. 2018)."""
 
     def reduce(self, deltas: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        return np.median(deltas, axis=0)
+        median: np.ndarray = np.median(deltas, axis=0)
+        return median
 
 
 def make_strategy(name: str, *, trim_beta: float = 0.1) -> Strategy:
@@ -171,7 +175,8 @@ def _check_step_options(server_lr: float, min_reporters: int) -> None:
 
 def _norm_scales(norms: np.ndarray, bound: float) -> np.ndarray:
     """Each update's factor that scales it down to L2 norm ``bound`` (1 for updates within it)."""
-    return np.minimum(1.0, bound / np.maximum(norms, 1e-12))
+    scales: np.ndarray = np.minimum(1.0, bound / np.maximum(norms, 1e-12))
+    return scales
 
 
 @dataclass
@@ -272,12 +277,13 @@ class StreamingMean:
         self.weight_cap, self.norm_bound = weight_cap, norm_bound
         self.names = {(t.param, t.value): t.name for t in spec.tensors}
         self.owner = {t.param: t.attribute for t in spec.tensors}
-        cards: dict[str | None, int] = {None: 1, **spec.attributes}  # None: the gate, one "value"
+        cards: dict[str | None, int] = {None: 1}  # None: the gate, one "value"
+        cards.update(spec.attributes)
         self.sums: dict[str, np.ndarray] = {}
         self.wsum = {a: np.zeros(c) for a, c in cards.items()}
         self.counts = {a: np.zeros(c, np.int64) for a, c in cards.items()}
 
-    def add(self, deltas: Mapping[str, np.ndarray], values: Mapping[str, np.ndarray], weights: np.ndarray) -> None:
+    def add(self, deltas: Mapping[str, npt.ArrayLike], values: Mapping[str, np.ndarray], weights: np.ndarray) -> None:
         """Accumulate clients' uploads: ``deltas[param][i]`` (any array-like, e.g. a CPU tensor) from
         the client with group values ``values[attribute][i]`` and weight ``weights[i]``."""
         arrays = {p: np.asarray(d) for p, d in deltas.items()}
@@ -318,11 +324,11 @@ class StreamingMean:
         virtual = [ClientUpdate(deltas=gate, weight=1.0)] if gate else []
         if gate:
             report.reporters["gate"] = int(self.counts[None][0])
-        for (a, value), tensors in per_group.items():
-            n = int(self.counts[a][value])
-            report.reporters[f"{a}={value}"] = n
+        for (a, code), tensors in per_group.items():
+            n = int(self.counts[a][code])
+            report.reporters[f"{a}={code}"] = n
             if n < self.min_reporters:
-                report.skipped_groups[f"{a}={value}"] = n
+                report.skipped_groups[f"{a}={code}"] = n
             else:
                 virtual.append(ClientUpdate(deltas=tensors, weight=1.0))
         new_bank, inner = aggregate_bank(bank, virtual, self.spec, strategy=WeightedMean(), server_lr=self.server_lr)

@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -32,7 +32,7 @@ __all__ = [
     "sha256_file",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION: Final = 1
 # Bundle files sit side by side; a name with a path in it could make a downloader write outside the bundle.
 _PLAIN_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -135,7 +135,7 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def parse_manifest(raw: Any, *, source: str = MANIFEST_NAME) -> Manifest:
+def parse_manifest(raw: object, *, source: str = MANIFEST_NAME) -> Manifest:
     """Validate a decoded ``manifest.json`` (from disk or a server) before anything trusts it.
 
     Raises BundleError naming ``source``: not an object, unknown format version, schema mismatch.

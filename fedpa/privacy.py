@@ -266,11 +266,11 @@ def noise_multiplier_for(epsilon: float, rounds: int, *, delta: float = DEFAULT_
 
 
 @lru_cache(maxsize=256)
-def _sigma_for(epsilon: float, rounds: int, delta: float, mechanism: str, adjacency: str) -> float:
+def _sigma_for(epsilon: float, rounds: int, delta: float, mechanism: Mechanism, adjacency: Adjacency) -> float:
     lo, hi = 1e-2, 1e4
     for _ in range(60):
         mid = math.sqrt(lo * hi)
-        eps = epsilon_of([Upload(mechanism, mid, 1.0)] * rounds, delta=delta, adjacency=adjacency)  # type: ignore[arg-type]
+        eps = epsilon_of([Upload(mechanism, mid, 1.0)] * rounds, delta=delta, adjacency=adjacency)
         lo, hi = (mid, hi) if eps > epsilon else (lo, mid)
     return hi
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from functools import cached_property
-from typing import Literal
+from typing import Literal, Self
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from fedpa.errors import PayloadError
 from fedpa.wire import ALL_VALUES, GroupSelection, decode_groups
@@ -45,9 +45,23 @@ class TensorSpec(BaseModel):
     attribute: str | None = None  # set for role "group"
     value: int | None = None  # group value code (0 = OOV/unknown), set for role "group"
 
+    @model_validator(mode="after")
+    def _group_fields(self) -> Self:
+        # A group tensor without its attribute/value could not be routed to any device.
+        if self.role == "group" and (self.attribute is None or self.value is None):
+            raise ValueError(f"group tensor {self.name!r} needs its attribute and value")
+        return self
+
     @property
     def numel(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def group(self) -> tuple[str, int] | None:
+        """``(attribute, value)`` of a group tensor, None for a gate tensor."""
+        if self.role != "group" or self.attribute is None or self.value is None:  # the last two: for mypy
+            return None
+        return self.attribute, self.value
 
 
 class SharedStateSpec(BaseModel):
@@ -67,8 +81,9 @@ class SharedStateSpec(BaseModel):
     def _attributes(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for t in self.tensors:
-            if t.role == "group":
-                out[t.attribute] = max(out.get(t.attribute, 0), t.value + 1)  # type: ignore[index,operator]
+            if (group := t.group) is not None:
+                attribute, value = group
+                out[attribute] = max(out.get(attribute, 0), value + 1)
         return out
 
     def by_name(self) -> dict[str, TensorSpec]:
@@ -82,7 +97,7 @@ class SharedStateSpec(BaseModel):
     def for_groups(self, groups: Mapping[str, int]) -> tuple[TensorSpec, ...]:
         """The tensors a device with these group values downloads and updates (manifest order)."""
         self.check_groups(groups)
-        return tuple(t for t in self.tensors if t.role == "gate" or groups[t.attribute] == t.value)
+        return tuple(t for t in self.tensors if (g := t.group) is None or groups[g[0]] == g[1])
 
     def check_groups(self, groups: GroupSelection, *, allow_all: bool = False) -> None:
         """Exactly this spec's attributes, each with a value code in range (or ``*`` if ``allow_all``)."""
@@ -110,9 +125,13 @@ class SharedStateSpec(BaseModel):
         if selection is None:
             return self.tensors
         return tuple(t for t in self.tensors
-                     if t.role == "gate" or selection[t.attribute] in (ALL_VALUES, t.value))  # type: ignore[index]
+                     if (g := t.group) is None or selection[g[0]] in (ALL_VALUES, g[1]))
 
-    def validate(self, arrays: Mapping[str, np.ndarray], *, groups: Mapping[str, int]) -> None:
+    # Shadows pydantic's deprecated classmethod ``BaseModel.validate`` (an instance method cannot
+    # match a classmethod's signature); devices and the aggregator call this name.
+    def validate(  # type: ignore[override]
+        self, arrays: Mapping[str, np.ndarray], *, groups: Mapping[str, int]
+    ) -> None:
         """Refuse anything but exactly this device's tensors with the declared shapes, dtype, finite."""
         expected = {t.name: t for t in self.for_groups(groups)}  # also checks the groups
         missing = sorted(set(expected) - set(arrays))

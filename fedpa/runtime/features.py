@@ -14,7 +14,7 @@ error unless the schema declares its default (a hashed id feature reads the side
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -63,7 +63,10 @@ def _feature_difference(bundle: CategoricalFeature, found: CategoricalFeature) -
     return f"{', '.join(keys)} differ"
 
 
-def _first_difference(found: Sequence[Any], bundle: Sequence[Any], show: Callable[[Any], str]) -> str:
+_T = TypeVar("_T")
+
+
+def _first_difference(found: Sequence[_T], bundle: Sequence[_T], show: Callable[[_T], str]) -> str:
     for i, (x, y) in enumerate(zip(found, bundle, strict=False)):
         if x != y:
             return f"differ at position {i}: {show(x)} vs bundle's {show(y)}"
@@ -92,7 +95,7 @@ class FeatureEncoder:
         if diffs:
             raise BundleError("feature schema mismatch: " + "; ".join(diffs))
 
-    def encode(self, columns: Mapping[str, Sequence[Any] | np.ndarray]) -> np.ndarray:
+    def encode(self, columns: Mapping[str, Sequence[object] | np.ndarray]) -> np.ndarray:
         """Encode raw values given per feature name; every bundle feature is required, no others allowed."""
         names = self.schema.names
         missing = [n for n in names if n not in columns]
@@ -105,7 +108,8 @@ class FeatureEncoder:
             raise BundleError(f"feature rows: columns have different lengths {sorted(lengths)}")
         return self.encode_table(columns, sources=FEATURE_SOURCES, rows=lengths.pop())
 
-    def encode_table(self, table: Mapping[str, Any] | pd.DataFrame, *, sources: Sequence[str] = ("user", "item"),
+    def encode_table(self, table: Mapping[str, Sequence[object] | np.ndarray] | pd.DataFrame, *,
+                     sources: Sequence[str] = ("user", "item"),
                      rows: int | None = None, where: str = "rows") -> np.ndarray:
         """Raw columns (a DataFrame, or name → values) → ``[N, F]`` int64 codes in the bundle's order.
 
@@ -200,6 +204,7 @@ class FeatureEncoder:
             lookup = np.concatenate([[0], dst.encode(list(src.vocabulary))]).astype(np.int64)
             if codes.size and (codes.min() < 0 or codes.max() >= len(lookup)):
                 raise BundleError(f"feature {dst.name!r}: codes outside its schema's 0..{len(lookup) - 1}")
-            return lookup[codes]
+            mapped: np.ndarray = lookup[codes]
+            return mapped
         raise BundleError(f"feature {dst.name!r}: {src.kind} encoding differs from the bundle's {dst.kind} "
                           "encoding and cannot be mapped code by code; encode the raw values instead")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -24,6 +25,9 @@ from torch import Tensor
 
 from fedpa.errors import ConfigError
 from fedpa.schedule import local_batches
+
+if TYPE_CHECKING:
+    from fedpa.data import Interactions
 
 __all__ = ["ClientRows", "Segments", "Step", "segment_length", "segments", "step_plan"]
 
@@ -60,9 +64,9 @@ class ClientRows:
                    user=user[idx], offsets=offsets, users=users)
 
     @classmethod
-    def from_split(cls, split: object, users: np.ndarray) -> ClientRows:
-        """From a ``fedpa.data.Interactions`` (duck-typed: ``user``, ``x``, ``y``)."""
-        return cls.from_arrays(split.user, split.x, split.y, users)  # type: ignore[attr-defined]
+    def from_split(cls, split: Interactions, users: np.ndarray) -> ClientRows:
+        """From one split of a dataset (its ``user``, ``x`` and ``y``)."""
+        return cls.from_arrays(split.user, split.x, split.y, users)
 
     @property
     def counts(self) -> np.ndarray:

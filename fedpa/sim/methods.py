@@ -30,7 +30,7 @@ import copy
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -38,12 +38,15 @@ from torch import Tensor
 from torch.func import functional_call
 
 from fedpa.errors import ConfigError
-from fedpa.model import AdapterConfig, Backbone, FedPARecommender, ParamGroup, parameter_groups
+from fedpa.model import AdapterConfig, Backbone, FedPARecommender, Gate, ParamGroup, parameter_groups
 from fedpa.personalise import initial_shared_state, shared_state_spec
 from fedpa.schedule import LocalTraining
 from fedpa.sim.engine import Forward
 from fedpa.sim.fused import FusedForward
 from fedpa.state import SharedStateSpec
+
+if TYPE_CHECKING:
+    from fedpa.data import FeatureSchema
 
 __all__ = ["METHODS", "Method", "Program", "build_program", "get_method"]
 
@@ -93,7 +96,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
 )}
 
 
-def get_method(name: str, **overrides: object) -> Method:
+def get_method(name: str, **overrides: Any) -> Method:
     """A registered method, optionally with fields replaced (e.g. a tuned ``lr``)."""
     if name not in METHODS:
         raise ConfigError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
@@ -116,26 +119,26 @@ class Program:
         return sum(int(v.numel()) for v in self.private_init.values())
 
 
-def _attributes(method: Method, schema: object, user_groups: np.ndarray
+def _attributes(method: Method, schema: FeatureSchema, user_groups: np.ndarray
                 ) -> tuple[tuple[str, ...], tuple[int, ...], dict[str, np.ndarray]]:
     n = user_groups.shape[0]
     if method.groups == "none":
         return (), (), {}
     if method.groups == "global":
         return (GLOBAL,), (1,), {GLOBAL: np.zeros(n, np.int64)}
-    known = tuple(schema.group_attributes)  # type: ignore[attr-defined]
+    known = tuple(schema.group_attributes)
     wanted = method.group_attributes if method.group_attributes is not None else known
     missing = [a for a in wanted if a not in known]
     if missing:
         raise ConfigError(f"{method.name}: group attributes {missing} are not the dataset's {known}")
-    cards = schema.cardinalities  # type: ignore[attr-defined]
-    pos = dict(zip(known, schema.group_positions, strict=True))  # type: ignore[attr-defined]
+    cards = schema.cardinalities
+    pos = dict(zip(known, schema.group_positions, strict=True))
     col = {a: i for i, a in enumerate(known)}
     return (wanted, tuple(cards[pos[a]] for a in wanted),
             {a: np.asarray(user_groups[:, col[a]], np.int64) for a in wanted})
 
 
-def _adapter_program(method: Method, student: Backbone, schema: object, user_groups: np.ndarray,
+def _adapter_program(method: Method, student: Backbone, schema: FeatureSchema, user_groups: np.ndarray,
                      seed: int, fused: bool) -> Program:
     attributes, cards, values = _attributes(method, schema, user_groups)
     alpha = method.alpha * (2.0 if method.gate == "off" else 1.0)  # σ(0) = ½ on every branch
@@ -149,9 +152,9 @@ def _adapter_program(method: Method, student: Backbone, schema: object, user_gro
     groups = parameter_groups(model)
     if method.gate == "off":
         with torch.no_grad():
-            for layer in model.layers:
-                layer.gate.w2.zero_()
-                layer.gate.b2.zero_()
+            for gate in (m for m in model.modules() if isinstance(m, Gate)):  # one per layer
+                gate.w2.zero_()
+                gate.b2.zero_()
     private: dict[str, Tensor] = {}
     for name, p in groups[ParamGroup.PRIVATE].items():
         if method.user_adapter or name.startswith("user_embedding"):
@@ -170,10 +173,11 @@ def _adapter_program(method: Method, student: Backbone, schema: object, user_gro
         bank = {t.name: initial[t.name] for t in spec.tensors}
 
     def forward(params: Mapping[str, Tensor], x: Tensor) -> Tensor:
-        return functional_call(model, dict(params), (x,))
+        logits: Tensor = functional_call(model, dict(params), (x,))
+        return logits
 
     if fused:
-        forward = FusedForward(model)  # type: ignore[assignment]  # same function, fewer passes
+        forward = FusedForward(model)  # same function, fewer passes
     return Program(forward=forward, private_init=private, spec=spec, bank=bank, group_values=values, module=model)
 
 
@@ -181,7 +185,7 @@ def _full_program(student: Backbone) -> Program:
     """FedAvg of every student tensor; the forward indexes a per-client embedding table."""
     model = copy.deepcopy(student).requires_grad_(False)
     n_layers = len(model.layers)
-    offsets = model.offsets
+    offsets = model.get_buffer("offsets")
 
     def forward(params: Mapping[str, Tensor], x: Tensor) -> Tensor:
         emb = params["embedding.weight"]  # [U, V, d]: one table per client, or [V, d] shared by all
@@ -200,7 +204,7 @@ def _full_program(student: Backbone) -> Program:
     return Program(forward=forward, private_init={}, spec=spec, bank=bank, group_values={}, module=model)
 
 
-def build_program(method: Method, student: Backbone, schema: object, user_groups: np.ndarray, *,
+def build_program(method: Method, student: Backbone, schema: FeatureSchema, user_groups: np.ndarray, *,
                   seed: int, fused: bool = True) -> Program:
     """The batched program of a trainable method; ``user_groups[c]`` are client ``c``'s group codes.
 

@@ -11,7 +11,7 @@ Usage: ``report, loss, skipped = run_round(program, pop, train, part, config, lo
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -26,10 +26,13 @@ from fedpa.sim.methods import Program
 from fedpa.sim.server import aggregate_round, apply_ldp, streaming_mean
 from fedpa.sim.wire import quantize
 
+if TYPE_CHECKING:
+    from fedpa.sim.runner import SimConfig
+
 __all__ = ["run_round"]
 
 
-def _uploads(program: Program, pop: Population, train: ClientRows, chunk: np.ndarray, config: Any,
+def _uploads(program: Program, pop: Population, train: ClientRows, chunk: np.ndarray, config: SimConfig,
              local: LocalTraining, *, round: int) -> tuple[dict[str, Tensor], dict[str, np.ndarray], LocalResult]:
     """Train one chunk of clients; returns what they upload (decoded), their groups and training stats."""
     clients = torch.from_numpy(chunk)
@@ -42,20 +45,19 @@ def _uploads(program: Program, pop: Population, train: ClientRows, chunk: np.nda
     # the shared delta, in place of the trained tensor (no copy): trained - what was downloaded
     deltas = {p: trained.pop(p).sub_(pop.shared_base(p, clients)) for p in pop.shared}
     if config.privacy is not None and deltas:
-        deltas = apply_ldp(deltas, program.spec, values, train.users[chunk], config.privacy, seed=config.seed,
-                           round=round)
+        deltas = apply_ldp(deltas, train.users[chunk], config.privacy, seed=config.seed, round=round)
     return {p: quantize(d, config.wire_dtype) for p, d in deltas.items()}, values, result
 
 
-def run_round(program: Program, pop: Population, train: ClientRows, part: np.ndarray, config: Any,
+def run_round(program: Program, pop: Population, train: ClientRows, part: np.ndarray, config: SimConfig,
               local: LocalTraining, *, round: int) -> tuple[AggregationReport | None, Tensor, int]:
     """Run round ``round`` for participants ``part``; updates ``pop`` (private tensors and bank).
 
     Returns the aggregation report, each participant's mean training loss and the number of
     client steps dropped as non-finite.
     """
-    streaming = config.aggregation.strategy == "mean" and not config.exact_aggregation and program.spec is not None
-    accumulator = streaming_mean(program.spec, config.aggregation) if streaming else None
+    streaming = config.aggregation.strategy == "mean" and not config.exact_aggregation
+    accumulator = streaming_mean(program.spec, config.aggregation) if streaming and program.spec is not None else None
     kept: list[tuple[dict[str, Tensor], dict[str, np.ndarray], np.ndarray]] = []
     losses = []
     skipped = 0

@@ -17,7 +17,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -33,6 +33,9 @@ from fedpa.sim.methods import Method, Program, build_program
 from fedpa.sim.rounds import run_round
 from fedpa.sim.server import AggregationConfig, wire_names
 from fedpa.sim.wire import WireDtype, encode_update
+
+if TYPE_CHECKING:
+    from fedpa.data import Dataset
 
 __all__ = ["SimConfig", "SimResult", "select_clients", "simulate"]
 
@@ -144,7 +147,7 @@ def _static(method: Method, student: Backbone, val: ClientRows, test: ClientRows
         return student(val.x).numpy(), student(test.x).numpy()
 
 
-def simulate(ds: Any, student: Backbone, method: Method, config: SimConfig | None = None, *,
+def simulate(ds: Dataset, student: Backbone, method: Method, config: SimConfig | None = None, *,
              progress: Callable[[dict[str, Any]], None] | None = None) -> SimResult:
     """Run ``config.rounds`` synchronous rounds of ``method`` on ``ds``'s private users."""
     config = config or SimConfig()
@@ -156,7 +159,7 @@ def simulate(ds: Any, student: Backbone, method: Method, config: SimConfig | Non
         start = time.perf_counter()
         v_logits, t_logits = _static(method, student, val, test, train)
         v, t = _metrics(val, v_logits), _metrics(test, t_logits)
-        curve = [{"round": 0, "val": v, "test": t, "seconds": time.perf_counter() - start}]
+        curve: list[dict[str, Any]] = [{"round": 0, "val": v, "test": t, "seconds": time.perf_counter() - start}]
         return SimResult(method.name, ds.name, 0, 0, t, v, 0.0, 0.0, 0.0, curve, info,
                          test_scores=t_logits, test_user=test.user, test_y=test.y.numpy())
 
@@ -184,7 +187,7 @@ def simulate(ds: Any, student: Backbone, method: Method, config: SimConfig | Non
         return out
 
     first = evaluate_all()
-    curve: list[dict[str, Any]] = [{"round": 0, **first, "seconds": 0.0}]
+    curve = [{"round": 0, **first, "seconds": 0.0}]
     eligible = np.flatnonzero(train.counts > 0)
     participations = np.zeros(users.size, np.int64)
     up_total = down_total = 0.0
@@ -199,9 +202,10 @@ def simulate(ds: Any, student: Backbone, method: Method, config: SimConfig | Non
         metrics = evaluate_all()
         done = time.perf_counter()
         finite = loss.numpy()[np.isfinite(loss.numpy())]
-        point = {"round": r + 1, **metrics, "train_loss": float(finite.mean()) if finite.size else float("nan"),
-                 "clients": int(part.size), "seconds": done - start, "round_seconds": trained_at - start,
-                 "eval_seconds": done - trained_at}
+        point: dict[str, Any] = {
+            "round": r + 1, **metrics, "train_loss": float(finite.mean()) if finite.size else float("nan"),
+            "clients": int(part.size), "seconds": done - start, "round_seconds": trained_at - start,
+            "eval_seconds": done - trained_at}
         if skipped:
             point["skipped_steps"] = skipped  # client steps dropped as non-finite (divergence)
         if report is not None and report.skipped_groups:

@@ -73,9 +73,10 @@ def client_updates(deltas: Mapping[str, Tensor], spec: SharedStateSpec, values: 
     return updates
 
 
-def apply_ldp(deltas: Mapping[str, Tensor], spec: SharedStateSpec, values: Mapping[str, np.ndarray],
-              users: np.ndarray, privacy: PrivacyConfig, *, seed: int, round: int) -> dict[str, Tensor]:
-    """Each client clips and noises its own whole upload with its own generator (docs/design.md §4).
+def apply_ldp(deltas: Mapping[str, Tensor], users: np.ndarray, privacy: PrivacyConfig, *, seed: int,
+              round: int) -> dict[str, Tensor]:
+    """Each client (``deltas[param][i]`` from user ``users[i]``) clips and noises its own whole upload
+    with its own generator (docs/design.md §4).
 
     The generator is ``round_rng(seed, user, round, stream=1)`` — the edge client's noise stream —
     so a simulated client's noise does not depend on who else takes part.

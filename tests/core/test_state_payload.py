@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from fedpa.aggregation import ClientUpdate, CoordinateMedian, TrimmedMean, aggregate_bank
 from fedpa.errors import PayloadError
@@ -55,6 +56,17 @@ def test_validate_refuses_unknown_group_values():
         SPEC.validate(arrays({"g": 1}), groups={"g": 7})
     with pytest.raises(PayloadError, match="exactly the attributes"):
         SPEC.validate(arrays({"g": 1}), groups={"h": 1})
+
+
+def test_group_tensor_without_attribute_or_value_is_refused_at_parse():
+    # before: accepted, then a TypeError on first use (None + 1); a manifest now fails with the tensor named
+    raw = {"name": "a@0", "param": "a", "shape": [1], "role": "group", "attribute": "g"}
+    with pytest.raises(ValidationError, match="group tensor 'a@0' needs its attribute and value"):
+        SharedStateSpec.model_validate({"tensors": [raw]})
+    with pytest.raises(ValidationError, match="needs its attribute and value"):
+        SharedStateSpec.model_validate({"tensors": [{**raw, "attribute": None, "value": 0}]})
+    spec = SharedStateSpec.model_validate({"tensors": [{**raw, "value": 0}]})
+    assert spec.attributes == {"g": 1} and spec.tensors[0].group == ("g", 0)
 
 
 def test_aggregation_is_example_weighted_and_per_group():

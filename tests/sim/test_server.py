@@ -82,13 +82,12 @@ def test_robust_rules_run_through_aggregate_bank(small_ds, small_student):
 
 
 def test_ldp_noise_is_per_client_and_seeded(small_ds, small_student):
-    program, deltas, values, _ = random_round(small_ds, small_student, n=5)
+    _, deltas, _, _ = random_round(small_ds, small_student, n=5)
     users = np.arange(5) + 100
     privacy = PrivacyConfig(clip_norm=0.5, noise_multiplier=0.8)
-    a = apply_ldp(deltas, program.spec, values, users, privacy, seed=1, round=3)
-    b = apply_ldp({p: d[2:] for p, d in deltas.items()}, program.spec, {k: v[2:] for k, v in values.items()},
-                  users[2:], privacy, seed=1, round=3)
-    c = apply_ldp(deltas, program.spec, values, users, privacy, seed=1, round=4)
+    a = apply_ldp(deltas, users, privacy, seed=1, round=3)
+    b = apply_ldp({p: d[2:] for p, d in deltas.items()}, users[2:], privacy, seed=1, round=3)
+    c = apply_ldp(deltas, users, privacy, seed=1, round=4)
     for p in deltas:
         torch.testing.assert_close(a[p][2:], b[p])  # a client's noise ignores who else takes part
         assert not torch.equal(a[p], c[p])  # fresh noise every round
