@@ -11,6 +11,7 @@ Usage: ``paths = run_experiments("kuaisar-r", "/data/kuaisar-r", ExperimentConfi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -32,6 +33,7 @@ __all__ = [
     "TABLE_METHODS",
     "ExperimentConfig",
     "cached_student",
+    "everyone",
     "load_scores",
     "paired_ci",
     "plot_curves",
@@ -79,21 +81,47 @@ class ExperimentConfig:
         select_kinds(self.features, self.without)  # refuse a bad selection before any work
 
 
-def cached_student(ds: Any, *, seed: int, cache_dir: Path) -> Backbone:
-    """The distilled student for (dataset, seed): trained once (teacher → student), then loaded."""
+def everyone(ds: Any) -> Any:
+    """``ds`` with the private users' train and validation rows added to the open ones.
+
+    Research only: what a central server holding every user's rows would train on — the reference
+    the federated adapters are measured against (issue 14). Inputs are unchanged (vocabularies,
+    bucket edges and item statistics still come from open users); private splits stay as they are.
+    """
+    from fedpa.data.dataset import Interactions
+
+    def join(a: Interactions, b: Interactions) -> Interactions:
+        rows = Interactions(*(np.concatenate([getattr(a, f), getattr(b, f)]) for f in ("user", "item", "x", "y", "ts")))
+        return rows.select(np.lexsort((rows.ts, rows.user)))  # (user, ts) order like every split
+
+    return dataclasses.replace(ds, open_train=join(ds.open_train, ds.private_train),
+                               open_val=join(ds.open_val, ds.private_val))
+
+
+def cached_student(ds: Any, *, seed: int, cache_dir: Path, rows: str = "open") -> Backbone:
+    """The distilled student for (dataset, seed): trained once (teacher → student), then loaded.
+
+    ``rows="everyone"`` trains teacher and student on open + private users' rows (:func:`everyone`).
+    """
     from fedpa.train import distill, load_checkpoint, pretrain, save_checkpoint
 
+    if rows not in ("open", "everyone"):
+        raise ConfigError(f"rows must be 'open' or 'everyone', got {rows!r}")
     tag = "-".join(ds.schema.signals.get("kinds", [])) or "base"
     if ds.schema.signals.get("stats_from", "open") != "open":
         tag += f"-stats-{ds.schema.signals['stats_from']}"
+    if rows == "everyone":
+        tag += "-everyone"
     path = Path(cache_dir) / f"{ds.name}-seed{seed}-{tag}-student.pt"
     if path.is_file():
         ckpt = load_checkpoint(path)
         if ckpt.schema.to_dict() == ds.schema.to_dict():
             return ckpt.model
+    if rows == "everyone":
+        ds = everyone(ds)
     teacher = pretrain(ds, seed=seed)
-    save_checkpoint(path.with_name(f"{ds.name}-seed{seed}-teacher.pt"), teacher.model, ds.schema, kind="teacher",
-                    metrics=teacher.metrics)
+    save_checkpoint(path.with_name(f"{ds.name}-seed{seed}-{tag}-teacher.pt"), teacher.model, ds.schema,
+                    kind="teacher", metrics=teacher.metrics)
     student = distill(ds, teacher.model, seed=seed)
     save_checkpoint(path, student.model, ds.schema, kind="student",
                     metrics={**student.metrics, "teacher": teacher.metrics})
