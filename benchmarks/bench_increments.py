@@ -91,8 +91,13 @@ def main() -> None:
     p.add_argument("--epsilon", type=float, default=8.0)
     p.add_argument("--rows", default=",".join(SETTINGS),
                    help=f"FM-only input selections, comma-separated (of {', '.join(SETTINGS)}; base always runs)")
+    p.add_argument("--grid", type=json.loads, default=GRID, help="FedPA trials as a JSON list (lr, epochs, server_lr)")
+    p.add_argument("--clips", default=",".join(map(str, CLIPS)),
+                   help="LDP clip norms to pick from on validation; empty: no LDP row")
+    p.add_argument("--no-base-fedpa", action="store_true", help="skip the FedPA-on-base-inputs reference row")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = p.parse_args()
+    clip_norms = [float(c) for c in args.clips.split(",") if c.strip()]
     keys = ["base", *(k for k in SETTINGS if k != "base" and k in args.rows.split(","))]
     unknown = sorted(set(args.rows.split(",")) - set(SETTINGS))
     if unknown or not any(k in PICKABLE for k in keys):
@@ -129,25 +134,25 @@ def main() -> None:
         scores.setdefault(ref_row, []).append(simulate(ds, ref, get_method("fm-only")))
         print(f"seed {seed} {ref_row}: {scores[ref_row][-1].test['gauc']:.4f}", flush=True)
         if seed == 0:  # settings chosen on validation GAUC only, then fixed
-            trials = [(t, _fedpa(ds, student, t, args.rounds, seed).val["gauc"]) for t in GRID]
+            trials = [(t, _fedpa(ds, student, t, args.rounds, seed).val["gauc"]) for t in args.grid]
             tuned["trial"] = max(trials, key=lambda z: z[1])[0]
             tuned["val_gauc"] = [[t, v] for t, v in trials]
             print("tuned", tuned, flush=True)
         trial = tuned["trial"]
         sigma = noise_multiplier_for(args.epsilon, args.rounds)
-        if seed == 0:  # the clip norm is chosen on validation too (docs/RESULTS.md §5 does the same)
+        if seed == 0 and clip_norms:  # the clip norm is chosen on validation too (docs/RESULTS.md §5 does the same)
             clips = [(c, _fedpa(ds, student, trial, args.rounds, seed,
-                                PrivacyConfig(clip_norm=c, noise_multiplier=sigma)).val["gauc"]) for c in CLIPS]
+                                PrivacyConfig(clip_norm=c, noise_multiplier=sigma)).val["gauc"]) for c in clip_norms]
             tuned["clip_norm"] = max(clips, key=lambda z: z[1])[0]
             tuned["clip_val_gauc"] = clips
             print("tuned", tuned, flush=True)
         base_ds, base_student = loaded["base"]
-        extra = {
-            fed_row: _fedpa(ds, student, trial, args.rounds, seed),
-            ldp_row: _fedpa(ds, student, trial, args.rounds, seed,
-                            PrivacyConfig(clip_norm=tuned["clip_norm"], noise_multiplier=sigma)),
-            "reference: FedPA adapters on base inputs": _fedpa(base_ds, base_student, trial, args.rounds, seed),
-        }
+        extra = {fed_row: _fedpa(ds, student, trial, args.rounds, seed)}
+        if clip_norms:
+            extra[ldp_row] = _fedpa(ds, student, trial, args.rounds, seed,
+                                    PrivacyConfig(clip_norm=tuned["clip_norm"], noise_multiplier=sigma))
+        if not args.no_base_fedpa:
+            extra["reference: FedPA adapters on base inputs"] = _fedpa(base_ds, base_student, trial, args.rounds, seed)
         for row, r in extra.items():
             scores.setdefault(row, []).append(r)
             print(f"seed {seed} {row}: {r.test['gauc']:.4f} (round {r.best_round}) eps={r.info.get('epsilon')}",
