@@ -12,8 +12,9 @@ private validation rows). FM-only is the same recipe on open users only. Between
   embeddings only. This separates capacity (what the adapters can express) from federation.
 * ``fed``: ``fedpa`` in the simulation without LDP over a grid of lr / server lr / local epochs / rounds.
 
-Diagnosis reads **validation** only (``--phase diagnose``); ``--phase final`` scores the test split
-once for the reference and for the settings named on the command line.
+Everything here reads the private **validation** split only (round and epoch picked on it too, so
+the numbers are optimistic by the pick); the test split is read once per final setting by
+``bench_increments.py``.
 
 Usage: ``python benchmarks/bench_gap.py --dataset kuairand --data-dir ../shared/data/kuairand-pure``.
 """
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -40,34 +40,7 @@ from fedpa.sim.experiments import cached_student
 from fedpa.sim.methods import get_method
 from fedpa.sim.runner import SimConfig, SimResult, simulate
 from fedpa.sim.server import AggregationConfig
-from fedpa.train import distill, load_checkpoint, predict, pretrain, save_checkpoint
-
-
-def _concat(a: Interactions, b: Interactions) -> Interactions:
-    rows = Interactions(*(np.concatenate([getattr(a, f), getattr(b, f)]) for f in ("user", "item", "x", "y", "ts")))
-    order = np.lexsort((rows.ts, rows.user))
-    return rows.select(order)
-
-
-def everyone(ds: Dataset) -> Dataset:
-    """The dataset a central server holding everyone's rows would train on: open + private train/val."""
-    return dataclasses.replace(ds, open_train=_concat(ds.open_train, ds.private_train),
-                               open_val=_concat(ds.open_val, ds.private_val))
-
-
-def central_student(ds: Dataset, *, seed: int, cache_dir: Path) -> Backbone:
-    """Teacher and student trained on everyone's rows (the reference), cached per dataset/seed/inputs."""
-    tag = "-".join(ds.schema.signals.get("kinds", [])) or "base"
-    path = cache_dir / f"{ds.name}-seed{seed}-{tag}-everyone-student.pt"
-    if path.is_file():
-        ckpt = load_checkpoint(path)
-        if ckpt.schema.to_dict() == ds.schema.to_dict():
-            return ckpt.model
-    merged = everyone(ds)
-    teacher = pretrain(merged, seed=seed)
-    student = distill(merged, teacher.model, seed=seed)
-    save_checkpoint(path, student.model, ds.schema, kind="student", metrics=student.metrics)
-    return student.model
+from fedpa.train import predict
 
 
 def _scores(model: torch.nn.Module, split: Interactions) -> dict[str, float]:
@@ -137,6 +110,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--central", default="adapters,full,no-emb,emb")
     p.add_argument("--fed", action="append", default=[], help="JSON trial for the federated grid")
+    p.add_argument("--show-test", action="store_true", help="also print the test GAUC per round (diagnosis only)")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -146,7 +120,7 @@ def main() -> None:
     for seed in args.seeds:
         ds = load_dataset(args.dataset, args.data_dir, seed=seed, without=args.without)
         student = cached_student(ds, seed=seed, cache_dir=cache)
-        ref = central_student(ds, seed=seed, cache_dir=cache)
+        ref = cached_student(ds, seed=seed, cache_dir=cache, rows="everyone")
         row: dict[str, Any] = {
             "fm-only": _scores(student, ds.private_val)["gauc"],
             "reference (everyone)": _scores(ref, ds.private_val)["gauc"],
@@ -162,6 +136,8 @@ def main() -> None:
             r = fed(ds, student, trial, seed=seed)
             row[f"fed {raw}"] = r.val["gauc"]
             curve = " ".join(f"{p['val']['gauc']:.4f}" for p in r.curve[::3])
+            if args.show_test:  # only to explain a validation/test disagreement of a setting already read on test
+                curve += " | test: " + " ".join(f"{p['test']['gauc']:.4f}" for p in r.curve[::3])
             by_auc = max(r.curve[1:], key=lambda p: p["val"]["auc"])
             print(f"seed {seed} fed {raw}: val GAUC {r.val['gauc']:.4f} (round {r.best_round}); at best val AUC "
                   f"round {by_auc['round']}: {by_auc['val']['gauc']:.4f}; every 3rd round: {curve} "

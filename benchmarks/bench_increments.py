@@ -1,13 +1,17 @@
-"""Issue 14's increments table: FM-only base → + each input kind → all → + FedPA adapters → + LDP.
+"""Issue 14's increments table: FM-only base → + each input kind → picked inputs → + FedPA adapters → + LDP.
 
 For each seed: the dataset is built once per input selection (same split: the selection never
 changes who is open or private), a teacher is pre-trained and a student distilled per selection
 (``fedpa.sim.experiments.cached_student``), and the private users' test rows are scored by
-FM-only (the frozen student), by ``fedpa`` over the full inputs, and by ``fedpa`` with LDP.
-Every row is reported as mean ± std over seeds and as the paired Δ against the row it builds on,
-with a 95 % user-bootstrap CI (``fedpa.metrics.gauc_delta_ci``). The central ceiling (item
-statistics counted over every user, research only) is the same FM-only row with ``stats_from=all``.
-FedPA's settings are chosen on seed ``seeds[0]``'s **validation** GAUC from a small grid.
+FM-only (the frozen student) per selection. On seed 0 the input selection with the best FM-only
+**validation** GAUC is picked; over it run the reference — teacher and student trained centrally
+on everyone's (open + private users') rows, same inputs (``cached_student(rows="everyone")``) —,
+``fedpa`` and ``fedpa`` with LDP. Every row is reported as mean ± std over seeds and as the paired
+Δ against the row it builds on, with a 95 % user-bootstrap CI (``fedpa.metrics.gauc_delta_ci``),
+and the FedPA rows with the share of the open-only → everyone gap they close. The central ceiling
+(item statistics counted over every user, research only) is the all-input FM-only row with
+``stats_from=all``. FedPA's settings (lr, local epochs, server lr; the LDP clip norm) are chosen on
+seed 0's **validation** GAUC, its best round on validation GAUC; test is read once per setting.
 
 Usage: ``python benchmarks/bench_increments.py --dataset kuairand --data-dir ../shared/data/kuairand-pure``.
 """
