@@ -16,7 +16,7 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor, nn
@@ -210,17 +210,18 @@ class Backbone(nn.Module):
         if user_delta is not None:
             n = self.config.n_user_features
             e = torch.cat([e[..., :n, :] + user_delta.unsqueeze(-3), e[..., n:, :]], dim=-2)
-        h = e.flatten(-2)  # [..., Fw*d]
+        h: Tensor = e.flatten(-2)  # [..., Fw*d]
         if self.signal_embedding is None:
             return h
-        s = self.signal_embedding(x[..., n_wide:] + self.signal_offsets).flatten(-2)  # [..., Fs*ds]
+        s: Tensor = self.signal_embedding(x[..., n_wide:] + self.signal_offsets).flatten(-2)  # [..., Fs*ds]
         return torch.cat([h, s], dim=-1)
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.embed(x)  # [..., input_dim]
         for layer in self.layers:
             h = torch.relu(layer(h))
-        return self.head(h).squeeze(-1)  # [...] logits
+        logits: Tensor = self.head(h).squeeze(-1)  # [...]
+        return logits
 
 
 # ----------------------------------------------------------------------------- adapters
@@ -275,12 +276,12 @@ class FedPALayer(nn.Module):
         super().__init__()
         self.base = base
         self.gate_mode = config.gate_mode
-        kw = dict(rank=config.rank, alpha=config.alpha, init=config.lora_init)
-        self.user = LoRA(base.in_features, base.out_features, role=ParamGroup.PRIVATE, **kw)
-        self.groups = nn.ModuleDict(
-            {a: LoRA(base.in_features, base.out_features, role=ParamGroup.GROUP, **kw)
-             for a in config.group_attributes}
-        )
+        def lora(role: ParamGroup) -> LoRA:
+            return LoRA(base.in_features, base.out_features, role=role, rank=config.rank, alpha=config.alpha,
+                        init=config.lora_init)
+
+        self.user = lora(ParamGroup.PRIVATE)
+        self.groups = nn.ModuleDict({a: lora(ParamGroup.GROUP) for a in config.group_attributes})
         self.gate = Gate(base.in_features, config.n_branches, hidden=config.gate_hidden)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -325,6 +326,9 @@ class FusedFedPALayer(nn.Module):
     every export build checks the program against the eager model (golden vectors).
     """
 
+    first: Tensor  # buffers, declared for the type checker
+    spread: Tensor
+
     def __init__(self, layer: FedPALayer, *, form: FusedForm = "program") -> None:
         super().__init__()
         if form not in ("program", "batched"):
@@ -351,7 +355,7 @@ class FusedFedPALayer(nn.Module):
         return ("user", *(f"groups.{a}" for a in self.groups))
 
     def forward(self, x: Tensor) -> Tensor:
-        loras = [self.user, *self.groups.values()]
+        loras = [self.user, *(cast(LoRA, m) for m in self.groups.values())]
         g = self.gate
         return self.mix(x, [lora.lora_A for lora in loras], [lora.lora_B for lora in loras],
                         (g.w1, g.b1, g.w2, g.b2))
@@ -386,7 +390,7 @@ def fuse_layers(model: FedPARecommender, *, form: FusedForm = "program") -> FedP
     """A copy of ``model`` whose FedPA layers are :class:`FusedFedPALayer` (same parameter names)."""
     fused = copy.deepcopy(model)
     for i, layer in enumerate(fused.layers):
-        fused.layers[i] = FusedFedPALayer(layer, form=form)
+        fused.layers[i] = FusedFedPALayer(cast(FedPALayer, layer), form=form)
     return fused
 
 
@@ -414,7 +418,7 @@ class FedPARecommender(nn.Module):
         self.config = config
         self.backbone = backbone
         self.backbone.requires_grad_(False)
-        self.layers = nn.ModuleList(FedPALayer(base, config) for base in backbone.layers)
+        self.layers = nn.ModuleList(FedPALayer(cast(nn.Linear, base), config) for base in backbone.layers)
         bc = backbone.config
         self.user_embedding = (
             PrivateUserEmbedding(bc.n_user_features, bc.embedding_dim)
@@ -426,7 +430,8 @@ class FedPARecommender(nn.Module):
         h = self.backbone.embed(x, delta)  # [..., L, input_dim]
         for layer in self.layers:
             h = layer(h)
-        return self.backbone.head(h).squeeze(-1)  # [..., L]
+        logits: Tensor = self.backbone.head(h).squeeze(-1)  # [..., L]
+        return logits
 
 
 def _roles(model: nn.Module) -> Iterator[tuple[str, nn.Parameter, ParamGroup]]:

@@ -134,6 +134,9 @@ def experiments(
     tune: Annotated[bool, typer.Option(help="Tune each method's settings on seed 0's validation split.")] = True,
     features: FeaturesOpt = "full",
     without: WithoutOpt = "",
+    pick_inputs: Annotated[bool, typer.Option(
+        help="Pick the input kinds (with --features full) on seed 0's validation GAUC of FM-only: one student "
+             "per subset of kinds; the pick replaces --without.")] = False,
     out_dir: Annotated[Path, typer.Option(help="Results folder (markdown, JSON, PNG, cached students).")] = Path(
         "runs/experiments"),
 ) -> None:
@@ -145,7 +148,8 @@ def experiments(
     chosen = tuple(m.strip() for m in methods.split(",")) if methods else TABLE_METHODS
     config = ExperimentConfig(rounds=rounds, fraction=fraction, local_epochs=local_epochs, seeds=tuple(range(seeds)),
                               methods=chosen, tune=tune, dataset_options=parse_dataset_options(option),
-                              features=features, without=tuple(w.strip() for w in without.split(",") if w.strip()))
+                              features=features, without=tuple(w.strip() for w in without.split(",") if w.strip()),
+                              pick_inputs=pick_inputs)
     # The bar counts finished trials (one per seed and method); tuning runs show as status only.
     trial_starts = tuple(f"seed {s}: {m} " for s in config.seeds for m in chosen)
     started = 0

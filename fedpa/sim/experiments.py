@@ -11,6 +11,7 @@ Usage: ``paths = run_experiments("kuaisar-r", "/data/kuaisar-r", ExperimentConfi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -32,8 +33,10 @@ __all__ = [
     "TABLE_METHODS",
     "ExperimentConfig",
     "cached_student",
+    "everyone",
     "load_scores",
     "paired_ci",
+    "pick_inputs",
     "plot_curves",
     "plot_results_json",
     "run_experiments",
@@ -53,7 +56,10 @@ _LRS = (0.1, 0.3, 1.0)
 DEFAULT_GRID: dict[str, list[dict[str, Any]]] = {
     **{m: [{"lr": lr} for lr in _LRS] for m in ("local-only", "fedavg-full", "fedavg-lora", "global-private-lora",
                                                 "fedpa-paper", "fedpa-zero-init")},
-    "fedpa": [{"lr": lr, "server_lr": s} for lr in _LRS for s in (1.0, 3.0)],
+    # + 5 local epochs (the device default, edge.device.LocalTraining): with 1 epoch at lr ≤ 0.3 the private
+    # adapters barely train in 30 rounds; with 5 they learn within a few (docs/RESULTS.md §9)
+    "fedpa": [{"lr": lr, "server_lr": s} for lr in _LRS for s in (1.0, 3.0)]
+    + [{"lr": lr, "local_epochs": 5} for lr in (0.1, 0.3)],
 }
 
 
@@ -69,6 +75,9 @@ class ExperimentConfig:
     dataset_options: dict[str, Any] = field(default_factory=dict)  # passed to load_dataset
     features: str = "full"  # model inputs: base | full (fedpa.signals.select_kinds)
     without: tuple[str, ...] = ()  # input kinds switched off one at a time (ablations)
+    # pick the input kinds on seed seeds[0]'s private validation GAUC of FM-only (one student per
+    # candidate subset of the dataset's kinds); replaces ``without`` for every seed
+    pick_inputs: bool = False
 
     def __post_init__(self) -> None:
         from fedpa.signals import select_kinds
@@ -77,35 +86,100 @@ class ExperimentConfig:
         if unknown or not self.seeds:
             raise ConfigError(f"unknown methods {unknown} or no seeds (known: {sorted(METHODS)})")
         select_kinds(self.features, self.without)  # refuse a bad selection before any work
+        if self.pick_inputs and self.features != "full":
+            raise ConfigError("pick_inputs chooses among the full inputs' kinds: it needs features='full'")
 
 
-def cached_student(ds: Any, *, seed: int, cache_dir: Path) -> Backbone:
-    """The distilled student for (dataset, seed): trained once (teacher → student), then loaded."""
+def everyone(ds: Any) -> Any:
+    """``ds`` with the private users' train and validation rows added to the open ones.
+
+    Research only: what a central server holding every user's rows would train on — the reference
+    the federated adapters are measured against (issue 14). Inputs are unchanged (vocabularies,
+    bucket edges and item statistics still come from open users); private splits stay as they are.
+    """
+    from fedpa.data.dataset import Interactions
+
+    def join(a: Interactions, b: Interactions) -> Interactions:
+        rows = Interactions(*(np.concatenate([getattr(a, f), getattr(b, f)]) for f in ("user", "item", "x", "y", "ts")))
+        return rows.select(np.lexsort((rows.ts, rows.user)))  # (user, ts) order like every split
+
+    return dataclasses.replace(ds, open_train=join(ds.open_train, ds.private_train),
+                               open_val=join(ds.open_val, ds.private_val))
+
+
+def cached_student(ds: Any, *, seed: int, cache_dir: Path, rows: str = "open") -> Backbone:
+    """The distilled student for (dataset, seed): trained once (teacher → student), then loaded.
+
+    ``rows="everyone"`` trains teacher and student on open + private users' rows (:func:`everyone`).
+    """
     from fedpa.train import default_student_config, distill, load_checkpoint, pretrain, save_checkpoint
 
+    if rows not in ("open", "everyone"):
+        raise ConfigError(f"rows must be 'open' or 'everyone', got {rows!r}")
     tag = "-".join(ds.schema.signals.get("kinds", [])) or "base"
     if ds.schema.signals.get("stats_from", "open") != "open":
         tag += f"-stats-{ds.schema.signals['stats_from']}"
+    if rows == "everyone":
+        tag += "-everyone"
     path = Path(cache_dir) / f"{ds.name}-seed{seed}-{tag}-student.pt"
     if path.is_file():
         ckpt = load_checkpoint(path)
         # a student cached before an architecture change (e.g. the narrow signal embedding) is retrained
         if ckpt.schema.to_dict() == ds.schema.to_dict() and ckpt.model.config == default_student_config(ds.schema):
             return ckpt.model
+    if rows == "everyone":
+        ds = everyone(ds)
     teacher = pretrain(ds, seed=seed)
-    save_checkpoint(path.with_name(f"{ds.name}-seed{seed}-teacher.pt"), teacher.model, ds.schema, kind="teacher",
-                    metrics=teacher.metrics)
+    save_checkpoint(path.with_name(f"{ds.name}-seed{seed}-{tag}-teacher.pt"), teacher.model, ds.schema,
+                    kind="teacher", metrics=teacher.metrics)
     student = distill(ds, teacher.model, seed=seed)
     save_checkpoint(path, student.model, ds.schema, kind="student",
                     metrics={**student.metrics, "teacher": teacher.metrics})
     return student.model
 
 
+def pick_inputs(dataset: str, data_dir: str | Path | None, config: ExperimentConfig, cache_dir: Path, *,
+                say: Callable[[str], None] = lambda _m: None) -> tuple[tuple[str, ...], dict[str, float]]:
+    """The ``without`` set whose FM-only student scores the best **validation** GAUC on seed ``seeds[0]``.
+
+    Why: the input kinds do not add up (issue 14: on KuaiSAR-R all kinds together score below
+    history alone), so which to ship is a per-dataset choice — made on validation, never on test.
+    Candidates: every non-empty subset of the kinds the dataset supports. Returns the pick and
+    every candidate's validation GAUC (keyed by its kinds).
+    """
+    from itertools import combinations
+
+    from fedpa.data import load_dataset
+    from fedpa.signals import SIGNAL_KINDS
+
+    seed = config.seeds[0]
+    scores: dict[str, float] = {}
+    best: tuple[float, tuple[str, ...]] | None = None
+    for n in range(len(SIGNAL_KINDS), 0, -1):
+        for kinds in combinations(SIGNAL_KINDS, n):
+            without = tuple(k for k in SIGNAL_KINDS if k not in kinds)
+            ds = load_dataset(dataset, data_dir, seed=seed, features="full", without=without,
+                              **config.dataset_options)
+            if tuple(ds.schema.signals.get("kinds", ())) != kinds:
+                continue  # a kind this dataset cannot provide: the same model as a smaller subset
+            say(f"picking inputs: {'+'.join(kinds)}")
+            student = cached_student(ds, seed=seed, cache_dir=cache_dir)
+            val = simulate(ds, student, get_method("fm-only")).val["gauc"]
+            scores["+".join(kinds)] = val
+            if best is None or np.nan_to_num(val, nan=-1.0) > best[0]:
+                best = (float(np.nan_to_num(val, nan=-1.0)), without)
+    if best is None:
+        raise ConfigError(f"{dataset}: no input kind can be computed, nothing to pick from")
+    return best[1], scores
+
+
 def run_trial(ds: Any, student: Backbone, method: str, trial: dict[str, Any], config: ExperimentConfig, *,
               seed: int) -> SimResult:
-    """One simulation of ``method`` with a trial's overrides (``server_lr`` goes to the server)."""
-    overrides = {k: v for k, v in trial.items() if k != "server_lr"}
-    sim = SimConfig(rounds=config.rounds, fraction=config.fraction, local_epochs=config.local_epochs, seed=seed,
+    """One simulation of ``method`` with a trial's overrides (``server_lr`` goes to the server,
+    ``local_epochs`` to the rounds; both default to the config's)."""
+    overrides = {k: v for k, v in trial.items() if k not in ("server_lr", "local_epochs")}
+    epochs = int(trial.get("local_epochs", config.local_epochs))
+    sim = SimConfig(rounds=config.rounds, fraction=config.fraction, local_epochs=epochs, seed=seed,
                     aggregation=AggregationConfig(server_lr=float(trial.get("server_lr", 1.0))))
     return simulate(ds, student, get_method(method, **overrides), sim)
 
@@ -294,9 +368,13 @@ def run_experiments(dataset: str, data_dir: str | Path | None, config: Experimen
     tuned: dict[str, dict[str, Any]] = {}
     tuning: dict[str, list[dict[str, Any]]] = {}
     start = time.perf_counter()
+    without, picked = config.without, None
+    if config.pick_inputs:
+        without, picked = pick_inputs(dataset, data_dir, config, out_dir / "students", say=say)
+        config = dataclasses.replace(config, without=without)
     for seed in config.seeds:
         say(f"seed {seed}: loading and distilling (cached)")
-        ds = load_dataset(dataset, data_dir, seed=seed, features=config.features, without=config.without,
+        ds = load_dataset(dataset, data_dir, seed=seed, features=config.features, without=without,
                           **config.dataset_options)
         student = cached_student(ds, seed=seed, cache_dir=out_dir / "students")
         for method in config.methods:
@@ -311,7 +389,8 @@ def run_experiments(dataset: str, data_dir: str | Path | None, config: Experimen
     paths["markdown"].write_text(_markdown(name, summary, tuned, config))
     paths["json"].write_text(json.dumps({
         "dataset": dataset, "data_dir": str(data_dir) if data_dir else None, "config": asdict(config),
-        "tuned": tuned, "tuning": tuning, "summary": summary, "wall_seconds": time.perf_counter() - start,
+        "tuned": tuned, "tuning": tuning, "summary": summary,
+        "picked_inputs_val_gauc": picked, "wall_seconds": time.perf_counter() - start,
         "runs": {m: [r.to_dict() for r in rs] for m, rs in results.items()},
     }, indent=1, default=float))
     plot_curves(name, {m: [r.curve for r in rs] for m, rs in results.items()}, paths["png"])

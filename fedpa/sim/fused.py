@@ -14,10 +14,11 @@ Usage: ``forward = FusedForward(model)``; ``logits = forward(params, x)`` with `
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
 
 from torch import Tensor
 
-from fedpa.model import FedPARecommender, FusedFedPALayer
+from fedpa.model import FedPALayer, FedPARecommender, FusedFedPALayer
 
 __all__ = ["FusedForward"]
 
@@ -30,7 +31,8 @@ class FusedForward:
     def __init__(self, model: FedPARecommender) -> None:
         self.model = model
         self.own = dict(model.named_parameters())  # tensors not passed in come from the model
-        self.layers = [(f"layers.{i}", FusedFedPALayer(layer, form="batched")) for i, layer in enumerate(model.layers)]
+        self.layers = [(f"layers.{i}", FusedFedPALayer(cast(FedPALayer, layer), form="batched"))
+                       for i, layer in enumerate(model.layers)]
 
     def _get(self, params: Mapping[str, Tensor], name: str, lead: int) -> Tensor:
         t = params.get(name)
@@ -49,4 +51,5 @@ class FusedForward:
             w1, b1, w2, b2 = (self._get(params, f"{prefix}.gate.{k}", lead) for k in _GATE)
             h = layer.mix(h, [self._get(params, f"{prefix}.{b}.lora_A", lead) for b in layer.branches],
                           [self._get(params, f"{prefix}.{b}.lora_B", lead) for b in layer.branches], (w1, b1, w2, b2))
-        return model.backbone.head(h).squeeze(-1)  # [U, L]
+        logits: Tensor = model.backbone.head(h).squeeze(-1)  # [U, L]
+        return logits
