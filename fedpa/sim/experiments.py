@@ -189,13 +189,14 @@ def _tune(ds: Any, student: Backbone, method: str, config: ExperimentConfig, see
     grid = config.grid.get(method, [])
     if METHODS[method].kind == "static" or not config.tune or not grid:
         return {}, []
-    trials = []
+    trials: list[dict[str, Any]] = []
     for trial in grid:
         say(f"tuning {method} {trial}")
         r = run_trial(ds, student, method, trial, config, seed=seed)
         trials.append({"trial": trial, "val_gauc": r.val["gauc"], "val_auc": r.val["auc"], "best_round": r.best_round})
-    best = max(trials, key=lambda t: np.nan_to_num(t["val_gauc"], nan=-1.0))
-    return best["trial"], trials
+    best = max(trials, key=lambda t: float(np.nan_to_num(t["val_gauc"], nan=-1.0)))
+    chosen: dict[str, Any] = best["trial"]
+    return chosen, trials
 
 
 def _stats(values: Sequence[float]) -> dict[str, float]:
@@ -205,7 +206,9 @@ def _stats(values: Sequence[float]) -> dict[str, float]:
 
 def _at_best(result: SimResult, metric: str) -> dict[str, float]:
     rounds = result.curve[1:] or result.curve
-    return max(rounds, key=lambda p: (np.nan_to_num(p["val"][metric], nan=-1.0), -p["round"]))["test"]
+    best = max(rounds, key=lambda p: (float(np.nan_to_num(p["val"][metric], nan=-1.0)), -p["round"]))
+    test: dict[str, float] = best["test"]
+    return test
 
 
 def summarise(results: dict[str, list[SimResult]]) -> dict[str, dict[str, Any]]:
@@ -239,7 +242,8 @@ def paired_ci(runs: Sequence[SimResult], reference: Sequence[SimResult]) -> dict
     """
     pairs = []
     for r, f in zip(runs, reference, strict=True):
-        if r.test_scores is None or f.test_scores is None or r.test_user is None or r.test_y is None:
+        if (r.test_scores is None or f.test_scores is None or r.test_user is None or r.test_y is None
+                or f.test_user is None or f.test_y is None):
             return None
         if not (np.array_equal(r.test_user, f.test_user) and np.array_equal(r.test_y, f.test_y)):
             raise ConfigError(f"{r.method} vs {f.method}: test rows differ (not the same dataset and seed)")
@@ -256,7 +260,7 @@ def save_scores(results: dict[str, list[SimResult]], path: Path) -> Path:
             if r.test_scores is not None and r.test_user is not None and r.test_y is not None:
                 arrays[f"{method}/{k}/scores"] = r.test_scores
                 arrays[f"{k}/user"], arrays[f"{k}/y"] = r.test_user, r.test_y
-    np.savez_compressed(path, **arrays)
+    np.savez_compressed(path, allow_pickle=False, **arrays)
     return path
 
 

@@ -184,16 +184,21 @@ def _adapter_program(method: Method, student: Backbone, schema: FeatureSchema, u
 def _full_program(student: Backbone) -> Program:
     """FedAvg of every student tensor; the forward indexes a per-client embedding table."""
     model = copy.deepcopy(student).requires_grad_(False)
-    n_layers = len(model.layers)
-    offsets = model.get_buffer("offsets")
+    n_layers, n_wide = len(model.layers), model.config.n_wide_features
+    # (table, its code offsets, its columns): the wide table, then the narrow signal table if any
+    tables = [("embedding.weight", model.get_buffer("offsets"), slice(0, n_wide))]
+    if model.signal_embedding is not None:
+        tables.append(("signal_embedding.weight", model.get_buffer("signal_offsets"), slice(n_wide, None)))
+
+    def lookup(table: Tensor, codes: Tensor) -> Tensor:
+        # table [U, V, d]: one per client, or [V, d] shared by all → [U, L, F*d]
+        if table.dim() == 2:
+            return table[codes].flatten(-2)
+        return table[torch.arange(codes.shape[0]).view(-1, 1, 1), codes].flatten(-2)
 
     def forward(params: Mapping[str, Tensor], x: Tensor) -> Tensor:
-        emb = params["embedding.weight"]  # [U, V, d]: one table per client, or [V, d] shared by all
-        if emb.dim() == 2:
-            h = emb[x + offsets].flatten(-2)
-        else:
-            u = torch.arange(x.shape[0]).view(-1, 1, 1)
-            h = emb[u, x + offsets].flatten(-2)  # [U, L, F*d]
+        h = torch.cat([lookup(params[name], x[..., cols] + offsets) for name, offsets, cols in tables],
+                      dim=-1)  # [U, L, input_dim], the layout of Backbone.embed
         for i in range(n_layers):
             h = torch.relu(h @ params[f"layers.{i}.weight"].mT + params[f"layers.{i}.bias"].unsqueeze(-2))
         return (h @ params["head.weight"].mT + params["head.bias"].unsqueeze(-2)).squeeze(-1)  # [U, L]

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from fedpa.data import load_dataset
-from fedpa.model import Backbone, student_config
+from fedpa.model import Backbone
+from fedpa.train import default_student_config
 
 
 @pytest.fixture(autouse=True)
@@ -31,7 +32,7 @@ def small_full_ds():
 def quick_student(ds, *, seed: int = 0, epochs: int = 3) -> Backbone:
     """A student fitted for a few full-batch-ish Adam epochs on open users: enough to be non-trivial."""
     torch.manual_seed(seed)
-    model = Backbone(student_config(ds.schema.cardinalities, len(ds.schema.user_feature_positions)))
+    model = Backbone(default_student_config(ds.schema))  # the architecture the pipeline distils
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     x, y = torch.from_numpy(ds.open_train.x), torch.from_numpy(ds.open_train.y)
     rng = np.random.default_rng(seed)
