@@ -41,12 +41,7 @@ def plot_rounds(report: Any, path: str | Path, *, fm_only: Mapping[str, float] |
     for ax in axes:
         ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_sweep(rows: list[Mapping[str, Any]], path: str | Path, *, baseline: float | None = None,
@@ -75,9 +70,16 @@ def plot_sweep(rows: list[Mapping[str, Any]], path: str | Path, *, baseline: flo
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG (creating its folder) and free it: plots are made in long-running loops."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
     plt.close(fig)
-    return path
+    return out
