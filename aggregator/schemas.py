@@ -7,7 +7,7 @@ schema from these classes, so the documentation cannot drift from the code.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -28,6 +28,7 @@ __all__ = [
     "PublishResult",
     "RoundConfig",
     "UpdateAccepted",
+    "error_responses",
 ]
 
 
@@ -82,6 +83,11 @@ class ErrorBody(BaseModel):
 
     error: ErrorCode  # the OpenAPI schema lists every code (fedpa.wire.ErrorCode)
     detail: str
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """A route's ``responses=``: each status code answers with an ``ErrorBody`` (FastAPI's own type)."""
+    return {code: {"model": ErrorBody} for code in codes}
 
 
 class Health(BaseModel):

@@ -3,7 +3,7 @@
 FastAPI's general dependency resolver costs ~0.3 ms of CPU per request (profiled with py-spy on
 the upload path: a quarter of the worker's CPU), which matters on the route that must sustain
 ~1,000 uploads/s on two cores. A route using this class may only take path parameters (``str``),
-the ``Request`` and dependencies that are async callables of the request (our ``Authenticate``).
+the ``Request`` and dependencies that are async callables of the request (our ``AuthenticateDevice``).
 Those are resolved here, by the same objects FastAPI would call, and OpenAPI is still generated
 from the endpoint's signature, so documentation and behaviour stay one thing. FastAPI documents
 custom ``APIRoute`` classes as the extension point for this.
@@ -12,7 +12,7 @@ custom ``APIRoute`` classes as the extension point for this.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from fastapi import Request, Response
@@ -31,7 +31,7 @@ class DirectRoute(APIRoute):
         path_names = [p.name for p in self.dependant.path_params]
         if self.dependant.query_params or self.dependant.header_params or self.dependant.body_params:
             raise TypeError(f"DirectRoute endpoint {endpoint.__name__} may take only path parameters")
-        deps: list[tuple[str, Callable[[Request], Any]]] = []
+        deps: list[tuple[str, Callable[[Request], Awaitable[object]]]] = []
         for sub in self.dependant.dependencies:
             call = sub.call
             fn = call if inspect.isfunction(call) or call is None else type(call).__call__
@@ -41,7 +41,7 @@ class DirectRoute(APIRoute):
         request_name = self.dependant.request_param_name
 
         async def handler(request: Request) -> Response:
-            kwargs: dict[str, Any] = {name: request.path_params[name] for name in path_names}
+            kwargs: dict[str, object] = {name: request.path_params[name] for name in path_names}
             if request_name:
                 kwargs[request_name] = request
             for name, call in deps:

@@ -34,6 +34,9 @@ from fedpa.wire import (
 
 __all__ = ["StateCache", "StateDownload", "load_bank", "prune_bank", "store_bank"]
 
+# (model pk, model version, state version, the selection's (attribute, value) pairs sorted; None: all)
+_CacheKey = tuple[int, int, int, tuple[tuple[str, int | str], ...] | None]
+
 
 def _selected(info: ModelInfo, groups: GroupSelection | None) -> list[str]:
     return [t.name for t in info.spec.select(groups)]
@@ -75,13 +78,13 @@ class StateCache:
     """Per-worker LRU of encoded downloads keyed by (model pk, model version, state version, groups)."""
 
     def __init__(self, capacity: int = 256) -> None:
-        self._items: OrderedDict[tuple, StateDownload] = OrderedDict()
+        self._items: OrderedDict[_CacheKey, StateDownload] = OrderedDict()
         self._capacity = capacity
         self._lock = threading.Lock()
 
     def get(self, session: Session, info: ModelInfo, state_version: int,
             groups: GroupSelection | None) -> StateDownload:
-        key = (info.pk, info.model_version, state_version,
+        key: _CacheKey = (info.pk, info.model_version, state_version,
                None if groups is None else tuple(sorted(groups.items(), key=lambda kv: kv[0])))
         with self._lock:
             hit = self._items.get(key)

@@ -198,12 +198,11 @@ def store_script(db: Database, batch: Sequence[PendingUpdate], *, limits: Limits
         lock = db.round_lock(model_pk, exclusive=False)
         if lock is not None:
             yield lock
-    outcomes: list[Outcome | None] = [None] * len(batch)
+    outcomes: dict[int, Outcome] = {}  # batch index → outcome; every index is in exactly one wave
     for wave in waves:
         verdicts = yield from _store_wave([batch[i] for i in wave], limits, now)
-        for i, outcome in zip(wave, verdicts, strict=True):
-            outcomes[i] = outcome
-    return outcomes  # type: ignore[return-value]
+        outcomes.update(zip(wave, verdicts, strict=True))
+    return [outcomes[i] for i in range(len(batch))]
 
 
 def store_updates(db: Database, batch: Sequence[PendingUpdate], *, limits: Limits, now: float | None = None

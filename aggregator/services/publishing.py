@@ -12,10 +12,11 @@ Usage: ``publish_bundle(db, Path("bundle/"), config={"round_size": 50}, defaults
 from __future__ import annotations
 
 import hashlib
+import shutil
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from pydantic import ValidationError
 from sqlalchemy import delete, select, update
@@ -56,13 +57,12 @@ def stage_files(items: Iterable[tuple[str, BinaryIO]], dest: Path) -> list[str]:
         target = dest / name
         target.parent.mkdir(parents=True, exist_ok=True)
         with target.open("wb") as out:
-            for chunk in iter(lambda fh=fh: fh.read(_COPY_CHUNK), b""):
-                out.write(chunk)
+            shutil.copyfileobj(fh, out, _COPY_CHUNK)
         names.append(name)
     return names
 
 
-def merge_config(defaults: RoundConfig, overrides: Mapping[str, Any] | None) -> RoundConfig:
+def merge_config(defaults: RoundConfig, overrides: Mapping[str, object] | None) -> RoundConfig:
     """Publish-time round settings over the server's defaults; unknown keys are refused."""
     try:
         return RoundConfig.model_validate({**defaults.model_dump(), **dict(overrides or {})})
@@ -70,7 +70,7 @@ def merge_config(defaults: RoundConfig, overrides: Mapping[str, Any] | None) -> 
         raise ConfigError(f"invalid round config {dict(overrides or {})}: {exc}") from exc
 
 
-def publish_bundle(db: Database, bundle_dir: Path, *, config: Mapping[str, Any] | None,
+def publish_bundle(db: Database, bundle_dir: Path, *, config: Mapping[str, object] | None,
                    defaults: RoundConfig, strict: bool = False) -> PublishResult:
     """Verify and store a bundle; with ``strict`` the directory may hold nothing the manifest doesn't list."""
     manifest = read_manifest(bundle_dir)

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Request, status
 from starlette.concurrency import run_in_threadpool
 
 from aggregator.api.deps import AdminDep, DeviceDep, RuntimeDep
-from aggregator.core.errors import ForbiddenError, Unauthorized
-from aggregator.schemas import DeviceCreate, DeviceCreated, EnrollmentKeyCreate, EnrollmentKeyCreated, ErrorBody
+from aggregator.core.errors import Unauthorized
+from aggregator.schemas import DeviceCreate, DeviceCreated, EnrollmentKeyCreate, EnrollmentKeyCreated, error_responses
 from aggregator.services.devices import is_enrollment_key, issue_enrollment_key, register_device, rotate_token
 from aggregator.services.runtime import Runtime
 from fedpa.wire import ErrorCode
@@ -17,7 +17,7 @@ from fedpa.wire import ErrorCode
 __all__ = ["router"]
 
 router = APIRouter(tags=["devices"])
-_ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 422, 429)}
+_ERRORS = error_responses(400, 401, 403, 404, 422, 429)
 
 
 def _bearer(request: Request) -> str | None:
@@ -64,12 +64,9 @@ async def create_device(body: DeviceCreate, request: Request, runtime: RuntimeDe
 
 
 @router.post("/v1/devices/token", response_model=DeviceCreated, responses=_ERRORS)
-async def rotate(principal: DeviceDep, runtime: RuntimeDep) -> DeviceCreated:
+async def rotate(device: DeviceDep, runtime: RuntimeDep) -> DeviceCreated:
     """A device: replace its token by a fresh one (new expiry); the old one stops working within
     ``token_cache_s``. Rotate before ``expires_at``."""
-    if principal.device is None:  # pragma: no cover - DeviceDep admits devices only
-        raise ForbiddenError("this route is for devices", code=ErrorCode.DEVICE_ONLY)
-    device = principal.device
     return await run_in_threadpool(lambda: rotate_token(runtime.db, device, token_ttl_s=runtime.settings.token_ttl_s))
 
 

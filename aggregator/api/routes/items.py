@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from aggregator.api.deps import AdminDep, ReaderDep, RuntimeDep
 from aggregator.core.errors import PayloadTooLarge
-from aggregator.schemas import ErrorBody, ItemLookup, ItemTableStatus
+from aggregator.schemas import ItemLookup, ItemTableStatus, error_responses
 from aggregator.services.items import MAX_LOOKUP_BATCH, ItemTableInfo, publish_item_table
 from fedpa.wire import MODEL_VERSION_HEADER, TABLE_VERSION_HEADER, ErrorCode
 
@@ -25,8 +25,8 @@ __all__ = ["ITEMS_PUBLISH_SUFFIX", "router"]
 router = APIRouter(tags=["items"])
 
 ITEMS_PUBLISH_SUFFIX = "/items"  # the publish route's body may be as large as a bundle (main.py's limit)
-_ERRORS = {code: {"model": ErrorBody} for code in (401, 403, 404)}
-_SAFETENSORS = {"content": {"application/octet-stream": {}}}
+_ERRORS = error_responses(401, 403, 404)
+_SAFETENSORS: dict[str, dict[str, dict[str, str]]] = {"content": {"application/octet-stream": {}}}
 
 
 def _status(info: ItemTableInfo) -> ItemTableStatus:
@@ -37,7 +37,7 @@ def _status(info: ItemTableInfo) -> ItemTableStatus:
 
 
 @router.post("/v1/models/{model_id}/items", status_code=201, response_model=ItemTableStatus,
-             responses={**_ERRORS, 409: {"model": ErrorBody}, 413: {"model": ErrorBody}, 422: {"model": ErrorBody}},
+             responses=error_responses(401, 403, 404, 409, 413, 422),
              openapi_extra={"requestBody": {"required": True, **_SAFETENSORS}})
 async def publish(model_id: str, request: Request, _: AdminDep, runtime: RuntimeDep) -> ItemTableStatus:
     """Admin: publish an item table (``fedpa-export items`` output) for the model's current version."""
@@ -58,7 +58,7 @@ async def status(model_id: str, _: ReaderDep, runtime: RuntimeDep) -> ItemTableS
 
 
 @router.post("/v1/models/{model_id}/items/lookup",
-             responses={**_ERRORS, 400: {"model": ErrorBody}, 413: {"model": ErrorBody}, 422: {"model": ErrorBody},
+             responses={**error_responses(401, 403, 404, 400, 413, 422),
                         200: {**_SAFETENSORS, "description": "ItemRows safetensors, one row per id, in order"}})
 async def lookup(model_id: str, body: ItemLookup, _: ReaderDep, runtime: RuntimeDep) -> Response:
     """Rows for a batch of candidates; headers ``X-FedPA-Table-Version``, ``X-FedPA-Model-Version``.

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from fastapi import APIRouter, Request, status
 from fastapi.responses import Response
@@ -16,7 +15,7 @@ from starlette.datastructures import UploadFile
 from aggregator.api.deps import AdminDep, ReaderDep, RuntimeDep
 from aggregator.core.errors import NotFoundError
 from aggregator.models import BundleFile, Model
-from aggregator.schemas import ErrorBody, PublishResult
+from aggregator.schemas import PublishResult, error_responses
 from aggregator.services.publishing import publish_bundle, stage_files
 from fedpa.errors import BundleError, ConfigError
 from fedpa.wire import MODEL_VERSION_HEADER, ErrorCode
@@ -26,7 +25,7 @@ __all__ = ["router"]
 router = APIRouter(tags=["models"])
 
 _MAX_FILES = 1000
-_ERRORS = {code: {"model": ErrorBody} for code in (401, 403, 404)}
+_ERRORS = error_responses(401, 403, 404)
 _PUBLISH_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["files"],
     "properties": {
@@ -36,7 +35,7 @@ _PUBLISH_BODY = {"requestBody": {"required": True, "content": {"multipart/form-d
     }}}}}}
 
 
-def _config(raw: Any) -> dict[str, Any] | None:
+def _config(raw: UploadFile | str | None) -> dict[str, object] | None:
     if raw is None or raw == "":
         return None
     try:
@@ -49,7 +48,7 @@ def _config(raw: Any) -> dict[str, Any] | None:
 
 
 @router.post("/v1/models", status_code=status.HTTP_201_CREATED, response_model=PublishResult,
-             responses={**_ERRORS, 409: {"model": ErrorBody}, 413: {"model": ErrorBody}, 422: {"model": ErrorBody}},
+             responses=error_responses(401, 403, 404, 409, 413, 422),
              openapi_extra=_PUBLISH_BODY)
 async def publish(request: Request, _: AdminDep, runtime: RuntimeDep) -> PublishResult:
     """Admin: publish a bundle (or a newer version of a model); 201 with its initial state version 0.

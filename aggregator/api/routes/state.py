@@ -9,7 +9,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from aggregator.api.deps import ReaderDep, RuntimeDep
-from aggregator.schemas import ErrorBody
+from aggregator.schemas import error_responses
 from aggregator.services.bank import StateDownload
 from fedpa.errors import PayloadError
 from fedpa.wire import GROUPS_PARAM, MODEL_VERSION_HEADER, STATE_VERSION_HEADER
@@ -27,7 +27,7 @@ _GROUPS = Query(alias=GROUPS_PARAM, max_length=4096, description=(
 
 
 @router.get("/v1/models/{model_id}/state", responses={
-    **{code: {"model": ErrorBody} for code in (401, 403, 404, 422)},
+    **error_responses(401, 403, 404, 422),
     200: {"content": {"application/octet-stream": {}}, "description": "safetensors (wire names)"},
     304: {"description": "Not modified (If-None-Match matched the ETag)"}})
 async def get_state(model_id: str, request: Request, principal: ReaderDep, runtime: RuntimeDep,

@@ -6,13 +6,13 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
 from aggregator.api.deps import AdminDep, ReaderDep, RuntimeDep
-from aggregator.schemas import DeviceStatus, ErrorBody, ModelStatus
+from aggregator.schemas import DeviceStatus, ModelStatus, error_responses
 from aggregator.services.status import device_status, list_models, model_status
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["status"])
-_ERRORS = {code: {"model": ErrorBody} for code in (401, 403, 404)}
+_ERRORS = error_responses(401, 403, 404)
 
 
 @router.get("/v1/models", response_model=list[ModelStatus], responses=_ERRORS)
