@@ -12,8 +12,9 @@ imports ``export.cli``, does not pay for importing torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from fedpa.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from export.bundle import BuildResult, build_bundle, check_architecture
@@ -22,14 +23,13 @@ if TYPE_CHECKING:
     from export.verify import VerifyResult, summarise, verify_bundle
     from export.wrappers import InferenceWrapper, WithLoss, personalisation_ios, personalisation_names
 
-_HOME = {
-    "BuildResult": "bundle", "build_bundle": "bundle", "check_architecture": "bundle",
-    "lower_inference": "lower", "lower_onnx": "lower", "lower_training": "lower",
-    "StudentSource": "source", "resolve_student": "source",
-    "VerifyResult": "verify", "summarise": "verify", "verify_bundle": "verify",
-    "InferenceWrapper": "wrappers", "WithLoss": "wrappers", "personalisation_ios": "wrappers",
-    "personalisation_names": "wrappers",
-}
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "bundle": ("BuildResult", "build_bundle", "check_architecture"),
+    "lower": ("lower_inference", "lower_onnx", "lower_training"),
+    "source": ("StudentSource", "resolve_student"),
+    "verify": ("VerifyResult", "summarise", "verify_bundle"),
+    "wrappers": ("InferenceWrapper", "WithLoss", "personalisation_ios", "personalisation_names"),
+})
 
 __all__ = [
     "BuildResult",
@@ -49,8 +49,3 @@ __all__ = [
     "verify_bundle",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _HOME:
-        raise AttributeError(f"module 'export' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"export.{_HOME[name]}"), name)

@@ -6,8 +6,9 @@ extra. The public contract is everything re-exported here.
 Usage: ``ds = load_dataset("synthetic", seed=0)``; ``ds.private_train.x`` holds int64 codes.
 """
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from fedpa.lazy import lazy_exports
 
 if TYPE_CHECKING:  # what type checkers see; at run time each name is imported on first use (__getattr__)
     from fedpa.data.build import SPLIT_RULES, SplitRule, split_rule
@@ -19,27 +20,14 @@ if TYPE_CHECKING:  # what type checkers see; at run time each name is imported o
 
 # Why lazy: a device imports ``fedpa.data.schema`` (the feature schema its bundle carries), and Python
 # runs this file first; eager re-exports would load the dataset loaders and builders onto every phone.
-_HOMES = {
-    "fedpa.data.build": ("SPLIT_RULES", "SplitRule", "split_rule"),
-    "fedpa.data.dataset": ("SPLIT_NAMES", "Dataset", "Interactions", "dataset_stats"),
-    "fedpa.data.formats": ("NUMERIC_PREFIX", "write_generic_csv"),
-    "fedpa.data.loaders": ("DATA_DIR_ENV", "DATASET_DEFAULTS", "DATASET_NAMES", "load_dataset"),
-    "fedpa.data.schema": ("CategoricalFeature", "FeatureSchema"),
-    "fedpa.data.synthetic": ("SYNTHETIC_DEFAULTS", "generate_synthetic"),
-}
-_HOME = {name: module for module, names in _HOMES.items() for name in names}
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _HOME:
-        raise AttributeError(f"module 'fedpa.data' has no attribute {name!r}")
-    value = getattr(import_module(_HOME[name]), name)
-    globals()[name] = value  # once: later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_HOME})
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "build": ("SPLIT_RULES", "SplitRule", "split_rule"),
+    "dataset": ("SPLIT_NAMES", "Dataset", "Interactions", "dataset_stats"),
+    "formats": ("NUMERIC_PREFIX", "write_generic_csv"),
+    "loaders": ("DATA_DIR_ENV", "DATASET_DEFAULTS", "DATASET_NAMES", "load_dataset"),
+    "schema": ("CategoricalFeature", "FeatureSchema"),
+    "synthetic": ("SYNTHETIC_DEFAULTS", "generate_synthetic"),
+})
 
 
 __all__ = [

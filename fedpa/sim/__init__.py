@@ -8,8 +8,9 @@ The public names are resolved on first use (PEP 562) so that ``fedpa --help``, w
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from fedpa.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from fedpa.sim.experiments import ExperimentConfig, run_experiments
@@ -17,12 +18,12 @@ if TYPE_CHECKING:
     from fedpa.sim.runner import SimConfig, SimResult, simulate
     from fedpa.sim.server import AggregationConfig
 
-_HOME = {
-    "ExperimentConfig": "experiments", "run_experiments": "experiments",
-    "METHODS": "methods", "Method": "methods", "get_method": "methods",
-    "SimConfig": "runner", "SimResult": "runner", "simulate": "runner",
-    "AggregationConfig": "server",
-}
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "experiments": ("ExperimentConfig", "run_experiments"),
+    "methods": ("METHODS", "Method", "get_method"),
+    "runner": ("SimConfig", "SimResult", "simulate"),
+    "server": ("AggregationConfig",),
+})
 
 __all__ = [
     "METHODS",
@@ -36,8 +37,3 @@ __all__ = [
     "simulate",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _HOME:
-        raise AttributeError(f"module 'fedpa.sim' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"fedpa.sim.{_HOME[name]}"), name)
