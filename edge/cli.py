@@ -15,14 +15,18 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from fedpa.cli_common import make_app, setup_logging
+from fedpa.errors import ConfigError
+from fedpa.manifest import PrivacySettings
+from fedpa.privacy import DevicePolicy, PrivacyConfig
 from fedpa.schedule import LocalTraining
+from fedpa.signing import PublicKey, load_public_key
 
 __all__ = ["app"]
 
@@ -57,26 +61,23 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log eve
     setup_logging(verbose)
 
 
-def _policy(*, no_ldp: bool, epsilon: float, delta: float, min_sigma: float | None, max_clip: float) -> Any:
+def _policy(*, no_ldp: bool, epsilon: float, delta: float, min_sigma: float | None, max_clip: float
+            ) -> DevicePolicy | None:
     """The device's own privacy policy from its flags (None with --no-ldp: the user opted out)."""
-    from fedpa.privacy import DevicePolicy
-
     return None if no_ldp else DevicePolicy(epsilon_budget=epsilon, delta=delta, min_noise_multiplier=min_sigma,
                                             max_clip_norm=max_clip)
 
 
-def _privacy(manifest_privacy: Any, policy: Any, *, sigma: float | None, clip: float | None) -> Any:
+def _privacy(manifest_privacy: PrivacySettings, policy: DevicePolicy | None, *, sigma: float | None,
+             clip: float | None) -> PrivacyConfig | None:
     """What the device applies: the bundle's σ and C (or stricter flags), checked against its policy."""
     if policy is None:
         return None
     return policy.config_for(manifest_privacy, noise_multiplier=sigma, clip_norm=clip)
 
 
-def _trust(trust_key: Path | None, allow_unsigned: bool) -> Any:
+def _trust(trust_key: Path | None, allow_unsigned: bool) -> PublicKey | None:
     """The pinned publisher key; refusing to guess when none is given."""
-    from fedpa.errors import ConfigError
-    from fedpa.signing import load_public_key
-
     if trust_key is not None:
         return load_public_key(trust_key)
     if not allow_unsigned:
@@ -165,7 +166,6 @@ def recommend(
     from edge.local_data import read_candidates, schema_of
     from edge.signals import DeviceSignals
     from edge.store import LocalStore
-    from fedpa.errors import ConfigError
 
     local = LocalStore.open(store)
     log = local.load_log()

@@ -161,19 +161,31 @@ class AggregatorClient:
                 self._sleep(delay)
         raise ServerUnreachable(f"{method} {url} failed after {self.retry.attempts} attempts: {last}")
 
+    def request_json(self, method: str, path: str, *, ok: tuple[int, ...] = (200,), **kwargs: Any) -> dict[str, Any]:
+        """:meth:`request` for the endpoints that answer a JSON object (docs/api.md); anything else
+        from a 2xx is the server breaking the contract, a :class:`SyncError` naming the call."""
+        response = self.request(method, path, ok=ok, **kwargs)
+        try:
+            body = response.json()
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+            raise SyncError(f"{method} {response.request.url}: the answer is not JSON ({exc})") from exc
+        if not isinstance(body, dict):
+            raise SyncError(f"{method} {response.request.url}: expected a JSON object, got {type(body).__name__}")
+        return body
+
     # ------------------------------------------------------------------ endpoints
 
     def health(self) -> dict[str, Any]:
-        return self.request("GET", "/healthz").json()
+        return self.request_json("GET", "/healthz")
 
     def register(self, model_id: str) -> tuple[str, str]:
         """A new device identity scoped to ``model_id``; stores the token for later calls."""
-        body = self.request("POST", "/v1/devices", json={"model_id": model_id}, ok=(200, 201)).json()
+        body = self.request_json("POST", "/v1/devices", json={"model_id": model_id}, ok=(200, 201))
         self.token = body["token"]
         return body["device_id"], body["token"]
 
     def manifest(self, model_id: str) -> dict[str, Any]:
-        return self.request("GET", f"/v1/models/{model_id}").json()
+        return self.request_json("GET", f"/v1/models/{model_id}")
 
     def manifest_bytes(self, model_id: str) -> bytes:
         """``manifest.json`` byte for byte as published (what the publisher's signature covers)."""
@@ -238,15 +250,15 @@ class AggregatorClient:
 
     def upload(self, model_id: str, body: bytes) -> dict[str, Any]:
         """POST one update (``fedpa.wire.encode_update``); 202 → the server's receipt."""
-        return self.request("POST", f"/v1/models/{model_id}/updates", content=body, ok=(200, 201, 202),
-                            headers={"Content-Type": "application/octet-stream"}).json()
+        return self.request_json("POST", f"/v1/models/{model_id}/updates", content=body, ok=(200, 201, 202),
+                                 headers={"Content-Type": "application/octet-stream"})
 
     def status(self, model_id: str) -> dict[str, Any]:
-        return self.request("GET", f"/v1/models/{model_id}/status").json()
+        return self.request_json("GET", f"/v1/models/{model_id}/status")
 
     def aggregate(self, model_id: str) -> dict[str, Any]:
         """Admin: close the current round now."""
-        return self.request("POST", f"/v1/models/{model_id}/aggregate", ok=(200, 201, 202)).json()
+        return self.request_json("POST", f"/v1/models/{model_id}/aggregate", ok=(200, 201, 202))
 
     def publish(self, bundle_dir: str | Path, *, config: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Admin: upload every file of a bundle (multipart, docs/api.md) → model id/version."""
@@ -256,7 +268,7 @@ class AggregatorClient:
         names = [MANIFEST_NAME, *signed, *manifest.files]
         files = [("files", (name, (bundle_dir / name).read_bytes(), "application/octet-stream")) for name in names]
         data = {"config": json.dumps(dict(config))} if config else None
-        return self.request("POST", "/v1/models", files=files, data=data, ok=(200, 201)).json()
+        return self.request_json("POST", "/v1/models", files=files, data=data, ok=(200, 201))
 
 
 def _retry_after(response: httpx.Response) -> float:

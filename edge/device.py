@@ -30,7 +30,7 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,7 +38,7 @@ import numpy as np
 
 from edge.client import AggregatorClient, Refused, ServerUnreachable
 from edge.programs import LocalPrograms
-from edge.store import DeviceState, LocalStore, PendingUpload
+from edge.store import AppliedPrivacy, DeviceState, LocalStore, PendingUpload
 from fedpa.errors import BundleError, ConfigError, PrivacyBudgetError, PrivacyPolicyError
 from fedpa.manifest import Manifest, read_manifest
 from fedpa.privacy import UNBOUNDED, DevicePolicy, PrivacyConfig, clip_and_noise, report_example_count, secure_rng
@@ -197,15 +197,15 @@ class Device:
         self.state.bytes_down += self.client.bytes_down - before
         if dl.tensors is not None:
             mine = {t.name for t in spec.for_groups(self.state.groups)}
-            spec.validate({n: a for n, a in dl.tensors.items() if n in mine}, groups=self.state.groups)
+            kept = {n: a for n, a in dl.tensors.items() if n in mine}
+            spec.validate(kept, groups=self.state.groups)
             if set(dl.tensors) != {t.name for t in spec.tensors}:
                 raise BundleError(f"{self.client.base_url}: the shared-state download is not the whole bank "
                                   f"of {self.model_id!r}")
-            dl = replace(dl, tensors={n: a for n, a in dl.tensors.items() if n in mine})
             if (dl.state_version, dl.etag) != self._cached:  # rewrite the offline cache only on change
-                self.store.save_shared(dl.tensors, version=dl.state_version, etag=dl.etag)
+                self.store.save_shared(kept, version=dl.state_version, etag=dl.etag)
                 self._cached = (dl.state_version, dl.etag)
-            self._shared, self._etag = dl.tensors, dl.etag
+            self._shared, self._etag = kept, dl.etag
         self.state.last_state_version = dl.state_version
         return dl.state_version
 
@@ -274,8 +274,8 @@ class Device:
         new_private = {p: v for p, v in trained.items() if p in private_names}
         # without LDP there is no finite ε to claim: the device records it as infinite
         spent = eps if applied is not None and applied.mechanism != "none" else math.inf
-        record = {"mechanism": privacy.mechanism, "noise_multiplier": privacy.noise_multiplier,
-                  "clip_norm": privacy.clip_norm}
+        record: AppliedPrivacy = {"mechanism": privacy.mechanism, "noise_multiplier": privacy.noise_multiplier,
+                                  "clip_norm": privacy.clip_norm}
         pending = PendingUpload(nonce=nonce, base_version=base_version, round=self.state.rounds_completed,
                                 example_count=len(y), epsilon_after=spent, created_at=time.time(), applied=record)
         self.store.stage_upload(pending, body, new_private)

@@ -52,7 +52,7 @@ class ItemTableClient:
 
     def status(self) -> dict[str, Any]:
         """``GET …/items``; drops the cache when the server serves another table version."""
-        body = self.client.request("GET", f"/v1/models/{self.model_id}/items").json()
+        body: dict[str, Any] = self.client.request("GET", f"/v1/models/{self.model_id}/items").json()
         if self.max_batch is None:
             self.max_batch = int(body["max_lookup_batch"])
         if self.meta is not None and int(body["table_version"]) != self.meta.table_version:
@@ -118,5 +118,6 @@ class ItemTableClient:
 def publish_item_table(client: AggregatorClient, model_id: str, path: str | Path) -> dict[str, Any]:
     """Admin: upload an ``items.safetensors`` written by ``fedpa-export items`` → the server's status of it."""
     body = Path(path).read_bytes()
-    return client.request("POST", f"/v1/models/{model_id}/items", content=body, ok=(200, 201),
-                          headers={"Content-Type": "application/octet-stream"}).json()
+    status: dict[str, Any] = client.request("POST", f"/v1/models/{model_id}/items", content=body, ok=(200, 201),
+                                            headers={"Content-Type": "application/octet-stream"}).json()
+    return status

@@ -18,19 +18,19 @@ Usage: ``x, y, ts = read_interactions("me.csv", schema)``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from fedpa.data.schema import FeatureSchema
 from fedpa.errors import DataError
+from fedpa.manifest import Manifest
 from fedpa.runtime.features import FeatureEncoder
 
 __all__ = ["groups_of", "read_candidates", "read_interaction_log", "read_interactions", "schema_of"]
 
 
-def schema_of(manifest: Any) -> FeatureSchema:
+def schema_of(manifest: Manifest) -> FeatureSchema:
     """The bundle's feature schema."""
     return FeatureSchema.from_dict(manifest.feature_schema)
 

@@ -13,12 +13,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
 from fedpa.errors import ConfigError
 from fedpa.manifest import Manifest
+
+if TYPE_CHECKING:
+    from fedpa.runtime import Bundle, Scorer, Trainer
+    from fedpa.runtime.bundle import Backend
 
 __all__ = ["LocalPrograms"]
 
@@ -26,7 +30,7 @@ __all__ = ["LocalPrograms"]
 class LocalPrograms:
     """A verified bundle's programs plus per-thread trainers and scorers."""
 
-    def __init__(self, bundle: Any, path: Path) -> None:
+    def __init__(self, bundle: Bundle, path: Path) -> None:
         self.bundle = bundle
         self.path = path
         self.manifest: Manifest = bundle.manifest
@@ -55,18 +59,18 @@ class LocalPrograms:
         """The training program's largest batch (ExecuTorch plans its memory for it)."""
         return self.manifest.programs["training"].max_batch
 
-    def _trainer(self, lr: float) -> Any:
-        cache = self._local.__dict__.setdefault("trainers", {})
+    def _trainer(self, lr: float) -> Trainer:
+        cache: dict[float, Trainer] = self._local.__dict__.setdefault("trainers", {})
         if lr not in cache:
             with self._load_lock:
                 cache[lr] = self.bundle.trainer(lr=lr)
         return cache[lr]
 
-    def _scorer(self, backend: str) -> Any:
-        cache = self._local.__dict__.setdefault("scorers", {})
+    def _scorer(self, backend: str) -> Scorer:
+        cache: dict[str, Scorer] = self._local.__dict__.setdefault("scorers", {})
         if backend not in cache:
-            with self._load_lock:
-                cache[backend] = self.bundle.scorer(backend=backend)
+            with self._load_lock:  # a CLI flag's string: Bundle.scorer refuses any other than the Backend values
+                cache[backend] = self.bundle.scorer(backend=cast("Backend", backend))
         return cache[backend]
 
     def train(self, tensors: Mapping[str, np.ndarray], x: np.ndarray, y: np.ndarray,

@@ -37,6 +37,7 @@ from fedpa.signals import HistoryState
 
 if TYPE_CHECKING:
     from edge.items import ItemTableClient
+    from fedpa.runtime.items import ItemRows
 
 __all__ = ["HISTORY_FILE", "DeviceSignals"]
 
@@ -100,7 +101,7 @@ class DeviceSignals:
         body = {"schema": _schema_digest(self.schema), "observed": self.observed, "state": self.history.to_dict()}
         atomic_write(self.store.root / HISTORY_FILE, json.dumps(body, separators=(",", ":")).encode())
 
-    def _rows(self, item_ids: Sequence[Any] | np.ndarray | None, n: int) -> Any:
+    def _rows(self, item_ids: Sequence[Any] | np.ndarray | None, n: int) -> ItemRows | None:
         if not self.needs_items or n == 0:
             return None
         if self.items is None:

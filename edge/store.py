@@ -30,16 +30,16 @@ import threading
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import load_file, save
 
 from fedpa.errors import ConfigError
-from fedpa.privacy import Upload
+from fedpa.privacy import Mechanism, Upload
 
-__all__ = ["DeviceState", "LocalStore", "PendingUpload", "atomic_write"]
+__all__ = ["AppliedPrivacy", "DeviceState", "LocalStore", "PendingUpload", "atomic_write"]
 
 STORE_FORMAT = 1
 
@@ -70,6 +70,20 @@ def atomic_write(path: str | Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+class AppliedPrivacy(TypedDict):
+    """What one upload applied, as the ledger in ``state.json`` keeps it (a :class:`~fedpa.privacy.Upload`)."""
+
+    mechanism: Mechanism
+    noise_multiplier: float
+    clip_norm: float
+
+
+def _unrecorded() -> AppliedPrivacy:
+    """The entry of an upload staged without a record: counted as un-noised, like :meth:`LocalStore.uploads`
+    counts uploads sent before the ledger existed."""
+    return {"mechanism": "none", "noise_multiplier": 0.0, "clip_norm": math.inf}
+
+
 @dataclass
 class PendingUpload:
     """An update that left (or may have left) the device: kept until the server acknowledges it.
@@ -84,8 +98,7 @@ class PendingUpload:
     example_count: int
     epsilon_after: float  # the device's ε once this upload counts as sent
     created_at: float
-    # what this upload applied (mechanism, noise_multiplier, clip_norm): the accountant's entry
-    applied: dict[str, Any] = field(default_factory=dict)
+    applied: AppliedPrivacy = field(default_factory=_unrecorded)  # the accountant's entry
 
 
 @dataclass
@@ -105,7 +118,7 @@ class DeviceState:
     epsilon_spent: float = 0.0  # at the δ the device accounted with when it last uploaded
     # one entry per upload that left the device: what it *applied* (never what a server claimed);
     # kept across bundle installs and model versions — a new bundle does not give privacy back
-    ledger: list[dict[str, Any]] = field(default_factory=list)
+    ledger: list[AppliedPrivacy] = field(default_factory=list)
     bytes_up: int = 0
     bytes_down: int = 0
     refused: int = 0  # uploads the server refused with a 4xx
@@ -242,7 +255,7 @@ class LocalStore:
         self._save(self.pending_private_path(pending.nonce), private)
         self.state.pending = pending
         self.state.uploads_sent += 1
-        self.state.ledger.append(dict(pending.applied))
+        self.state.ledger.append(pending.applied.copy())
         self.state.epsilon_spent = pending.epsilon_after
         self.commit()
 

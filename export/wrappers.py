@@ -56,8 +56,9 @@ class InferenceWrapper(nn.Module):
         self.names = personalisation_names(model)
 
     def forward(self, x: Tensor, *tensors: Tensor) -> Tensor:
-        return torch.func.functional_call(self.model, dict(zip(self.names, tensors, strict=True)), (x,),
-                                          strict=False)
+        logits: Tensor = torch.func.functional_call(self.model, dict(zip(self.names, tensors, strict=True)), (x,),
+                                                    strict=False)
+        return logits
 
     def example_inputs(self, batch: int) -> tuple[Tensor, ...]:
         params = dict(self.model.named_parameters())
@@ -80,5 +81,7 @@ class WithLoss(FedPARecommender):
         self.layers = model.layers
         self.user_embedding = model.user_embedding
 
+    # Overrides with another signature on purpose: the program is (x, y) → (loss,), the recommender
+    # x → logits; it subclasses FedPARecommender only to keep its parameter names, nothing uses it as one.
     def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor]:  # type: ignore[override]
         return (F.binary_cross_entropy_with_logits(super().forward(x), y),)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -20,6 +20,9 @@ from fedpa.data.cli import data_app
 from fedpa.privacy_cli import privacy_app
 from fedpa.sim.cli import experiments, simulate
 from harness.demo import demo
+
+if TYPE_CHECKING:
+    from fedpa.data import Dataset
 
 __all__ = ["app"]
 
@@ -49,12 +52,12 @@ WithoutOpt = Annotated[str, typer.Option(help="Input kinds to switch off with --
 
 
 def _load(dataset: str, data_dir: Path | None, split: str, seed: int, features: str = "full",
-          without: str = "") -> Any:
-    from fedpa.data import load_dataset
+          without: str = "") -> Dataset:
+    from fedpa.data import load_dataset, split_rule
 
     with console.status(f"loading {dataset}…"):
-        return load_dataset(dataset, data_dir, split=split, seed=seed,  # type: ignore[arg-type]
-                            features=features, without=without)
+        return load_dataset(dataset, data_dir, split=split_rule(split), seed=seed, features=features,
+                            without=without)
 
 
 def _write_metrics(path: Path, metrics: dict[str, Any]) -> Path:

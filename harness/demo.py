@@ -136,9 +136,8 @@ def run_demo(config: DemoConfig, *, say: Say | None = None,
     secs = report.seconds
 
     with _stage("data", secs, say):
-        kinds = {**({"features": config.features} if config.features != "full" else {}),
-                 **({"without": config.without} if config.without else {})}  # defaults: load_dataset's own
-        ds = load_dataset(config.dataset, config.data_dir, seed=config.seed, max_users=config.max_users, **kinds)
+        ds = load_dataset(config.dataset, config.data_dir, seed=config.seed, max_users=config.max_users,
+                          features=config.features, without=config.without)  # "" switches nothing off
     report.input_kinds = list(ds.report.get("input_kinds", []))
     train = TrainConfig(epochs=config.train_epochs)
     with _stage("pre-train teacher", secs, say):

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
@@ -39,6 +39,9 @@ from fedpa.privacy import DevicePolicy, PrivacyConfig
 from fedpa.schedule import LocalTraining
 from fedpa.signing import PublicKey
 from fedpa.wire import MANIFEST_NAME
+
+if TYPE_CHECKING:
+    from fedpa.data import Dataset, Interactions
 
 __all__ = ["DIVERGED_LOSS", "FleetConfig", "FleetReport", "ProgramCache", "build_devices", "existing_stores",
            "run_fleet"]
@@ -102,7 +105,7 @@ class _Member:
     test: tuple[np.ndarray, np.ndarray]
 
 
-def _rows(split: Any, user: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _rows(split: Interactions, user: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     mask = split.user == user
     return split.x[mask], split.y[mask], split.ts[mask]
 
@@ -130,7 +133,7 @@ def existing_stores(root: Path) -> tuple[int, float]:
     return len(states), max((s.epsilon_spent for s in states), default=0.0)
 
 
-def build_devices(ds: Any, root: Path, config: FleetConfig, *, http: httpx.Client,
+def build_devices(ds: Dataset, root: Path, config: FleetConfig, *, http: httpx.Client,
                   programs: ProgramCache | None = None) -> list[_Member]:
     """One store per private user (log = its train split), not yet registered."""
     users = np.asarray(ds.private_users, np.int64)
@@ -187,7 +190,7 @@ def _wait_for_version(admin: AggregatorClient, model_id: str, before: int, timeo
         time.sleep(0.1)
 
 
-def run_fleet(ds: Any, root: str | Path, config: FleetConfig, *, http: httpx.Client | None = None,
+def run_fleet(ds: Dataset, root: str | Path, config: FleetConfig, *, http: httpx.Client | None = None,
               progress: Progress | None = None) -> FleetReport:
     """Set up every device, run ``config.rounds`` rounds over HTTP, evaluate; never raises per device."""
     start = time.perf_counter()
@@ -264,7 +267,7 @@ def run_fleet(ds: Any, root: str | Path, config: FleetConfig, *, http: httpx.Cli
     return report
 
 
-def _check_schema(ds: Any, device: Device) -> None:
+def _check_schema(ds: Dataset, device: Device) -> None:
     """Refuse a dataset encoded differently from the bundle: its codes would hit the wrong embeddings."""
     from fedpa.data import FeatureSchema
     from fedpa.runtime import schema_differences

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from harness.fleet import FleetReport
 
 __all__ = ["plot_rounds", "plot_sweep"]
 
 
-def plot_rounds(report: Any, path: str | Path, *, fm_only: Mapping[str, float] | None = None,
+def plot_rounds(report: FleetReport, path: str | Path, *, fm_only: Mapping[str, float] | None = None,
                 title: str = "FedPA over HTTP") -> Path:
     """GAUC and AUC on val/test after every round (round 0 = before adaptation)."""
     import matplotlib

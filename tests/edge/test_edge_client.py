@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from edge.client import AggregatorClient, Refused, RetryPolicy, ServerUnreachable
-from fedpa.errors import BundleError
+from fedpa.errors import BundleError, SyncError
 from fedpa.manifest import read_manifest
 from fedpa.wire import ErrorCode
 
@@ -166,3 +166,12 @@ def test_download_bundle_refuses_a_manifest_naming_a_path(tmp_path):
     with pytest.raises(BundleError, match="must be a plain file name"):
         client.download_bundle("m", tmp_path / "bundle")
     assert not (tmp_path / "escape.txt").exists() and not (tmp_path / "bundle").exists()
+
+
+@pytest.mark.parametrize(("body", "why"), [(b"[1, 2]", "expected a JSON object, got list"),
+                                           (b"<html>ok</html>", "the answer is not JSON")])
+def test_a_2xx_without_a_json_object_is_a_sync_error_naming_the_call(body, why):
+    client, slept = _client(lambda r: httpx.Response(200, content=body))
+    with pytest.raises(SyncError, match=f"GET http://agg/v1/models/m/status: {why}"):
+        client.status("m")
+    assert slept == []  # the server answered; asking again would get the same answer
