@@ -15,7 +15,7 @@ noised LDP update stays under, from which the server derives its default bound.
 
 :class:`StreamingMean` is the weighted-mean case of :func:`aggregate_bank` for uploads that arrive
 as stacked arrays a chunk of clients at a time (the simulation: 100k+ clients per round in bounded
-memory); ``tests/core/test_aggregation.py`` proves it equal to :func:`aggregate_bank`.
+memory); ``tests/fedpa/test_aggregation.py`` proves it equal to :func:`aggregate_bank`.
 """
 
 from __future__ import annotations

@@ -322,7 +322,7 @@ class FusedFedPALayer(nn.Module):
     * ``"batched"`` (simulation, ``[U, L, F]``): the gate's first layer rides in the same matmul
       as the A's, and the spreading is ``repeat_interleave`` (a cheaper backward).
 
-    ``tests/core/test_model.py`` checks both against :class:`FedPALayer` (values and gradients);
+    ``tests/fedpa/test_model.py`` checks both against :class:`FedPALayer` (values and gradients);
     every export build checks the program against the eager model (golden vectors).
     """
 

@@ -6,7 +6,7 @@ error codes of ``{"error", "detail"}`` bodies, and the encoding of an update upl
 bodies themselves are pydantic models in ``fedpa.protocol`` (re-exported here); tensors are
 safetensors (``fedpa.payload``). The server emits these constants, the Python clients, tests and
 benchmarks read them from here, and the Android client's copies are pinned to them by
-``tests/core/test_wire.py``.
+``tests/fedpa/test_wire.py``.
 
 A client tells refusals apart by :class:`ErrorCode` (exact string equality), never by searching
 the human-readable ``detail``, which may be reworded at any time.

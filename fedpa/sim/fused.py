@@ -5,7 +5,7 @@ overhead and by passes over ``[U, L, hidden]`` activations, not by arithmetic. T
 :class:`fedpa.model.FusedFedPALayer` in its ``"batched"`` form (the identity and its parity test
 live there); what this module adds is taking each client's tensors from a ``{name: [U, ...]}``
 mapping instead of ``functional_call``'s module swap, broadcasting tensors shared by every client
-(passed without the client dimension, as in evaluation) as views. ``tests/sim/test_fused.py``
+(passed without the client dimension, as in evaluation) as views. ``tests/fedpa/sim/test_fused.py``
 checks the whole forward against the model for every method.
 
 Usage: ``forward = FusedForward(model)``; ``logits = forward(params, x)`` with ``x`` ``[U, L, F]``.

@@ -8,8 +8,8 @@ from the engine's stacked deltas (``{param: [U, ...]}``) to that function:
   every option handled by ``aggregate_bank`` itself. Needed for trimmed mean and median.
 * ``fast`` path (weighted mean only): :class:`fedpa.aggregation.StreamingMean`, the same arithmetic
   pre-reduced over stacked arrays a chunk of clients at a time, which lives beside
-  ``aggregate_bank`` and is proven equal to it there (``tests/core/test_aggregation.py``);
-  ``tests/sim/test_server.py`` shows both paths give the same bank from the engine's deltas.
+  ``aggregate_bank`` and is proven equal to it there (``tests/fedpa/test_aggregation.py``);
+  ``tests/fedpa/sim/test_server.py`` shows both paths give the same bank from the engine's deltas.
 
 Usage: ``bank, report = aggregate_round(bank, spec, deltas, values, weights, AggregationConfig())``.
 """

@@ -12,7 +12,7 @@ upload) this module adds two lossy encodings and a packed layout:
   as large as the data for small adapters) is paid once.
 
 :func:`quantize` applies an encoding to stacked per-client deltas in torch; it equals
-``decode_update(encode_update(·))`` per client (``tests/sim/test_wire.py``), so the simulation
+``decode_update(encode_update(·))`` per client (``tests/fedpa/sim/test_wire.py``), so the simulation
 trains on exactly what a server would decode. These encodings are a measurement for now: the
 aggregator's validator accepts float32 payloads only (docs/design.md §7).
 

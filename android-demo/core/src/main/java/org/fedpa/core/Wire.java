@@ -2,7 +2,7 @@ package org.fedpa.core;
 
 /**
  * The wire contract's names as this client uses them: the Java copy of {@code fedpa/wire.py}.
- * The Python test {@code tests/core/test_wire.py} reads this file and fails when a value here
+ * The Python test {@code tests/fedpa/test_wire.py} reads this file and fails when a value here
  * differs from the Python one, so the two cannot drift apart unnoticed. Error codes are
  * compared for equality with {@link SyncException#code()}, never searched for in messages.
  */

@@ -8,7 +8,7 @@ import pytest
 from fedpa.sim.experiments import TABLE_METHODS, paired_ci
 from fedpa.sim.methods import get_method
 from fedpa.sim.runner import SimConfig, simulate
-from tests.sim.conftest import quick_student
+from tests.fedpa.sim.conftest import quick_student
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 
 from fedpa.data import load_dataset
 
-ROOT = Path(os.environ.get("FEDPA_DATA_DIR", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
+ROOT = Path(os.environ.get("FEDPA_DATA_DIR", Path(__file__).resolve().parents[3].parent / "shared" / "data"))
 
 
 def _need(sub: str) -> Path:

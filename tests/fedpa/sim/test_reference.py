@@ -11,7 +11,7 @@ from fedpa.sim.experiments import ExperimentConfig, cached_student, everyone, pi
 from fedpa.sim.methods import get_method
 from fedpa.sim.runner import simulate
 from fedpa.train import save_checkpoint
-from tests.sim.conftest import quick_student
+from tests.fedpa.sim.conftest import quick_student
 
 OPTIONS = {"n_users": 120, "n_items": 80, "interactions_per_user": 30}
 
