@@ -233,11 +233,12 @@ def run_fleet(ds: Dataset, root: str | Path, config: FleetConfig, *, http: httpx
                 if uploaded:  # nothing to wait for when every device refused (budget spent) or failed
                     status = _wait_for_version(observer, config.model_id, before, config.round_timeout_s)
                 statuses = [r_.status if isinstance(r_, RoundResult) else "error" for r_ in results]
+                losses = [x.loss for x in results if isinstance(x, RoundResult) and np.isfinite(x.loss)]
                 row: dict[str, Any] = {
                     "round": r, "state_version": status["state_version"],
                     "closed": status["state_version"] > before,
                     "statuses": {s: statuses.count(s) for s in sorted(set(statuses))},
-                    "loss": float(np.nanmean([x.loss for x in results if isinstance(x, RoundResult)] or [np.nan])),
+                    "loss": float(np.mean(losses)) if losses else float("nan"),  # nan: no device trained
                     "skipped_steps": sum(x.skipped_steps for x in results if isinstance(x, RoundResult)),
                 }
                 if not row["closed"] or row["statuses"].get("accepted", 0) == 0:
