@@ -7,19 +7,10 @@ import pandas as pd
 import pytest
 
 from edge.local_data import read_candidates, read_interactions
-from fedpa.data import CategoricalFeature, FeatureSchema
 from fedpa.errors import DataError
+from tests.schemas import small_schema
 
-SCHEMA = FeatureSchema(
-    features=(
-        CategoricalFeature("age", "user", ("18-24", "25-34")),
-        CategoricalFeature("level", "user", ("1", "3", "10")),
-        CategoricalFeature("category", "item", ("a", "b")),
-        CategoricalFeature("duration", "item", bucket_edges=(0.5, 2.25, 7.125)),
-        CategoricalFeature("item_id_hash", "item", hash_buckets=64),
-    ),
-    group_attributes=("level",),
-)
+SCHEMA = small_schema()
 ROWS = {"age": ["25-34", "18-24", None], "level": [10, 3, 3], "category": ["b", "a", "zzz"],
         "duration": [1.0, 100.0, np.nan], "item_id": ["x", "y", "z"], "label": [1, 0, 1], "timestamp": [3, 1, 2]}
 

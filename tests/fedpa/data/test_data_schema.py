@@ -13,19 +13,11 @@ import pytest
 from fedpa.data import CategoricalFeature, FeatureSchema
 from fedpa.data.schema import canonical_strings, fit_bucket_edges, fit_vocabulary, stable_hash_codes
 from fedpa.errors import DataError
+from tests.schemas import small_schema
 
 
 def _schema() -> FeatureSchema:
-    return FeatureSchema(
-        features=(
-            CategoricalFeature("age", "user", ("18-24", "25-34")),
-            CategoricalFeature("level", "user", ("1", "3", "10")),
-            CategoricalFeature("category", "item", ("a", "b")),
-            CategoricalFeature("duration", "item", bucket_edges=(0.5, 2.25, 7.125)),
-            CategoricalFeature("item_id_hash", "item", hash_buckets=64),
-        ),
-        group_attributes=("level", "age"),
-    )
+    return small_schema(group_attributes=("level", "age"))
 
 
 def test_canonical_strings_unify_int_float_and_text() -> None:
