@@ -25,7 +25,6 @@ Usage: ``rows = ItemRows.decode(body); x[:, cols] = rows.columns_for(schema, gro
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -36,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fedpa.errors import PayloadError
 from fedpa.payload import decode_tensors, encode_tensors
+from fedpa.wire import read_metadata
 
 if TYPE_CHECKING:
     from fedpa.data.schema import FeatureSchema
@@ -55,6 +55,7 @@ __all__ = [
 
 ITEMS_FORMAT_VERSION = 1
 ITEMS_METADATA_KEY = "fedpa.items"
+_MAX_ITEMS_METADATA = 1 << 20  # the header reader's own cap on the whole header
 ITEM_CODE = "item_code"  # the schema feature whose code is the table's int32 column
 _MAX_CODE = 255  # stat codes travel as uint8
 
@@ -222,17 +223,11 @@ class ItemRows:
 
 def _metadata(body: bytes, source: str) -> str | None:
     """``__metadata__[fedpa.items]`` of a safetensors body (header only; the body is parsed later)."""
-    if len(body) < 8:
-        raise PayloadError(f"{source}: {len(body)} bytes is not safetensors")
-    n = int.from_bytes(body[:8], "little")
-    if n <= 0 or 8 + n > len(body):
-        raise PayloadError(f"{source}: safetensors header length {n} does not fit {len(body)} bytes")
-    try:
-        header = json.loads(body[8:8 + n])
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PayloadError(f"{source}: safetensors header is not JSON ({exc})") from exc
-    meta = header.get("__metadata__") if isinstance(header, dict) else None
-    return meta.get(ITEMS_METADATA_KEY) if isinstance(meta, dict) else None
+    try:  # the one safetensors header reader; an item table's metadata (its column list) may be large
+        meta = read_metadata(body, max_metadata_bytes=_MAX_ITEMS_METADATA)
+    except PayloadError as exc:
+        raise PayloadError(f"{source}: {exc}") from exc
+    return meta.get(ITEMS_METADATA_KEY)
 
 
 @dataclass(frozen=True)
