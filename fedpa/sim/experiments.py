@@ -56,7 +56,7 @@ _LRS = (0.1, 0.3, 1.0)
 DEFAULT_GRID: dict[str, list[dict[str, Any]]] = {
     **{m: [{"lr": lr} for lr in _LRS] for m in ("local-only", "fedavg-full", "fedavg-lora", "global-private-lora",
                                                 "fedpa-paper", "fedpa-zero-init")},
-    # + 5 local epochs (the device default, edge.device.LocalTraining): with 1 epoch at lr ≤ 0.3 the private
+    # + 5 local epochs (the device default, fedpa.schedule.LocalTraining): with 1 epoch at lr ≤ 0.3 the private
     # adapters barely train in 30 rounds; with 5 they learn within a few (docs/RESULTS.md §9)
     "fedpa": [{"lr": lr, "server_lr": s} for lr in _LRS for s in (1.0, 3.0)]
     + [{"lr": lr, "local_epochs": 5} for lr in (0.1, 0.3)],
