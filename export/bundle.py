@@ -26,12 +26,13 @@ from export.golden import make_golden
 from export.lower import lower_inference, lower_onnx, lower_training, toolchain_versions
 from export.wrappers import personalisation_ios
 from fedpa.errors import BundleError, ConfigError
-from fedpa.manifest import FileEntry, Manifest, PrivacySettings, sha256_file
-from fedpa.model import AdapterConfig, Backbone, FedPARecommender, ParamGroup
+from fedpa.manifest import FileEntry, ItemVectorSpec, Manifest, PrivacySettings, sha256_file
+from fedpa.model import AdapterConfig, Backbone, FedPARecommender, ParamGroup, external_item_vectors
 from fedpa.payload import encode_tensors
 from fedpa.personalise import initial_shared_state, load_tensors, read_tensors, shared_state_spec
 from fedpa.runtime.bundle import Bundle
 from fedpa.runtime.golden import write_golden
+from fedpa.runtime.items import ITEM_CODE, dequantise_vectors, item_table_features, quantise_vectors, vectors_digest
 from fedpa.runtime.parity import ParityReport, check_golden
 from fedpa.signing import sign_bundle
 from fedpa.wire import (
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
 
     from fedpa.data.schema import FeatureSchema
 
-__all__ = ["BuildResult", "build_bundle", "check_architecture"]
+__all__ = ["BuildResult", "build_bundle", "check_architecture", "item_vector_source"]
 
 Progress = Callable[[str], None]
 
@@ -95,6 +96,27 @@ def _check_identity(model_id: str, model_version: int) -> None:
         raise BundleError(f"invalid model id {model_id!r} or version {model_version!r}: {exc}") from exc
 
 
+def item_vector_source(student: Backbone, schema: FeatureSchema) -> tuple[Backbone, ItemVectorSpec | None, Any]:
+    """The backbone the programs are lowered from, the manifest's ``item_vectors`` and the device's vectors.
+
+    A schema with an ``item_code`` feature served by the item table gets a backbone that takes
+    that column's embedding as the ``item_vector`` input (:func:`fedpa.model.external_item_vectors`):
+    the rows leave the programs and travel in the item table instead. The student's rows are
+    quantised *here, once* (:func:`fedpa.runtime.items.quantise_vectors`); the dequantised
+    ``[rows, d]`` values are returned for the golden vectors, so every runtime's parity is checked
+    against exactly what the table will serve. Other schemas: ``(student, None, None)``.
+    """
+    if ITEM_CODE not in item_table_features(schema):
+        return student, None, None
+    column = schema.names.index(ITEM_CODE)
+    with torch.no_grad():
+        rows = student.item_rows(column).detach().numpy().astype("float32")
+    q, scale = quantise_vectors(rows)
+    spec = ItemVectorSpec(feature=ITEM_CODE, column=column, rows=len(q), dim=q.shape[1],
+                          sha256=vectors_digest(q, scale))
+    return external_item_vectors(student, column), spec, dequantise_vectors(q, scale)
+
+
 def _write(directory: Path, name: str, data: bytes) -> None:
     (directory / name).write_bytes(data)
 
@@ -133,8 +155,9 @@ def build_bundle(student: Backbone, schema: FeatureSchema, out: str | Path, *, m
         clock = now
         say(f"{stage}: {seconds[stage]:.1f} s")
 
+    backbone, item_vectors, vectors = item_vector_source(copy.deepcopy(student).eval(), schema)
     torch.manual_seed(seed)
-    model = FedPARecommender(copy.deepcopy(student).eval(), adapter).eval()
+    model = FedPARecommender(backbone.eval(), adapter).eval()
     spec = shared_state_spec(model)
     bank = initial_shared_state(model, seed=seed)
     private = read_tensors(model, ParamGroup.PRIVATE)
@@ -165,7 +188,7 @@ def build_bundle(student: Backbone, schema: FeatureSchema, out: str | Path, *, m
         start = {**private, **spec.to_params({t.name: bank[t.name] for t in spec.for_groups(golden_groups)})}
         golden = make_golden(model, start, group_positions=dict(zip(schema.group_attributes, schema.group_positions,
                                                                     strict=True)),
-                             groups=golden_groups, seed=seed, lr=golden_lr)
+                             groups=golden_groups, seed=seed, lr=golden_lr, item_vectors=vectors)
         write_golden(tmp / GOLDEN_FILE, golden)
         lap("shared state, schema, golden vectors")
 
@@ -178,6 +201,7 @@ def build_bundle(student: Backbone, schema: FeatureSchema, out: str | Path, *, m
             private_tensors=tuple(t for t in personalisation_ios(model) if t.group == ParamGroup.PRIVATE.value),
             privacy=privacy or PrivacySettings(),
             programs={"inference": pte_spec, "inference_onnx": onnx_spec, "training": training_spec},
+            item_vectors=item_vectors,
             files=files, metrics=dict(metrics or {}), toolchain=toolchain_versions(onnx_bytes),
         )
         # compact JSON: indentation alone would add ~50% to the manifest's share of the size budget

@@ -81,6 +81,9 @@ def build(
     max_batch: Annotated[int, typer.Option(help="Most candidates one inference call takes.")] = 1024,
     max_train_batch: Annotated[int, typer.Option(help="Largest training batch.")] = 1024,
     seed: Annotated[int, typer.Option(help="Seed for data split, training, initial adapters, golden vectors.")] = 0,
+    save_student: Annotated[Path | None, typer.Option(
+        help="Also write the exported student as a checkpoint here: `fedpa-export items --student` needs it "
+             "for the item vectors the item table serves.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing bundle at --out.")] = False,
 ) -> None:
     """Distil the student if needed, lower it to ExecuTorch/ONNX and write a self-verified bundle."""
@@ -110,6 +113,11 @@ def build(
                               adapter=adapter, privacy=privacy, metrics=source.metrics, seed=seed,
                               max_batch=max_batch, max_train_batch=max_train_batch, overwrite=overwrite,
                               progress=console.log, signing_key=key)
+    if save_student is not None:
+        from fedpa.train import save_checkpoint
+
+        save_checkpoint(save_student, source.model, source.schema, kind="student", metrics=source.metrics)
+        console.print(f"wrote the student to {save_student} (for `fedpa-export items --student`)")
     total = sum(e.size for e in result.manifest.files.values()) + (result.path / MANIFEST_NAME).stat().st_size
     console.print(f"[green]wrote[/] {result.path} ({total / 1024:.1f} KiB) in {time.perf_counter() - start:.1f} s "
                   f"after training; golden parity: {len(result.parity.checks)} checks passed"
@@ -156,22 +164,27 @@ def items(
     = [],  # noqa: B006
     split: Annotated[str, typer.Option(help="Open/private split, as for the build.")] = "attribute",
     seed: Annotated[int, typer.Option(help="Seed, as for the build (the split depends on it).")] = 0,
+    student: Annotated[Path | None, typer.Option(
+        help="The student checkpoint the bundle was built from (`build --save-student`, or its --student): "
+             "its item-code rows become the table's item vectors. Required when the bundle's programs take "
+             "item vectors.")] = None,
     table_version: Annotated[int | None, typer.Option(
         help="The table's own version (default: unix time in seconds, so a refresh is always newer).")] = None,
     as_of: Annotated[int | None, typer.Option(help="Count only open-log rows before this time (ms).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing file at --out.")] = False,
 ) -> None:
-    """Compute the item table (item code + statistic codes per item) from the open log, for publishing.
+    """Compute the item table (item code, statistic codes and item vector per item) from the open log, for publishing.
 
     Publish it with `POST /v1/models/{model_id}/items` (docs/api.md); a refresh is a new table
     version of the same model version, no new bundle.
     """
-    from export.items import bundle_kinds, write_item_table
+    from export.items import bundle_kinds, student_item_vectors, write_item_table
     from fedpa.data import load_dataset, split_rule
     from fedpa.errors import ConfigError, DataError
     from fedpa.signals import SIGNAL_KINDS
 
     _, kinds = bundle_kinds(bundle)
+    code_vectors = student_item_vectors(student, bundle)  # before the slow dataset load: fail fast
     without_kinds = ",".join(k for k in SIGNAL_KINDS if k not in kinds)
     with console.status(f"loading {dataset} as the bundle was built (kinds: {', '.join(kinds) or 'none'})…"):
         try:
@@ -181,12 +194,13 @@ def items(
         except (ConfigError, DataError) as exc:
             raise BundleError(f"dataset {dataset!r}: {exc}") from exc
     result = write_item_table(bundle, ds, out, table_version=table_version, as_of_ms=as_of,
-                              overwrite=overwrite)
+                              overwrite=overwrite, code_vectors=code_vectors)
     meta = result.table.meta
+    per_row = 4 + len(meta.columns) + 1 + (meta.vector_dim + 4 if meta.vector_dim else 0)
     console.print(f"[green]wrote[/] {result.path}: {len(result.table):,} items × {len(meta.columns)} stat columns "
-                  f"for {meta.model_id} v{meta.model_version}, table_version {meta.table_version} "
-                  f"({result.nbytes / 1024:.1f} KiB, {result.bytes_per_item:.1f} B/item; a lookup answer is "
-                  f"{4 + len(meta.columns) + 1} B/candidate + its header)")
+                  f"+ {meta.vector_dim}-d item vectors for {meta.model_id} v{meta.model_version}, table_version "
+                  f"{meta.table_version} ({result.nbytes / 1024:.1f} KiB, {result.bytes_per_item:.1f} B/item; a "
+                  f"lookup answer is {per_row} B/candidate + its header)")
 
 
 @app.command()

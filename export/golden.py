@@ -41,8 +41,23 @@ def _rows(model: FedPARecommender, n: int, groups_row: Mapping[int, int], rng: n
 def make_golden(model: FedPARecommender, personalisation: Mapping[str, np.ndarray], *,
                 group_positions: Mapping[str, int], groups: Mapping[str, int], seed: int = 0,
                 lr: float = 0.05, case_sizes: tuple[int, ...] = (1, 3, 16), train_batch: int = 16,
-                noise: float = 0.1) -> Golden:
-    """Golden inference cases and one SGD step from ``personalisation`` (by parameter name), perturbed."""
+                noise: float = 0.1, item_vectors: np.ndarray | None = None) -> Golden:
+    """Golden inference cases and one SGD step from ``personalisation`` (by parameter name), perturbed.
+
+    For a model whose backbone takes external item vectors, ``item_vectors`` are the dequantised
+    rows by item code (exactly what the item table serves): each row's vector is the one of its
+    item code, recorded with the case.
+    """
+    column = model.backbone.item_column
+    if (column is None) != (item_vectors is None):
+        raise ValueError("item_vectors are needed exactly when the model takes external item vectors")
+
+    def vectors(x: np.ndarray) -> np.ndarray | None:
+        return None if item_vectors is None else np.asarray(item_vectors, np.float32)[x[:, column]]
+
+    def run(x: np.ndarray, v: np.ndarray | None) -> torch.Tensor:
+        return reference(torch.from_numpy(x), None if v is None else torch.from_numpy(v))
+
     rng = np.random.default_rng(seed)
     names = personalisation_names(model)
     tensors = perturbed({n: np.asarray(personalisation[n], np.float32) for n in names}, scale=noise, rng=rng)
@@ -54,20 +69,23 @@ def make_golden(model: FedPARecommender, personalisation: Mapping[str, np.ndarra
     with torch.no_grad():
         for n in case_sizes:
             x = _rows(model, n, positions, rng)
-            cases.append(GoldenCase(x=x, logits=reference(torch.from_numpy(x)).numpy().astype(np.float32)))
+            v = vectors(x)
+            cases.append(GoldenCase(x=x, logits=run(x, v).numpy().astype(np.float32), item_vector=v))
 
     x = _rows(model, train_batch, positions, rng)
+    v = vectors(x)
     y = (np.arange(train_batch) % 2).astype(np.float32)  # both classes, deterministic
     params = dict(reference.named_parameters())
     for name in names:
         params[name].requires_grad_(True)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    loss = F.binary_cross_entropy_with_logits(reference(xt), yt)
+    yt = torch.from_numpy(y)
+    loss = F.binary_cross_entropy_with_logits(run(x, v), yt)
     grads = torch.autograd.grad(loss, [params[n] for n in names])
     gradients = {n: g.numpy().astype(np.float32) for n, g in zip(names, grads, strict=True)}
     with torch.no_grad():
         for name in names:
             params[name].sub_(lr * torch.from_numpy(gradients[name]))
-        loss_after = float(F.binary_cross_entropy_with_logits(reference(xt), yt))
-    training = GoldenTraining(lr=lr, x=x, y=y, loss=float(loss.detach()), gradients=gradients, loss_after=loss_after)
+        loss_after = float(F.binary_cross_entropy_with_logits(run(x, v), yt))
+    training = GoldenTraining(lr=lr, x=x, y=y, loss=float(loss.detach()), gradients=gradients, loss_after=loss_after,
+                              item_vector=v)
     return Golden(personalisation=tensors, cases=tuple(cases), training=training, groups=dict(groups))

@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 from torch.export import Dim, ExportedProgram, export
 
-from export.wrappers import InferenceWrapper, WithLoss, personalisation_ios
+from export.wrappers import InferenceWrapper, WithLoss, item_vector_ios, personalisation_ios
 from fedpa.manifest import ProgramSpec, TensorIO
 from fedpa.model import FedPARecommender, ParamGroup, fuse_layers, parameter_groups
 
@@ -31,7 +31,7 @@ def _inference_spec(model: FedPARecommender, file: str, runtime: Literal["execut
                     max_batch: int | None) -> ProgramSpec:
     return ProgramSpec(
         file=file, runtime=runtime, kind="inference", max_batch=max_batch,
-        inputs=(_x_io(model), *personalisation_ios(model)),
+        inputs=(_x_io(model), *item_vector_ios(model), *personalisation_ios(model)),
         outputs=(TensorIO(name="logits", shape=(-1,), dtype="float32", group="output"),),
     )
 
@@ -46,7 +46,9 @@ def export_inference(model: FedPARecommender, *, max_batch: int, fused: bool = T
     # example batch > 1 so export does not specialise the batch dimension to 1
     inputs = wrapper.example_inputs(min(8, max_batch))
     batch = Dim("candidates", min=1, max=max_batch)
-    return export(wrapper, inputs, dynamic_shapes=({0: batch}, (None,) * (len(inputs) - 1)), strict=False)
+    extra = len(item_vector_ios(model))  # the item vector has the candidates' dimension too
+    dynamic = ({0: batch}, *({0: batch},) * extra, *(None,) * (len(inputs) - 1 - extra))
+    return export(wrapper, inputs, dynamic_shapes=(dynamic[0], dynamic[1:]), strict=False)
 
 
 def lower_inference(model: FedPARecommender, *, max_batch: int = 1024, file: str = "inference.pte",
@@ -115,13 +117,11 @@ def lower_training(model: FedPARecommender, *, max_batch: int = 1024, file: str 
     roles = {n: g.value for g, params in groups.items() for n in params}
     shapes = {n: tuple(p.shape) for n, p in trainable.named_parameters()}
     wrapper = WithLoss(trainable)
-    n = min(8, max_batch)
-    x = torch.zeros(n, len(trainable.backbone.config.cardinalities), dtype=torch.long)
-    y = torch.zeros(n)
+    inputs = wrapper.example_inputs(min(8, max_batch))  # (x, y[, item_vector])
     batch = Dim("batch", min=1, max=max_batch)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        ep = export(wrapper, (x, y), dynamic_shapes=({0: batch}, {0: batch}), strict=False)
+        ep = export(wrapper, inputs, dynamic_shapes=tuple({0: batch} for _ in inputs), strict=False)
         ep = _export_forward_backward(ep)
         order = [s.target for s in ep.graph_signature.output_specs if s.kind.name == "GRADIENT_TO_PARAMETER"]
         program = to_edge(ep, compile_config=EdgeCompileConfig(_check_ir_validity=False)).to_executorch()
@@ -130,7 +130,8 @@ def lower_training(model: FedPARecommender, *, max_batch: int = 1024, file: str 
         raise RuntimeError(f"training program would update frozen tensors {frozen[:3]}")
     spec = ProgramSpec(
         file=file, runtime="executorch", kind="training", max_batch=max_batch,
-        inputs=(_x_io(trainable), TensorIO(name="y", shape=(-1,), dtype="float32", group="label")),
+        inputs=(_x_io(trainable), TensorIO(name="y", shape=(-1,), dtype="float32", group="label"),
+                *item_vector_ios(trainable)),
         outputs=(
             TensorIO(name="loss", shape=(), dtype="float32", group="loss"),
             *(TensorIO(name=f"{p}.grad", shape=shapes[p], dtype="float32", group=roles[p]) for p in order),

@@ -3,7 +3,9 @@
 Inference takes the personalisation tensors as *runtime inputs* so that adapters trained on the
 device, or downloaded from the server, run without re-exporting; the training program instead
 holds them as its trainable state, because ExecuTorch's training extension updates parameters in
-place. Both keep the frozen backbone and head as constants inside the program.
+place. Both keep the frozen backbone and head as constants inside the program. A model whose
+backbone takes external item vectors (``fedpa.model.external_item_vectors``) gets one more input,
+``item_vector [B, d]`` (:func:`item_vector_ios`): after ``x`` for inference, after ``y`` for training.
 """
 
 from __future__ import annotations
@@ -16,15 +18,30 @@ from fedpa.manifest import TensorIO
 from fedpa.model import FedPARecommender, ParamGroup, parameter_groups
 
 __all__ = [
+    "ITEM_VECTOR",
     "PERSONALISATION_GROUPS",
     "InferenceWrapper",
     "WithLoss",
+    "item_vector_ios",
     "personalisation_ios",
     "personalisation_names",
 ]
 
 # The order of personalisation inputs: private first, then group adapters, then the gate.
 PERSONALISATION_GROUPS = (ParamGroup.PRIVATE, ParamGroup.GROUP, ParamGroup.GATE)
+ITEM_VECTOR = "item_vector"  # the programs' input name for the candidates' item vectors
+
+
+def item_vector_ios(model: FedPARecommender) -> tuple[TensorIO, ...]:
+    """``(item_vector [-1, d] float32,)`` when the backbone takes external item vectors, else ``()``."""
+    if model.backbone.item_column is None:
+        return ()
+    return (TensorIO(name=ITEM_VECTOR, shape=(-1, model.backbone.config.embedding_dim), dtype="float32",
+                     group="item"),)
+
+
+def _example_item_vector(model: FedPARecommender, batch: int) -> tuple[Tensor, ...]:
+    return tuple(torch.zeros(batch, model.backbone.config.embedding_dim) for _ in item_vector_ios(model))
 
 
 def personalisation_names(model: FedPARecommender) -> tuple[str, ...]:
@@ -44,7 +61,7 @@ def personalisation_ios(model: FedPARecommender) -> tuple[TensorIO, ...]:
 
 
 class InferenceWrapper(nn.Module):
-    """``forward(x, *tensors)``: the recommender with its personalisation tensors swapped in.
+    """``forward(x, [item_vector,] *tensors)``: the recommender with its personalisation tensors swapped in.
 
     ``torch.func.functional_call`` substitutes the given tensors for the named parameters for one
     call, so the exported graph reads them from its inputs while the backbone stays constant.
@@ -54,16 +71,19 @@ class InferenceWrapper(nn.Module):
         super().__init__()
         self.model = model
         self.names = personalisation_names(model)
+        self.takes_item_vector = bool(item_vector_ios(model))
 
     def forward(self, x: Tensor, *tensors: Tensor) -> Tensor:
+        item_vector = tensors[0] if self.takes_item_vector else None
+        tensors = tensors[1:] if self.takes_item_vector else tensors
         logits: Tensor = torch.func.functional_call(self.model, dict(zip(self.names, tensors, strict=True)), (x,),
-                                                    strict=False)
+                                                    {"item_vector": item_vector}, strict=False)
         return logits
 
     def example_inputs(self, batch: int) -> tuple[Tensor, ...]:
         params = dict(self.model.named_parameters())
         x = torch.zeros(batch, len(self.model.backbone.config.cardinalities), dtype=torch.long)
-        return (x, *(params[n].detach().clone() for n in self.names))
+        return (x, *_example_item_vector(self.model, batch), *(params[n].detach().clone() for n in self.names))
 
 
 class WithLoss(FedPARecommender):
@@ -83,5 +103,10 @@ class WithLoss(FedPARecommender):
 
     # Overrides with another signature on purpose: the program is (x, y) → (loss,), the recommender
     # x → logits; it subclasses FedPARecommender only to keep its parameter names, nothing uses it as one.
-    def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor]:  # type: ignore[override]
-        return (F.binary_cross_entropy_with_logits(super().forward(x), y),)
+    def forward(self, x: Tensor, y: Tensor, item_vector: Tensor | None = None) -> tuple[Tensor]:  # type: ignore[override]
+        return (F.binary_cross_entropy_with_logits(super().forward(x, item_vector), y),)
+
+    def example_inputs(self, batch: int) -> tuple[Tensor, ...]:
+        """``(x, y[, item_vector])`` of ``batch`` rows: the training program's inputs."""
+        x = torch.zeros(batch, len(self.backbone.config.cardinalities), dtype=torch.long)
+        return (x, torch.zeros(batch), *_example_item_vector(self, batch))

@@ -23,6 +23,7 @@ from fedpa.wire import MANIFEST_NAME, SIGNATURE_NAME
 __all__ = [
     "FORMAT_VERSION",
     "FileEntry",
+    "ItemVectorSpec",
     "Manifest",
     "PrivacySettings",
     "ProgramSpec",
@@ -50,7 +51,8 @@ class TensorIO(BaseModel):
     name: str
     shape: tuple[int, ...]
     dtype: Literal["float32", "int64"]
-    group: Literal["input", "private", "group", "gate", "output", "loss", "label"] = "input"
+    # "item": the per-candidate item vector (``item_vector``), served by the item table
+    group: Literal["input", "item", "private", "group", "gate", "output", "loss", "label"] = "input"
 
 
 class ProgramSpec(BaseModel):
@@ -64,6 +66,23 @@ class ProgramSpec(BaseModel):
     outputs: tuple[TensorIO, ...]
     # ExecuTorch plans memory for the largest batch; bigger batches must be split (or refused)
     max_batch: int | None = Field(None, ge=1)
+
+
+class ItemVectorSpec(BaseModel):
+    """The programs take the item code's embedding as a runtime ``item_vector`` input (not a constant).
+
+    The item table (``fedpa.runtime.items``, format 2) serves each candidate's vector, int8-quantised;
+    ``sha256`` is the digest of the quantised rows (``int8 [rows, dim]`` bytes then ``float32 [rows]``
+    scale bytes) the golden vectors were computed with, so ``fedpa-export items`` refuses a student
+    whose rows differ from the bundle's.
+    """
+
+    model_config = ConfigDict(frozen=True)
+    feature: str  # the schema feature whose embedding the vector replaces ("item_code")
+    column: int = Field(ge=0)  # its position in x (its code there is ignored by the programs)
+    rows: int = Field(ge=1)  # item codes incl. the OOV code 0
+    dim: int = Field(ge=1)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
 class PrivacySettings(BaseModel):
@@ -106,6 +125,7 @@ class Manifest(BaseModel):
     private_tensors: tuple[TensorIO, ...]  # initial values ship in the bundle, never uploaded
     privacy: PrivacySettings = PrivacySettings()
     programs: dict[str, ProgramSpec] = {}
+    item_vectors: ItemVectorSpec | None = None  # None: the programs embed every code themselves
     files: dict[str, FileEntry] = {}
     metrics: dict[str, Any] = {}  # teacher / student test metrics at export time
     toolchain: dict[str, str] = {}  # versions that wrote the programs (torch, executorch, onnx opset, ...)

@@ -34,6 +34,7 @@ __all__ = [
     "LoRA",
     "ParamGroup",
     "PrivateUserEmbedding",
+    "external_item_vectors",
     "fuse_layers",
     "parameter_groups",
     "student_config",
@@ -185,6 +186,9 @@ class Backbone(nn.Module):
     def __init__(self, config: BackboneConfig) -> None:
         super().__init__()
         self.config = config
+        # The wide column whose embedding comes from a runtime ``item_vector`` input instead of the
+        # table (its rows are not in it): set only by :func:`external_item_vectors`, for export.
+        self.item_column: int | None = None
         # One table for the wide features, one for the signal tail; each feature's codes are
         # shifted by its offset within its table.
         wide, signal = config.cardinalities[:config.n_wide_features], config.cardinalities[config.n_wide_features:]
@@ -200,13 +204,23 @@ class Backbone(nn.Module):
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(sizes))
         self.head = nn.Linear(config.hidden[-1], 1)
 
-    def embed(self, x: Tensor, user_delta: Tensor | None = None) -> Tensor:
+    def embed(self, x: Tensor, user_delta: Tensor | None = None, item_vector: Tensor | None = None) -> Tensor:
         """Codes ``[..., F]`` → the first layer's input ``[..., input_dim]``.
 
         The wide features' embeddings come first (``[..., Fw, d]`` flattened, the user features'
         plus ``user_delta`` ``[..., Fu, d]`` when given), then the signal tail's (``[..., Fs, ds]``).
+
+        On a backbone from :func:`external_item_vectors` the embedding of column ``item_column``
+        (the item code) is ``item_vector [..., d]``, supplied per candidate by the caller (the item
+        table serves it), and that column's code in ``x`` is ignored; otherwise ``item_vector``
+        must be None. Training and the simulation use the plain backbone and its own table.
         """
         n_wide = self.config.n_wide_features
+        if self.item_column is not None:
+            return self._embed_external(x, user_delta, item_vector)
+        if item_vector is not None:
+            raise ConfigError("item_vector given, but this backbone embeds the item code from its own table "
+                              "(use fedpa.model.external_item_vectors)")
         e = self.embedding((x if self.signal_embedding is None else x[..., :n_wide]) + self.offsets)  # [..., Fw, d]
         if user_delta is not None:
             n = self.config.n_user_features
@@ -217,12 +231,71 @@ class Backbone(nn.Module):
         s: Tensor = self.signal_embedding(x[..., n_wide:] + self.signal_offsets).flatten(-2)  # [..., Fs*ds]
         return torch.cat([h, s], dim=-1)
 
-    def forward(self, x: Tensor) -> Tensor:
-        h = self.embed(x)  # [..., input_dim]
+    def _embed_external(self, x: Tensor, user_delta: Tensor | None, item_vector: Tensor | None) -> Tensor:
+        """:meth:`embed` with column ``item_column``'s embedding taken from ``item_vector``."""
+        c, n_wide = self.item_column, self.config.n_wide_features
+        assert c is not None
+        if item_vector is None:
+            raise ConfigError(f"this backbone takes the item code's embedding (column {c}) as an item_vector "
+                              "input; none was given")
+        wide = x[..., :n_wide]
+        codes = torch.cat([wide[..., :c], wide[..., c + 1:]], dim=-1)  # [..., Fw-1]: the table's columns
+        e = self.embedding(codes + self.offsets)  # [..., Fw-1, d]
+        e = torch.cat([e[..., :c, :], item_vector.unsqueeze(-2), e[..., c:, :]], dim=-2)  # [..., Fw, d]
+        if user_delta is not None:
+            n = self.config.n_user_features
+            e = torch.cat([e[..., :n, :] + user_delta.unsqueeze(-3), e[..., n:, :]], dim=-2)
+        h: Tensor = e.flatten(-2)
+        if self.signal_embedding is None:
+            return h
+        s: Tensor = self.signal_embedding(x[..., n_wide:] + self.signal_offsets).flatten(-2)
+        return torch.cat([h, s], dim=-1)
+
+    def item_rows(self, column: int) -> Tensor:
+        """The embedding rows of wide column ``column`` (``[cardinality, d]``, row 0 = its OOV code)."""
+        if self.item_column is not None:
+            raise ConfigError("this backbone's item rows were removed (external_item_vectors)")
+        if not 0 <= column < self.config.n_wide_features:
+            raise ConfigError(f"column {column} is not a wide column (0..{self.config.n_wide_features - 1})")
+        start = int(self.offsets[column])
+        return self.embedding.weight[start:start + self.config.cardinalities[column]]
+
+    def forward(self, x: Tensor, item_vector: Tensor | None = None) -> Tensor:
+        h = self.embed(x, item_vector=item_vector)  # [..., input_dim]
         for layer in self.layers:
             h = torch.relu(layer(h))
         logits: Tensor = self.head(h).squeeze(-1)  # [...]
         return logits
+
+
+def external_item_vectors(backbone: Backbone, column: int) -> Backbone:
+    """A copy of ``backbone`` whose wide column ``column`` is embedded from a runtime ``item_vector``.
+
+    Why: the item-code embedding (≤ 2,048 frequent items × d floats) is most of an exported
+    program's constants; served per candidate by the item table instead, it leaves the bundle.
+    The copy's table lacks that column's rows (``embedding.weight`` is ``cardinality`` rows
+    shorter; the other columns' offsets close the gap), so ``embed``/``forward`` need the vector.
+    With ``item_vector = backbone.item_rows(column)[x[..., column]]`` it computes what
+    ``backbone`` computes (``tests/fedpa/test_model.py`` checks it).
+    """
+    if backbone.item_column is not None:
+        raise ConfigError("the backbone already takes its item vectors as an input")
+    backbone.item_rows(column)  # refuses a column that is not a wide one
+    out = copy.deepcopy(backbone)
+    config = backbone.config
+    wide = list(config.cardinalities[:config.n_wide_features])
+    start = int(backbone.offsets[column])
+    weight = backbone.embedding.weight.detach()
+    kept = torch.cat([weight[:start], weight[start + wide[column]:]])
+    out.embedding = nn.Embedding(kept.shape[0], config.embedding_dim)
+    with torch.no_grad():
+        out.embedding.weight.copy_(kept)
+    out.embedding.weight.requires_grad_(backbone.embedding.weight.requires_grad)
+    rest = wide[:column] + wide[column + 1:]
+    out.register_buffer("offsets", torch.tensor([0, *rest[:-1]], dtype=torch.long).cumsum(0)[:len(rest)],
+                        persistent=False)
+    out.item_column = column
+    return out
 
 
 # ----------------------------------------------------------------------------- adapters
@@ -426,9 +499,10 @@ class FedPARecommender(nn.Module):
             if config.private_user_embeddings else None
         )
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, item_vector: Tensor | None = None) -> Tensor:
+        """Logits ``[..., L]``; ``item_vector`` only for a backbone from :func:`external_item_vectors`."""
         delta = None if self.user_embedding is None else self.user_embedding.delta
-        h = self.backbone.embed(x, delta)  # [..., L, input_dim]
+        h = self.backbone.embed(x, delta, item_vector)  # [..., L, input_dim]
         for layer in self.layers:
             h = layer(h)
         logits: Tensor = self.backbone.head(h).squeeze(-1)  # [..., L]

@@ -80,8 +80,8 @@ class Bundle:
 
     @property
     def personalisation_names(self) -> tuple[str, ...]:
-        """Inference-program inputs after ``x``, in order: private, then group, then gate tensors."""
-        return tuple(t.name for t in self.manifest.programs["inference"].inputs[1:])
+        """Inference-program tensor inputs (after ``x`` and any ``item_vector``): private, group, gate tensors."""
+        return tuple(t.name for t in self.manifest.programs["inference"].inputs[1:] if t.group != "item")
 
     def encoder(self) -> FeatureEncoder:
         return FeatureEncoder(self.schema)

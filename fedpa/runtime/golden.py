@@ -57,10 +57,15 @@ def _floats(values: np.ndarray) -> list[float]:
 
 @dataclass(frozen=True)
 class GoldenCase:
-    """One inference call: codes ``x`` [N, F] → ``logits`` [N] under the golden personalisation."""
+    """One inference call: codes ``x`` [N, F] → ``logits`` [N] under the golden personalisation.
+
+    ``item_vector`` [N, d]: the candidates' dequantised item vectors (the item table's values for
+    their item codes), for a bundle whose programs take them (``manifest.item_vectors``).
+    """
 
     x: np.ndarray
     logits: np.ndarray
+    item_vector: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,7 @@ class GoldenTraining:
     loss: float
     gradients: dict[str, np.ndarray]
     loss_after: float
+    item_vector: np.ndarray | None = None  # [B, d], as for GoldenCase
 
 
 @dataclass(frozen=True)
@@ -99,11 +105,13 @@ class Golden:
             "groups": dict(self.groups),
             "personalisation": {n: encode_tensor(a) for n, a in self.personalisation.items()},
             "inference": [
-                {"x": np.asarray(c.x, dtype=np.int64).tolist(), "logits": _floats(c.logits)} for c in self.cases
+                {"x": np.asarray(c.x, dtype=np.int64).tolist(), "logits": _floats(c.logits),
+                 **_item_vector(c.item_vector)} for c in self.cases
             ],
             "training": {
                 "lr": t.lr,
                 "x": np.asarray(t.x, dtype=np.int64).tolist(),
+                **_item_vector(t.item_vector),
                 "y": _floats(t.y),
                 "loss": _floats(np.asarray([t.loss]))[0],
                 "gradients": {n: encode_tensor(g) for n, g in t.gradients.items()},
@@ -120,7 +128,8 @@ class Golden:
             return cls(
                 personalisation={n: decode_tensor(e) for n, e in data["personalisation"].items()},
                 cases=tuple(
-                    GoldenCase(x=np.asarray(c["x"], dtype=np.int64), logits=np.asarray(c["logits"], np.float32))
+                    GoldenCase(x=np.asarray(c["x"], dtype=np.int64), logits=np.asarray(c["logits"], np.float32),
+                               item_vector=_read_item_vector(c))
                     for c in data["inference"]
                 ),
                 training=GoldenTraining(
@@ -130,6 +139,7 @@ class Golden:
                     loss=float(t["loss"]),
                     gradients={n: decode_tensor(e) for n, e in t["gradients"].items()},
                     loss_after=float(t["loss_after"]),
+                    item_vector=_read_item_vector(t),
                 ),
                 groups={k: int(v) for k, v in data.get("groups", {}).items()},
                 atol=float(data.get("atol", 1e-5)),
@@ -137,6 +147,20 @@ class Golden:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"golden.json: malformed ({exc!r})") from exc
+
+
+def _item_vector(vector: np.ndarray | None) -> dict[str, Any]:
+    return {} if vector is None else {"item_vector": encode_tensor(vector)}
+
+
+def _read_item_vector(entry: Mapping[str, Any]) -> np.ndarray | None:
+    """A case's ``item_vector`` [N, d] (absent for a bundle whose programs embed the item code)."""
+    if "item_vector" not in entry:
+        return None
+    vector = decode_tensor(entry["item_vector"])
+    if vector.ndim != 2 or len(vector) != len(entry["x"]):
+        raise BundleError(f"golden.json: item_vector {vector.shape} does not fit {len(entry['x'])} rows")
+    return vector
 
 
 def write_golden(path: Path, golden: Golden) -> None:

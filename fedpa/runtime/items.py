@@ -1,12 +1,20 @@
-"""The item table: per-item input codes served by the aggregator, and its bytes on the wire (torch-free).
+"""The item table: per-item input codes and vectors served by the aggregator, and its bytes on the wire (torch-free).
 
 The item side of the model's ``item_table`` features (item code, as-of item statistics, CTR within
 each group value) changes every day, so it is not baked into the bundle: the operator computes a
 table from the open log (``fedpa-export items``), publishes it with its own ``table_version``
 (refreshable without a new model version), and a device fetches the rows of its candidates.
 
-Everything is small integer codes, so a row is ``item_code`` (int32) + one uint8 per stat column
-+ a ``known`` byte: ~30 bytes per candidate for two group attributes, well under the 64-byte budget.
+Format version 2 also carries each item's *vector*: the student's item-code embedding row of its
+code (the OOV row for infrequent and unknown items), int8-quantised per row with a float32 scale
+(:func:`quantise_vectors`). The programs take it as their ``item_vector`` input instead of holding
+the item-code embedding (``fedpa.model.external_item_vectors``), which keeps ≈ 66 KB per program
+out of the bundle. The dequantised values (``q · scale`` in float32) are what every runtime uses,
+the golden vectors included, so quantisation costs no parity. A version-1 table (no vectors) is
+refused with a message saying how to recompute it.
+
+A row is ``item_code`` (int32) + one uint8 per stat column + a ``known`` byte + ``d`` int8 + a
+float32 scale: ~29 bytes per candidate for d = 8 and two stat columns, under the 64-byte budget.
 Per-group CTR features carry one column per value of the group attribute (codes ``0 … card-1``):
 the table serves them all, so a lookup does not reveal the device's group, and the device picks
 its own value's column (:meth:`ItemRows.columns_for`).
@@ -15,11 +23,15 @@ Two safetensors layouts, both with ``__metadata__["fedpa.items"]`` = :class:`Ite
 
 * the published table: ``item_code`` int32 [N], ``codes`` uint8 [N, C], ``default_codes`` uint8 [C]
   (the row of an unknown item), ``id_bytes`` uint8 [B] (UTF-8 of the raw ids back to back),
-  ``id_offsets`` int64 [N + 1];
+  ``id_offsets`` int64 [N + 1]; when ``vector_dim`` d > 0 also ``vector`` int8 [N, d],
+  ``vector_scale`` float32 [N], ``default_vector`` int8 [1, d], ``default_vector_scale`` float32 [1]
+  (the OOV row's);
 * a lookup answer: ``item_code`` int32 [n], ``codes`` uint8 [n, C], ``known`` uint8 [n]
-  (0 = unknown item: the OOV marker; its item code is 0 and its codes the table's default row).
+  (0 = unknown item: the OOV marker; its item code is 0 and its codes the table's default row),
+  and when d > 0 ``vector`` int8 [n, d], ``vector_scale`` float32 [n].
 
-Usage: ``rows = ItemRows.decode(body); x[:, cols] = rows.columns_for(schema, groups)``.
+Usage: ``rows = ItemRows.decode(body); x[:, cols] = rows.columns_for(schema, groups)``;
+``item_vector = rows.vectors()``.
 """
 
 from __future__ import annotations
@@ -48,12 +60,15 @@ __all__ = [
     "ItemRows",
     "ItemTableFile",
     "ItemTableMeta",
+    "dequantise_vectors",
     "expected_columns",
     "item_table_features",
     "per_group_features",
+    "quantise_vectors",
+    "vectors_digest",
 ]
 
-ITEMS_FORMAT_VERSION = 1
+ITEMS_FORMAT_VERSION = 2
 ITEMS_METADATA_KEY = "fedpa.items"
 _MAX_ITEMS_METADATA = 1 << 20  # the header reader's own cap on the whole header
 ITEM_CODE = "item_code"  # the schema feature whose code is the table's int32 column
@@ -79,6 +94,7 @@ class ItemTableMeta(BaseModel):
     table_version: int = Field(ge=1)
     created_at: str = ""
     columns: tuple[ItemColumn, ...]
+    vector_dim: int = Field(0, ge=0, le=1024)  # d of the item vectors (0: the model takes none)
     info: dict[str, Any] = {}  # provenance: dataset, rows counted, as-of time (not used by clients)
 
     def to_json(self) -> str:
@@ -92,10 +108,56 @@ class ItemTableMeta(BaseModel):
             meta = cls.model_validate_json(raw)
         except ValidationError as exc:
             raise PayloadError(f"{source}: item-table metadata does not match the schema: {exc}") from exc
+        if meta.format_version == 1:
+            raise PayloadError(f"{source}: item-table format_version 1 carries no item vectors; this FedPA reads "
+                               f"{ITEMS_FORMAT_VERSION}: recompute the table with `fedpa-export items --student …`")
         if meta.format_version != ITEMS_FORMAT_VERSION:
             raise PayloadError(f"{source}: unknown item-table format_version {meta.format_version}; "
                                f"this FedPA reads {ITEMS_FORMAT_VERSION}")
         return meta
+
+
+def quantise_vectors(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float32 ``[K, d]`` → (int8 ``[K, d]``, float32 scale ``[K]``): symmetric per-row int8.
+
+    ``scale = max|row| / 127`` (0 for an all-zero row) and ``q = round(row / scale)``, so the
+    dequantised row (:func:`dequantise_vectors`) is within ``scale / 2`` of the original per value.
+    """
+    rows = np.asarray(rows, np.float32)
+    if rows.ndim != 2 or not np.isfinite(rows).all():
+        raise PayloadError(f"item vectors must be a finite float [K, d] array, got shape {rows.shape}")
+    scale = (np.abs(rows).max(axis=1, initial=0.0) / np.float32(127)).astype(np.float32)
+    safe = np.where(scale > 0, scale, np.float32(1))[:, None]
+    q = np.clip(np.rint(rows / safe), -127, 127).astype(np.int8)
+    return q, scale
+
+
+def dequantise_vectors(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """``q · scale`` in float32, ``[K, d]``: the values every runtime feeds as ``item_vector``.
+
+    One float32 multiply per value, so Java (``(float) q * scale``) computes the same bits.
+    """
+    return (np.asarray(q, np.int8).astype(np.float32) * np.asarray(scale, np.float32)[:, None]).astype(np.float32)
+
+
+def vectors_digest(q: np.ndarray, scale: np.ndarray) -> str:
+    """sha256 of quantised rows (int8 bytes, then float32 little-endian scales): ``manifest.item_vectors.sha256``."""
+    import hashlib
+
+    h = hashlib.sha256(np.ascontiguousarray(q, np.int8).tobytes())
+    h.update(np.ascontiguousarray(scale, "<f4").tobytes())
+    return h.hexdigest()
+
+
+def _check_vectors(vector: np.ndarray, scale: np.ndarray, n: int, dim: int, source: str) -> None:
+    if vector.dtype != np.int8 or scale.dtype != np.float32:
+        raise PayloadError(f"{source}: vector must be int8 and vector_scale float32, got {vector.dtype} and "
+                           f"{scale.dtype}")
+    if vector.shape != (n, dim) or scale.shape != (n,):
+        raise PayloadError(f"{source}: vector {vector.shape} and vector_scale {scale.shape} do not fit {n} rows "
+                           f"of dimension {dim}")
+    if not np.isfinite(scale).all() or (scale < 0).any():
+        raise PayloadError(f"{source}: vector_scale must be finite and ≥ 0")
 
 
 def item_table_features(schema: FeatureSchema) -> list[str]:
@@ -151,9 +213,32 @@ class ItemRows:
     item_code: np.ndarray  # int32 [n]
     codes: np.ndarray  # uint8 [n, C], columns as meta.columns
     known: np.ndarray  # bool [n]
+    vector: np.ndarray | None = None  # int8 [n, d] when meta.vector_dim = d > 0
+    vector_scale: np.ndarray | None = None  # float32 [n]
+
+    def __post_init__(self) -> None:
+        d = self.meta.vector_dim
+        if d and (self.vector is None or self.vector_scale is None):
+            raise PayloadError(f"item rows of a table with {d}-dimensional vectors carry no vectors")
+        if d:
+            assert self.vector is not None and self.vector_scale is not None
+            _check_vectors(self.vector, self.vector_scale, len(self.item_code), d, "item rows")
+        elif self.vector is not None:
+            raise PayloadError("item rows carry vectors, but their table declares vector_dim 0")
 
     def __len__(self) -> int:
         return len(self.item_code)
+
+    def vectors(self) -> np.ndarray:
+        """The dequantised item vectors ``[n, d]`` float32: the programs' ``item_vector`` input."""
+        if self.vector is None or self.vector_scale is None:
+            raise PayloadError(f"item table v{self.meta.table_version} serves no item vectors (vector_dim 0)")
+        return dequantise_vectors(self.vector, self.vector_scale)
+
+    def _vector_tensors(self) -> dict[str, np.ndarray]:
+        if self.vector is None or self.vector_scale is None:
+            return {}
+        return {"vector": self.vector.astype(np.int8), "vector_scale": self.vector_scale.astype(np.float32)}
 
     def encode(self) -> bytes:
         """The lookup answer's bytes (see the module docstring)."""
@@ -161,30 +246,39 @@ class ItemRows:
         # which the table was checked against at publish — ~1 KB less per answer
         meta = self.meta.model_copy(update={"columns": (), "info": {}, "created_at": ""})
         return encode_tensors({"item_code": self.item_code.astype(np.int32), "codes": self.codes.astype(np.uint8),
-                               "known": self.known.astype(np.uint8)},
+                               "known": self.known.astype(np.uint8), **self._vector_tensors()},
                               metadata={ITEMS_METADATA_KEY: meta.to_json()})
 
     @classmethod
     def decode(cls, body: bytes, *, source: str = "item rows") -> ItemRows:
         meta = ItemTableMeta.parse(_metadata(body, source), source=source)
         t = decode_tensors(body)
-        if set(t) != {"item_code", "codes", "known"}:
-            raise PayloadError(f"{source}: tensors {sorted(t)} != ['codes', 'item_code', 'known']")
+        names = ["codes", "item_code", "known", *(["vector", "vector_scale"] if meta.vector_dim else [])]
+        if sorted(t) != names:
+            raise PayloadError(f"{source}: tensors {sorted(t)} != {names}")
         _check_codes(t["item_code"], t["codes"], len(meta.columns) or t["codes"].shape[-1], source)
         if t["known"].shape != t["item_code"].shape:
             raise PayloadError(f"{source}: known {t['known'].shape} does not fit item_code {t['item_code'].shape}")
-        return cls(meta, t["item_code"].astype(np.int32), t["codes"].astype(np.uint8), t["known"].astype(bool))
+        if meta.vector_dim:
+            _check_vectors(t["vector"], t["vector_scale"], len(t["item_code"]), meta.vector_dim, source)
+        return cls(meta, t["item_code"].astype(np.int32), t["codes"].astype(np.uint8), t["known"].astype(bool),
+                   t.get("vector"), t.get("vector_scale"))
 
     def take(self, index: np.ndarray | slice) -> ItemRows:
         """The rows at ``index`` (a mask, indices or a slice), same table."""
-        return ItemRows(self.meta, self.item_code[index], self.codes[index], self.known[index])
+        return ItemRows(self.meta, self.item_code[index], self.codes[index], self.known[index],
+                        None if self.vector is None else self.vector[index],
+                        None if self.vector_scale is None else self.vector_scale[index])
 
     @classmethod
     def concat(cls, parts: Sequence[ItemRows]) -> ItemRows:
         if not parts:
             raise PayloadError("no item rows to join")
+        has = parts[0].vector is not None
         return cls(parts[0].meta, np.concatenate([p.item_code for p in parts]),
-                   np.concatenate([p.codes for p in parts]), np.concatenate([p.known for p in parts]))
+                   np.concatenate([p.codes for p in parts]), np.concatenate([p.known for p in parts]),
+                   np.concatenate([p.vector for p in parts if p.vector is not None]) if has else None,
+                   np.concatenate([p.vector_scale for p in parts if p.vector_scale is not None]) if has else None)
 
     def columns_for(self, schema: FeatureSchema, groups: Mapping[str, int]) -> dict[str, np.ndarray]:
         """Codes per ``item_table`` feature of ``schema`` for a device in ``groups`` ([n] int64 each).
@@ -236,7 +330,8 @@ class ItemTableFile:
 
     ``default_codes`` is the row of an item the table does not know (OOV item code 0, zero counts,
     the prior click-rate's bucket): exactly what the dataset pipeline gives a never-seen item, so a
-    new item ranks as the model learnt to rank new items.
+    new item ranks as the model learnt to rank new items. With ``meta.vector_dim`` d > 0 each row
+    also has its item code's quantised vector, and the default row the OOV code's.
     """
 
     meta: ItemTableMeta
@@ -244,10 +339,25 @@ class ItemTableFile:
     item_code: np.ndarray  # int32 [N]
     codes: np.ndarray  # uint8 [N, C]
     default_codes: np.ndarray  # uint8 [C]
+    vector: np.ndarray | None = None  # int8 [N, d]
+    vector_scale: np.ndarray | None = None  # float32 [N]
+    default_vector: np.ndarray | None = None  # int8 [1, d]: the OOV row's
+    default_vector_scale: np.ndarray | None = None  # float32 [1]
     _index: pd.Index = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_codes(self.item_code, self.codes, len(self.meta.columns), "item table")
+        d = self.meta.vector_dim
+        vectors = (self.vector, self.vector_scale, self.default_vector, self.default_vector_scale)
+        if d:
+            if any(v is None for v in vectors):
+                raise PayloadError(f"item table: vector_dim {d} but no item vectors")
+            assert self.vector is not None and self.vector_scale is not None
+            assert self.default_vector is not None and self.default_vector_scale is not None
+            _check_vectors(self.vector, self.vector_scale, len(self.item_code), d, "item table")
+            _check_vectors(self.default_vector, self.default_vector_scale, 1, d, "item table default row")
+        elif any(v is not None for v in vectors):
+            raise PayloadError("item table: vectors given, but vector_dim is 0")
         if len(self.ids) != len(self.item_code):
             raise PayloadError(f"item table: {len(self.ids)} ids for {len(self.item_code)} rows")
         if self.default_codes.shape != (len(self.meta.columns),):
@@ -261,8 +371,14 @@ class ItemTableFile:
 
     @classmethod
     def from_arrays(cls, meta: ItemTableMeta, ids: Sequence[Any] | np.ndarray, item_code: np.ndarray,
-                    codes: np.ndarray, default_codes: np.ndarray | None = None) -> ItemTableFile:
-        """Build from computed codes, refusing any that do not fit the wire's int32/uint8."""
+                    codes: np.ndarray, default_codes: np.ndarray | None = None,
+                    code_vectors: tuple[np.ndarray, np.ndarray] | None = None) -> ItemTableFile:
+        """Build from computed codes, refusing any that do not fit the wire's int32/uint8.
+
+        ``code_vectors`` = :func:`quantise_vectors` of the student's item-code rows (row k = code
+        k, row 0 = OOV): each item gets its code's row, the default row code 0's. It sets
+        ``meta.vector_dim``.
+        """
         from fedpa.data.schema import canonical_strings
 
         strings = canonical_strings(ids)
@@ -277,14 +393,27 @@ class ItemTableFile:
             raise PayloadError("item table: item_code exceeds int32")
         if any(s is None for s in strings):
             raise PayloadError("item table: an item id is missing (None/NaN/empty)")
-        return cls(meta, strings, item_code.astype(np.int32), codes.astype(np.uint8),
-                   default.astype(np.uint8).reshape(-1))
+        if code_vectors is None:
+            return cls(meta.model_copy(update={"vector_dim": 0}), strings, item_code.astype(np.int32),
+                       codes.astype(np.uint8), default.astype(np.uint8).reshape(-1))
+        q, scale = code_vectors
+        _check_vectors(q, scale, len(scale), q.shape[-1] if q.ndim == 2 else 0, "item vectors")
+        if item_code.size and int(item_code.max()) >= len(q):
+            raise PayloadError(f"item table: item_code {int(item_code.max())} has no vector (the student has "
+                               f"{len(q)} item-code rows): the student is not the one the codes were fitted for")
+        index = item_code.astype(np.int64)
+        return cls(meta.model_copy(update={"vector_dim": int(q.shape[1])}), strings, item_code.astype(np.int32),
+                   codes.astype(np.uint8), default.astype(np.uint8).reshape(-1), q[index], scale[index],
+                   q[:1].copy(), scale[:1].copy())
 
     @classmethod
     def from_signals(cls, table: ItemTable, schema: FeatureSchema, *, model_id: str, model_version: int,
-                     table_version: int, created_at: str = "", info: Mapping[str, Any] | None = None
-                     ) -> ItemTableFile:
-        """The wire form of ``fedpa.signals.ItemTable`` (the maths' own table), columns per :func:`expected_columns`."""
+                     table_version: int, created_at: str = "", info: Mapping[str, Any] | None = None,
+                     code_vectors: tuple[np.ndarray, np.ndarray] | None = None) -> ItemTableFile:
+        """The wire form of ``fedpa.signals.ItemTable`` (the maths' own table), columns per :func:`expected_columns`.
+
+        ``code_vectors``: the quantised item-code rows, as for :meth:`from_arrays`.
+        """
         columns = expected_columns(schema)
         meta = ItemTableMeta(model_id=model_id, model_version=model_version, table_version=table_version,
                              created_at=created_at, columns=columns, info=dict(info or {}))
@@ -302,7 +431,7 @@ class ItemTableFile:
             item_code = table.common[:, common[ITEM_CODE]]
         else:
             item_code = np.zeros(n, np.int64)
-        return cls.from_arrays(meta, table.item_ids, item_code, codes, default)
+        return cls.from_arrays(meta, table.item_ids, item_code, codes, default, code_vectors)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -317,7 +446,13 @@ class ItemTableFile:
         codes = np.repeat(self.default_codes[None, :], len(where), axis=0)
         item_code[known] = self.item_code[where[known]]
         codes[known] = self.codes[where[known]]
-        return ItemRows(self.meta, item_code, codes, known)
+        if self.vector is None or self.vector_scale is None:
+            return ItemRows(self.meta, item_code, codes, known)
+        assert self.default_vector is not None and self.default_vector_scale is not None
+        vector = np.repeat(self.default_vector, len(where), axis=0)
+        scale = np.repeat(self.default_vector_scale, len(where))
+        vector[known], scale[known] = self.vector[where[known]], self.vector_scale[where[known]]
+        return ItemRows(self.meta, item_code, codes, known, vector, scale)
 
     def encode(self) -> bytes:
         """The published file's bytes (see the module docstring)."""
@@ -325,8 +460,11 @@ class ItemTableFile:
         offsets = np.zeros(len(raw) + 1, np.int64)
         offsets[1:] = np.cumsum([len(b) for b in raw])
         blob = np.frombuffer(b"".join(raw), dtype=np.uint8) if raw else np.zeros(0, np.uint8)
+        vectors = {} if self.vector is None else {
+            "vector": self.vector, "vector_scale": self.vector_scale, "default_vector": self.default_vector,
+            "default_vector_scale": self.default_vector_scale}
         return encode_tensors({"item_code": self.item_code, "codes": self.codes, "default_codes": self.default_codes,
-                               "id_bytes": blob, "id_offsets": offsets},
+                               "id_bytes": blob, "id_offsets": offsets, **vectors},
                               metadata={ITEMS_METADATA_KEY: self.meta.to_json()})
 
     @classmethod
@@ -334,6 +472,8 @@ class ItemTableFile:
         meta = ItemTableMeta.parse(_metadata(body, source), source=source)
         t = decode_tensors(body)
         names = ["codes", "default_codes", "id_bytes", "id_offsets", "item_code"]
+        if meta.vector_dim:
+            names = sorted([*names, "vector", "vector_scale", "default_vector", "default_vector_scale"])
         if sorted(t) != names:
             raise PayloadError(f"{source}: tensors {sorted(t)} != {names}")
         offsets, blob = t["id_offsets"].astype(np.int64), t["id_bytes"].astype(np.uint8).tobytes()
@@ -349,7 +489,8 @@ class ItemTableFile:
         if t["codes"].dtype != np.uint8 or t["default_codes"].dtype != np.uint8 or t["item_code"].dtype != np.int32:
             raise PayloadError(f"{source}: item_code must be int32 and codes uint8, got "
                                f"{t['item_code'].dtype} and {t['codes'].dtype}")
-        return cls(meta, ids, t["item_code"], t["codes"], t["default_codes"])
+        return cls(meta, ids, t["item_code"], t["codes"], t["default_codes"], t.get("vector"), t.get("vector_scale"),
+                   t.get("default_vector"), t.get("default_vector_scale"))
 
     def check_schema(self, schema: FeatureSchema) -> None:
         """Refuse a table whose columns are not exactly what ``schema``'s item_table features need."""

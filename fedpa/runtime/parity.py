@@ -55,14 +55,14 @@ def check_golden(bundle: Bundle, *, backends: tuple[Backend, ...] = ("pte", "onn
     for backend in backends:
         scorer = bundle.scorer(backend)
         for i, case in enumerate(golden.cases):
-            logits = scorer.score(case.x, golden.personalisation)
+            logits = scorer.score(case.x, golden.personalisation, case.item_vector)
             _compare(report, f"{backend} logits, case {i} (N={len(case.x)})", logits, case.logits,
                      golden.atol, golden.rtol)
     if training:
         t = golden.training
         trainer = bundle.trainer(lr=t.lr)
         trainer.write(golden.personalisation)
-        loss = trainer.step(t.x, t.y)
+        loss = trainer.step(t.x, t.y, t.item_vector)
         _compare(report, "training loss", np.array([loss]), np.array([t.loss]), golden.atol, golden.rtol)
         grads = trainer.gradients()
         for name, expected in t.gradients.items():
@@ -72,6 +72,6 @@ def check_golden(bundle: Bundle, *, backends: tuple[Backend, ...] = ("pte", "onn
         for name, start in golden.personalisation.items():
             _compare(report, f"SGD update {name}", updated[name], start - t.lr * t.gradients[name],
                      golden.atol, golden.rtol)
-        _compare(report, "loss after the step", np.array([trainer.loss(t.x, t.y)]), np.array([t.loss_after]),
-                 golden.atol, golden.rtol)
+        after = trainer.loss(t.x, t.y, t.item_vector)
+        _compare(report, "loss after the step", np.array([after]), np.array([t.loss_after]), golden.atol, golden.rtol)
     return report

@@ -4,6 +4,10 @@ Only runtimes are imported here (ExecuTorch's runtime and training pybindings, o
 ``torch.export``: this is what a phone-side client runs. ExecuTorch's Python bindings exchange
 ``torch.Tensor`` objects, so torch is needed as a tensor container, and arrays cross the boundary
 with ``torch.from_numpy`` (no copy).
+
+A bundle whose programs take the candidates' item vectors (``manifest.item_vectors``; the input
+``item_vector [N, d]`` of group ``"item"``) needs them with every call: ``score(x, tensors,
+item_vector=rows.vectors())``, ``step(x, y, item_vector)`` (:func:`check_item_vector`).
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from fedpa.manifest import ProgramSpec, TensorIO
 if TYPE_CHECKING:  # torch is imported where a program runs (a tensor container for ExecuTorch)
     import torch
 
-__all__ = ["BoundScorer", "OnnxScorer", "PteScorer", "Scorer", "Trainer", "check_codes"]
+__all__ = ["BoundScorer", "OnnxScorer", "PteScorer", "Scorer", "Trainer", "check_codes", "check_item_vector",
+           "item_vector_spec"]
 
 Prepared = TypeVar("Prepared")
 
@@ -49,6 +54,28 @@ def check_codes(x: np.ndarray, cardinalities: Sequence[int]) -> np.ndarray:
     return x
 
 
+def item_vector_spec(spec: ProgramSpec) -> TensorIO | None:
+    """The program's ``item_vector`` input (group ``"item"``), or None when it embeds the item code itself."""
+    return next((s for s in spec.inputs if s.group == "item"), None)
+
+
+def check_item_vector(item_vector: np.ndarray | None, n: int, spec: TensorIO | None) -> np.ndarray | None:
+    """``item_vector`` as a C-contiguous float32 ``[n, d]`` array for a program that takes one, else a BundleError."""
+    if spec is None:
+        if item_vector is not None:
+            raise BundleError("this bundle's programs embed the item code themselves: pass no item_vector")
+        return None
+    if item_vector is None:
+        raise BundleError(f"this bundle's programs take the candidates' item vectors: pass item_vector "
+                          f"[{n}, {spec.shape[-1]}] (ItemRows.vectors() from the item table)")
+    v = np.ascontiguousarray(item_vector, dtype=np.float32)
+    if v.shape != (n, spec.shape[-1]):
+        raise BundleError(f"item_vector must have shape [{n}, {spec.shape[-1]}], got {tuple(v.shape)}")
+    if not np.isfinite(v).all():
+        raise BundleError("item_vector contains NaN or infinite values")
+    return v
+
+
 def _ordered(personalisation: Mapping[str, np.ndarray], specs: Sequence[TensorIO]) -> list[np.ndarray]:
     """The personalisation tensors in program-input order, validated by name and shape."""
     missing = [s.name for s in specs if s.name not in personalisation]
@@ -69,7 +96,8 @@ class Scorer(Protocol):
 
     names: tuple[str, ...]
 
-    def score(self, x: np.ndarray, personalisation: Mapping[str, np.ndarray]) -> np.ndarray: ...
+    def score(self, x: np.ndarray, personalisation: Mapping[str, np.ndarray],
+              item_vector: np.ndarray | None = None) -> np.ndarray: ...
 
     def bind(self, personalisation: Mapping[str, np.ndarray]) -> BoundScorer: ...
 
@@ -82,17 +110,19 @@ class BoundScorer:
     tensors) out of the per-request path. Usage: ``rank = scorer.bind(tensors); logits = rank.score(x)``.
     """
 
-    def __init__(self, run: Callable[[np.ndarray], np.ndarray], cardinalities: tuple[int, ...],
-                 max_batch: int | None) -> None:
+    def __init__(self, run: Callable[[np.ndarray, np.ndarray | None], np.ndarray], cardinalities: tuple[int, ...],
+                 max_batch: int | None, item_vector: TensorIO | None = None) -> None:
         self._run = run
         self._cardinalities = cardinalities
         self._max_batch = max_batch
+        self._item_vector = item_vector
 
-    def score(self, x: np.ndarray) -> np.ndarray:
+    def score(self, x: np.ndarray, item_vector: np.ndarray | None = None) -> np.ndarray:
         """Logits for every row of ``x``; batches above the program's ``max_batch`` run in chunks."""
         x = check_codes(x, self._cardinalities)
+        v = check_item_vector(item_vector, len(x), self._item_vector)
         step = self._max_batch or len(x)
-        parts = [self._run(x[i : i + step]) for i in range(0, len(x), step)]
+        parts = [self._run(x[i : i + step], None if v is None else v[i : i + step]) for i in range(0, len(x), step)]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
@@ -102,7 +132,8 @@ class _ScorerBase(Generic[Prepared]):
     def __init__(self, spec: ProgramSpec, cardinalities: Sequence[int]) -> None:
         self.spec = spec
         self.cardinalities = tuple(cardinalities)
-        self._tensor_specs = spec.inputs[1:]
+        self._item_vector = item_vector_spec(spec)
+        self._tensor_specs = tuple(s for s in spec.inputs[1:] if s.group != "item")
         self.names = tuple(s.name for s in self._tensor_specs)
         self.max_batch = spec.max_batch
 
@@ -110,16 +141,18 @@ class _ScorerBase(Generic[Prepared]):
         """Validate and convert the tensors once (copied: later changes to the arrays do not leak in)."""
         tensors = [a.copy() for a in _ordered(personalisation, self._tensor_specs)]
         prepared = self._prepare(tensors)
-        return BoundScorer(lambda x: self._run(x, prepared), self.cardinalities, self.max_batch)
+        return BoundScorer(lambda x, v: self._run(x, v, prepared), self.cardinalities, self.max_batch,
+                           self._item_vector)
 
-    def score(self, x: np.ndarray, personalisation: Mapping[str, np.ndarray]) -> np.ndarray:
+    def score(self, x: np.ndarray, personalisation: Mapping[str, np.ndarray],
+              item_vector: np.ndarray | None = None) -> np.ndarray:
         """Logits for every row of ``x`` under these personalisation tensors (by parameter name)."""
-        return self.bind(personalisation).score(x)
+        return self.bind(personalisation).score(x, item_vector)
 
     def _prepare(self, tensors: list[np.ndarray]) -> Prepared:
         raise NotImplementedError
 
-    def _run(self, x: np.ndarray, prepared: Prepared) -> np.ndarray:
+    def _run(self, x: np.ndarray, item_vector: np.ndarray | None, prepared: Prepared) -> np.ndarray:
         raise NotImplementedError
 
 
@@ -140,8 +173,9 @@ class PteScorer(_ScorerBase["list[torch.Tensor]"]):
     def _prepare(self, tensors: list[np.ndarray]) -> list[torch.Tensor]:
         return [self._torch.from_numpy(t) for t in tensors]
 
-    def _run(self, x: np.ndarray, prepared: list[torch.Tensor]) -> np.ndarray:
-        logits: np.ndarray = self._method.execute([self._torch.from_numpy(x), *prepared])[0].numpy().copy()
+    def _run(self, x: np.ndarray, item_vector: np.ndarray | None, prepared: list[torch.Tensor]) -> np.ndarray:
+        vector = [] if item_vector is None else [self._torch.from_numpy(item_vector)]
+        logits: np.ndarray = self._method.execute([self._torch.from_numpy(x), *vector, *prepared])[0].numpy().copy()
         return logits
 
 
@@ -162,10 +196,11 @@ class OnnxScorer(_ScorerBase[dict[str, np.ndarray]]):
         self._input_names = [i.name for i in self._session.get_inputs()]
 
     def _prepare(self, tensors: list[np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(zip(self._input_names[1:], tensors, strict=True))
+        return dict(zip(self.names, tensors, strict=True))
 
-    def _run(self, x: np.ndarray, prepared: dict[str, np.ndarray]) -> np.ndarray:
-        logits: np.ndarray = self._session.run(None, {self._input_names[0]: x, **prepared})[0]
+    def _run(self, x: np.ndarray, item_vector: np.ndarray | None, prepared: dict[str, np.ndarray]) -> np.ndarray:
+        vector = {} if item_vector is None or self._item_vector is None else {self._item_vector.name: item_vector}
+        logits: np.ndarray = self._session.run(None, {self._input_names[0]: x, **vector, **prepared})[0]
         return logits
 
 
@@ -192,6 +227,7 @@ class Trainer:
         self.spec = spec
         self.cardinalities = tuple(cardinalities)
         self.max_batch = spec.max_batch
+        self._item_vector = item_vector_spec(spec)
         self._shapes = {o.name: tuple(o.shape) for o in spec.outputs if o.group in ("private", "group", "gate")
                         and not o.name.endswith(".grad")}
         try:
@@ -200,7 +236,9 @@ class Trainer:
                 self._module = _load_for_executorch_for_training(str(path))
                 # The bindings hand out the parameter tensors only after a first forward_backward;
                 # one row of OOV codes is a valid input, and no update is applied.
-                self._forward_backward(np.zeros((1, len(self.cardinalities)), np.int64), np.zeros(1, np.float32))
+                zero = None if self._item_vector is None else np.zeros((1, self._item_vector.shape[-1]), np.float32)
+                self._forward_backward(np.zeros((1, len(self.cardinalities)), np.int64), np.zeros(1, np.float32),
+                                       zero)
         except RuntimeError as exc:
             raise BundleError(f"{path}: ExecuTorch cannot load or run the training program ({exc})") from exc
         self._params = self._module.named_parameters()
@@ -221,11 +259,13 @@ class Trainer:
         self._lr = float(value)
         self._sgd = self._make_sgd(self._params, self._lr, 0, 0, 0, False)
 
-    def _forward_backward(self, x: np.ndarray, y: np.ndarray) -> float:
+    def _forward_backward(self, x: np.ndarray, y: np.ndarray, item_vector: np.ndarray | None) -> float:
         t = self._torch
-        return float(self._module.forward_backward("forward", (t.from_numpy(x), t.from_numpy(y)))[0])
+        vector = () if item_vector is None else (t.from_numpy(item_vector),)
+        return float(self._module.forward_backward("forward", (t.from_numpy(x), t.from_numpy(y), *vector))[0])
 
-    def _check_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _check_batch(self, x: np.ndarray, y: np.ndarray, item_vector: np.ndarray | None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         x = check_codes(x, self.cardinalities)
         y = np.ascontiguousarray(y, dtype=np.float32)
         if y.shape != (len(x),):
@@ -234,19 +274,19 @@ class Trainer:
             raise BundleError("y must hold labels in [0, 1]")
         if self.max_batch is not None and len(x) > self.max_batch:
             raise BundleError(f"batch of {len(x)} rows exceeds the training program's max_batch {self.max_batch}")
-        return x, y
+        return x, y, check_item_vector(item_vector, len(x), self._item_vector)
 
-    def step(self, x: np.ndarray, y: np.ndarray) -> float:
+    def step(self, x: np.ndarray, y: np.ndarray, item_vector: np.ndarray | None = None) -> float:
         """One SGD step on the batch; returns the mean BCE loss *before* the update.
 
         A step whose loss or gradient is not finite is not applied (and counted in
         ``skipped_steps``): one diverging batch must not poison the adapters for good. The
         simulation harness drops such steps the same way, so the two stay comparable.
         """
-        x, y = self._check_batch(x, y)
+        x, y, v = self._check_batch(x, y, item_vector)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            loss = self._forward_backward(x, y)
+            loss = self._forward_backward(x, y, v)
             grads = self._module.named_gradients()
             flat = self._torch.cat([g.reshape(-1) for g in grads.values()])
             if math.isfinite(loss) and bool(self._torch.isfinite(flat.sum())):
@@ -255,12 +295,12 @@ class Trainer:
                 self.skipped_steps += 1
         return loss
 
-    def loss(self, x: np.ndarray, y: np.ndarray) -> float:
+    def loss(self, x: np.ndarray, y: np.ndarray, item_vector: np.ndarray | None = None) -> float:
         """The mean BCE loss on the batch, without updating anything."""
-        x, y = self._check_batch(x, y)
+        x, y, v = self._check_batch(x, y, item_vector)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return self._forward_backward(x, y)
+            return self._forward_backward(x, y, v)
 
     def gradients(self) -> dict[str, np.ndarray]:
         """Gradients of the last ``step``/``loss`` call, by parameter name."""

@@ -20,6 +20,7 @@ from fedpa.data import load_dataset
 from fedpa.model import AdapterConfig, Backbone, FedPARecommender, student_config
 from fedpa.personalise import load_tensors
 from fedpa.runtime import Bundle
+from fedpa.runtime.items import dequantise_vectors, quantise_vectors
 from fedpa.train import save_checkpoint
 
 torch.set_num_threads(1)
@@ -88,10 +89,30 @@ class Helpers:
         self.bundle, self.student, self.dataset = bundle, student, dataset
 
     def eager(self, tensors: dict[str, np.ndarray]) -> FedPARecommender:
-        """The eager reference: the student + the bundle's adapter config + the given personalisation."""
-        model = FedPARecommender(copy.deepcopy(self.student), AdapterConfig.from_dict(self.bundle.manifest.adapter))
+        """The eager reference: the student + the bundle's adapter config + the given personalisation.
+
+        Its item-code rows are the dequantised ones the item table serves (what the programs get
+        as ``item_vector``), so ``model(x)`` needs no vectors and equals the programs exactly.
+        """
+        student = copy.deepcopy(self.student)
+        spec = self.bundle.manifest.item_vectors
+        if spec is not None:
+            with torch.no_grad():
+                student.item_rows(spec.column).copy_(torch.from_numpy(self.code_vectors()))
+        model = FedPARecommender(student, AdapterConfig.from_dict(self.bundle.manifest.adapter))
         load_tensors(model, tensors)
         return model.eval()
+
+    def code_vectors(self) -> np.ndarray:
+        """The dequantised item-code rows ``[rows, d]`` (row k = code k) the item table serves."""
+        spec = self.bundle.manifest.item_vectors
+        assert spec is not None
+        return dequantise_vectors(*quantise_vectors(self.student.item_rows(spec.column).detach().numpy()))
+
+    def vectors(self, x: np.ndarray) -> np.ndarray | None:
+        """The programs' ``item_vector`` input for rows ``x``: their item codes' served vectors."""
+        spec = self.bundle.manifest.item_vectors
+        return None if spec is None else self.code_vectors()[np.asarray(x)[:, spec.column]]
 
     @staticmethod
     def nontrivial(tensors: dict[str, np.ndarray], rng: np.random.Generator, scale: float = 0.2

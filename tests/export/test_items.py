@@ -16,14 +16,14 @@ from fedpa.runtime.items import ItemRows, ItemTableFile, item_table_features
 from fedpa.signals import build_item_table
 
 
-def test_items_cli_writes_the_signals_table_for_the_bundle(bundle_dir, dataset, tmp_path) -> None:
+def test_items_cli_writes_the_signals_table_for_the_bundle(bundle_dir, dataset, student_checkpoint, tmp_path) -> None:
     out = tmp_path / "items.safetensors"
     schema = dataset.schema
     if not item_table_features(schema):
         pytest.skip("the session dataset has no item_table features")
 
     result = CliRunner().invoke(app, ["items", "--bundle", str(bundle_dir), "--dataset", "synthetic",
-                                      "--out", str(out), "--table-version", "3"])
+                                      "--out", str(out), "--table-version", "3", "--student", str(student_checkpoint)])
 
     assert result.exit_code == 0, result.output
     table = ItemTableFile.decode(out.read_bytes())
@@ -42,14 +42,15 @@ def test_items_cli_writes_the_signals_table_for_the_bundle(bundle_dir, dataset, 
     assert not rows.known[-1] and rows.item_code[-1] == 0
 
 
-def test_items_cli_refuses_another_dataset_or_an_existing_file(bundle_dir, tmp_path) -> None:
+def test_items_cli_refuses_another_dataset_or_an_existing_file(bundle_dir, student_checkpoint, tmp_path) -> None:
     out = tmp_path / "items.safetensors"
     out.write_bytes(b"keep me")
+    student = ["--student", str(student_checkpoint)]
 
     exists = CliRunner().invoke(app, ["items", "--bundle", str(bundle_dir), "--dataset", "synthetic",
-                                      "--out", str(out)])
+                                      "--out", str(out), *student])
     other = CliRunner().invoke(app, ["items", "--bundle", str(bundle_dir), "--dataset", "synthetic",
-                                     "--out", str(tmp_path / "b.safetensors"), "--option", "n_users=150"])
+                                     "--out", str(tmp_path / "b.safetensors"), "--option", "n_users=150", *student])
 
     assert exists.exit_code == 1 and "already exists" in exists.output and out.read_bytes() == b"keep me"
     assert other.exit_code == 1 and "error:" in other.output and "Traceback" not in other.output
@@ -61,6 +62,7 @@ def test_a_bundle_without_item_table_columns_needs_no_table(bundle_copy, dataset
     manifest = json.loads((bundle_copy / "manifest.json").read_text())
     manifest["feature_schema"]["features"] = [f for f in manifest["feature_schema"]["features"]
                                               if f.get("source") != "item_table"]
+    manifest["item_vectors"] = None
     (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
 
     with pytest.raises(BundleError, match="no item_table features"):

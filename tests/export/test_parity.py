@@ -26,8 +26,8 @@ def test_pte_and_onnx_scores_match_eager(bundle, helpers, rng, n):
     tensors = helpers.personalisation(rng)
     expected = _eager_logits(helpers.eager(tensors), x)
     # Execute
-    pte = bundle.scorer("pte").score(x, tensors)
-    onnx = bundle.scorer("onnx").score(x, tensors)
+    pte = bundle.scorer("pte").score(x, tensors, helpers.vectors(x))
+    onnx = bundle.scorer("onnx").score(x, tensors, helpers.vectors(x))
     # Assert
     assert pte.shape == onnx.shape == (n,)
     np.testing.assert_allclose(pte, expected, atol=TOL, rtol=0)
@@ -38,8 +38,8 @@ def test_adapters_change_the_scores(bundle, helpers, rng):
     """Guards the parity test: personalisation tensors really are inputs, not baked-in constants."""
     x, _ = helpers.user_rows(0)
     scorer = bundle.scorer("pte")
-    a = scorer.score(x, helpers.personalisation(rng))
-    b = scorer.score(x, helpers.personalisation(rng))
+    a = scorer.score(x, helpers.personalisation(rng), helpers.vectors(x))
+    b = scorer.score(x, helpers.personalisation(rng), helpers.vectors(x))
     assert np.abs(a - b).max() > 1e-3
 
 
@@ -48,8 +48,8 @@ def test_batches_above_max_batch_are_chunked(bundle, helpers, rng):
     test_x = helpers.dataset.private_test.x
     x = np.resize(test_x, (max_batch + 37, test_x.shape[1]))
     tensors = helpers.personalisation(rng)
-    np.testing.assert_allclose(bundle.scorer("pte").score(x, tensors), _eager_logits(helpers.eager(tensors), x),
-                               atol=TOL, rtol=0)
+    np.testing.assert_allclose(bundle.scorer("pte").score(x, tensors, helpers.vectors(x)),
+                               _eager_logits(helpers.eager(tensors), x), atol=TOL, rtol=0)
 
 
 def test_training_program_matches_eager_sgd(bundle, helpers, rng):
@@ -71,7 +71,7 @@ def test_training_program_matches_eager_sgd(bundle, helpers, rng):
     et_losses, eager_losses = [], []
     for i in range(steps):
         xb, yb = x_all[i * batch:(i + 1) * batch], y_all[i * batch:(i + 1) * batch]
-        et_losses.append(trainer.step(xb, yb))
+        et_losses.append(trainer.step(xb, yb, helpers.vectors(xb)))
         loss = F.binary_cross_entropy_with_logits(model(torch.from_numpy(xb)), torch.from_numpy(yb))
         optimizer.zero_grad()
         loss.backward()
@@ -92,7 +92,7 @@ def test_training_program_matches_eager_sgd(bundle, helpers, rng):
     with torch.no_grad():
         eager_new = float(F.binary_cross_entropy_with_logits(model(torch.from_numpy(x_new)),
                                                              torch.from_numpy(y_new)))
-    assert abs(trainer.loss(x_new, y_new) - eager_new) <= TOL
+    assert abs(trainer.loss(x_new, y_new, helpers.vectors(x_new)) - eager_new) <= TOL
 
 
 def test_trained_adapters_round_trip_through_inference(bundle, helpers, rng):
@@ -101,11 +101,11 @@ def test_trained_adapters_round_trip_through_inference(bundle, helpers, rng):
     trainer.write(helpers.personalisation(rng))
     x, y = helpers.user_rows(0)
     for _ in range(5):
-        trainer.step(x, y)
+        trainer.step(x, y, helpers.vectors(x))
     trained = trainer.read()
     # Execute: score with the trained tensors on both inference programs
-    pte = bundle.scorer("pte").score(x, trained)
-    onnx = bundle.scorer("onnx").score(x, trained)
+    pte = bundle.scorer("pte").score(x, trained, helpers.vectors(x))
+    onnx = bundle.scorer("onnx").score(x, trained, helpers.vectors(x))
     # Assert
     expected = _eager_logits(helpers.eager(trained), x)
     np.testing.assert_allclose(pte, expected, atol=TOL, rtol=0)
@@ -119,13 +119,13 @@ def test_a_step_with_a_non_finite_loss_is_not_applied(bundle, helpers, rng):
     trainer.write(huge)
     x, y = helpers.user_rows(0)
     # Execute
-    loss = trainer.step(x, y)
+    loss = trainer.step(x, y, helpers.vectors(x))
     # Assert: nothing moved, the step is counted; a sane start trains again
     assert not np.isfinite(loss) and trainer.skipped_steps == 1
     assert all(np.array_equal(v, huge[n]) for n, v in trainer.read().items())
     sane = helpers.personalisation(rng)
     trainer.write(sane)
-    assert np.isfinite(trainer.step(x, y)) and trainer.skipped_steps == 1
+    assert np.isfinite(trainer.step(x, y, helpers.vectors(x))) and trainer.skipped_steps == 1
     assert any(not np.array_equal(v, sane[n]) for n, v in trainer.read().items())
 
 
@@ -166,9 +166,9 @@ def test_bound_scorer_matches_and_copies(bundle, helpers, rng):
     for backend in ("pte", "onnx"):
         scorer = bundle.scorer(backend)
         rank = scorer.bind(tensors)
-        expected = scorer.score(x, tensors)
+        expected = scorer.score(x, tensors, helpers.vectors(x))
         name = bundle.personalisation_names[-1]
         saved = tensors[name].copy()
         tensors[name] += 1.0  # changing the caller's array after binding must not leak in
-        np.testing.assert_array_equal(rank.score(x), expected)
+        np.testing.assert_array_equal(rank.score(x, helpers.vectors(x)), expected)
         tensors[name] = saved
