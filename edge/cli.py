@@ -126,6 +126,11 @@ def run(
         encoded = interactions.suffix == ".npz"  # codes as they were scored, signal columns included
         if signals.active and not encoded:  # item-table rows and history as the device would have had them
             x = signals.replay(x, y, ts, ids)
+        if encoded and device.manifest.item_vectors is not None:  # the rows' item vectors: from the item table
+            if ids is None:
+                raise ConfigError(f"{interactions}: this bundle takes item vectors from the item table; an encoded "
+                                  "log needs an item_id array to look them up")
+            signals.learn_vectors(ids)
         local.save_log(x, y, ts)
         if encoded:
             signals.rebuild()

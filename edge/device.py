@@ -38,6 +38,7 @@ import numpy as np
 
 from edge.client import AggregatorClient, Refused, ServerUnreachable
 from edge.programs import LocalPrograms
+from edge.signals import item_vectors_for
 from edge.store import AppliedPrivacy, DeviceState, LocalStore, PendingUpload
 from fedpa.errors import BundleError, ConfigError, PrivacyBudgetError, PrivacyPolicyError
 from fedpa.manifest import Manifest, read_manifest
@@ -224,10 +225,21 @@ class Device:
         assert self._shared is not None
         return {**self.private(), **self.manifest.shared_state.to_params(self._shared)}
 
+    def item_vectors(self, x: np.ndarray) -> np.ndarray | None:
+        """The programs' ``item_vector`` input for rows ``x`` (None when the bundle embeds item codes itself).
+
+        The vectors come from the item rows this device fetched (``edge.signals``, cached by code).
+        """
+        spec = self.manifest.item_vectors
+        if spec is None or len(x) == 0:
+            return None
+        return item_vectors_for(self.store, x, column=spec.column, model_version=self.manifest.model_version)
+
     def score(self, x: np.ndarray, *, offline: bool = False) -> np.ndarray:
         """Logits of encoded candidate rows ``[N, F]`` with the current personalisation."""
-        return self.programs.score(np.asarray(x, np.int64), self.personalisation(offline=offline),
-                                   backend=self.backend)
+        x = np.asarray(x, np.int64)
+        return self.programs.score(x, self.personalisation(offline=offline), backend=self.backend,
+                                   item_vector=self.item_vectors(x))
 
     def recommend(self, candidates: np.ndarray, *, k: int = 10, offline: bool = False
                   ) -> tuple[np.ndarray, np.ndarray]:
@@ -260,7 +272,8 @@ class Device:
         t = self.training
         round_index = self.state.rounds_completed + self.state.refused  # this device's n-th training round
         batches = t.batches(len(y), round=round_index)
-        trained, loss, skipped = self.programs.train({**self.private(), **shared}, x, y, batches, lr=t.lr)
+        trained, loss, skipped = self.programs.train({**self.private(), **shared}, x, y, batches, lr=t.lr,
+                                                     item_vector=self.item_vectors(x))
         deltas = spec.from_params({p: trained[p] - shared[p] for p in shared}, groups=self.state.groups)
         rng = (round_rng(self.noise_seed, t.client, round_index, stream=1) if self.noise_seed is not None
                else secure_rng())

@@ -74,9 +74,11 @@ class LocalPrograms:
         return cache[backend]
 
     def train(self, tensors: Mapping[str, np.ndarray], x: np.ndarray, y: np.ndarray,
-              batches: Sequence[np.ndarray], *, lr: float) -> tuple[dict[str, np.ndarray], float, int]:
+              batches: Sequence[np.ndarray], *, lr: float, item_vector: np.ndarray | None = None
+              ) -> tuple[dict[str, np.ndarray], float, int]:
         """Plain SGD over ``batches`` (row indices) from ``tensors``.
 
+        ``item_vector`` ``[N, d]`` (rows as ``x``) for a bundle whose programs take item vectors.
         Returns the trained tensors, the mean loss of the applied steps and the number of steps
         skipped because their loss or gradient was not finite (``Trainer.step``).
         """
@@ -85,12 +87,14 @@ class LocalPrograms:
             raise ConfigError(f"local batch size above the training program's max_batch {self.max_batch}")
         trainer.write(dict(tensors))
         skipped_before = trainer.skipped_steps
-        losses = [float(trainer.step(x[idx], y[idx])) for idx in batches]
+        losses = [float(trainer.step(x[idx], y[idx], None if item_vector is None else item_vector[idx]))
+                  for idx in batches]
         trained = {k: np.array(v, np.float32, copy=True) for k, v in trainer.read().items()}
         applied = [v for v in losses if np.isfinite(v)]
         return trained, float(np.mean(applied)) if applied else float("nan"), trainer.skipped_steps - skipped_before
 
-    def score(self, x: np.ndarray, personalisation: Mapping[str, np.ndarray], *, backend: str = "pte"
-              ) -> np.ndarray:
-        """Logits ``[N]`` of encoded rows ``x`` with the given personalisation tensors."""
-        return np.asarray(self._scorer(backend).score(x, dict(personalisation)), np.float32).reshape(-1)
+    def score(self, x: np.ndarray, personalisation: Mapping[str, np.ndarray], *, backend: str = "pte",
+              item_vector: np.ndarray | None = None) -> np.ndarray:
+        """Logits ``[N]`` of encoded rows ``x`` (and their item vectors) with the given personalisation tensors."""
+        return np.asarray(self._scorer(backend).score(x, dict(personalisation), item_vector),
+                          np.float32).reshape(-1)

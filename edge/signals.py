@@ -11,6 +11,9 @@ is the device's one place for both; the codes always go into ``x`` through
   caught up on the next open. Nothing here is ever sent: uploads are built from the shared
   tensors' deltas only (a test inspects every request body);
 * **item rows** come from :class:`edge.items.ItemTableClient` (batched, cached per table version).
+  Their item vectors (item table format 2) are kept by item code in ``item_vectors.safetensors``
+  (:class:`fedpa.runtime.items.CodeVectors`), so the logged rows train with the vectors they were
+  ranked with, also after a restart (:func:`item_vectors_for`).
 
 A row's history codes use only rows strictly earlier in time, the rule the dataset pipeline
 trains with (:func:`fedpa.signals.visible_prefix`): rows logged at the same instant do not see
@@ -31,17 +34,54 @@ import numpy as np
 
 from edge.store import LocalStore, atomic_write
 from fedpa.data.schema import FeatureSchema  # before fedpa.signals: fedpa.data ↔ fedpa.signals import cycle
-from fedpa.errors import ConfigError, DataError
+from fedpa.errors import ConfigError, DataError, PayloadError
 from fedpa.runtime.features import FeatureEncoder
+from fedpa.runtime.items import CodeVectors
 from fedpa.signals import HistoryState
 
 if TYPE_CHECKING:
     from edge.items import ItemTableClient
     from fedpa.runtime.items import ItemRows
 
-__all__ = ["HISTORY_FILE", "DeviceSignals"]
+__all__ = ["HISTORY_FILE", "ITEM_VECTORS_FILE", "DeviceSignals", "item_vectors_for", "learn_item_vectors"]
 
 HISTORY_FILE = "history.json"
+ITEM_VECTORS_FILE = "item_vectors.safetensors"
+
+
+def _load_vectors(store: LocalStore) -> CodeVectors | None:
+    path = store.root / ITEM_VECTORS_FILE
+    if not path.is_file():
+        return None
+    try:
+        return CodeVectors.decode(path.read_bytes(), source=str(path))
+    except (OSError, PayloadError):
+        return None  # unreadable: refilled by the next lookups
+
+
+def learn_item_vectors(store: LocalStore, rows: ItemRows) -> None:
+    """Add the vectors of fetched item rows to the store's cache (a new model version starts it over)."""
+    if not rows.meta.vector_dim:
+        return
+    book = _load_vectors(store)
+    if book is None or book.model_version != rows.meta.model_version or book.dim != rows.meta.vector_dim:
+        book = CodeVectors(rows.meta.model_version, rows.meta.vector_dim)
+    before = len(book)
+    book.learn(rows)
+    if len(book) != before or before == 0:
+        atomic_write(store.root / ITEM_VECTORS_FILE, book.encode())
+
+
+def item_vectors_for(store: LocalStore, x: np.ndarray, *, column: int, model_version: int) -> np.ndarray:
+    """The ``item_vector`` input ``[N, d]`` for encoded rows ``x``: the cached vectors of their item codes."""
+    book = _load_vectors(store)
+    if book is None or book.model_version != model_version:
+        raise ConfigError(f"{store.root}: no item vectors of model version {model_version} yet; rank (look up) "
+                          "the items first: the item table serves them")
+    try:
+        return book.for_codes(np.asarray(x)[:, column])
+    except PayloadError as exc:
+        raise ConfigError(f"{store.root}: {exc}") from exc
 
 
 def _schema_digest(schema: FeatureSchema) -> str:
@@ -110,7 +150,14 @@ class DeviceSignals:
         if item_ids is None or len(item_ids) != n:
             raise DataError(f"item ids are needed for the item-table columns ({n} rows, "
                             f"{'no' if item_ids is None else len(item_ids)} ids)")
-        return self.items.rows(item_ids)
+        rows = self.items.rows(item_ids)
+        learn_item_vectors(self.store, rows)
+        return rows
+
+    def learn_vectors(self, item_ids: Sequence[Any] | np.ndarray) -> None:
+        """Fetch the rows of ``item_ids`` only for their item vectors (e.g. items already in the log)."""
+        if len(item_ids):
+            self._rows(item_ids, len(item_ids))
 
     def fill(self, x: np.ndarray, item_ids: Sequence[Any] | np.ndarray | None = None, *,
              groups: Mapping[str, int] | None = None) -> np.ndarray:

@@ -34,6 +34,7 @@ from fedpa.runtime.items import ItemTableFile, item_table_features, quantise_vec
 
 if TYPE_CHECKING:
     from fedpa.data import Dataset
+    from fedpa.model import Backbone
 
 __all__ = ["ItemTableResult", "bundle_kinds", "student_item_vectors", "write_item_table"]
 
@@ -58,9 +59,9 @@ def bundle_kinds(bundle_dir: str | Path) -> tuple[FeatureSchema, tuple[str, ...]
     return schema, SignalSpec.from_dict(schema.signals).kinds
 
 
-def student_item_vectors(student: str | Path | None, bundle_dir: str | Path
+def student_item_vectors(student: str | Path | Backbone | None, bundle_dir: str | Path
                          ) -> tuple[np.ndarray, np.ndarray] | None:
-    """The quantised item-code rows of the student checkpoint ``student`` for the bundle at ``bundle_dir``.
+    """The quantised item-code rows of ``student`` (a checkpoint path or the model) for the bundle at ``bundle_dir``.
 
     None for a bundle whose programs embed the item code themselves. Refuses a missing checkpoint
     or one whose rows (quantised as at the build) differ from the ones the bundle was built with.
@@ -76,8 +77,8 @@ def student_item_vectors(student: str | Path | None, bundle_dir: str | Path
     from fedpa.train import load_checkpoint
 
     try:
-        ckpt = load_checkpoint(student)
-        rows = ckpt.model.item_rows(spec.column).detach().numpy()
+        model = load_checkpoint(student).model if isinstance(student, (str, Path)) else student
+        rows = model.item_rows(spec.column).detach().numpy()
     except ConfigError as exc:
         raise BundleError(f"student checkpoint: {exc}") from exc
     q, scale = quantise_vectors(rows)

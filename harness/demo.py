@@ -118,7 +118,7 @@ def run_demo(config: DemoConfig, *, say: Say | None = None,
     from edge.client import AggregatorClient
     from edge.items import publish_item_table
     from export.bundle import build_bundle
-    from export.items import write_item_table
+    from export.items import student_item_vectors, write_item_table
     from fedpa.data import load_dataset
     from fedpa.manifest import PrivacySettings
     from fedpa.privacy import PrivacyConfig, noise_multiplier_for
@@ -175,11 +175,13 @@ def run_demo(config: DemoConfig, *, say: Say | None = None,
                                                   "deadline_s": 600.0, "enforce_privacy": privacy is not None})
                 if item_table_features(ds.schema):  # the item side is served per candidate, not in the bundle
                     table = write_item_table(built.path, ds, out / "items.safetensors", table_version=1,
-                                             overwrite=True)
+                                             overwrite=True,
+                                             code_vectors=student_item_vectors(student.model, built.path))
                     served = publish_item_table(admin, config.model_id, table.path)
                     report.item_table = {"table_version": served["table_version"], "items": served["n_items"],
                                          "file_bytes": table.nbytes,
-                                         "row_bytes": 4 + len(table.table.meta.columns) + 1}
+                                         "row_bytes": 4 + len(table.table.meta.columns) + 1
+                                         + (table.table.meta.vector_dim + 4 if table.table.meta.vector_dim else 0)}
             fleet = FleetConfig(server=server.url, model_id=config.model_id, rounds=config.rounds,
                                 workers=config.workers, max_devices=n_devices, privacy=privacy,
                                 training=LocalTraining(epochs=config.local_epochs, batch_size=config.batch_size,

@@ -29,6 +29,7 @@ import numpy as np
 
 from edge.client import AggregatorClient, RetryPolicy
 from edge.device import Device, RoundResult
+from edge.items import ItemTableClient
 from edge.programs import LocalPrograms
 from edge.signals import DeviceSignals
 from edge.store import DeviceState, LocalStore
@@ -103,6 +104,7 @@ class _Member:
     user: int
     val: tuple[np.ndarray, np.ndarray]
     test: tuple[np.ndarray, np.ndarray]
+    item_ids: np.ndarray  # raw ids of the items in its log and its evaluation rows (for their item vectors)
 
 
 def _rows(split: Interactions, user: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -160,7 +162,9 @@ def build_devices(ds: Dataset, root: Path, config: FleetConfig, *, http: httpx.C
         device.store.state.groups = groups
         device.store.state.user = str(ds.user_ids[user])
         val, test = _rows(ds.private_val, int(user)), _rows(ds.private_test, int(user))
-        members.append(_Member(device, int(user), val[:2], test[:2]))
+        items = np.unique(np.concatenate([split.item[split.user == user] for split in
+                                          (ds.private_train, ds.private_val, ds.private_test)]))
+        members.append(_Member(device, int(user), val[:2], test[:2], np.asarray(ds.item_ids)[items]))
     return members
 
 
@@ -204,6 +208,9 @@ def run_fleet(ds: Dataset, root: str | Path, config: FleetConfig, *, http: httpx
 
     def setup(m: _Member) -> None:
         m.device.setup()
+        if m.device.manifest.item_vectors is not None:  # the log's item vectors come from the item table
+            items = ItemTableClient(m.device.client, config.model_id, model_version=m.device.manifest.model_version)
+            DeviceSignals(m.device.store, ds.schema, items=items).learn_vectors(m.item_ids)
 
     observer = AggregatorClient(config.server, http=http, token=config.admin_token)
     try:

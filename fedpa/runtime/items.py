@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ITEMS_FORMAT_VERSION",
     "ITEMS_METADATA_KEY",
+    "CodeVectors",
     "ItemColumn",
     "ItemRows",
     "ItemTableFile",
@@ -313,6 +314,65 @@ class ItemRows:
                                        f"for {attribute}={groups[attribute]}")
             out[name] = self.codes[:, j].astype(np.int64)
         return out
+
+
+class CodeVectors:
+    """A device's item vectors by item code, learnt from the item rows it fetched (its cache for training).
+
+    Why by code: a program's ``item_vector`` is the vector of the row's item code (the OOV row for
+    code 0), the same in every table version of one model version, and the interaction log keeps
+    codes, not ids. So the rows a device fetched to rank its candidates also give the vectors its
+    logged rows train with. Usage: ``book.learn(rows); v = book.for_codes(x[:, column])``.
+    """
+
+    def __init__(self, model_version: int, dim: int) -> None:
+        self.model_version = model_version
+        self.dim = dim
+        self._rows: dict[int, tuple[np.ndarray, np.float32]] = {}
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def learn(self, rows: ItemRows) -> None:
+        """Remember the vector of every row's item code; rows of another model version are refused."""
+        if rows.meta.model_version != self.model_version or rows.meta.vector_dim != self.dim:
+            raise PayloadError(f"item rows of model_version {rows.meta.model_version} (d={rows.meta.vector_dim}) "
+                               f"for vectors of v{self.model_version} (d={self.dim})")
+        if rows.vector is None or rows.vector_scale is None:
+            return
+        for code, q, scale in zip(rows.item_code.tolist(), rows.vector, rows.vector_scale, strict=True):
+            self._rows[int(code)] = (q.copy(), np.float32(scale))
+
+    def for_codes(self, codes: np.ndarray) -> np.ndarray:
+        """Dequantised vectors ``[n, d]`` for item codes ``[n]``; a code never fetched is a PayloadError."""
+        codes = np.asarray(codes, np.int64).reshape(-1)
+        missing = sorted({int(c) for c in codes.tolist()} - set(self._rows))
+        if missing:
+            raise PayloadError(f"no item vector for item codes {missing[:5]}: look the items up in the item table "
+                               "first (their rows carry the vectors)")
+        q = np.stack([self._rows[int(c)][0] for c in codes]) if len(codes) else np.zeros((0, self.dim), np.int8)
+        scale = np.array([self._rows[int(c)][1] for c in codes], np.float32)
+        return dequantise_vectors(q, scale)
+
+    def encode(self) -> bytes:
+        codes = sorted(self._rows)
+        q = np.stack([self._rows[c][0] for c in codes]) if codes else np.zeros((0, self.dim), np.int8)
+        return encode_tensors({"item_code": np.array(codes, np.int32), "vector": q.astype(np.int8),
+                               "vector_scale": np.array([self._rows[c][1] for c in codes], np.float32)},
+                              metadata={"model_version": str(self.model_version), "dim": str(self.dim)})
+
+    @classmethod
+    def decode(cls, body: bytes, *, source: str = "item vectors") -> CodeVectors:
+        try:
+            meta = read_metadata(body)
+            book = cls(int(meta["model_version"]), int(meta["dim"]))
+            t = decode_tensors(body)
+            _check_vectors(t["vector"], t["vector_scale"], len(t["item_code"]), book.dim, source)
+        except (KeyError, ValueError) as exc:
+            raise PayloadError(f"{source}: not a FedPA item-vector cache ({exc!r})") from exc
+        for code, q, scale in zip(t["item_code"].tolist(), t["vector"], t["vector_scale"], strict=True):
+            book._rows[int(code)] = (q, np.float32(scale))
+        return book
 
 
 def _metadata(body: bytes, source: str) -> str | None:

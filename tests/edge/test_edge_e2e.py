@@ -184,7 +184,7 @@ def test_full_features_served_and_filled_end_to_end(world, sqlite_server, tmp_pa
     history through FeatureEncoder.fill, and the exported programs rank them (pte = onnx)."""
     from edge.items import ItemTableClient, publish_item_table
     from edge.signals import DeviceSignals
-    from export.items import write_item_table
+    from export.items import student_item_vectors, write_item_table
     from fedpa.runtime.items import item_table_features
     from fedpa.signals import HistoryState, build_item_table
 
@@ -192,13 +192,13 @@ def test_full_features_served_and_filled_end_to_end(world, sqlite_server, tmp_pa
     if not item_table_features(ds.schema):
         pytest.skip("the world's dataset has no item_table features")
     world.publish(sqlite_server, "edge-full", {"round_size": 1000})
-    table = write_item_table(world.bundle, ds, tmp_path / "items.safetensors", table_version=1)
+    table = write_item_table(world.bundle, ds, tmp_path / "items.safetensors", table_version=1,
+                             code_vectors=student_item_vectors(world.student, world.bundle))
     with AggregatorClient(sqlite_server.url, token=sqlite_server.admin_token) as admin:
         # the copy world.publish made has its model id renamed: a table for it carries that id
-        from fedpa.runtime.items import ItemTableFile
+        from dataclasses import replace
 
-        renamed = ItemTableFile(table.table.meta.model_copy(update={"model_id": "edge-full"}), table.table.ids,
-                                table.table.item_code, table.table.codes, table.table.default_codes)
+        renamed = replace(table.table, meta=table.table.meta.model_copy(update={"model_id": "edge-full"}))
         (tmp_path / "renamed.safetensors").write_bytes(renamed.encode())
         publish_item_table(admin, "edge-full", tmp_path / "renamed.safetensors")
     device = _device(world, sqlite_server, "edge-full", tmp_path / "dev")
