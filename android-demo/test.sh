@@ -54,11 +54,12 @@ fi
 
 echo "== test bundle (fedpa-export build --dataset synthetic)"
 BUNDLE=$BUILD/bundle-$key
-if [[ ! -f $BUNDLE/manifest.json ]]; then
-  rm -rf "$BUILD"/bundle-*
+STUDENT=$BUILD/student-$key.pt  # its item-code rows: the item table's vectors (fedpa-export items --student)
+if [[ ! -f $BUNDLE/manifest.json || ! -f $STUDENT ]]; then
+  rm -rf "$BUILD"/bundle-* "$BUILD"/student-*
   nice "$BIN/fedpa-export" build --out "$BUNDLE" --dataset synthetic --model-id android-test \
     --option n_users=200 --option n_items=100 --option interactions_per_user=30 --seed 0 \
-    --max-batch 256 --max-train-batch 256 2>&1 | grep -v -E "torchvision|cpuinfo|^\s*$" | tail -4
+    --max-batch 256 --max-train-batch 256 --save-student "$STUDENT" 2>&1 | grep -v -E "torchvision|cpuinfo|^\s*$" | tail -4
 fi
 [[ -f $BUNDLE/manifest.json ]] || { echo "fedpa-export did not write a bundle"; echo "0 passed, 1 failed"; exit 1; }
 
@@ -96,7 +97,7 @@ echo "== item table (fedpa-export items), published; expected lookup rows from t
 ITEMS_EXPECTED=""
 SIGNALS_GOLDEN=""
 if nice "$BIN/fedpa-export" items --bundle "$BUNDLE" --dataset synthetic --option n_users=200 --option n_items=100 \
-    --option interactions_per_user=30 --seed 0 --table-version 1 --out "$AGG/items.safetensors" > "$AGG/items.log" 2>&1; then
+    --option interactions_per_user=30 --seed 0 --table-version 1 --student "$STUDENT" --out "$AGG/items.safetensors" > "$AGG/items.log" 2>&1; then
   ITEMS_EXPECTED=$AGG/items-expected.json
   FEDPA_ADMIN_TOKEN=$ADMIN_TOKEN "$PYTHON" - "$AGG/items.safetensors" "http://127.0.0.1:$PORT" "$ITEMS_EXPECTED" <<'PY'
 import json, os, sys

@@ -85,11 +85,15 @@ class FakePrograms:
         return dict(load_file(self.folder / "private_init.safetensors"))
 
     def train(self, tensors: Mapping[str, np.ndarray], x: np.ndarray, y: np.ndarray,
-              batches: list[np.ndarray], *, lr: float) -> tuple[dict[str, np.ndarray], float, int]:
+              batches: list[np.ndarray], *, lr: float, item_vector: np.ndarray | None = None
+              ) -> tuple[dict[str, np.ndarray], float, int]:
+        assert item_vector is None  # the tiny bundle's manifest has no item_vectors
         self.calls += 1
         return {k: (v + self.step * len(batches)).astype(np.float32) for k, v in tensors.items()}, 0.5, 0
 
-    def score(self, x: np.ndarray, personalisation: Mapping[str, np.ndarray], *, backend: str = "pte") -> np.ndarray:
+    def score(self, x: np.ndarray, personalisation: Mapping[str, np.ndarray], *, backend: str = "pte",
+              item_vector: np.ndarray | None = None) -> np.ndarray:
+        assert item_vector is None
         return np.asarray(x, np.float32).sum(axis=1)
 
 

@@ -35,4 +35,21 @@ public final class FakeProgram {
     public static int rows(Tensor t) {
         return (int) t.shape[0];
     }
+
+    /**
+     * The program's {@code item_vector} input [n, d] for the rows of {@code x}: the stand-in engine
+     * embeds the item code from its item vectors by code, so it learns these (the runtime's) first.
+     */
+    public static void learnItemVectors(Model model, Tensor x, Tensor itemVector) {
+        org.fedpa.core.ItemVectors book = model.engine().itemVectors();
+        int n = rows(x);
+        int nf = (int) x.shape[1];
+        int column = model.manifest().config.itemColumn;
+        float[] v = itemVector.getDataAsFloatArray();
+        int d = book.dim();
+        long[] codes = codes(x);
+        for (int i = 0; i < n; i++) {
+            book.put(codes[i * nf + column], java.util.Arrays.copyOfRange(v, i * d, (i + 1) * d));
+        }
+    }
 }

@@ -33,10 +33,14 @@ public class Module implements Closeable {
             throw new IllegalArgumentException("inference.pte takes " + names.length + " inputs, got " + inputs.length);
         }
         Map<String, Tensor> params = new LinkedHashMap<String, Tensor>();
-        for (int i = 1; i < inputs.length; i++) {
-            params.put(names[i], inputs[i].toTensor());
-        }
         Tensor x = inputs[0].toTensor();
+        for (int i = 1; i < inputs.length; i++) {
+            if ("item_vector".equals(names[i])) {
+                FakeProgram.learnItemVectors(model, x, inputs[i].toTensor());
+            } else {
+                params.put(names[i], inputs[i].toTensor());
+            }
+        }
         int n = FakeProgram.rows(x);
         float[] logits = model.engine().score(FakeProgram.codes(x), n, FakeProgram.toCore(params));
         return new EValue[] {EValue.from(Tensor.fromBlob(logits, new long[] {n}))};

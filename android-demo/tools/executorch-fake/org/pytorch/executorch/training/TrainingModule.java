@@ -52,6 +52,9 @@ public final class TrainingModule implements Closeable {
     public EValue[] executeForwardBackward(String methodName, EValue... inputs) {
         Tensor x = inputs[0].toTensor();
         float[] y = inputs[1].toTensor().getDataAsFloatArray();
+        if (inputs.length > 2) { // training.pte's (x, y, item_vector)
+            FakeProgram.learnItemVectors(model, x, inputs[2].toTensor());
+        }
         Trainer.Result r = model.trainer().gradients(FakeProgram.codes(x), y, y.length, FakeProgram.toCore(parameters));
         Map<String, Tensor> g = new LinkedHashMap<String, Tensor>();
         for (Map.Entry<String, Tensor> e : parameters.entrySet()) {

@@ -34,6 +34,7 @@ public final class DeviceSignals {
     private final LocalStore store;
     private final Manifest manifest;
     private final ItemTableClient items; // null: no item-table columns
+    private ItemVectors vectors; // where fetched rows' item vectors go (the engine's); null: nowhere
     private final int[] userPositions;
     private final int[] itemPositions;
     private final int[] tablePositions;
@@ -131,6 +132,18 @@ public final class DeviceSignals {
         return items;
     }
 
+    /** Send every fetched row's item vector to {@code sink} (the engine's, for a bundle that takes them). */
+    public void learnVectorsInto(ItemVectors sink) {
+        this.vectors = sink;
+    }
+
+    /** Fetch the rows of {@code ids} only for their item vectors (items already in the log). */
+    public void learnVectors(List<String> ids) throws FedPAException {
+        if (items != null && vectors != null && !ids.isEmpty()) {
+            vectors.learn(items.rows(ids));
+        }
+    }
+
     /** Interactions the history has seen (0 without history columns). */
     public long observed() {
         return observed;
@@ -171,7 +184,11 @@ public final class DeviceSignals {
                 throw new PayloadException("item ids are needed for the item-table columns (" + n + " candidates, "
                         + (ids == null ? "no" : String.valueOf(ids.size())) + " ids)");
             }
-            long[][] table = items.rows(ids).featureCodes(manifest, groups);
+            ItemRows rows = items.rows(ids);
+            if (vectors != null) {
+                vectors.learn(rows); // the programs embed these candidates' item codes from them
+            }
+            long[][] table = rows.featureCodes(manifest, groups);
             for (int i = 0; i < n; i++) {
                 for (int k = 0; k < tablePositions.length; k++) {
                     x[i * nf + tablePositions[k]] = table[i][k];

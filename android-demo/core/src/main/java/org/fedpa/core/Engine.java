@@ -8,7 +8,9 @@ import java.util.Map;
  *
  * <pre>
  *   e      = concat_f E[x_f + offset_f]  (+ private delta on the first n_user features);
- *            the last n_signal features read the narrower table E_s (width signal_dim)
+ *            the last n_signal features read the narrower table E_s (width signal_dim); with
+ *            manifest item_vectors the item code's e is the candidate's item vector instead
+ *            ({@link ItemVectors}, served by the item table), and E holds no rows for it
  *   layer: c = relu(W h + b);  u = s·B_u(A_u h);  h_k = s·B_k(A_k h);  g = W2 relu(W1 h + b1) + b2
  *          paper:    h' = pi_0 c + pi_1 u + sum_k pi_{1+k} h_k,   pi = softmax(g)
  *          residual: h' = c + sig(g_0) u + sum_k sig(g_k) h_k
@@ -23,6 +25,7 @@ public final class Engine {
     private final FrozenWeights frozen;
     private final int[] offsets; // row of code 0 of each feature within its own table (wide or signal)
     private final int[] columns; // first column of each feature in the layer-0 input
+    private final ItemVectors itemVectors; // null: the item code (if any) is embedded from the table
 
     public Engine(ModelConfig cfg, FrozenWeights frozen) {
         this.cfg = cfg;
@@ -30,13 +33,20 @@ public final class Engine {
         this.offsets = new int[cfg.nFeatures()];
         this.columns = new int[cfg.nFeatures()];
         for (int f = 1; f < offsets.length; f++) {
-            offsets[f] = f == cfg.nWideFeatures() ? 0 : offsets[f - 1] + cfg.cardinalities[f - 1];
+            int previous = f - 1 == cfg.itemColumn ? 0 : cfg.cardinalities[f - 1]; // no rows for the item code
+            offsets[f] = f == cfg.nWideFeatures() ? 0 : offsets[f - 1] + previous;
             columns[f] = columns[f - 1] + cfg.dim(f - 1);
         }
+        this.itemVectors = cfg.takesItemVectors() ? new ItemVectors(cfg.embeddingDim) : null;
     }
 
     public ModelConfig config() {
         return cfg;
+    }
+
+    /** The item vectors the item-code feature is embedded from (null when the table holds its rows). */
+    public ItemVectors itemVectors() {
+        return itemVectors;
     }
 
     /** Intermediates of one forward pass over a batch of n rows. */
@@ -88,6 +98,10 @@ public final class Engine {
                 int d = cfg.dim(f);
                 float[] table = f < cfg.nWideFeatures() ? wide : signal;
                 int row = (int) (offsets[f] + code);
+                if (f == cfg.itemColumn) { // the served item vector, not a table row
+                    table = itemVectors.get(code);
+                    row = 0;
+                }
                 for (int j = 0; j < d; j++) {
                     float v = table[row * d + j];
                     if (delta != null && f < cfg.nUserFeatures) {

@@ -189,6 +189,9 @@ public final class FedPAClient {
                 }
             }, state.modelId, mdl.manifest().modelVersion);
             signals = DeviceSignals.open(store, mdl.manifest(), items, state.userCodes);
+            if (mdl.engine().itemVectors() != null) {
+                signals.learnVectorsInto(mdl.engine().itemVectors());
+            }
         }
         return signals;
     }
@@ -208,13 +211,25 @@ public final class FedPAClient {
         return signals().fill(state.userCodes, codes, ids, groups());
     }
 
-    /** The training rows: every stored interaction as it was scored when labelled, with the current profile. */
+    /**
+     * The training rows: every stored interaction as it was scored when labelled, with the current
+     * profile. For a bundle that takes item vectors, the ones not known yet (e.g. after a restart)
+     * are looked up by the logged item ids (cached rows: usually no request).
+     */
     public long[] trainingInputs(List<Interaction> log) throws FedPAException {
         List<long[]> items = new ArrayList<long[]>();
+        List<String> ids = new ArrayList<String>();
         for (Interaction i : log) {
             items.add(i.itemCodes);
+            ids.add(i.itemKey);
         }
-        return model().rows(state.userCodes, items);
+        long[] x = model().rows(state.userCodes, items);
+        ItemVectors vectors = model().engine().itemVectors();
+        ModelConfig cfg = model().manifest().config;
+        if (vectors != null && !vectors.covers(x, log.size(), cfg.nFeatures(), cfg.itemColumn)) {
+            signals().learnVectors(ids);
+        }
+        return x;
     }
 
     public Map<String, Integer> groups() throws FedPAException {

@@ -22,7 +22,7 @@ public final class FrozenWeights {
     private static final Pattern LAYER = Pattern.compile("(^|.*\\.)layers\\.(\\d+)(\\.base)?\\.(weight|bias)$");
     private static final Pattern HEAD = Pattern.compile("(^|.*\\.)head\\.(weight|bias)$");
 
-    public final Tensor embedding; // [sum cardinalities of the wide features, d]
+    public final Tensor embedding; // [sum cardinalities of the wide features (but the item code's, see ModelConfig), d]
     public final Tensor signalEmbedding; // [sum cardinalities of the signal features, signal_dim], or null
     public final Tensor[] weight; // [layer] -> [out, in]
     public final Tensor[] bias; // [layer] -> [out]
@@ -76,7 +76,7 @@ public final class FrozenWeights {
                 }
             }
         }
-        check(emb, "embedding.weight", source, cfg.wideRows(), cfg.embeddingDim);
+        check(emb, "embedding.weight", source, cfg.tableRows(), cfg.embeddingDim);
         if (cfg.nSignalFeatures > 0) {
             check(sig, "signal_embedding.weight", source, cfg.signalRows(), cfg.signalDim);
         } else {

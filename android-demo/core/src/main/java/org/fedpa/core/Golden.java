@@ -43,6 +43,7 @@ public final class Golden {
     public static List<Check> replay(Model model) throws BundleException {
         JSONObject g = read(model.bundle());
         try {
+            learnItemVectors(g, model.engine().itemVectors(), model.manifest().config);
             return replay(model, g);
         } catch (JSONException e) {
             throw new BundleException("golden.json is malformed: " + e.getMessage(), e);
@@ -58,8 +59,19 @@ public final class Golden {
      * {@link #replay(Model)}.
      */
     public static List<Check> replay(Bundle bundle, ModelRuntime runtime) throws FedPAException {
+        return replay(bundle, runtime, null);
+    }
+
+    /**
+     * As {@link #replay(Bundle, ModelRuntime)} for a runtime that embeds the item code from
+     * {@code itemVectors} (the engine's; null when the bundle's programs hold the item rows): each
+     * case's {@code item_vector} — the item table's exact values for its item codes — is taught first.
+     */
+    public static List<Check> replay(Bundle bundle, ModelRuntime runtime, ItemVectors itemVectors)
+            throws FedPAException {
         JSONObject g = read(bundle);
         try {
+            learnItemVectors(g, itemVectors, bundle.manifest().config);
             return replayRuntime(bundle, runtime, g);
         } catch (JSONException e) {
             throw new BundleException("golden.json is malformed: " + e.getMessage(), e);
@@ -183,6 +195,41 @@ public final class Golden {
             ok &= err <= atol + rtol * Math.abs(want[i]); // NaN fails
         }
         return new Check(name, worst, ok);
+    }
+
+    /** Every case's (and the training batch's) item vectors, by the item codes of its rows. */
+    private static void learnItemVectors(JSONObject g, ItemVectors sink, ModelConfig cfg)
+            throws JSONException, BundleException {
+        if (!cfg.takesItemVectors()) {
+            return;
+        }
+        if (sink == null) {
+            throw new BundleException("the bundle's programs take item vectors, but the runtime has none to learn");
+        }
+        List<JSONObject> entries = new ArrayList<JSONObject>();
+        JSONArray cases = g.getJSONArray("inference");
+        for (int c = 0; c < cases.length(); c++) {
+            entries.add(cases.getJSONObject(c));
+        }
+        entries.add(g.getJSONObject("training"));
+        int nf = cfg.nFeatures();
+        for (JSONObject e : entries) {
+            if (!e.has("item_vector")) {
+                throw new BundleException("golden.json: a case has no item_vector, but the bundle's programs take one");
+            }
+            JSONObject holder = new JSONObject();
+            holder.put("item_vector", e.getJSONObject("item_vector"));
+            float[] v = tensors(holder).get("item_vector").data();
+            long[] x = rows(e.getJSONArray("x"), nf);
+            int n = x.length / nf;
+            int d = sink.dim();
+            if (v.length != n * d) {
+                throw new BundleException("golden.json: item_vector of " + v.length + " values for " + n + " rows");
+            }
+            for (int i = 0; i < n; i++) {
+                sink.put(x[i * nf + cfg.itemColumn], java.util.Arrays.copyOfRange(v, i * d, (i + 1) * d));
+            }
+        }
     }
 
     private static Map<String, Tensor> tensors(JSONObject o) throws JSONException, BundleException {

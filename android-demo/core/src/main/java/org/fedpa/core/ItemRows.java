@@ -13,6 +13,9 @@ import org.json.JSONObject;
  * server knows the item ({@code known == false} is the OOV marker: item code 0 and the table's
  * default row). The columns are the bundle schema's {@code item_table} features, a per-group
  * feature with one column per value of its group attribute; the device picks its own value's.
+ * Format 2: with {@code vector_dim} d > 0 each row also carries its item vector (int8 [d] + a
+ * float32 scale, dequantised here as {@code (float) q * scale}, the bits Python computes), which
+ * the programs take as {@code item_vector} ({@link ItemVectors}). A format-1 answer is refused.
  *
  * <p>This class is the app's one reader of the item-row format (the answer's tensors and which
  * column is which feature): a format change touches it and nothing else.
@@ -23,44 +26,66 @@ public final class ItemRows {
     public final long[] itemCode;
     public final int[][] codes; // [n][columns]
     public final boolean[] known;
+    public final float[][] vectors; // [n][d] dequantised item vectors; null when the table serves none
 
-    private ItemRows(int modelVersion, int tableVersion, long[] itemCode, int[][] codes, boolean[] known) {
+    private ItemRows(int modelVersion, int tableVersion, long[] itemCode, int[][] codes, boolean[] known,
+                     float[][] vectors) {
         this.modelVersion = modelVersion;
         this.tableVersion = tableVersion;
         this.itemCode = itemCode;
         this.codes = codes;
         this.known = known;
+        this.vectors = vectors;
     }
+
+    /** The format version this reader understands ({@code fedpa.runtime.items.ITEMS_FORMAT_VERSION}). */
+    static final int FORMAT_VERSION = 2;
 
     public int size() {
         return itemCode.length;
     }
 
-    /** Parse a lookup answer body (safetensors: item_code I32, codes U8 [n, C], known U8). */
+    /**
+     * Parse a lookup answer body (safetensors: item_code I32, codes U8 [n, C], known U8, and with
+     * vector_dim d > 0 vector I8 [n, d], vector_scale F32 [n]).
+     */
     public static ItemRows decode(byte[] body) throws PayloadException {
         SafeTensors st = SafeTensors.decode(body);
+        String raw = st.metadata().get("fedpa.items");
+        int modelVersion;
+        int tableVersion;
+        int dim;
+        try {
+            JSONObject meta = new JSONObject(raw == null ? "" : raw);
+            int format = meta.optInt("format_version", 1);
+            if (format != FORMAT_VERSION) {
+                throw new PayloadException("item lookup answer: item-table format_version " + format
+                        + (format == 1 ? " carries no item vectors" : " is unknown") + "; this app reads "
+                        + FORMAT_VERSION + " (the server must publish a table from `fedpa-export items --student`)");
+            }
+            modelVersion = meta.getInt("model_version");
+            tableVersion = meta.getInt("table_version");
+            dim = meta.optInt("vector_dim", 0);
+        } catch (JSONException e) {
+            throw new PayloadException("item lookup answer: missing or malformed fedpa.items metadata", e);
+        }
         Tensor code = st.tensors().get("item_code");
         Tensor cols = st.tensors().get("codes");
         Tensor known = st.tensors().get("known");
-        if (code == null || cols == null || known == null || st.tensors().size() != 3) {
-            throw new PayloadException("item lookup answer must hold item_code, codes and known, got "
-                    + st.tensors().keySet());
+        Tensor vector = st.tensors().get("vector");
+        Tensor scale = st.tensors().get("vector_scale");
+        int expected = dim > 0 ? 5 : 3;
+        if (code == null || cols == null || known == null || st.tensors().size() != expected
+                || (dim > 0 && (vector == null || scale == null))) {
+            throw new PayloadException("item lookup answer must hold item_code, codes and known"
+                    + (dim > 0 ? ", vector and vector_scale" : "") + ", got " + st.tensors().keySet());
         }
         int n = code.numel();
         if (cols.rank() != 2 || cols.dim(0) != n || known.numel() != n) {
             throw new PayloadException("item lookup answer: codes " + cols + " and known " + known
                     + " do not fit " + n + " rows");
         }
-        String raw = st.metadata().get("fedpa.items");
-        int modelVersion;
-        int tableVersion;
-        try {
-            JSONObject meta = new JSONObject(raw == null ? "" : raw);
-            modelVersion = meta.getInt("model_version");
-            tableVersion = meta.getInt("table_version");
-        } catch (JSONException e) {
-            throw new PayloadException("item lookup answer: missing or malformed fedpa.items metadata", e);
-        }
+        float[][] vectors = dim > 0 ? dequantise(vector, scale, n, dim) : null;
         int c = cols.dim(1);
         int[][] out = new int[n][c];
         boolean[] isKnown = new boolean[n];
@@ -71,7 +96,35 @@ public final class ItemRows {
             }
             isKnown[i] = known.longs()[i] != 0;
         }
-        return new ItemRows(modelVersion, tableVersion, code.longs().clone(), out, isKnown);
+        return new ItemRows(modelVersion, tableVersion, code.longs().clone(), out, isKnown, vectors);
+    }
+
+    /** {@code (float) q * scale} per value: exactly {@code fedpa.runtime.items.dequantise_vectors}. */
+    private static float[][] dequantise(Tensor vector, Tensor scale, int n, int dim) throws PayloadException {
+        if (!Tensor.I64.equals(vector.dtype()) || !Tensor.F32.equals(scale.dtype())) { // I8 is read widened
+            throw new PayloadException("item lookup answer: vector must be int8 and vector_scale F32, got "
+                    + vector.dtype() + " and " + scale.dtype());
+        }
+        if (vector.rank() != 2 || vector.dim(0) != n || vector.dim(1) != dim || scale.numel() != n) {
+            throw new PayloadException("item lookup answer: vector " + vector + " and vector_scale " + scale
+                    + " do not fit " + n + " rows of dimension " + dim);
+        }
+        long[] q = vector.longs();
+        float[] s = scale.data();
+        float[][] out = new float[n][dim];
+        for (int i = 0; i < n; i++) {
+            if (!(s[i] >= 0) || Float.isInfinite(s[i])) {
+                throw new PayloadException("item lookup answer: vector_scale must be finite and >= 0, got " + s[i]);
+            }
+            for (int j = 0; j < dim; j++) {
+                long v = q[i * dim + j];
+                if (v < -128 || v > 127) {
+                    throw new PayloadException("item lookup answer: vector value " + v + " is not int8");
+                }
+                out[i][j] = (float) v * s[i];
+            }
+        }
+        return out;
     }
 
     /** One item's row as the cache keeps it; only this class looks inside (a format change stays here). */
@@ -79,17 +132,19 @@ public final class ItemRows {
         private final long itemCode;
         private final int[] codes;
         private final boolean known;
+        private final float[] vector; // null: none served
 
-        private Row(long itemCode, int[] codes, boolean known) {
+        private Row(long itemCode, int[] codes, boolean known, float[] vector) {
             this.itemCode = itemCode;
             this.codes = codes;
             this.known = known;
+            this.vector = vector;
         }
     }
 
     /** Row {@code i}, for a cache. */
     Row row(int i) {
-        return new Row(itemCode[i], codes[i], known[i]);
+        return new Row(itemCode[i], codes[i], known[i], vectors == null ? null : vectors[i]);
     }
 
     /** Cached rows of one table version as an answer, in the given order. */
@@ -97,12 +152,16 @@ public final class ItemRows {
         long[] code = new long[rows.size()];
         int[][] codes = new int[rows.size()][];
         boolean[] known = new boolean[rows.size()];
+        float[][] vectors = rows.isEmpty() || rows.get(0).vector == null ? null : new float[rows.size()][];
         for (int i = 0; i < code.length; i++) {
             code[i] = rows.get(i).itemCode;
             codes[i] = rows.get(i).codes;
             known[i] = rows.get(i).known;
+            if (vectors != null) {
+                vectors[i] = rows.get(i).vector;
+            }
         }
-        return new ItemRows(modelVersion, tableVersion, code, codes, known);
+        return new ItemRows(modelVersion, tableVersion, code, codes, known, vectors);
     }
 
     /** Answers of consecutive batches as one (they must come from one table version). */
@@ -118,16 +177,20 @@ public final class ItemRows {
         long[] code = new long[n];
         int[][] codes = new int[n][];
         boolean[] known = new boolean[n];
+        float[][] vectors = parts.isEmpty() || parts.get(0).vectors == null ? null : new float[n][];
         int k = 0;
         for (ItemRows p : parts) {
             for (int i = 0; i < p.size(); i++, k++) {
                 code[k] = p.itemCode[i];
                 codes[k] = p.codes[i];
                 known[k] = p.known[i];
+                if (vectors != null) {
+                    vectors[k] = p.vectors[i];
+                }
             }
         }
-        return parts.isEmpty() ? new ItemRows(0, 0, code, codes, known)
-                : new ItemRows(parts.get(0).modelVersion, parts.get(0).tableVersion, code, codes, known);
+        return parts.isEmpty() ? new ItemRows(0, 0, code, codes, known, null)
+                : new ItemRows(parts.get(0).modelVersion, parts.get(0).tableVersion, code, codes, known, vectors);
     }
 
     /** The schema feature whose code is the answer's int32 {@code item_code} column. */

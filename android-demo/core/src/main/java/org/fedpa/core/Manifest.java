@@ -84,12 +84,20 @@ public final class Manifest {
     public final Map<String, String> fileSha256;
     public final Map<String, Long> fileSize;
     public final JSONObject programs;
+    public final int itemVectorDim; // d of the item vectors the programs take (0: none)
 
     private Manifest(String json, JSONObject o) throws JSONException, BundleException {
         this.json = json;
         this.modelId = o.getString("model_id");
         this.modelVersion = o.getInt("model_version");
-        this.config = ModelConfig.fromJson(o.getJSONObject("backbone"), o.getJSONObject("adapter"));
+        JSONObject vectors = o.optJSONObject("item_vectors"); // absent or null: the programs embed every code
+        this.itemVectorDim = vectors == null ? 0 : vectors.getInt("dim");
+        this.config = ModelConfig.fromJson(o.getJSONObject("backbone"), o.getJSONObject("adapter"),
+                vectors == null ? -1 : vectors.getInt("column"));
+        if (vectors != null && itemVectorDim != config.embeddingDim) {
+            throw new BundleException("manifest item_vectors.dim " + itemVectorDim + " != the embedding dim "
+                    + config.embeddingDim);
+        }
         this.features = parseFeatures(o.optJSONObject("feature_schema"));
         List<SharedTensor> shared = new ArrayList<SharedTensor>();
         JSONArray tensors = o.getJSONObject("shared_state").getJSONArray("tensors");

@@ -22,6 +22,9 @@ public final class ModelConfig {
     public final boolean paperGate; // false: residual mode
     public final int gateHidden;
     public final boolean privateUserEmbeddings;
+    // The wide feature (the item code) whose embedding is the candidate's item vector, served by the
+    // item table (manifest "item_vectors"); its rows are not in the embedding table. -1: none.
+    public final int itemColumn;
 
     /** Every feature at {@code embeddingDim} (no narrow signal tail). */
     public ModelConfig(int[] cardinalities, int nUserFeatures, int embeddingDim, int[] hidden,
@@ -34,6 +37,17 @@ public final class ModelConfig {
     public ModelConfig(int[] cardinalities, int nUserFeatures, int embeddingDim, int nSignalFeatures, int signalDim,
                        int[] hidden, List<String> groupAttributes, int[] groupCardinalities, int rank, double alpha,
                        boolean paperGate, int gateHidden, boolean privateUserEmbeddings) {
+        this(cardinalities, nUserFeatures, embeddingDim, nSignalFeatures, signalDim, hidden, groupAttributes,
+                groupCardinalities, rank, alpha, paperGate, gateHidden, privateUserEmbeddings, -1);
+    }
+
+    /** With {@code itemColumn}: the wide feature embedded from the runtime item vector (-1: none). */
+    public ModelConfig(int[] cardinalities, int nUserFeatures, int embeddingDim, int nSignalFeatures, int signalDim,
+                       int[] hidden, List<String> groupAttributes, int[] groupCardinalities, int rank, double alpha,
+                       boolean paperGate, int gateHidden, boolean privateUserEmbeddings, int itemColumn) {
+        if (itemColumn < -1 || itemColumn >= cardinalities.length - nSignalFeatures) {
+            throw new IllegalArgumentException("item_vectors column " + itemColumn + " is not a wide feature");
+        }
         if (cardinalities.length == 0 || nUserFeatures < 0 || nUserFeatures > cardinalities.length
                 || embeddingDim < 1 || hidden.length == 0 || rank < 1
                 || nSignalFeatures < 0 || nSignalFeatures > cardinalities.length - nUserFeatures || signalDim < 1
@@ -53,9 +67,16 @@ public final class ModelConfig {
         this.paperGate = paperGate;
         this.gateHidden = gateHidden;
         this.privateUserEmbeddings = privateUserEmbeddings;
+        this.itemColumn = itemColumn;
     }
 
     static ModelConfig fromJson(JSONObject backbone, JSONObject adapter) throws JSONException, BundleException {
+        return fromJson(backbone, adapter, -1);
+    }
+
+    /** As the manifest declares it; {@code itemColumn} from its {@code item_vectors} (-1: none). */
+    static ModelConfig fromJson(JSONObject backbone, JSONObject adapter, int itemColumn)
+            throws JSONException, BundleException {
         List<String> attrs = new ArrayList<String>();
         JSONArray a = adapter.getJSONArray("group_attributes");
         for (int i = 0; i < a.length(); i++) {
@@ -72,7 +93,7 @@ public final class ModelConfig {
                     Manifest.ints(backbone.getJSONArray("hidden")), attrs,
                     Manifest.ints(adapter.getJSONArray("group_cardinalities")), adapter.optInt("rank", 4),
                     adapter.optDouble("alpha", 8.0), "paper".equals(mode), adapter.optInt("gate_hidden", 8),
-                    adapter.optBoolean("private_user_embeddings", false));
+                    adapter.optBoolean("private_user_embeddings", false), itemColumn);
         } catch (IllegalArgumentException e) {
             throw new BundleException("manifest backbone/adapter: " + e.getMessage(), e);
         }
@@ -99,6 +120,16 @@ public final class ModelConfig {
             rows += cardinalities[f];
         }
         return rows;
+    }
+
+    /** Rows of the wide table as shipped: without the item code's rows when they come as item vectors. */
+    public int tableRows() {
+        return wideRows() - (itemColumn >= 0 ? cardinalities[itemColumn] : 0);
+    }
+
+    /** Whether the programs take the candidates' item vectors (the item table serves them). */
+    public boolean takesItemVectors() {
+        return itemColumn >= 0;
     }
 
     /** Rows of the signal table (one per code of the signal features). */

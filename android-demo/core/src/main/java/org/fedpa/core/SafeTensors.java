@@ -118,12 +118,12 @@ public final class SafeTensors {
         } catch (JSONException ex) {
             throw new PayloadException("tensor '" + name + "': malformed header entry: " + ex.getMessage(), ex);
         }
-        // U8 and I32 (item-table codes) are read widened to I64; F32 and I64 are written too
+        // U8, I8 and I32 (item-table codes and vectors) are read widened to I64; F32 and I64 are written too
         int width = Tensor.F32.equals(dtype) || "I32".equals(dtype) ? 4 : Tensor.I64.equals(dtype) ? 8
-                : "U8".equals(dtype) ? 1 : 0;
+                : "U8".equals(dtype) || "I8".equals(dtype) ? 1 : 0;
         if (width == 0) {
             throw new PayloadException("tensor '" + name + "' has dtype " + dtype
-                    + "; only F32, I64, I32 and U8 are supported");
+                    + "; only F32, I64, I32, I8 and U8 are supported");
         }
         int n;
         try {
@@ -139,10 +139,11 @@ public final class SafeTensors {
             throw new PayloadException("tensor '" + name + "' runs past the end of the body (truncated file?)");
         }
         int pos = dataStart + (int) begin;
-        if ("U8".equals(dtype) || "I32".equals(dtype)) {
+        if ("U8".equals(dtype) || "I8".equals(dtype) || "I32".equals(dtype)) {
             long[] wide = new long[n];
             for (int i = 0; i < n; i++) {
-                wide[i] = width == 1 ? (buf.get(pos + i) & 0xFF) : buf.getInt(pos + 4 * i);
+                wide[i] = "U8".equals(dtype) ? (buf.get(pos + i) & 0xFF) : width == 1 ? buf.get(pos + i)
+                        : buf.getInt(pos + 4 * i);
             }
             return Tensor.ofLongs(wide, shape);
         }

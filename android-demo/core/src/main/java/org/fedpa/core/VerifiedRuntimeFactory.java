@@ -54,7 +54,7 @@ public final class VerifiedRuntimeFactory implements ModelRuntime.Factory {
             ModelRuntime runtime = null;
             try {
                 runtime = preferred.create(bundle, engine, trainer);
-                Golden.Check bad = firstFailure(Golden.replay(bundle, runtime));
+                Golden.Check bad = firstFailure(Golden.replay(bundle, runtime, engine.itemVectors()));
                 if (bad == null) {
                     chosen = preferred.runtimeName();
                     notice = null;

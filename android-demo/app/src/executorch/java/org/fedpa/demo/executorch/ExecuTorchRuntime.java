@@ -8,7 +8,9 @@ import java.util.List;
 import java.util.Map;
 import org.fedpa.core.Bundle;
 import org.fedpa.core.BundleException;
+import org.fedpa.core.Engine;
 import org.fedpa.core.FedPAException;
+import org.fedpa.core.ItemVectors;
 import org.fedpa.core.ModelRuntime;
 import org.fedpa.core.StepGuard;
 import org.json.JSONArray;
@@ -22,9 +24,10 @@ import org.pytorch.executorch.training.TrainingModule;
 /**
  * The bundle's ExecuTorch programs on the phone (Gradle build only; NOT compiled by build-apk.sh,
  * which has no ExecuTorch AAR; test.sh compile-checks it against tools/executorch-stub, the
- * ExecuTorch 1.4.1 Java API it uses). Inference: {@code inference.pte} with x and the
- * personalisation tensors as inputs, in the manifest's input order, split into chunks of its
- * max_batch. Training: {@code training.pte} holds the personalisation tensors as its parameters;
+ * ExecuTorch 1.4.1 Java API it uses). Inference: {@code inference.pte} with x (and, when the
+ * manifest has item_vectors, the candidates' {@code item_vector} from the engine's
+ * {@link ItemVectors}) and the personalisation tensors as inputs, in the manifest's input order,
+ * split into chunks of its max_batch. Training: {@code training.pte} holds the personalisation tensors as its parameters;
  * each step writes our current values into them, runs forward+backward, and applies ExecuTorch's
  * SGD only when the loss and every gradient are finite ({@link StepGuard}), then reads them back.
  * Used only after {@link org.fedpa.core.VerifiedRuntimeFactory} has replayed the bundle's golden
@@ -32,17 +35,22 @@ import org.pytorch.executorch.training.TrainingModule;
  */
 final class ExecuTorchRuntime implements ModelRuntime, Closeable {
     private static final String METHOD = "forward";
+    private static final String ITEM_VECTOR = "item_vector"; // the manifest's per-candidate input
 
     private final Module inference;
     private final TrainingModule training;
     private final List<String> inputNames = new ArrayList<String>();
     private final int maxBatch;
     private final int nFeatures;
+    private final ItemVectors itemVectors; // null: the programs embed the item code themselves
+    private final int itemColumn;
     private Map<String, Tensor> live; // the training program's own parameter tensors
     private SGD sgd;
     private float sgdLr = Float.NaN;
 
-    ExecuTorchRuntime(Bundle bundle) throws FedPAException {
+    ExecuTorchRuntime(Bundle bundle, Engine engine) throws FedPAException {
+        itemVectors = engine.itemVectors();
+        itemColumn = engine.config().itemColumn;
         try {
             JSONObject programs = bundle.manifest().programs;
             JSONObject inf = programs.getJSONObject("inference");
@@ -68,7 +76,12 @@ final class ExecuTorchRuntime implements ModelRuntime, Closeable {
     public float[] score(long[] x, int n, Map<String, org.fedpa.core.Tensor> params) {
         float[] out = new float[n];
         EValue[] args = new EValue[1 + inputNames.size()];
+        int vectorArg = -1;
         for (int i = 0; i < inputNames.size(); i++) {
+            if (ITEM_VECTOR.equals(inputNames.get(i))) {
+                vectorArg = 1 + i; // per chunk, below
+                continue;
+            }
             org.fedpa.core.Tensor t = params.get(inputNames.get(i));
             args[1 + i] = EValue.from(Tensor.fromBlob(t.data(), longs(t.shape())));
         }
@@ -77,6 +90,10 @@ final class ExecuTorchRuntime implements ModelRuntime, Closeable {
             long[] chunk = new long[b * nFeatures];
             System.arraycopy(x, start * nFeatures, chunk, 0, chunk.length);
             args[0] = EValue.from(Tensor.fromBlob(chunk, new long[] {b, nFeatures}));
+            if (vectorArg > 0) {
+                args[vectorArg] = EValue.from(Tensor.fromBlob(itemVectors.rows(chunk, b, nFeatures, itemColumn),
+                        new long[] {b, itemVectors.dim()}));
+            }
             float[] logits = inference.forward(args)[0].toTensor().getDataAsFloatArray();
             System.arraycopy(logits, 0, out, start, b);
         }
@@ -109,8 +126,11 @@ final class ExecuTorchRuntime implements ModelRuntime, Closeable {
             buf.rewind();
             buf.put(mine.data());
         }
-        EValue[] out = training.executeForwardBackward(METHOD,
-                EValue.from(Tensor.fromBlob(x, new long[] {n, nFeatures})), EValue.from(Tensor.fromBlob(y, new long[] {n})));
+        EValue xv = EValue.from(Tensor.fromBlob(x, new long[] {n, nFeatures}));
+        EValue yv = EValue.from(Tensor.fromBlob(y, new long[] {n}));
+        EValue[] out = itemVectors == null ? training.executeForwardBackward(METHOD, xv, yv)
+                : training.executeForwardBackward(METHOD, xv, yv, EValue.from(Tensor.fromBlob(
+                        itemVectors.rows(x, n, nFeatures, itemColumn), new long[] {n, itemVectors.dim()})));
         float loss = out[0].toTensor().getDataAsFloatArray()[0];
         Map<String, Tensor> gradients = training.namedGradients(METHOD);
         List<float[]> values = new ArrayList<float[]>();
