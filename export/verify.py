@@ -77,11 +77,14 @@ def summarise(path: str | Path, *, verify: bool = True) -> dict[str, Any]:
     n_signal, ds = backbone.get("n_signal_features", 0), backbone.get("signal_dim", 4)
     n_wide = len(cards) - n_signal
     sizes = [n_wide * d + n_signal * ds, *backbone["hidden"], 1]
-    frozen = (sum(cards[:n_wide]) * d + sum(cards[n_wide:]) * ds
+    # the item code's rows are not in the programs when the item table serves them as item vectors
+    served = 0 if m.item_vectors is None else m.item_vectors.rows * m.item_vectors.dim
+    frozen = (sum(cards[:n_wide]) * d + sum(cards[n_wide:]) * ds - served
               + sum(a * b + b for a, b in itertools.pairwise(sizes)))
-    per_device = {t.name: _numel(t.shape) for t in m.programs["inference"].inputs[1:]}
+    tensor_inputs = [t for t in m.programs["inference"].inputs[1:] if t.group != "item"]
+    per_device = {t.name: _numel(t.shape) for t in tensor_inputs}
     by_group: dict[str, int] = {}
-    for t in m.programs["inference"].inputs[1:]:
+    for t in tensor_inputs:
         by_group[t.group] = by_group.get(t.group, 0) + _numel(t.shape)
     files = {name: entry.size for name, entry in m.files.items()}
     files[MANIFEST_NAME] = (bundle.path / MANIFEST_NAME).stat().st_size
@@ -97,6 +100,7 @@ def summarise(path: str | Path, *, verify: bool = True) -> dict[str, Any]:
         "total_bytes": sum(files.values()),
         "parameters": {
             "frozen (backbone, embeddings, head)": frozen,
+            "item vectors (served by the item table, not in the bundle)": served,
             "private (on device)": by_group.get("private", 0),
             "group (this device's values)": by_group.get("group", 0),
             "gate": by_group.get("gate", 0),
@@ -110,6 +114,7 @@ def summarise(path: str | Path, *, verify: bool = True) -> dict[str, Any]:
             for f in (CategoricalFeature.from_dict(d) for d in m.feature_schema.get("features", []))
         ],
         "group_attributes": m.feature_schema.get("group_attributes", []),
+        "item_vectors": None if m.item_vectors is None else m.item_vectors.model_dump(),
         "programs": {
             key: {"file": p.file, "runtime": p.runtime, "kind": p.kind, "inputs": len(p.inputs),
                   "outputs": len(p.outputs), "max_batch": p.max_batch}

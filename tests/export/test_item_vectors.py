@@ -223,3 +223,15 @@ def test_quantisation_round_trip_bounds():
     assert (np.abs(back - rows) <= scale[:, None] / 2 + 1e-9).all() and not back[3].any()
     with pytest.raises(PayloadError, match="finite"):
         quantise_vectors(np.full((2, 8), np.nan, np.float32))
+
+
+def test_inspect_counts_the_served_item_vectors_outside_the_bundle(bundle, bundle_dir, student):
+    from export.verify import summarise
+
+    info = summarise(bundle_dir)
+    spec = bundle.manifest.item_vectors
+    assert spec is not None and info["item_vectors"]["rows"] == spec.rows
+    params = info["parameters"]
+    assert params["item vectors (served by the item table, not in the bundle)"] == spec.rows * spec.dim
+    frozen = sum(p.numel() for p in student.parameters())
+    assert params["frozen (backbone, embeddings, head)"] == frozen - spec.rows * spec.dim
