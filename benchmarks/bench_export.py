@@ -88,7 +88,19 @@ def timed_build(checkpoint: Path, out: Path, model_id: str) -> dict[str, float]:
     return {"wall_s": round(seconds, 1), "cpu_s": round(cpu, 1), "load_average": os.getloadavg()[0]}
 
 
-def latency(bundle: Bundle, dataset, *, repeats: int) -> dict[str, dict[str, float]]:
+def _item_vectors(bundle: Bundle, checkpoint: Path, x: np.ndarray) -> np.ndarray | None:
+    """The rows' served item vectors (the item table's values), for a bundle whose programs take them."""
+    from export.items import student_item_vectors
+    from fedpa.runtime.items import dequantise_vectors
+
+    spec = bundle.manifest.item_vectors
+    code_vectors = student_item_vectors(checkpoint, bundle.path)
+    if spec is None or code_vectors is None:
+        return None
+    return dequantise_vectors(*code_vectors)[x[:, spec.column]]
+
+
+def latency(bundle: Bundle, dataset, checkpoint: Path, *, repeats: int) -> dict[str, dict[str, float]]:
     test, train = dataset.private_test, dataset.private_train
     user_x = test.x[test.user == test.user[0]][0]
     x = test.x[np.random.default_rng(0).integers(0, len(test), 256)].copy()
@@ -97,28 +109,31 @@ def latency(bundle: Bundle, dataset, *, repeats: int) -> dict[str, dict[str, flo
     tensors = bundle.personalisation(bundle.groups_of(user_x))
     pte = bundle.scorer("pte")
     onnx = bundle.scorer("onnx")
-    raw_inputs = [torch.from_numpy(x), *(torch.from_numpy(np.ascontiguousarray(tensors[n]))
-                                         for n in bundle.personalisation_names)]
+    v = _item_vectors(bundle, checkpoint, x)
+    raw_inputs = [torch.from_numpy(x), *([] if v is None else [torch.from_numpy(v)]),
+                  *(torch.from_numpy(np.ascontiguousarray(tensors[n])) for n in bundle.personalisation_names)]
     method = pte._method  # the bare program call, without the API's input checks
     rank_pte, rank_onnx = pte.bind(tensors), onnx.bind(tensors)
     trainer = bundle.trainer(lr=0.05)
     trainer.write(tensors)
     xb, yb = train.x[:64], train.y[:64]
+    vb = _item_vectors(bundle, checkpoint, xb)
     return {
         "inference_256_pte_program_only": _median_ms(lambda: method.execute(raw_inputs), repeats),
-        "inference_256_pte_bound_api": _median_ms(lambda: rank_pte.score(x), repeats),
-        "inference_256_pte_api_with_tensor_conversion": _median_ms(lambda: pte.score(x, tensors), repeats),
-        "inference_256_onnxruntime_bound_api": _median_ms(lambda: rank_onnx.score(x), repeats),
-        "train_step_64_pte": _median_ms(lambda: trainer.step(xb, yb), repeats // 2),
+        "inference_256_pte_bound_api": _median_ms(lambda: rank_pte.score(x, v), repeats),
+        "inference_256_pte_api_with_tensor_conversion": _median_ms(lambda: pte.score(x, tensors, v), repeats),
+        "inference_256_onnxruntime_bound_api": _median_ms(lambda: rank_onnx.score(x, v), repeats),
+        "train_step_64_pte": _median_ms(lambda: trainer.step(xb, yb, vb), repeats // 2),
     }
 
 
-def item_side(bundle_dir: Path, dataset, out: Path, *, repeats: int) -> dict[str, object]:
+def item_side(bundle_dir: Path, dataset, out: Path, checkpoint: Path, *, repeats: int) -> dict[str, object]:
     """The item table of the bundle: file size, and one user's 256-candidate lookup answer (bytes, server time)."""
-    from export.items import write_item_table
+    from export.items import student_item_vectors, write_item_table
     from fedpa.runtime.items import ItemRows
 
-    result = write_item_table(bundle_dir, dataset, out, table_version=1, overwrite=True)
+    result = write_item_table(bundle_dir, dataset, out, table_version=1, overwrite=True,
+                              code_vectors=student_item_vectors(checkpoint, bundle_dir))
     test = dataset.private_test
     ids = dataset.item_ids[test.item[np.random.default_rng(0).integers(0, len(test), 256)]]
     table = result.table
@@ -128,7 +143,9 @@ def item_side(bundle_dir: Path, dataset, out: Path, *, repeats: int) -> dict[str
         "items": len(table), "columns": len(table.meta.columns), "file_bytes": result.nbytes,
         "file_bytes_per_item": round(result.bytes_per_item, 1),
         "lookup_256": {"bytes": len(answer), "bytes_per_candidate": round(len(answer) / 256, 2),
-                       "row_bytes": 4 + len(table.meta.columns) + 1, "known_fraction": float(rows.known.mean())},
+                       "row_bytes": 4 + len(table.meta.columns) + 1
+                       + (table.meta.vector_dim + 4 if table.meta.vector_dim else 0),
+                       "known_fraction": float(rows.known.mean())},
         "server_lookup_256_encode": _median_ms(lambda: table.lookup(ids).encode(), repeats // 10, warmup=20),
     }
 
@@ -169,10 +186,10 @@ def main() -> None:
                         "total_kib": round(info["total_bytes"] / 1024, 1), "parameters": info["parameters"]}
     print("measuring latency…", flush=True)
     report["features"] = {**features, "columns": {f["name"]: f["source"] for f in info["features"]}}
-    report["latency"] = latency(Bundle.open(work / "bundle"), ds, repeats=args.repeats)
+    report["latency"] = latency(Bundle.open(work / "bundle"), ds, ckpt, repeats=args.repeats)
     if any(f.get("source") == "item_table" for f in info["features"]):
         print("item table…", flush=True)
-        report["item_table"] = item_side(work / "bundle", ds, work / "items.safetensors", repeats=args.repeats)
+        report["item_table"] = item_side(work / "bundle", ds, work / "items.safetensors", ckpt, repeats=args.repeats)
     report["load_average_at_end"] = os.getloadavg()
     if args.item_id_buckets:
         print(f"item-id table on ({args.item_id_buckets} buckets)…", flush=True)
