@@ -43,7 +43,8 @@ class ItemTableClient:
         self.max_batch = max_batch  # None: the server's max_lookup_batch, read on first use
         self.max_cached = max_cached
         self.meta: ItemTableMeta | None = None
-        self._rows: dict[str, tuple[int, np.ndarray, bool]] = {}
+        # per id: item code, stat codes, known, and the item vector (int8 row, scale) of a format-2 table
+        self._rows: dict[str, tuple[int, np.ndarray, bool, np.ndarray | None, float]] = {}
         self.requests = 0  # lookup calls made (tests and benchmarks count them)
 
     @property
@@ -98,8 +99,10 @@ class ItemTableClient:
                     restarted = True
                 if self.meta is None:
                     self.meta = rows.meta
-                for k, code, row, known in zip(part, rows.item_code, rows.codes, rows.known, strict=True):
-                    self._rows[k] = (int(code), row, bool(known))
+                for i, k in enumerate(part):
+                    self._rows[k] = (int(rows.item_code[i]), rows.codes[i], bool(rows.known[i]),
+                                     None if rows.vector is None else rows.vector[i],
+                                     0.0 if rows.vector_scale is None else float(rows.vector_scale[i]))
                 if restarted:
                     break
             if not restarted and all(k in self._rows for k in keys):
@@ -109,10 +112,15 @@ class ItemTableClient:
         if self.meta is None:  # nothing fetched and nothing cached: an empty request
             raise PayloadError("no candidates to look up")
         entries = [self._rows[k] for k in keys]
-        n_columns = len(self.meta.columns)
+        n_columns, d = len(self.meta.columns), self.meta.vector_dim
+        vector = scale = None
+        if d:
+            vector = (np.stack([e[3] for e in entries if e[3] is not None]) if entries
+                      else np.zeros((0, d), np.int8))
+            scale = np.array([e[4] for e in entries], np.float32)
         return ItemRows(self.meta, np.array([e[0] for e in entries], np.int32),
                         np.stack([e[1] for e in entries]) if entries else np.zeros((0, n_columns), np.uint8),
-                        np.array([e[2] for e in entries], bool))
+                        np.array([e[2] for e in entries], bool), vector, scale)
 
 
 def publish_item_table(client: AggregatorClient, model_id: str, path: str | Path) -> dict[str, Any]:
