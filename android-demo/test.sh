@@ -113,7 +113,8 @@ with AggregatorClient(url, token=os.environ["FEDPA_ADMIN_TOKEN"]) as admin:
 ids = [str(i) for i in table.ids[:40]] + ["no-such-item"]
 rows = table.lookup(np.array(ids, dtype=object))
 Path(out).write_text(json.dumps({"ids": ids, "item_code": rows.item_code.tolist(), "codes": rows.codes.tolist(),
-                                 "known": rows.known.tolist(), "table_version": table.meta.table_version}))
+                                 "known": rows.known.tolist(), "table_version": table.meta.table_version,
+                                 "vectors": rows.vectors().tolist() if table.meta.vector_dim else None}))
 PY
   # what the Python edge client feeds the programs for one phone (item rows from this server, history)
   SIGNALS_GOLDEN=$AGG/signals-golden.json

@@ -61,8 +61,8 @@ public class ExecuTorchRuntimeTest {
 
     @Test
     public void itsStepsEqualThePureJavaEnginesAndLeaveOtherTensorsAlone() throws Exception {
-        Model et = open(new VerifiedRuntimeFactory(Fixtures.executorch("fake")));
-        Model java = new Model(Bundle.open(Fixtures.bundleDir()));
+        Model et = Fixtures.withItemVectors(open(new VerifiedRuntimeFactory(Fixtures.executorch("fake"))));
+        Model java = Fixtures.withItemVectors(new Model(Bundle.open(Fixtures.bundleDir())));
         Map<String, Tensor> a = personalisation(java);
         Map<String, Tensor> b = Model.copy(a);
         float[] y = new float[] {1, 0, 0, 1, 1, 0, 1, 0, 0, 0};
@@ -80,7 +80,7 @@ public class ExecuTorchRuntimeTest {
 
     @Test
     public void aNonFiniteStepIsSkippedByTheExecuTorchRuntime() throws Exception {
-        Model et = open(new VerifiedRuntimeFactory(Fixtures.executorch("fake")));
+        Model et = Fixtures.withItemVectors(open(new VerifiedRuntimeFactory(Fixtures.executorch("fake"))));
         Map<String, Tensor> params = personalisation(et);
         float[] y = new float[] {1, 0, 1, 0};
         long[] x = rows(et, y.length);

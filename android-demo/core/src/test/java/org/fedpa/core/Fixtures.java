@@ -96,4 +96,24 @@ final class Fixtures {
                     + ", rtol " + rtol + "); first values " + Arrays.toString(Arrays.copyOf(actual, Math.min(4, actual.length))));
         }
     }
+
+    /**
+     * {@code model} with a vector for every item code (deterministic values), for tests that run the
+     * full-features bundle's programs on made-up rows: its programs take the item code's embedding
+     * as an item vector, which a device learns from its lookups (none here).
+     */
+    static Model withItemVectors(Model model) {
+        ItemVectors book = model.engine().itemVectors();
+        if (book != null) {
+            int card = model.manifest().config.cardinalities[model.manifest().config.itemColumn];
+            for (int code = 0; code < card; code++) {
+                float[] v = new float[book.dim()];
+                for (int j = 0; j < v.length; j++) {
+                    v[j] = 0.01f * ((code * 31 + j * 7) % 17 - 8);
+                }
+                book.put(code, v);
+            }
+        }
+        return model;
+    }
 }

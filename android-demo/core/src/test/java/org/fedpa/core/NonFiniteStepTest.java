@@ -56,7 +56,7 @@ public class NonFiniteStepTest {
 
     @Test
     public void aNonFiniteStepIsSkippedAndCounted() throws Exception {
-        Model model = new Model(Bundle.open(Fixtures.bundleDir()));
+        Model model = Fixtures.withItemVectors(new Model(Bundle.open(Fixtures.bundleDir())));
         Map<String, Tensor> params = personalisation(model);
         String poisoned = params.keySet().iterator().next();
         params.get(poisoned).data()[0] = Float.NaN; // e.g. a corrupted adapter value: every logit becomes NaN
@@ -75,7 +75,7 @@ public class NonFiniteStepTest {
 
     @Test
     public void anOverflowingGradientIsSkipped() throws Exception {
-        Model model = new Model(Bundle.open(Fixtures.bundleDir()));
+        Model model = Fixtures.withItemVectors(new Model(Bundle.open(Fixtures.bundleDir())));
         Map<String, Tensor> params = personalisation(model);
         for (Tensor t : params.values()) {
             Arrays.fill(t.data(), 3e37f); // finite values whose products overflow to infinity
@@ -88,7 +88,7 @@ public class NonFiniteStepTest {
 
     @Test
     public void aFiniteStepStillTrains() throws Exception {
-        Model model = new Model(Bundle.open(Fixtures.bundleDir()));
+        Model model = Fixtures.withItemVectors(new Model(Bundle.open(Fixtures.bundleDir())));
         Map<String, Tensor> params = personalisation(model);
         Map<String, float[]> before = snapshot(params);
         float[] y = new float[] {1, 0, 1, 0, 1, 0, 1, 0};
