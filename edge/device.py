@@ -233,7 +233,7 @@ class Device:
         spec = self.manifest.item_vectors
         if spec is None or len(x) == 0:
             return None
-        return item_vectors_for(self.store, x, column=spec.column, model_version=self.manifest.model_version)
+        return item_vectors_for(self.store, x, column=spec.column, digest=spec.sha256)
 
     def score(self, x: np.ndarray, *, offline: bool = False) -> np.ndarray:
         """Logits of encoded candidate rows ``[N, F]`` with the current personalisation."""

@@ -60,23 +60,27 @@ def _load_vectors(store: LocalStore) -> CodeVectors | None:
 
 
 def learn_item_vectors(store: LocalStore, rows: ItemRows) -> None:
-    """Add the vectors of fetched item rows to the store's cache (a new model version starts it over)."""
+    """Add the vectors of fetched item rows to the store's cache (another student's vectors start it over)."""
     if not rows.meta.vector_dim:
         return
     book = _load_vectors(store)
-    if book is None or book.model_version != rows.meta.model_version or book.dim != rows.meta.vector_dim:
-        book = CodeVectors(rows.meta.model_version, rows.meta.vector_dim)
+    if book is None or book.digest != rows.meta.vector_sha256 or book.dim != rows.meta.vector_dim:
+        book = CodeVectors(rows.meta.vector_sha256, rows.meta.vector_dim)
     before = len(book)
     book.learn(rows)
     if len(book) != before or before == 0:
         atomic_write(store.root / ITEM_VECTORS_FILE, book.encode())
 
 
-def item_vectors_for(store: LocalStore, x: np.ndarray, *, column: int, model_version: int) -> np.ndarray:
-    """The ``item_vector`` input ``[N, d]`` for encoded rows ``x``: the cached vectors of their item codes."""
+def item_vectors_for(store: LocalStore, x: np.ndarray, *, column: int, digest: str) -> np.ndarray:
+    """The ``item_vector`` input ``[N, d]`` for encoded rows ``x``: the cached vectors of their item codes.
+
+    ``digest`` is the bundle's ``manifest.item_vectors.sha256``: vectors of another student (an older
+    model) are never used.
+    """
     book = _load_vectors(store)
-    if book is None or book.model_version != model_version:
-        raise ConfigError(f"{store.root}: no item vectors of model version {model_version} yet; rank (look up) "
+    if book is None or book.digest != digest:
+        raise ConfigError(f"{store.root}: no item vectors of this model's student yet; rank (look up) "
                           "the items first: the item table serves them")
     try:
         return book.for_codes(np.asarray(x)[:, column])

@@ -45,6 +45,14 @@ class World:
 
         with AggregatorClient(server.url, token=server.admin_token) as admin:
             admin.publish(dest, config=config)
+            if manifest.item_vectors is not None:  # its programs need the item table's vectors: publish it too
+                from edge.items import publish_item_table
+                from export.items import student_item_vectors, write_item_table
+
+                table = write_item_table(dest, self.ds, dest.parent / f"items-{model_id}.safetensors",
+                                         table_version=1, overwrite=True,
+                                         code_vectors=student_item_vectors(self.student, dest))
+                publish_item_table(admin, model_id, table.path)
         return dest
 
 

@@ -96,6 +96,9 @@ class ItemTableMeta(BaseModel):
     created_at: str = ""
     columns: tuple[ItemColumn, ...]
     vector_dim: int = Field(0, ge=0, le=1024)  # d of the item vectors (0: the model takes none)
+    # vectors_digest of the student's quantised rows (= manifest.item_vectors.sha256): which student
+    # the vectors are of, so a device never mixes vectors of two students
+    vector_sha256: str = Field("", pattern=r"^([0-9a-f]{64})?$")
     info: dict[str, Any] = {}  # provenance: dataset, rows counted, as-of time (not used by clients)
 
     def to_json(self) -> str:
@@ -325,8 +328,8 @@ class CodeVectors:
     logged rows train with. Usage: ``book.learn(rows); v = book.for_codes(x[:, column])``.
     """
 
-    def __init__(self, model_version: int, dim: int) -> None:
-        self.model_version = model_version
+    def __init__(self, digest: str, dim: int) -> None:
+        self.digest = digest  # the student's (ItemTableMeta.vector_sha256 = manifest.item_vectors.sha256)
         self.dim = dim
         self._rows: dict[int, tuple[np.ndarray, np.float32]] = {}
 
@@ -334,10 +337,10 @@ class CodeVectors:
         return len(self._rows)
 
     def learn(self, rows: ItemRows) -> None:
-        """Remember the vector of every row's item code; rows of another model version are refused."""
-        if rows.meta.model_version != self.model_version or rows.meta.vector_dim != self.dim:
-            raise PayloadError(f"item rows of model_version {rows.meta.model_version} (d={rows.meta.vector_dim}) "
-                               f"for vectors of v{self.model_version} (d={self.dim})")
+        """Remember the vector of every row's item code; rows of another student's vectors are refused."""
+        if rows.meta.vector_sha256 != self.digest or rows.meta.vector_dim != self.dim:
+            raise PayloadError(f"item rows with vectors {rows.meta.vector_sha256[:12]} (d={rows.meta.vector_dim}) "
+                               f"for a cache of {self.digest[:12]} (d={self.dim})")
         if rows.vector is None or rows.vector_scale is None:
             return
         for code, q, scale in zip(rows.item_code.tolist(), rows.vector, rows.vector_scale, strict=True):
@@ -359,13 +362,13 @@ class CodeVectors:
         q = np.stack([self._rows[c][0] for c in codes]) if codes else np.zeros((0, self.dim), np.int8)
         return encode_tensors({"item_code": np.array(codes, np.int32), "vector": q.astype(np.int8),
                                "vector_scale": np.array([self._rows[c][1] for c in codes], np.float32)},
-                              metadata={"model_version": str(self.model_version), "dim": str(self.dim)})
+                              metadata={"vector_sha256": self.digest, "dim": str(self.dim)})
 
     @classmethod
     def decode(cls, body: bytes, *, source: str = "item vectors") -> CodeVectors:
         try:
             meta = read_metadata(body)
-            book = cls(int(meta["model_version"]), int(meta["dim"]))
+            book = cls(meta["vector_sha256"], int(meta["dim"]))
             t = decode_tensors(body)
             _check_vectors(t["vector"], t["vector_scale"], len(t["item_code"]), book.dim, source)
         except (KeyError, ValueError) as exc:
@@ -454,15 +457,16 @@ class ItemTableFile:
         if any(s is None for s in strings):
             raise PayloadError("item table: an item id is missing (None/NaN/empty)")
         if code_vectors is None:
-            return cls(meta.model_copy(update={"vector_dim": 0}), strings, item_code.astype(np.int32),
-                       codes.astype(np.uint8), default.astype(np.uint8).reshape(-1))
+            return cls(meta.model_copy(update={"vector_dim": 0, "vector_sha256": ""}), strings,
+                       item_code.astype(np.int32), codes.astype(np.uint8), default.astype(np.uint8).reshape(-1))
         q, scale = code_vectors
         _check_vectors(q, scale, len(scale), q.shape[-1] if q.ndim == 2 else 0, "item vectors")
         if item_code.size and int(item_code.max()) >= len(q):
             raise PayloadError(f"item table: item_code {int(item_code.max())} has no vector (the student has "
                                f"{len(q)} item-code rows): the student is not the one the codes were fitted for")
         index = item_code.astype(np.int64)
-        return cls(meta.model_copy(update={"vector_dim": int(q.shape[1])}), strings, item_code.astype(np.int32),
+        meta = meta.model_copy(update={"vector_dim": int(q.shape[1]), "vector_sha256": vectors_digest(q, scale)})
+        return cls(meta, strings, item_code.astype(np.int32),
                    codes.astype(np.uint8), default.astype(np.uint8).reshape(-1), q[index], scale[index],
                    q[:1].copy(), scale[:1].copy())
 

@@ -10,7 +10,6 @@ from edge.cli import app
 from edge.local_data import read_interactions
 from edge.store import LocalStore
 from fedpa.data import FeatureSchema
-from fedpa.runtime.items import item_table_features
 
 runner = CliRunner()
 
@@ -39,9 +38,6 @@ def test_run_then_recommend_from_a_raw_interaction_file(world, sqlite_server, tm
     world.publish(sqlite_server, "cli-run", {"round_size": 1, "min_reporters": 1, "enforce_privacy": True},
                   privacy=PrivacySettings(clip_norm=0.5, noise_multiplier=3.0, rounds=5), signing_key=key)
     ds = world.ds
-    full = bool(item_table_features(ds.schema))
-    if full:
-        _publish_items(world, sqlite_server, "cli-run", tmp_path)
     user = int(ds.private_users[3])
     rows = ds.private_train.user == user
     table = _raw_rows(ds.schema, ds.private_train.x[rows])
@@ -75,22 +71,6 @@ def test_run_then_recommend_from_a_raw_interaction_file(world, sqlite_server, tm
         assert sum(line.count("video-") for line in ranked.output.splitlines()) == 5
 
 
-def _publish_items(world, server, model_id: str, tmp_path) -> None:
-    """The world's item table, for the renamed copy ``world.publish`` made."""
-    from dataclasses import replace
-
-    from edge.client import AggregatorClient
-    from edge.items import publish_item_table
-    from export.items import student_item_vectors, write_item_table
-
-    t = write_item_table(world.bundle, world.ds, tmp_path / "items.safetensors", table_version=1,
-                         code_vectors=student_item_vectors(world.student, world.bundle)).table
-    renamed = replace(t, meta=t.meta.model_copy(update={"model_id": model_id}))
-    (tmp_path / "items-renamed.safetensors").write_bytes(renamed.encode())
-    with AggregatorClient(server.url, token=server.admin_token) as admin:
-        publish_item_table(admin, model_id, tmp_path / "items-renamed.safetensors")
-
-
 def test_run_refuses_past_the_budget(world, sqlite_server, tmp_path):
     from fedpa.manifest import PrivacySettings
 
@@ -100,7 +80,6 @@ def test_run_refuses_past_the_budget(world, sqlite_server, tmp_path):
     rows = ds.private_train.user == int(ds.private_users[4])
     np.savez(tmp_path / "me.npz", x=ds.private_train.x[rows], y=ds.private_train.y[rows],
              item_id=ds.item_ids[ds.private_train.item[rows]].astype(str))
-    _publish_items(world, sqlite_server, "cli-budget", tmp_path)
     args = ["run", "--server", sqlite_server.url, "--model-id", "cli-budget", "--interactions",
             str(tmp_path / "me.npz"), "--store", str(tmp_path / "s"), "--epsilon", "6", "--allow-unsigned"]
     # σ = 2 per upload: ε 4.73 after one, 7.08 after two (replacement adjacency)

@@ -36,6 +36,12 @@ def _device(world, server, model_id: str, folder: Path, *, user_index: int = 0, 
                     **kwargs)
     groups = {a: int(v) for a, v in zip(ds.schema.group_attributes, ds.user_groups[user], strict=True)}
     device.setup(groups=groups, user=str(user))
+    if device.manifest.item_vectors is not None:  # the log's item vectors, from the table world.publish served
+        from edge.items import ItemTableClient
+        from edge.signals import DeviceSignals
+
+        items = ItemTableClient(client, model_id, model_version=device.manifest.model_version)
+        DeviceSignals(store, ds.schema, items=items).learn_vectors(ds.item_ids[np.unique(ds.private_train.item[rows])])
     return device
 
 
@@ -182,25 +188,15 @@ def test_a_newer_model_version_is_picked_up_after_a_409(world, sqlite_server, tm
 def test_full_features_served_and_filled_end_to_end(world, sqlite_server, tmp_path) -> None:
     """Item table published beside the bundle; a device's candidates get the served rows and its own
     history through FeatureEncoder.fill, and the exported programs rank them (pte = onnx)."""
-    from edge.items import ItemTableClient, publish_item_table
+    from edge.items import ItemTableClient
     from edge.signals import DeviceSignals
-    from export.items import student_item_vectors, write_item_table
     from fedpa.runtime.items import item_table_features
     from fedpa.signals import HistoryState, build_item_table
 
     ds = world.ds
     if not item_table_features(ds.schema):
         pytest.skip("the world's dataset has no item_table features")
-    world.publish(sqlite_server, "edge-full", {"round_size": 1000})
-    table = write_item_table(world.bundle, ds, tmp_path / "items.safetensors", table_version=1,
-                             code_vectors=student_item_vectors(world.student, world.bundle))
-    with AggregatorClient(sqlite_server.url, token=sqlite_server.admin_token) as admin:
-        # the copy world.publish made has its model id renamed: a table for it carries that id
-        from dataclasses import replace
-
-        renamed = replace(table.table, meta=table.table.meta.model_copy(update={"model_id": "edge-full"}))
-        (tmp_path / "renamed.safetensors").write_bytes(renamed.encode())
-        publish_item_table(admin, "edge-full", tmp_path / "renamed.safetensors")
+    world.publish(sqlite_server, "edge-full", {"round_size": 1000})  # and its item table
     device = _device(world, sqlite_server, "edge-full", tmp_path / "dev")
     user = int(ds.private_users[0])
     test = ds.private_val.select(ds.private_val.user == user)  # val rows' history: the train rows, as in the log
