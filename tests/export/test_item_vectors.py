@@ -235,3 +235,22 @@ def test_inspect_counts_the_served_item_vectors_outside_the_bundle(bundle, bundl
     assert params["item vectors (served by the item table, not in the bundle)"] == spec.rows * spec.dim
     frozen = sum(p.numel() for p in student.parameters())
     assert params["frozen (backbone, embeddings, head)"] == frozen - spec.rows * spec.dim
+
+
+def test_a_device_cache_gives_the_served_vectors_by_item_code(table, bundle):
+    from fedpa.runtime.items import CodeVectors
+
+    spec = bundle.manifest.item_vectors
+    assert spec is not None and table.meta.vector_sha256 == spec.sha256
+    rows = ItemRows.decode(table.lookup(np.concatenate([table.ids[:30], np.array(["never-seen"], dtype=object)]))
+                           .encode())
+    book = CodeVectors(spec.sha256, spec.dim)
+    book.learn(rows)
+    again = CodeVectors.decode(book.encode())
+    np.testing.assert_array_equal(again.for_codes(rows.item_code), rows.vectors())
+    assert again.digest == spec.sha256
+    unseen = int(np.setdiff1d(np.arange(spec.rows), rows.item_code)[0])
+    with pytest.raises(PayloadError, match=f"no item vector for item codes \\[{unseen}\\]"):
+        again.for_codes(np.array([unseen]))
+    with pytest.raises(PayloadError, match="for a cache of"):
+        CodeVectors("0" * 64, spec.dim).learn(rows)
