@@ -56,7 +56,8 @@ def make_golden(model: FedPARecommender, personalisation: Mapping[str, np.ndarra
         return None if item_vectors is None else np.asarray(item_vectors, np.float32)[x[:, column]]
 
     def run(x: np.ndarray, v: np.ndarray | None) -> torch.Tensor:
-        return reference(torch.from_numpy(x), None if v is None else torch.from_numpy(v))
+        logits: torch.Tensor = reference(torch.from_numpy(x), None if v is None else torch.from_numpy(v))
+        return logits
 
     rng = np.random.default_rng(seed)
     names = personalisation_names(model)

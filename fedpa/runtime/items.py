@@ -524,9 +524,11 @@ class ItemTableFile:
         offsets = np.zeros(len(raw) + 1, np.int64)
         offsets[1:] = np.cumsum([len(b) for b in raw])
         blob = np.frombuffer(b"".join(raw), dtype=np.uint8) if raw else np.zeros(0, np.uint8)
-        vectors = {} if self.vector is None else {
-            "vector": self.vector, "vector_scale": self.vector_scale, "default_vector": self.default_vector,
-            "default_vector_scale": self.default_vector_scale}
+        vectors: dict[str, np.ndarray] = {}
+        for name in ("vector", "vector_scale", "default_vector", "default_vector_scale"):
+            value = getattr(self, name)
+            if value is not None:
+                vectors[name] = value
         return encode_tensors({"item_code": self.item_code, "codes": self.codes, "default_codes": self.default_codes,
                                "id_bytes": blob, "id_offsets": offsets, **vectors},
                               metadata={ITEMS_METADATA_KEY: self.meta.to_json()})
