@@ -47,7 +47,9 @@ def _check_contents(bundle: Bundle) -> None:
     inputs = {t.name: tuple(t.shape) for t in m.programs["inference"].inputs[1:]}
     onnx_inputs = {t.name: tuple(t.shape) for t in m.programs["inference_onnx"].inputs[1:]}
     if inputs != onnx_inputs:
-        raise BundleError("the .pte and .onnx inference programs declare different personalisation inputs")
+        raise BundleError("the .pte and .onnx inference programs declare different personalisation or frozen inputs")
+    if not bundle.frozen:  # backbone.safetensors: exactly the programs' frozen inputs (names, shapes, float32)
+        raise BundleError("backbone.safetensors holds no tensors")
 
 
 def verify_bundle(path: str | Path, *, backends: tuple[Backend, ...] = ("pte", "onnx"),
@@ -79,9 +81,10 @@ def summarise(path: str | Path, *, verify: bool = True) -> dict[str, Any]:
     sizes = [n_wide * d + n_signal * ds, *backbone["hidden"], 1]
     frozen = (sum(cards[:n_wide]) * d + sum(cards[n_wide:]) * ds
               + sum(a * b + b for a, b in itertools.pairwise(sizes)))
-    per_device = {t.name: _numel(t.shape) for t in m.programs["inference"].inputs[1:]}
+    personal = [t for t in m.programs["inference"].inputs if t.group in ("private", "group", "gate")]
+    per_device = {t.name: _numel(t.shape) for t in personal}
     by_group: dict[str, int] = {}
-    for t in m.programs["inference"].inputs[1:]:
+    for t in personal:
         by_group[t.group] = by_group.get(t.group, 0) + _numel(t.shape)
     files = {name: entry.size for name, entry in m.files.items()}
     files[MANIFEST_NAME] = (bundle.path / MANIFEST_NAME).stat().st_size

@@ -50,7 +50,8 @@ class TensorIO(BaseModel):
     name: str
     shape: tuple[int, ...]
     dtype: Literal["float32", "int64"]
-    group: Literal["input", "private", "group", "gate", "output", "loss", "label"] = "input"
+    # "frozen": the backbone and head, fed from backbone.safetensors to every program
+    group: Literal["input", "private", "group", "gate", "frozen", "output", "loss", "label"] = "input"
 
 
 class ProgramSpec(BaseModel):
