@@ -167,7 +167,7 @@ class Bundle:
         return {n: out[n] for n in self.personalisation_names}
 
     def golden(self) -> Golden:
-        return read_golden(self.path / GOLDEN_FILE)
+        return read_golden(self.path / GOLDEN_FILE, self.personalisation)
 
     # ------------------------------------------------------------------ programs
 

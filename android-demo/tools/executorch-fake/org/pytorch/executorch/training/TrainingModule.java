@@ -50,6 +50,7 @@ public final class TrainingModule implements Closeable {
     }
 
     public EValue[] executeForwardBackward(String methodName, EValue... inputs) {
+        FakeProgram.checkFrozen(model, "training", inputs, 2);
         Tensor x = inputs[0].toTensor();
         float[] y = inputs[1].toTensor().getDataAsFloatArray();
         Trainer.Result r = model.trainer().gradients(FakeProgram.codes(x), y, y.length, FakeProgram.toCore(parameters));

@@ -16,7 +16,7 @@ import org.fedpa.demo.BuildConfig;
 public final class ExecuTorchRuntimeFactory implements VerifiedRuntimeFactory.Candidate {
     @Override
     public ModelRuntime create(Bundle bundle, Engine engine, Trainer trainer) throws FedPAException {
-        return new ExecuTorchRuntime(bundle);
+        return new ExecuTorchRuntime(bundle, engine.frozen());
     }
 
     @Override
