@@ -59,16 +59,17 @@ final class ExecuTorchRuntime implements ModelRuntime, Closeable {
                     inputNames.add(in.getString("name"));
                 }
             }
+            maxBatch = inf.optInt("max_batch", 1024);
+            nFeatures = bundle.manifest().config.nFeatures();
+            inference = Module.load(bundle.file(inf.getString("file")).getAbsolutePath());
+            training = TrainingModule.load(bundle.file(programs.getJSONObject("training").getString("file")).getAbsolutePath());
+            // after loading: a phone without the native library fails there, with its own notice
             for (String name : FrozenWeights.declared(bundle.manifest(), "inference").keySet()) {
                 frozenInference.add(frozenValue(frozen, name));
             }
             for (String name : FrozenWeights.declared(bundle.manifest(), "training").keySet()) {
                 frozenTraining.add(frozenValue(frozen, name));
             }
-            maxBatch = inf.optInt("max_batch", 1024);
-            nFeatures = bundle.manifest().config.nFeatures();
-            inference = Module.load(bundle.file(inf.getString("file")).getAbsolutePath());
-            training = TrainingModule.load(bundle.file(programs.getJSONObject("training").getString("file")).getAbsolutePath());
         } catch (Exception e) {
             throw new BundleException("cannot load the ExecuTorch programs: " + e.getMessage(), e);
         }
