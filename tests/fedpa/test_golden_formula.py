@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -83,3 +85,10 @@ def test_version_1_golden_is_refused_with_a_rebuild_hint():
     data = _golden().to_dict() | {"format_version": 1}
     with pytest.raises(BundleError, match=r"format_version 1 is not the supported 2 .*rebuild the bundle"):
         Golden.from_dict(data, lambda groups: {})
+
+
+def test_the_android_engine_reads_this_golden_format():
+    """Golden.java's FORMAT_VERSION is pinned to Python's (its perturbation is pinned bit for bit by
+    android-demo/test.sh's GoldenPerturbationTest)."""
+    java = (Path(__file__).parents[2] / "android-demo/core/src/main/java/org/fedpa/core/Golden.java").read_text()
+    assert re.findall(r"public static final int FORMAT_VERSION = (\d+);", java) == [str(GOLDEN_FORMAT_VERSION)]
