@@ -74,7 +74,8 @@ def drop_frozen_parameters(model: nn.Module) -> None:
         owner, _, attr = name.rpartition(".")
         module = model.get_submodule(owner)
         value = module._parameters.pop(attr)
-        assert value is not None
+        if value is None:  # a registered-but-unset parameter: nothing to feed, nothing to drop
+            raise RuntimeError(f"frozen parameter {name!r} has no value")
         object.__setattr__(module, attr, value.detach())
 
 
