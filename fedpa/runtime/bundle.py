@@ -61,7 +61,9 @@ class Bundle:
         manifest = read_manifest(path, verify_files=verify)
         unlisted = [f for f in REQUIRED_FILES if f not in manifest.files]
         if unlisted:
-            raise BundleError(f"{path}: manifest lists no {unlisted} (incomplete bundle)")
+            hint = (" (built before the frozen student became a program input: rebuild it)"
+                    if unlisted == [BACKBONE_FILE] else " (incomplete bundle)")
+            raise BundleError(f"{path}: manifest lists no {unlisted}{hint}")
         for key, file in PROGRAM_KEYS.items():
             spec = manifest.programs.get(key)
             if spec is None or spec.file != file:
