@@ -46,11 +46,11 @@ CP_LIBS=$JSON_JAR:$JUNIT_JAR:$HAMCREST_JAR
 echo "== reference data from the Python code"
 key=$(cat ../export/*.py ../fedpa/*.py ../fedpa/*/*.py tools/make_fixtures.py 2>/dev/null | sha256sum | cut -c1-16)
 FIXTURES=$BUILD/fixtures-$key  # both cached until the Python sources change
-if [[ ! -f $FIXTURES/model.onnx ]]; then
+if [[ ! -f $FIXTURES/history.json ]]; then
   rm -rf "$BUILD"/fixtures-*
   nice "$PYTHON" tools/make_fixtures.py "$FIXTURES" 2>&1 | grep -v -i -E "warning|torchvision|^\s*$" || true
 fi
-[[ -f $FIXTURES/model.onnx ]] || { echo "fixtures were not written"; echo "0 passed, 1 failed"; exit 1; }
+[[ -f $FIXTURES/history.json ]] || { echo "fixtures were not written"; echo "0 passed, 1 failed"; exit 1; }
 
 echo "== test bundle (fedpa-export build --dataset synthetic)"
 BUNDLE=$BUILD/bundle-$key

@@ -20,11 +20,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from export.golden import make_golden
 from export.lower import lower_inference, lower_onnx, lower_training, toolchain_versions
-from export.wrappers import personalisation_ios
+from export.wrappers import frozen_names, personalisation_ios
 from fedpa.errors import BundleError, ConfigError
 from fedpa.manifest import FileEntry, ItemVectorSpec, Manifest, PrivacySettings, sha256_file
 from fedpa.model import AdapterConfig, Backbone, FedPARecommender, ParamGroup, external_item_vectors
@@ -36,6 +37,7 @@ from fedpa.runtime.items import ITEM_CODE, dequantise_vectors, item_table_featur
 from fedpa.runtime.parity import ParityReport, check_golden
 from fedpa.signing import sign_bundle
 from fedpa.wire import (
+    BACKBONE_FILE,
     GOLDEN_FILE,
     INFERENCE_ONNX,
     INFERENCE_PTE,
@@ -117,6 +119,12 @@ def item_vector_source(student: Backbone, schema: FeatureSchema) -> tuple[Backbo
     return external_item_vectors(student, column), spec, dequantise_vectors(q, scale)
 
 
+def frozen_tensors(model: FedPARecommender) -> dict[str, np.ndarray]:
+    """``backbone.safetensors``' contents: the frozen backbone and head by parameter name, in program-input order."""
+    params = dict(model.named_parameters())
+    return {n: params[n].detach().numpy().astype(np.float32) for n in frozen_names(model)}
+
+
 def _write(directory: Path, name: str, data: bytes) -> None:
     (directory / name).write_bytes(data)
 
@@ -181,6 +189,7 @@ def build_bundle(student: Backbone, schema: FeatureSchema, out: str | Path, *, m
         lap("training.pte (forward + backward)")
 
         meta = {"model_id": model_id, "model_version": str(model_version)}
+        _write(tmp, BACKBONE_FILE, encode_tensors(frozen_tensors(model), metadata=meta))
         _write(tmp, SHARED_STATE_FILE, encode_tensors(bank, metadata=meta))
         _write(tmp, PRIVATE_INIT_FILE, encode_tensors(private, metadata=meta))
         golden_groups = {a: min(1, n - 1) for a, n in zip(adapter.group_attributes, adapter.group_cardinalities,

@@ -1,8 +1,9 @@
 """Computing a bundle's golden vectors with eager PyTorch (the reference every runtime must match).
 
 The personalisation tensors are the bundle's initial ones for one (non-OOV) group assignment,
-*perturbed* with seeded noise: freshly initialised adapters have ``B = 0`` and would make the
-adapter paths invisible in the comparison, so a runtime that dropped them would still pass.
+*perturbed* (``fedpa.runtime.golden.perturb``, a formula every runtime recomputes from the seed
+and scale): freshly initialised adapters have ``B = 0`` and would make the adapter paths
+invisible in the comparison, so a runtime that dropped them would still pass.
 """
 
 from __future__ import annotations
@@ -17,14 +18,9 @@ import torch.nn.functional as F
 from export.wrappers import personalisation_names
 from fedpa.model import FedPARecommender
 from fedpa.personalise import load_tensors
-from fedpa.runtime.golden import Golden, GoldenCase, GoldenTraining
+from fedpa.runtime.golden import Golden, GoldenCase, GoldenTraining, perturb
 
-__all__ = ["make_golden", "perturbed"]
-
-
-def perturbed(tensors: Mapping[str, np.ndarray], *, scale: float, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Each tensor plus ``N(0, scale²)`` noise: non-trivial adapters for parity checks."""
-    return {n: (a + rng.normal(0.0, scale, a.shape)).astype(np.float32) for n, a in tensors.items()}
+__all__ = ["make_golden"]
 
 
 def _rows(model: FedPARecommender, n: int, groups_row: Mapping[int, int], rng: np.random.Generator) -> np.ndarray:
@@ -61,7 +57,7 @@ def make_golden(model: FedPARecommender, personalisation: Mapping[str, np.ndarra
 
     rng = np.random.default_rng(seed)
     names = personalisation_names(model)
-    tensors = perturbed({n: np.asarray(personalisation[n], np.float32) for n in names}, scale=noise, rng=rng)
+    tensors = perturb({n: np.asarray(personalisation[n], np.float32) for n in names}, seed=seed, scale=noise)
     reference = copy.deepcopy(model).eval()
     load_tensors(reference, tensors)
     positions = {group_positions[a]: v for a, v in groups.items()}
@@ -89,4 +85,5 @@ def make_golden(model: FedPARecommender, personalisation: Mapping[str, np.ndarra
         loss_after = float(F.binary_cross_entropy_with_logits(run(x, v), yt))
     training = GoldenTraining(lr=lr, x=x, y=y, loss=float(loss.detach()), gradients=gradients, loss_after=loss_after,
                               item_vector=v)
-    return Golden(personalisation=tensors, cases=tuple(cases), training=training, groups=dict(groups))
+    return Golden(personalisation=tensors, cases=tuple(cases), training=training, groups=dict(groups), seed=seed,
+                  scale=noise)

@@ -14,7 +14,15 @@ from typing import Literal
 import torch
 from torch.export import Dim, ExportedProgram, export
 
-from export.wrappers import InferenceWrapper, WithLoss, item_vector_ios, personalisation_ios
+from export.wrappers import (
+    InferenceWrapper,
+    WithLoss,
+    drop_frozen_parameters,
+    frozen_ios,
+    frozen_names,
+    item_vector_ios,
+    personalisation_ios,
+)
 from fedpa.manifest import ProgramSpec, TensorIO
 from fedpa.model import FedPARecommender, ParamGroup, fuse_layers, parameter_groups
 
@@ -31,7 +39,7 @@ def _inference_spec(model: FedPARecommender, file: str, runtime: Literal["execut
                     max_batch: int | None) -> ProgramSpec:
     return ProgramSpec(
         file=file, runtime=runtime, kind="inference", max_batch=max_batch,
-        inputs=(_x_io(model), *item_vector_ios(model), *personalisation_ios(model)),
+        inputs=(_x_io(model), *item_vector_ios(model), *personalisation_ios(model), *frozen_ios(model)),
         outputs=(TensorIO(name="logits", shape=(-1,), dtype="float32", group="output"),),
     )
 
@@ -45,10 +53,14 @@ def export_inference(model: FedPARecommender, *, max_batch: int, fused: bool = T
     wrapper = InferenceWrapper((fuse_layers(model, form="program") if fused else copy.deepcopy(model)).eval())
     # example batch > 1 so export does not specialise the batch dimension to 1
     inputs = wrapper.example_inputs(min(8, max_batch))
+    frozen = frozen_names(wrapper.model)
+    drop_frozen_parameters(wrapper.model)
     batch = Dim("candidates", min=1, max=max_batch)
     extra = len(item_vector_ios(model))  # the item vector has the candidates' dimension too
     dynamic = ({0: batch}, *({0: batch},) * extra, *(None,) * (len(inputs) - 1 - extra))
-    return export(wrapper, inputs, dynamic_shapes=(dynamic[0], dynamic[1:]), strict=False)
+    ep = export(wrapper, inputs, dynamic_shapes=(dynamic[0], dynamic[1:]), strict=False)
+    _check_no_frozen_state(ep, {f"model.{n}": ParamGroup.FROZEN.value for n in frozen})
+    return ep
 
 
 def lower_inference(model: FedPARecommender, *, max_batch: int = 1024, file: str = "inference.pte",
@@ -56,9 +68,9 @@ def lower_inference(model: FedPARecommender, *, max_batch: int = 1024, file: str
     """ExecuTorch program with every supported op delegated to XNNPACK.
 
     ``force_non_static_weights_for_f32_linear`` lets XNNPACK take the matmuls whose weights are
-    runtime inputs (the adapters and the gate); without it they fall back to the portable kernels
-    and ranking 256 candidates is ~40% slower. (A second, default partitioner pass for the frozen
-    weights measured no faster and made the file 25% larger.)
+    runtime inputs (the adapters, the gate and, since the backbone moved to
+    ``backbone.safetensors``, the frozen layers too); without it they fall back to the portable
+    kernels and ranking 256 candidates is ~40% slower.
     """
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
@@ -103,7 +115,7 @@ def lower_training(model: FedPARecommender, *, max_batch: int = 1024, file: str 
 
     ``torch.export`` of ``WithLoss(model)`` → ``_export_forward_backward`` (gradients for every
     parameter that requires grad: exactly the personalisation tensors; the backbone and head are
-    frozen and become constants) → ExecuTorch. Its ``forward(x, y)`` returns
+    runtime inputs, which get none) → ExecuTorch. Its ``forward(x, y, *frozen)`` returns
     ``[loss, gradients..., parameters...]`` in the program's parameter order, recorded in the spec.
     """
     from executorch.exir import EdgeCompileConfig, to_edge
@@ -119,11 +131,16 @@ def lower_training(model: FedPARecommender, *, max_batch: int = 1024, file: str 
     wrapper = WithLoss(trainable)
     inputs = wrapper.example_inputs(min(8, max_batch))  # (x, y[, item_vector])
     batch = Dim("batch", min=1, max=max_batch)
+    frozen_inputs, frozen_specs = wrapper.frozen_inputs(), frozen_ios(trainable)
+    drop_frozen_parameters(wrapper)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        ep = export(wrapper, inputs, dynamic_shapes=tuple({0: batch} for _ in inputs), strict=False)
+        # forward(x, y, *rest): rest = ([item_vector,] *frozen); only the rows' tensors are dynamic
+        rest = (*({0: batch},) * (len(inputs) - 2), *(None,) * len(frozen_inputs))
+        ep = export(wrapper, (*inputs, *frozen_inputs), dynamic_shapes=({0: batch}, {0: batch}, rest), strict=False)
         ep = _export_forward_backward(ep)
         order = [s.target for s in ep.graph_signature.output_specs if s.kind.name == "GRADIENT_TO_PARAMETER"]
+        _check_no_frozen_state(ep, roles)
         program = to_edge(ep, compile_config=EdgeCompileConfig(_check_ir_validity=False)).to_executorch()
     frozen = [name for name in order if roles[name] == ParamGroup.FROZEN.value]
     if frozen:  # would mean the backbone trains on the device
@@ -131,7 +148,7 @@ def lower_training(model: FedPARecommender, *, max_batch: int = 1024, file: str 
     spec = ProgramSpec(
         file=file, runtime="executorch", kind="training", max_batch=max_batch,
         inputs=(_x_io(trainable), TensorIO(name="y", shape=(-1,), dtype="float32", group="label"),
-                *item_vector_ios(trainable)),
+                *item_vector_ios(trainable), *frozen_specs),
         outputs=(
             TensorIO(name="loss", shape=(), dtype="float32", group="loss"),
             *(TensorIO(name=f"{p}.grad", shape=shapes[p], dtype="float32", group=roles[p]) for p in order),
@@ -139,6 +156,13 @@ def lower_training(model: FedPARecommender, *, max_batch: int = 1024, file: str 
         ),
     )
     return program.buffer, spec
+
+
+def _check_no_frozen_state(ep: ExportedProgram, roles: dict[str, str]) -> None:
+    """Refuse a program that still holds a frozen tensor as its own state (a second copy of the backbone)."""
+    held = [n for n in ep.state_dict if roles.get(n) == ParamGroup.FROZEN.value]
+    if held:
+        raise RuntimeError(f"program holds frozen tensors {held[:3]} as state; they must be inputs")
 
 
 def toolchain_versions(onnx_bytes: bytes | None = None) -> dict[str, str]:

@@ -47,7 +47,9 @@ def _check_contents(bundle: Bundle) -> None:
     inputs = {t.name: tuple(t.shape) for t in m.programs["inference"].inputs[1:]}
     onnx_inputs = {t.name: tuple(t.shape) for t in m.programs["inference_onnx"].inputs[1:]}
     if inputs != onnx_inputs:
-        raise BundleError("the .pte and .onnx inference programs declare different personalisation inputs")
+        raise BundleError("the .pte and .onnx inference programs declare different personalisation or frozen inputs")
+    if not bundle.frozen:  # backbone.safetensors: exactly the programs' frozen inputs (names, shapes, float32)
+        raise BundleError("backbone.safetensors holds no tensors")
 
 
 def verify_bundle(path: str | Path, *, backends: tuple[Backend, ...] = ("pte", "onnx"),
@@ -81,10 +83,10 @@ def summarise(path: str | Path, *, verify: bool = True) -> dict[str, Any]:
     served = 0 if m.item_vectors is None else m.item_vectors.rows * m.item_vectors.dim
     frozen = (sum(cards[:n_wide]) * d + sum(cards[n_wide:]) * ds - served
               + sum(a * b + b for a, b in itertools.pairwise(sizes)))
-    tensor_inputs = [t for t in m.programs["inference"].inputs[1:] if t.group != "item"]
-    per_device = {t.name: _numel(t.shape) for t in tensor_inputs}
+    personal = [t for t in m.programs["inference"].inputs if t.group in ("private", "group", "gate")]
+    per_device = {t.name: _numel(t.shape) for t in personal}
     by_group: dict[str, int] = {}
-    for t in tensor_inputs:
+    for t in personal:
         by_group[t.group] = by_group.get(t.group, 0) + _numel(t.shape)
     files = {name: entry.size for name, entry in m.files.items()}
     files[MANIFEST_NAME] = (bundle.path / MANIFEST_NAME).stat().st_size

@@ -51,8 +51,9 @@ class TensorIO(BaseModel):
     name: str
     shape: tuple[int, ...]
     dtype: Literal["float32", "int64"]
-    # "item": the per-candidate item vector (``item_vector``), served by the item table
-    group: Literal["input", "item", "private", "group", "gate", "output", "loss", "label"] = "input"
+    # "item": the per-candidate item vector (``item_vector``), served by the item table;
+    # "frozen": the backbone and head, fed from backbone.safetensors to every program
+    group: Literal["input", "item", "private", "group", "gate", "frozen", "output", "loss", "label"] = "input"
 
 
 class ProgramSpec(BaseModel):

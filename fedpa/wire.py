@@ -33,6 +33,7 @@ from fedpa.protocol import UpdateMeta, UpdatePrivacy
 
 __all__ = [
     "ALL_VALUES",
+    "BACKBONE_FILE",
     "GOLDEN_FILE",
     "GROUPS_PARAM",
     "INFERENCE_ONNX",
@@ -72,10 +73,12 @@ TRAINING_PTE = "training.pte"
 SHARED_STATE_FILE = "shared_state.safetensors"  # the bank's version 0, as published
 PRIVATE_INIT_FILE = "private_init.safetensors"
 GOLDEN_FILE = "golden.json"
+# the frozen backbone and head, once: a runtime input of all three programs (issue 14)
+BACKBONE_FILE = "backbone.safetensors"
 # manifest.programs keys → what a client uses them for
 PROGRAM_KEYS = {"inference": INFERENCE_PTE, "inference_onnx": INFERENCE_ONNX, "training": TRAINING_PTE}
 # no schema.json since issue 14: it only repeated manifest.feature_schema (11–15 KB of the size budget)
-REQUIRED_FILES = (*PROGRAM_KEYS.values(), SHARED_STATE_FILE, PRIVATE_INIT_FILE, GOLDEN_FILE)
+REQUIRED_FILES = (*PROGRAM_KEYS.values(), BACKBONE_FILE, SHARED_STATE_FILE, PRIVATE_INIT_FILE, GOLDEN_FILE)
 
 # ---------------------------------------------------------------------------- safetensors metadata
 

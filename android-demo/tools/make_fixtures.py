@@ -11,8 +11,9 @@
 3. ``epsilon.json``: ``fedpa.privacy.epsilon_after`` for a grid of (sigma, rounds, delta);
    ``heterogeneous.json``: ``epsilon_of`` for ledgers of mixed sigma; ``signing/``: a manifest
    signed by ``fedpa.signing`` (and by another key) for the Java verifier.
-4. ``model.onnx`` + ``model-frozen.safetensors``: the inference ONNX of ``export.lower`` for the
-   paper model and its frozen tensors, for the ONNX initializer reader.
+4. ``perturbation.json``: ``fedpa.runtime.golden.perturbation`` and ``perturb`` (the golden
+   vectors' personalisation formula) for a few seeds, indices and scales, as float32 bit patterns:
+   the Java ``Golden.perturbation`` must reproduce every bit.
 5. ``history.json``: a feature schema with history columns (``fedpa.signals``), a sequence of
    labelled rows and, before each is observed, ``HistoryState.codes`` of probe candidates, plus the
    final ``to_dict()``: the Java ``HistoryState`` must reproduce every code.
@@ -35,6 +36,24 @@ from fedpa.payload import encode_tensors
 
 SGD_STEPS = 3
 LR = 0.1
+
+
+def perturbation_fixture() -> list[dict[str, object]]:
+    """Golden-perturbation cases: (seed, index, scale, start) → float32 bits of the noise and of start + scale·noise."""
+    from fedpa.runtime.golden import perturb, perturbation
+
+    def bits(a: np.ndarray) -> list[int]:
+        return [int(v) for v in np.asarray(a, dtype=np.float32).view(np.int32)]
+
+    rng = np.random.default_rng(3)
+    cases = []
+    for seed, index, n, scale in ((0, 0, 64, 0.1), (1, 5, 33, 0.1), (4294967295, 17, 40, 0.37), (123456789, 2, 7, 1e-3)):
+        start = rng.normal(0, 1, n).astype(np.float32)
+        tensors = {f"t{i}": np.zeros(1, np.float32) for i in range(index)} | {"t": start}
+        cases.append({"seed": seed, "index": index, "scale": float(np.float32(scale)),
+                      "noise_bits": bits(perturbation(seed, index, n)), "start_bits": bits(start),
+                      "perturbed_bits": bits(perturb(tensors, seed=seed, scale=scale)["t"])})
+    return cases
 
 
 def build(mode: str, *, private_emb: bool, seed: int) -> FedPARecommender:
@@ -172,13 +191,7 @@ def main() -> int:
     (signing / "manifest.sig").write_bytes(sign_manifest(manifest, load_private_key(key)))
     (signing / "manifest.sig-other").write_bytes(sign_manifest(manifest, load_private_key(other)))
 
-    from export.lower import lower_onnx
-
-    model = build("paper", private_emb=False, seed=1)
-    onnx_bytes, _ = lower_onnx(model, max_batch=64)
-    (out / "model.onnx").write_bytes(onnx_bytes)
-    frozen = {k: v.detach().numpy() for k, v in parameter_groups(model)[ParamGroup.FROZEN].items()}
-    (out / "model-frozen.safetensors").write_bytes(encode_tensors(frozen, metadata={"config": config_json(model)}))
+    (out / "perturbation.json").write_text(json.dumps(perturbation_fixture()))
     (out / "history.json").write_text(json.dumps(history_fixture(seed=7)))
     print(f"fixtures written to {out}")
     return 0

@@ -24,6 +24,7 @@ from fedpa.payload import decode_tensors
 from fedpa.runtime.features import FeatureEncoder
 from fedpa.runtime.golden import Golden, read_golden
 from fedpa.wire import (
+    BACKBONE_FILE,
     GOLDEN_FILE,
     INFERENCE_ONNX,
     INFERENCE_PTE,
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = ["Bundle"]
 
 Backend = Literal["pte", "onnx"]
+PERSONALISATION_GROUPS = ("private", "group", "gate")  # TensorIO groups a device sets per user
 
 
 class Bundle:
@@ -59,7 +61,9 @@ class Bundle:
         manifest = read_manifest(path, verify_files=verify)
         unlisted = [f for f in REQUIRED_FILES if f not in manifest.files]
         if unlisted:
-            raise BundleError(f"{path}: manifest lists no {unlisted} (incomplete bundle)")
+            hint = (" (built before the frozen student became a program input: rebuild it)"
+                    if unlisted == [BACKBONE_FILE] else " (incomplete bundle)")
+            raise BundleError(f"{path}: manifest lists no {unlisted}{hint}")
         for key, file in PROGRAM_KEYS.items():
             spec = manifest.programs.get(key)
             if spec is None or spec.file != file:
@@ -80,8 +84,8 @@ class Bundle:
 
     @property
     def personalisation_names(self) -> tuple[str, ...]:
-        """Inference-program tensor inputs (after ``x`` and any ``item_vector``): private, group, gate tensors."""
-        return tuple(t.name for t in self.manifest.programs["inference"].inputs[1:] if t.group != "item")
+        """The inference program's personalisation inputs, in order: private, then group, then gate tensors."""
+        return tuple(t.name for t in self.manifest.programs["inference"].inputs if t.group in PERSONALISATION_GROUPS)
 
     def encoder(self) -> FeatureEncoder:
         return FeatureEncoder(self.schema)
@@ -99,6 +103,37 @@ class Bundle:
         if set(bank) != expected:
             raise BundleError(f"{SHARED_STATE_FILE}: tensors differ from the manifest's shared_state")
         return bank
+
+    @cached_property
+    def frozen(self) -> dict[str, np.ndarray]:
+        """The frozen backbone and head from ``backbone.safetensors``, by parameter name in program-input order.
+
+        Read once per opened bundle and handed to every program (they hold no weights of their
+        own); names, shapes and dtypes must be exactly the programs' ``"frozen"`` inputs.
+        """
+        arrays = self._tensors(BACKBONE_FILE)
+        specs = {key: [t for t in self.manifest.programs[key].inputs if t.group == "frozen"] for key in PROGRAM_KEYS}
+        declared = specs["inference"]
+        for key, other in specs.items():
+            if [(t.name, t.shape) for t in other] != [(t.name, t.shape) for t in declared]:
+                raise BundleError(f"{self.path}: program {key!r} declares other frozen inputs than 'inference'")
+        missing = [t.name for t in declared if t.name not in arrays]
+        unknown = sorted(set(arrays) - {t.name for t in declared})
+        if missing or unknown:
+            raise BundleError(f"{BACKBONE_FILE}: tensors differ from the programs' frozen inputs: "
+                              f"missing {missing[:5]}, unknown {unknown[:5]}")
+        out = {}
+        for t in declared:
+            a = arrays[t.name]
+            if a.dtype != np.float32:
+                raise BundleError(f"{BACKBONE_FILE}: {t.name} has dtype {a.dtype}, the programs need float32")
+            if tuple(a.shape) != tuple(t.shape):
+                raise BundleError(f"{BACKBONE_FILE}: {t.name} has shape {tuple(a.shape)}, the programs need "
+                                  f"{tuple(t.shape)}")
+            if not np.isfinite(a).all():
+                raise BundleError(f"{BACKBONE_FILE}: {t.name} contains NaN or infinite values")
+            out[t.name] = np.ascontiguousarray(a)
+        return out
 
     def private_init(self) -> dict[str, np.ndarray]:
         """The initial private tensors (user adapter), by parameter name."""
@@ -134,7 +169,7 @@ class Bundle:
         return {n: out[n] for n in self.personalisation_names}
 
     def golden(self) -> Golden:
-        return read_golden(self.path / GOLDEN_FILE)
+        return read_golden(self.path / GOLDEN_FILE, self.personalisation)
 
     # ------------------------------------------------------------------ programs
 
@@ -146,14 +181,14 @@ class Bundle:
         from fedpa.runtime.programs import OnnxScorer, PteScorer
 
         if backend == "pte":
-            return PteScorer(self.path / INFERENCE_PTE, self.program("inference"), self.cardinalities)
+            return PteScorer(self.path / INFERENCE_PTE, self.program("inference"), self.cardinalities, self.frozen)
         if backend == "onnx":
             return OnnxScorer(self.path / INFERENCE_ONNX, self.program("inference_onnx"), self.cardinalities,
-                              threads=threads)
+                              self.frozen, threads=threads)
         raise BundleError(f"unknown backend {backend!r}; expected 'pte' or 'onnx'")
 
     def trainer(self, *, lr: float = 0.05) -> Trainer:
         """A fresh on-device trainer (its tensors start as exported; ``write`` yours in)."""
         from fedpa.runtime.programs import Trainer
 
-        return Trainer(self.path / TRAINING_PTE, self.program("training"), self.cardinalities, lr=lr)
+        return Trainer(self.path / TRAINING_PTE, self.program("training"), self.cardinalities, self.frozen, lr=lr)

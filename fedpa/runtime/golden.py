@@ -2,8 +2,11 @@
 
 ``golden.json`` holds a few inference cases and one training step computed by eager PyTorch at
 export time. Any runtime — this package's ExecuTorch and onnxruntime wrappers, the Android app's
-Java engine — replays them and compares within ``atol + rtol·|expected|``. Tensors are stored as
-base64 of little-endian float32 bytes: exact, about 2.5× smaller than decimal text, and one
+Java engine — replays them and compares within ``atol + rtol·|expected|``. The personalisation
+tensors they start from are not stored: they are the bundle's initial ones for ``groups`` plus a
+deterministic perturbation (:func:`perturbation`, an integer hash every language computes
+bit-exactly in float32), so the file keeps only its seed and scale. Gradients are stored as base64
+of little-endian float32 bytes: exact, about 2.5× smaller than decimal text, and one
 ``ByteBuffer.order(LITTLE_ENDIAN).asFloatBuffer()`` away in Java. The field list is in
 docs/export.md.
 """
@@ -12,7 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,11 +31,54 @@ __all__ = [
     "GoldenTraining",
     "decode_tensor",
     "encode_tensor",
+    "perturb",
+    "perturbation",
     "read_golden",
     "write_golden",
 ]
 
-GOLDEN_FORMAT_VERSION = 1
+GOLDEN_FORMAT_VERSION = 2  # 2: the perturbed personalisation is a formula (seed, scale), not stored tensors
+
+_MASK = 0xFFFFFFFF
+
+
+def _mix32(v: np.ndarray) -> np.ndarray:
+    """A 32-bit integer hash (Wellons' "lowbias32"), on uint64 arrays holding uint32 values."""
+    v = v ^ (v >> np.uint64(16))
+    v = (v * np.uint64(0x7FEB352D)) & np.uint64(_MASK)
+    v = v ^ (v >> np.uint64(15))
+    v = (v * np.uint64(0x846CA68B)) & np.uint64(_MASK)
+    return v ^ (v >> np.uint64(16))
+
+
+def perturbation(seed: int, index: int, n: int) -> np.ndarray:
+    """``n`` float32 values in [-1, 1) for the personalisation tensor at ``index`` (its input position).
+
+    Element ``i``: ``h = mix32((mix32((seed + 0x9E3779B9·(index+1)) mod 2³²) + i) mod 2³²)``, then
+    ``((h >> 8) - 2²³) · 2⁻²³`` — an integer below 2²⁴ times a power of two, so exact in float32.
+    Why a formula: the Java engine (``Golden.java``) computes the same values bit for bit, so
+    golden.json need not carry the perturbed tensors.
+    """
+    if not 0 <= seed <= _MASK:
+        raise BundleError(f"golden perturbation seed {seed} is not a 32-bit unsigned integer")
+    base = _mix32(np.asarray([(seed + 0x9E3779B9 * (index + 1)) & _MASK], dtype=np.uint64))
+    h = _mix32((base + np.arange(n, dtype=np.uint64)) & np.uint64(_MASK))
+    return ((h >> np.uint64(8)).astype(np.int64) - (1 << 23)).astype(np.float32) * np.float32(2.0 ** -23)
+
+
+def perturb(start: Mapping[str, np.ndarray], *, seed: int, scale: float) -> dict[str, np.ndarray]:
+    """``start[k] + float32(scale) · perturbation(seed, k)`` per tensor, in float32 (one rounding per operation)."""
+    s = np.float32(scale)
+    out = {}
+    for index, (name, a) in enumerate(start.items()):
+        a = np.asarray(a, dtype=np.float32)
+        noise = (perturbation(seed, index, a.size) * s).astype(np.float32)
+        out[name] = (a.reshape(-1) + noise).astype(np.float32).reshape(a.shape)
+    return out
+
+
+# groups → the bundle's initial personalisation tensors for them, in inference-input order
+StartTensors = Callable[[Mapping[str, int]], Mapping[str, np.ndarray]]
 
 
 def encode_tensor(array: np.ndarray) -> dict[str, Any]:
@@ -87,7 +133,10 @@ class GoldenTraining:
 
 @dataclass(frozen=True)
 class Golden:
-    """Everything in ``golden.json``; ``personalisation`` is in inference-input order."""
+    """Everything in ``golden.json``, with ``personalisation`` (inference-input order) rebuilt from the bundle.
+
+    ``personalisation = perturb(bundle's initial tensors for groups, seed=seed, scale=scale)``.
+    """
 
     personalisation: dict[str, np.ndarray]
     cases: tuple[GoldenCase, ...]
@@ -95,6 +144,8 @@ class Golden:
     groups: dict[str, int] = field(default_factory=dict)
     atol: float = 1e-5
     rtol: float = 1e-4
+    seed: int = 0
+    scale: float = 0.1
 
     def to_dict(self) -> dict[str, Any]:
         t = self.training
@@ -103,7 +154,7 @@ class Golden:
             "atol": self.atol,
             "rtol": self.rtol,
             "groups": dict(self.groups),
-            "personalisation": {n: encode_tensor(a) for n, a in self.personalisation.items()},
+            "perturbation": {"seed": self.seed, "scale": float(np.float32(self.scale))},
             "inference": [
                 {"x": np.asarray(c.x, dtype=np.int64).tolist(), "logits": _floats(c.logits),
                  **_item_vector(c.item_vector)} for c in self.cases
@@ -120,13 +171,19 @@ class Golden:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Golden:
-        if data.get("format_version") != GOLDEN_FORMAT_VERSION:
-            raise BundleError(f"golden.json: unknown format_version {data.get('format_version')!r}")
+    def from_dict(cls, data: Mapping[str, Any], start: StartTensors) -> Golden:
+        """``start(groups)``: the bundle's initial personalisation for those groups (``Bundle.personalisation``)."""
+        version = data.get("format_version")
+        if version != GOLDEN_FORMAT_VERSION:
+            hint = " (written before the perturbation became a formula: rebuild the bundle)" if version == 1 else ""
+            raise BundleError(f"golden.json: format_version {version!r} is not the supported "
+                              f"{GOLDEN_FORMAT_VERSION}{hint}")
         try:
             t = data["training"]
+            groups = {k: int(v) for k, v in data["groups"].items()}
+            seed, scale = int(data["perturbation"]["seed"]), float(data["perturbation"]["scale"])
             return cls(
-                personalisation={n: decode_tensor(e) for n, e in data["personalisation"].items()},
+                personalisation=perturb(start(groups), seed=seed, scale=scale),
                 cases=tuple(
                     GoldenCase(x=np.asarray(c["x"], dtype=np.int64), logits=np.asarray(c["logits"], np.float32),
                                item_vector=_read_item_vector(c))
@@ -141,9 +198,11 @@ class Golden:
                     loss_after=float(t["loss_after"]),
                     item_vector=_read_item_vector(t),
                 ),
-                groups={k: int(v) for k, v in data.get("groups", {}).items()},
+                groups=groups,
                 atol=float(data.get("atol", 1e-5)),
                 rtol=float(data.get("rtol", 1e-4)),
+                seed=seed,
+                scale=scale,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"golden.json: malformed ({exc!r})") from exc
@@ -168,8 +227,9 @@ def write_golden(path: Path, golden: Golden) -> None:
     path.write_text(json.dumps(golden.to_dict(), separators=(",", ":")))
 
 
-def read_golden(path: Path) -> Golden:
+def read_golden(path: Path, start: StartTensors) -> Golden:
+    """The golden vectors at ``path``; ``start(groups)`` gives the initial personalisation to perturb."""
     try:
-        return Golden.from_dict(json.loads(Path(path).read_text()))
+        return Golden.from_dict(json.loads(Path(path).read_text()), start)
     except (OSError, json.JSONDecodeError) as exc:
         raise BundleError(f"{path}: unreadable golden vectors ({exc})") from exc

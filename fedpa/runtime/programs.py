@@ -76,19 +76,30 @@ def check_item_vector(item_vector: np.ndarray | None, n: int, spec: TensorIO | N
     return v
 
 
-def _ordered(personalisation: Mapping[str, np.ndarray], specs: Sequence[TensorIO]) -> list[np.ndarray]:
-    """The personalisation tensors in program-input order, validated by name and shape."""
+def _ordered(personalisation: Mapping[str, np.ndarray], specs: Sequence[TensorIO], what: str = "personalisation"
+             ) -> list[np.ndarray]:
+    """The ``what`` tensors in program-input order, validated by name and shape."""
     missing = [s.name for s in specs if s.name not in personalisation]
     unknown = sorted(set(personalisation) - {s.name for s in specs})
     if missing or unknown:
-        raise BundleError(f"personalisation tensors: missing {missing[:5]}, unknown {unknown[:5]}")
+        raise BundleError(f"{what} tensors: missing {missing[:5]}, unknown {unknown[:5]}")
     out = []
     for s in specs:
         a = np.ascontiguousarray(personalisation[s.name], dtype=np.float32)
         if a.shape != tuple(s.shape):
-            raise BundleError(f"personalisation tensor {s.name!r}: shape {a.shape} != {tuple(s.shape)}")
+            raise BundleError(f"{what} tensor {s.name!r}: shape {a.shape} != {tuple(s.shape)}")
         out.append(a)
     return out
+
+
+def _frozen_inputs(spec: ProgramSpec, frozen: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """The program's ``"frozen"`` inputs (backbone and head) from ``frozen``, checked once when a program loads.
+
+    Why once: every program takes the backbone as inputs (the bundle carries it once, in
+    ``backbone.safetensors``); converting it per call would cost as much as a small program run.
+    Copied, so later changes to the caller's arrays cannot leak into the program.
+    """
+    return [a.copy() for a in _ordered(frozen, [t for t in spec.inputs if t.group == "frozen"], "frozen")]
 
 
 class Scorer(Protocol):
@@ -129,11 +140,12 @@ class BoundScorer:
 class _ScorerBase(Generic[Prepared]):
     """What both runtimes share; ``Prepared`` is a runtime's converted form of the personalisation tensors."""
 
-    def __init__(self, spec: ProgramSpec, cardinalities: Sequence[int]) -> None:
+    def __init__(self, spec: ProgramSpec, cardinalities: Sequence[int], frozen: Mapping[str, np.ndarray]) -> None:
         self.spec = spec
         self.cardinalities = tuple(cardinalities)
         self._item_vector = item_vector_spec(spec)
-        self._tensor_specs = tuple(s for s in spec.inputs[1:] if s.group != "item")
+        self._tensor_specs = tuple(t for t in spec.inputs if t.group in ("private", "group", "gate"))
+        self._frozen = _frozen_inputs(spec, frozen)
         self.names = tuple(s.name for s in self._tensor_specs)
         self.max_batch = spec.max_batch
 
@@ -157,21 +169,23 @@ class _ScorerBase(Generic[Prepared]):
 
 
 class PteScorer(_ScorerBase["list[torch.Tensor]"]):
-    """The XNNPACK-lowered ExecuTorch inference program."""
+    """The XNNPACK-lowered ExecuTorch inference program, fed the bundle's frozen tensors (``Bundle.frozen``)."""
 
-    def __init__(self, path: Path, spec: ProgramSpec, cardinalities: Sequence[int]) -> None:
-        super().__init__(spec, cardinalities)
+    def __init__(self, path: Path, spec: ProgramSpec, cardinalities: Sequence[int],
+                 frozen: Mapping[str, np.ndarray]) -> None:
+        super().__init__(spec, cardinalities, frozen)
         import torch
         from executorch.runtime import Runtime
 
         self._torch = torch
+        self._frozen_t = [torch.from_numpy(a) for a in self._frozen]
         try:
             self._method = Runtime.get().load_program(Path(path)).load_method("forward")
         except (RuntimeError, ValueError) as exc:
             raise BundleError(f"{path}: ExecuTorch cannot load the inference program ({exc})") from exc
 
     def _prepare(self, tensors: list[np.ndarray]) -> list[torch.Tensor]:
-        return [self._torch.from_numpy(t) for t in tensors]
+        return [*(self._torch.from_numpy(t) for t in tensors), *self._frozen_t]
 
     def _run(self, x: np.ndarray, item_vector: np.ndarray | None, prepared: list[torch.Tensor]) -> np.ndarray:
         vector = [] if item_vector is None else [self._torch.from_numpy(item_vector)]
@@ -182,8 +196,9 @@ class PteScorer(_ScorerBase["list[torch.Tensor]"]):
 class OnnxScorer(_ScorerBase[dict[str, np.ndarray]]):
     """The same program as ONNX, for runtimes other than ExecuTorch (onnxruntime here)."""
 
-    def __init__(self, path: Path, spec: ProgramSpec, cardinalities: Sequence[int], *, threads: int = 1) -> None:
-        super().__init__(spec, cardinalities)
+    def __init__(self, path: Path, spec: ProgramSpec, cardinalities: Sequence[int], frozen: Mapping[str, np.ndarray],
+                 *, threads: int = 1) -> None:
+        super().__init__(spec, cardinalities, frozen)
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -194,9 +209,13 @@ class OnnxScorer(_ScorerBase[dict[str, np.ndarray]]):
         except Exception as exc:  # onnxruntime raises its own exception types
             raise BundleError(f"{path}: onnxruntime cannot load the inference program ({exc})") from exc
         self._input_names = [i.name for i in self._session.get_inputs()]
+        if self._input_names != [t.name for t in spec.inputs]:
+            raise BundleError(f"{path}: inputs {self._input_names[:3]}… differ from the manifest's")
+        self._frozen_feed = {t.name: a for t, a in zip((t for t in spec.inputs if t.group == "frozen"), self._frozen,
+                                                        strict=True)}
 
     def _prepare(self, tensors: list[np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(zip(self.names, tensors, strict=True))
+        return {**{t.name: a for t, a in zip(self._tensor_specs, tensors, strict=True)}, **self._frozen_feed}
 
     def _run(self, x: np.ndarray, item_vector: np.ndarray | None, prepared: dict[str, np.ndarray]) -> np.ndarray:
         vector = {} if item_vector is None or self._item_vector is None else {self._item_vector.name: item_vector}
@@ -207,8 +226,9 @@ class OnnxScorer(_ScorerBase[dict[str, np.ndarray]]):
 class Trainer:
     """SGD on the personalisation tensors inside the training program (ExecuTorch training extension).
 
-    The program holds the trainable tensors as mutable state and the backbone as constants; its
-    ``forward`` returns the loss, the gradients and the trainable tensors themselves. ``step`` runs
+    The program holds the trainable tensors as mutable state and takes the backbone as inputs
+    (``Bundle.frozen``, converted once here); its ``forward(x, y, *frozen)`` returns the loss, the
+    gradients and the trainable tensors themselves. ``step`` runs
     forward+backward and ExecuTorch's own SGD (the same C++ optimizer the Android bindings use), so
     the tensors are updated in place inside the program. Usage::
 
@@ -218,11 +238,13 @@ class Trainer:
         trained = trainer.read()
     """
 
-    def __init__(self, path: Path, spec: ProgramSpec, cardinalities: Sequence[int], *, lr: float) -> None:
+    def __init__(self, path: Path, spec: ProgramSpec, cardinalities: Sequence[int], frozen: Mapping[str, np.ndarray],
+                 *, lr: float) -> None:
         import torch
         from executorch.extension.training import _load_for_executorch_for_training, get_sgd_optimizer
 
         self._torch = torch
+        self._frozen_t = [torch.from_numpy(a) for a in _frozen_inputs(spec, frozen)]
         self._make_sgd = get_sgd_optimizer
         self.spec = spec
         self.cardinalities = tuple(cardinalities)
@@ -262,7 +284,8 @@ class Trainer:
     def _forward_backward(self, x: np.ndarray, y: np.ndarray, item_vector: np.ndarray | None) -> float:
         t = self._torch
         vector = () if item_vector is None else (t.from_numpy(item_vector),)
-        return float(self._module.forward_backward("forward", (t.from_numpy(x), t.from_numpy(y), *vector))[0])
+        return float(self._module.forward_backward("forward", (t.from_numpy(x), t.from_numpy(y), *vector,
+                                                               *self._frozen_t))[0])
 
     def _check_batch(self, x: np.ndarray, y: np.ndarray, item_vector: np.ndarray | None
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

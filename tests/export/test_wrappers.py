@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
 
 from export.lower import lower_onnx
-from export.wrappers import InferenceWrapper, WithLoss, personalisation_names
+from export.wrappers import InferenceWrapper, WithLoss, frozen_names, personalisation_names
 from fedpa.model import AdapterConfig, Backbone, FedPARecommender, fuse_layers, student_config
 
 CARDS = (5, 6, 4, 9, 11)
@@ -50,13 +52,15 @@ def test_inference_wrapper_takes_tensors_as_inputs():
     x = _codes(16)
     with torch.no_grad():
         out = wrapper(x, *(params[n] for n in wrapper.names))
-        expected = FedPARecommender(model.backbone, model.config).eval()  # model's backbone, other's tensors
+        expected = copy.deepcopy(model).eval()  # model's structure, other's tensors (backbone included)
         expected_params = dict(expected.named_parameters())
         for n in wrapper.names:
             expected_params[n].copy_(params[n])
         torch.testing.assert_close(out, expected(x), atol=1e-6, rtol=0)
         assert (out - model(x)).abs().max() > 1e-3  # and not the wrapped model's own tensors
-    assert wrapper.names == personalisation_names(model)
+    assert wrapper.names == (*personalisation_names(model), *frozen_names(model))
+    assert frozen_names(model)[0] == "backbone.embedding.weight"
+    assert not any(n.startswith("layers.") and ".base." in n for n in frozen_names(model))  # tied: listed once
 
 
 def test_with_loss_keeps_plain_parameter_names():

@@ -153,6 +153,7 @@ def test_the_android_client_spells_the_contract_as_python_does():
         "MANIFEST": wire.MANIFEST_NAME,
         "SHARED_STATE": wire.SHARED_STATE_FILE,
         "PRIVATE_INIT": wire.PRIVATE_INIT_FILE,
+        "BACKBONE": wire.BACKBONE_FILE,
     }
     assert java == {name: str(value) for name, value in expected.items()}
 

@@ -28,6 +28,30 @@ public final class FakeProgram {
         return out;
     }
 
+    /**
+     * Check the frozen inputs a runtime passed (inputs[first..]) against the bundle's frozen weights
+     * in {@code program}'s declared order: the real program would compute garbage with wrong ones.
+     */
+    public static void checkFrozen(Model model, String program, EValue[] inputs, int first) {
+        try {
+            java.util.List<String> names = new java.util.ArrayList<String>(
+                    org.fedpa.core.FrozenWeights.declared(model.manifest(), program).keySet());
+            if (inputs.length != first + names.size()) {
+                throw new IllegalArgumentException(program + " takes " + (first + names.size()) + " inputs, got "
+                        + inputs.length);
+            }
+            for (int i = 0; i < names.size(); i++) {
+                float[] want = model.engine().frozen().byName.get(names.get(i)).data();
+                if (!java.util.Arrays.equals(want, inputs[first + i].toTensor().getDataAsFloatArray())) {
+                    throw new IllegalArgumentException(program + " input " + (first + i) + " is not frozen tensor "
+                            + names.get(i));
+                }
+            }
+        } catch (org.fedpa.core.BundleException e) {
+            throw new IllegalArgumentException(e);
+        }
+    }
+
     public static long[] codes(Tensor t) {
         return t.longs();
     }

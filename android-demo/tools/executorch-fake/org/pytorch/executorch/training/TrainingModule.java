@@ -50,9 +50,11 @@ public final class TrainingModule implements Closeable {
     }
 
     public EValue[] executeForwardBackward(String methodName, EValue... inputs) {
+        boolean itemVector = model.engine().itemVectors() != null; // training.pte's (x, y, [item_vector,] frozen…)
+        FakeProgram.checkFrozen(model, "training", inputs, itemVector ? 3 : 2);
         Tensor x = inputs[0].toTensor();
         float[] y = inputs[1].toTensor().getDataAsFloatArray();
-        if (inputs.length > 2) { // training.pte's (x, y, item_vector)
+        if (itemVector) {
             FakeProgram.learnItemVectors(model, x, inputs[2].toTensor());
         }
         Trainer.Result r = model.trainer().gradients(FakeProgram.codes(x), y, y.length, FakeProgram.toCore(parameters));

@@ -7,21 +7,19 @@ import java.io.IOException;
 import java.io.InputStream;
 import java.security.MessageDigest;
 import java.security.NoSuchAlgorithmException;
-import java.util.Iterator;
 import java.util.Map;
-import org.json.JSONException;
-import org.json.JSONObject;
 
 /**
  * An export bundle on disk (docs/design.md §6): {@code manifest.json} plus the files it lists, every one
  * checked for size and sha256 when opened. Gives the pure-Java engine everything it needs: the
- * architecture, the frozen weights (from the ONNX program's initializers), the initial shared
- * state and the initial private tensors.
+ * architecture, the frozen weights ({@code backbone.safetensors}), the initial shared state and
+ * the initial private tensors.
  */
 public final class Bundle {
     public static final String MANIFEST = "manifest.json";
     public static final String SHARED_STATE = "shared_state.safetensors";
     public static final String PRIVATE_INIT = "private_init.safetensors";
+    public static final String BACKBONE = "backbone.safetensors";
 
     private final File dir;
     private final Manifest manifest;
@@ -81,15 +79,16 @@ public final class Bundle {
         return new File(dir, name);
     }
 
-    /** The frozen backbone and head, read from the ONNX inference program's initializers. */
+    /**
+     * The frozen backbone and head from {@code backbone.safetensors} (read once per call; {@link Model}
+     * keeps them): a missing, corrupt or mismatched file is a BundleException naming it.
+     */
     public FrozenWeights frozenWeights() throws BundleException {
-        String onnx = programFile("onnxruntime", "inference.onnx");
-        try {
-            Map<String, Tensor> init = OnnxWeights.read(readFile(file(onnx)));
-            return FrozenWeights.select(init, manifest.config, onnx);
-        } catch (IOException e) {
-            throw new BundleException(file(onnx) + ": cannot read (" + e.getMessage() + ")", e);
+        if (!manifest.fileSha256.containsKey(BACKBONE)) {
+            throw new BundleException(file(BACKBONE) + ": the manifest does not list it (a bundle from before the "
+                    + "backbone became a program input; rebuild it)");
         }
+        return FrozenWeights.fromBackbone(safetensors(BACKBONE).tensors(), manifest, file(BACKBONE).toString());
     }
 
     /** The initial shared bank (all group values), by wire name. */
@@ -110,22 +109,6 @@ public final class Bundle {
         } catch (PayloadException e) {
             throw new BundleException(file(name) + ": " + e.getMessage(), e);
         }
-    }
-
-    /** The file of the first program with this runtime, or a default name. */
-    private String programFile(String runtime, String fallback) {
-        Iterator<String> keys = manifest.programs.keys();
-        while (keys.hasNext()) {
-            JSONObject p = manifest.programs.optJSONObject(keys.next());
-            if (p != null && runtime.equals(p.optString("runtime"))) {
-                try {
-                    return p.getString("file");
-                } catch (JSONException e) {
-                    return fallback;
-                }
-            }
-        }
-        return fallback;
     }
 
     public static String sha256(File file) throws IOException {

@@ -49,6 +49,11 @@ public final class Engine {
         return itemVectors;
     }
 
+    /** The frozen weights this engine runs with (read once from the bundle's {@code backbone.safetensors}). */
+    public FrozenWeights frozen() {
+        return frozen;
+    }
+
     /** Intermediates of one forward pass over a batch of n rows. */
     static final class Trace {
         final int n;

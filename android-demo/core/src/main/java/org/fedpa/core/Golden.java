@@ -16,8 +16,15 @@ import org.json.JSONObject;
  * pure-Java engine: a few inference cases and one SGD step from the golden personalisation,
  * each compared within {@code atol + rtol·|expected|}. The app runs this once per installed
  * bundle, so a phone never ranks with an engine that disagrees with the exported programs.
+ *
+ * <p>The golden personalisation is not stored (format 2): it is the bundle's initial tensors for
+ * {@code groups} plus {@link #perturbation}, an integer hash this class computes bit for bit as
+ * Python's {@code fedpa.runtime.golden.perturbation} does.
  */
 public final class Golden {
+    /** The golden.json format this engine reads (Python's {@code GOLDEN_FORMAT_VERSION}). */
+    public static final int FORMAT_VERSION = 2;
+
     /** One comparison. */
     public static final class Check {
         public final String name;
@@ -81,8 +88,11 @@ public final class Golden {
     private static JSONObject read(Bundle bundle) throws BundleException {
         try {
             JSONObject g = new JSONObject(new String(Bundle.readFile(bundle.file("golden.json")), "UTF-8"));
-            if (g.optInt("format_version", -1) != 1) {
-                throw new BundleException("golden.json: unknown format_version " + g.opt("format_version"));
+            int version = g.optInt("format_version", -1);
+            if (version != FORMAT_VERSION) {
+                throw new BundleException("golden.json: format_version " + g.opt("format_version")
+                        + " is not the supported " + FORMAT_VERSION
+                        + (version == 1 ? " (written before the perturbation became a formula: rebuild the bundle)" : ""));
             }
             return g;
         } catch (java.io.IOException e) {
@@ -97,7 +107,7 @@ public final class Golden {
         double atol = g.optDouble("atol", 1e-5);
         double rtol = g.optDouble("rtol", 1e-4);
         int nf = bundle.manifest().config.nFeatures();
-        Map<String, Tensor> personalisation = tensors(g.getJSONObject("personalisation"));
+        Map<String, Tensor> personalisation = personalisation(bundle, g);
         List<Check> checks = new ArrayList<Check>();
         JSONArray cases = g.getJSONArray("inference");
         for (int c = 0; c < cases.length(); c++) {
@@ -137,7 +147,7 @@ public final class Golden {
         double atol = g.optDouble("atol", 1e-5);
         double rtol = g.optDouble("rtol", 1e-4);
         int nf = model.manifest().config.nFeatures();
-        Map<String, Tensor> personalisation = tensors(g.getJSONObject("personalisation"));
+        Map<String, Tensor> personalisation = personalisation(model.bundle(), g);
         List<Check> checks = new ArrayList<Check>();
         JSONArray cases = g.getJSONArray("inference");
         for (int c = 0; c < cases.length(); c++) {
@@ -230,6 +240,82 @@ public final class Golden {
                 sink.put(x[i * nf + cfg.itemColumn], java.util.Arrays.copyOfRange(v, i * d, (i + 1) * d));
             }
         }
+    }
+
+    /**
+     * The golden personalisation: the bundle's initial tensors for {@code groups} (shared state for
+     * the group tensors and the gate, private_init for the rest), in the inference program's input
+     * order, each plus {@code scale · perturbation(seed, its position)} in float32.
+     */
+    static Map<String, Tensor> personalisation(Bundle bundle, JSONObject g) throws JSONException, BundleException {
+        Manifest m = bundle.manifest();
+        Map<String, Integer> groups = new LinkedHashMap<String, Integer>();
+        JSONObject go = g.getJSONObject("groups");
+        Iterator<?> keys = go.keys();
+        while (keys.hasNext()) {
+            String a = (String) keys.next();
+            groups.put(a, go.getInt(a));
+        }
+        JSONObject p = g.getJSONObject("perturbation");
+        long seed = p.getLong("seed");
+        if (seed < 0 || seed > 0xFFFFFFFFL) {
+            throw new BundleException("golden.json: perturbation seed " + seed + " is not a 32-bit unsigned integer");
+        }
+        float scale = (float) p.getDouble("scale");
+        Map<String, Tensor> start;
+        try {
+            start = SharedState.toParams(m, bundle.sharedState(), groups);
+        } catch (PayloadException e) {
+            throw new BundleException("golden.json: groups " + groups + ": " + e.getMessage(), e);
+        }
+        start.putAll(bundle.privateInit());
+        Map<String, Tensor> out = new LinkedHashMap<String, Tensor>();
+        JSONArray inputs = m.programs.getJSONObject("inference").getJSONArray("inputs");
+        int index = 0;
+        for (int i = 0; i < inputs.length(); i++) {
+            JSONObject in = inputs.getJSONObject(i);
+            String group = in.getString("group");
+            if (!"private".equals(group) && !"group".equals(group) && !"gate".equals(group)) {
+                continue;
+            }
+            String name = in.getString("name");
+            Tensor t = start.get(name);
+            if (t == null) {
+                throw new BundleException("golden.json: the bundle has no initial tensor " + name + " for groups " + groups);
+            }
+            float[] data = t.data().clone();
+            float[] noise = perturbation((int) seed, index++, data.length);
+            for (int j = 0; j < data.length; j++) {
+                data[j] = data[j] + noise[j] * scale;
+            }
+            out.put(name, Tensor.of(data, t.shape()));
+        }
+        return out;
+    }
+
+    /** Wellons' "lowbias32" integer hash (32-bit wrap-around arithmetic, unsigned shifts). */
+    static int mix32(int v) {
+        v ^= v >>> 16;
+        v *= 0x7FEB352D;
+        v ^= v >>> 15;
+        v *= 0x846CA68B;
+        v ^= v >>> 16;
+        return v;
+    }
+
+    /**
+     * {@code n} floats in [-1, 1) for the personalisation tensor at input position {@code index}:
+     * element i is {@code ((h >>> 8) - 2^23) * 2^-23} with
+     * {@code h = mix32(mix32(seed + 0x9E3779B9 * (index + 1)) + i)}, exact in float32 (docs/export.md).
+     */
+    public static float[] perturbation(int seed, int index, int n) {
+        int base = mix32(seed + 0x9E3779B9 * (index + 1));
+        float[] out = new float[n];
+        for (int i = 0; i < n; i++) {
+            int h = mix32(base + i);
+            out[i] = ((h >>> 8) - (1 << 23)) * 0x1p-23f;
+        }
+        return out;
     }
 
     private static Map<String, Tensor> tensors(JSONObject o) throws JSONException, BundleException {

@@ -111,6 +111,55 @@ public class BundleGoldenTest {
     }
 
     @Test
+    public void backboneSafetensorsIsTheFrozenWeightsInProgramOrder() throws Exception {
+        Bundle b = Bundle.open(Fixtures.bundleDir());
+        assertTrue(b.manifest().fileSha256.containsKey(Bundle.BACKBONE));
+        FrozenWeights w = b.frozenWeights();
+        assertEquals(new java.util.ArrayList<String>(FrozenWeights.declared(b.manifest(), "inference").keySet()),
+                new java.util.ArrayList<String>(w.byName.keySet()));
+        assertEquals(FrozenWeights.declared(b.manifest(), "inference").keySet(),
+                FrozenWeights.declared(b.manifest(), "training").keySet());
+    }
+
+    @Test
+    public void backboneWithWrongNamesShapesOrDtypesIsRefusedNamingTheTensor() throws Exception {
+        Bundle b = Bundle.open(Fixtures.bundleDir());
+        Map<String, Tensor> good = b.safetensors(Bundle.BACKBONE).tensors();
+        String first = good.keySet().iterator().next();
+        Map<String, Tensor> renamed = new java.util.LinkedHashMap<String, Tensor>(good);
+        renamed.put("backbone.extra.weight", renamed.remove(first));
+        assertRefused(renamed, b.manifest(), "missing [" + first + "]");
+        Map<String, Tensor> reshaped = new java.util.LinkedHashMap<String, Tensor>(good);
+        float[] data = good.get(first).data();
+        reshaped.put(first, Tensor.of(java.util.Arrays.copyOf(data, data.length - 1), data.length - 1));
+        assertRefused(reshaped, b.manifest(), first + " has shape");
+        Map<String, Tensor> ints = new java.util.LinkedHashMap<String, Tensor>(good);
+        ints.put(first, Tensor.ofLongs(new long[data.length], good.get(first).shape()));
+        assertRefused(ints, b.manifest(), first + " has dtype");
+    }
+
+    private static void assertRefused(Map<String, Tensor> tensors, Manifest m, String expected) {
+        try {
+            FrozenWeights.fromBackbone(tensors, m, Bundle.BACKBONE);
+            fail("accepted a bad backbone: " + expected);
+        } catch (BundleException e) {
+            assertTrue(e.getMessage(), e.getMessage().contains(expected) && e.getMessage().contains(Bundle.BACKBONE));
+        }
+    }
+
+    @Test
+    public void missingBackboneIsRefusedNamingIt() throws Exception {
+        File dir = copyBundle();
+        assertTrue(new File(dir, Bundle.BACKBONE).delete());
+        try {
+            Bundle.open(dir);
+            fail("opened a bundle without its backbone");
+        } catch (BundleException e) {
+            assertTrue(e.getMessage(), e.getMessage().contains(Bundle.BACKBONE) && e.getMessage().contains("missing"));
+        }
+    }
+
+    @Test
     public void unknownFormatVersionIsRefused() throws Exception {
         File dir = copyBundle();
         File mf = new File(dir, Bundle.MANIFEST);

@@ -10,6 +10,7 @@ import org.fedpa.core.Bundle;
 import org.fedpa.core.BundleException;
 import org.fedpa.core.Engine;
 import org.fedpa.core.FedPAException;
+import org.fedpa.core.FrozenWeights;
 import org.fedpa.core.ItemVectors;
 import org.fedpa.core.ModelRuntime;
 import org.fedpa.core.StepGuard;
@@ -24,10 +25,13 @@ import org.pytorch.executorch.training.TrainingModule;
 /**
  * The bundle's ExecuTorch programs on the phone (Gradle build only; NOT compiled by build-apk.sh,
  * which has no ExecuTorch AAR; test.sh compile-checks it against tools/executorch-stub, the
- * ExecuTorch 1.4.1 Java API it uses). Inference: {@code inference.pte} with x (and, when the
- * manifest has item_vectors, the candidates' {@code item_vector} from the engine's
- * {@link ItemVectors}) and the personalisation tensors as inputs, in the manifest's input order,
- * split into chunks of its max_batch. Training: {@code training.pte} holds the personalisation tensors as its parameters;
+ * ExecuTorch 1.4.1 Java API it uses). Both programs also take the frozen backbone and head as
+ * inputs (the manifest's {@code "frozen"} group, {@code backbone.safetensors}): they are wrapped
+ * as ExecuTorch tensors once here and passed to every call. Inference: {@code inference.pte} with
+ * x (and, when the manifest has item_vectors, the candidates' {@code item_vector} from the engine's
+ * {@link ItemVectors}), the personalisation tensors and the frozen ones as inputs, in the
+ * manifest's input order, split into chunks of its max_batch. Training: {@code training.pte} takes
+ * (x, y, [item_vector,] frozen…) and holds the personalisation tensors as its parameters;
  * each step writes our current values into them, runs forward+backward, and applies ExecuTorch's
  * SGD only when the loss and every gradient are finite ({@link StepGuard}), then reads them back.
  * Used only after {@link org.fedpa.core.VerifiedRuntimeFactory} has replayed the bundle's golden
@@ -39,7 +43,9 @@ final class ExecuTorchRuntime implements ModelRuntime, Closeable {
 
     private final Module inference;
     private final TrainingModule training;
-    private final List<String> inputNames = new ArrayList<String>();
+    private final List<String> inputNames = new ArrayList<String>(); // personalisation inputs, in order
+    private final List<EValue> frozenInference = new ArrayList<EValue>(); // after them, in the program's order
+    private final List<EValue> frozenTraining = new ArrayList<EValue>(); // after (x, y)
     private final int maxBatch;
     private final int nFeatures;
     private final ItemVectors itemVectors; // null: the programs embed the item code themselves
@@ -51,20 +57,39 @@ final class ExecuTorchRuntime implements ModelRuntime, Closeable {
     ExecuTorchRuntime(Bundle bundle, Engine engine) throws FedPAException {
         itemVectors = engine.itemVectors();
         itemColumn = engine.config().itemColumn;
+        FrozenWeights frozen = engine.frozen();
         try {
             JSONObject programs = bundle.manifest().programs;
             JSONObject inf = programs.getJSONObject("inference");
             JSONArray inputs = inf.getJSONArray("inputs");
             for (int i = 1; i < inputs.length(); i++) { // input 0 is x
-                inputNames.add(inputs.getJSONObject(i).getString("name"));
+                JSONObject in = inputs.getJSONObject(i);
+                if (!"frozen".equals(in.optString("group"))) {
+                    inputNames.add(in.getString("name"));
+                }
             }
             maxBatch = inf.optInt("max_batch", 1024);
             nFeatures = bundle.manifest().config.nFeatures();
             inference = Module.load(bundle.file(inf.getString("file")).getAbsolutePath());
             training = TrainingModule.load(bundle.file(programs.getJSONObject("training").getString("file")).getAbsolutePath());
+            // after loading: a phone without the native library fails there, with its own notice
+            for (String name : FrozenWeights.declared(bundle.manifest(), "inference").keySet()) {
+                frozenInference.add(frozenValue(frozen, name));
+            }
+            for (String name : FrozenWeights.declared(bundle.manifest(), "training").keySet()) {
+                frozenTraining.add(frozenValue(frozen, name));
+            }
         } catch (Exception e) {
             throw new BundleException("cannot load the ExecuTorch programs: " + e.getMessage(), e);
         }
+    }
+
+    private static EValue frozenValue(FrozenWeights frozen, String name) throws BundleException {
+        org.fedpa.core.Tensor t = frozen.byName.get(name);
+        if (t == null) {
+            throw new BundleException("backbone.safetensors has no frozen input '" + name + "'");
+        }
+        return EValue.from(Tensor.fromBlob(t.data(), longs(t.shape())));
     }
 
     @Override
@@ -75,7 +100,7 @@ final class ExecuTorchRuntime implements ModelRuntime, Closeable {
     @Override
     public float[] score(long[] x, int n, Map<String, org.fedpa.core.Tensor> params) {
         float[] out = new float[n];
-        EValue[] args = new EValue[1 + inputNames.size()];
+        EValue[] args = new EValue[1 + inputNames.size() + frozenInference.size()];
         int vectorArg = -1;
         for (int i = 0; i < inputNames.size(); i++) {
             if (ITEM_VECTOR.equals(inputNames.get(i))) {
@@ -84,6 +109,9 @@ final class ExecuTorchRuntime implements ModelRuntime, Closeable {
             }
             org.fedpa.core.Tensor t = params.get(inputNames.get(i));
             args[1 + i] = EValue.from(Tensor.fromBlob(t.data(), longs(t.shape())));
+        }
+        for (int i = 0; i < frozenInference.size(); i++) {
+            args[1 + inputNames.size() + i] = frozenInference.get(i);
         }
         for (int start = 0; start < n; start += maxBatch) {
             int b = Math.min(maxBatch, n - start);
@@ -126,11 +154,15 @@ final class ExecuTorchRuntime implements ModelRuntime, Closeable {
             buf.rewind();
             buf.put(mine.data());
         }
-        EValue xv = EValue.from(Tensor.fromBlob(x, new long[] {n, nFeatures}));
-        EValue yv = EValue.from(Tensor.fromBlob(y, new long[] {n}));
-        EValue[] out = itemVectors == null ? training.executeForwardBackward(METHOD, xv, yv)
-                : training.executeForwardBackward(METHOD, xv, yv, EValue.from(Tensor.fromBlob(
-                        itemVectors.rows(x, n, nFeatures, itemColumn), new long[] {n, itemVectors.dim()})));
+        List<EValue> args = new ArrayList<EValue>();
+        args.add(EValue.from(Tensor.fromBlob(x, new long[] {n, nFeatures})));
+        args.add(EValue.from(Tensor.fromBlob(y, new long[] {n})));
+        if (itemVectors != null) {
+            args.add(EValue.from(Tensor.fromBlob(itemVectors.rows(x, n, nFeatures, itemColumn),
+                    new long[] {n, itemVectors.dim()})));
+        }
+        args.addAll(frozenTraining);
+        EValue[] out = training.executeForwardBackward(METHOD, args.toArray(new EValue[0]));
         float loss = out[0].toTensor().getDataAsFloatArray()[0];
         Map<String, Tensor> gradients = training.namedGradients(METHOD);
         List<float[]> values = new ArrayList<float[]>();
