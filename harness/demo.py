@@ -147,15 +147,12 @@ def run_demo(config: DemoConfig, *, say: Say | None = None,
     report.fm_only = dict(student.metrics["private_test"])
 
     privacy = None
-    if config.ldp:
+    if config.ldp:  # σ is the smallest whose `rounds` uploads spend at most ε: the budget fits them exactly
         sigma = noise_multiplier_for(config.epsilon, config.rounds, delta=config.delta)
         privacy = PrivacyConfig(mechanism="gaussian", clip_norm=config.clip_norm, noise_multiplier=sigma,
-                                delta=config.delta, epsilon_budget=config.epsilon * (1 + 1e-9))
+                                delta=config.delta, epsilon_budget=config.epsilon)
         report.noise_multiplier = sigma
-    settings = (PrivacySettings(mechanism="gaussian", clip_norm=config.clip_norm,
-                                noise_multiplier=privacy.noise_multiplier, delta=config.delta,
-                                epsilon_budget=config.epsilon)
-                if privacy else PrivacySettings(mechanism="none", noise_multiplier=0.0))
+    settings = PrivacySettings.requesting(privacy, rounds=config.rounds)  # the one LDP config, as the bundle asks it
     with _stage("export bundle", secs, say):
         built = build_bundle(student.model, ds.schema, out / "bundle", model_id=config.model_id,
                              adapter=adapter_config_for(ds.schema, gate_mode="residual"), privacy=settings,
