@@ -38,7 +38,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from edge.client import AggregatorClient, Refused, ServerUnreachable
+from edge.client import AggregatorClient, DeviceToken, Refused, ServerUnreachable
 from edge.programs import LocalPrograms
 from edge.store import AppliedPrivacy, DeviceState, LocalStore, PendingUpload
 from fedpa.errors import BundleError, ConfigError, PrivacyBudgetError, PrivacyPolicyError
@@ -99,10 +99,22 @@ class Device:
         self._etag: str | None = None
         self._cached: tuple[int, str | None] | None = None  # (version, etag) in the store's shared.safetensors
         self._needs_setup = False
-        if store.state.token:
-            client.token = store.state.token
+        st = store.state
+        if st.token:
+            client.token = st.token
+            if st.device_id is not None and st.token_issued_at is not None:  # rotation needs when it was issued
+                client.identity = DeviceToken(st.device_id, st.token, st.token_issued_at, st.token_expires_at)
+                client.model_id = st.model_id
+        client.on_token = self._token_changed
 
     # ------------------------------------------------------------------ setup
+
+    def _token_changed(self, token: DeviceToken) -> None:
+        """Persist a rotated (or re-registered) token at once: the old one stops working."""
+        st = self.store.state
+        st.device_id, st.token = token.device_id, token.token
+        st.token_issued_at, st.token_expires_at = token.issued_at, token.expires_at
+        self.store.commit()
 
     @property
     def state(self) -> DeviceState:
