@@ -102,8 +102,12 @@ class Device:
         st = store.state
         if st.token:
             client.token = st.token
-            if st.device_id is not None and st.token_issued_at is not None:  # rotation needs when it was issued
-                client.identity = DeviceToken(st.device_id, st.token, st.token_issued_at, st.token_expires_at)
+            if st.device_id is not None:
+                # A store written before expiries were kept has no issue time: its token is never
+                # rotated, only replaced by registering again once the server says it expired.
+                issued = st.token_issued_at
+                client.identity = DeviceToken(st.device_id, st.token, 0.0 if issued is None else issued,
+                                              None if issued is None else st.token_expires_at)
                 client.model_id = st.model_id
         client.on_token = self._token_changed
 

@@ -222,3 +222,19 @@ def test_a_new_token_is_persisted_at_once_and_restored_with_its_expiry(make_devi
     assert reopened.client.token == "fpd_rotated" and reopened.client.identity == rotated
     assert reopened.client.model_id == "tiny"
     assert reopened.client.identity.rotation_due(1750.0) and not reopened.client.identity.rotation_due(1749.0)
+
+
+def test_a_store_without_token_times_is_never_rotated_but_can_re_register(make_device):
+    from edge.client import AggregatorClient
+    from edge.device import Device
+    from tests.edge.conftest import FakePrograms
+
+    device = make_device()
+    device.state.token_issued_at = device.state.token_expires_at = None  # as written before expiries were kept
+    device.store.commit()
+
+    reopened = Device(LocalStore.open(device.store.root), AggregatorClient("http://fake"), model_id="tiny",
+                      programs=FakePrograms)
+    identity = reopened.client.identity
+    assert identity is not None and identity.token == device.state.token and identity.expires_at is None
+    assert not identity.rotation_due(1e12) and reopened.client.model_id == "tiny"
