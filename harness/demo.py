@@ -11,7 +11,7 @@ Local training is the device's (``fedpa.schedule.LocalTraining``: 5 epochs, batc
 The LDP clip norm C = 0.1 was chosen on the synthetic data's **validation** split
 (``benchmarks/bench_demo_lr.py``, docs/RESULTS.md §9): every upload carries noise σ·C per
 coordinate, which the server's group means accumulate round after round; at C = 0.5 it pulled
-validation GAUC from 0.701 to 0.60–0.65 by round 5 (and a device's lr-1.0 run occasionally
+validation GAUC from 0.701 to 0.60–0.66 by round 5 (and a device's lr-1.0 run occasionally
 diverged on that state), at C = 0.1 it stays at 0.70. At ε = 8 (δ = 1e-5) and 201 devices the
 5 rounds add little over the distilled student (+0.001–0.004 test GAUC): the report says so.
 
