@@ -73,7 +73,7 @@ def demo_fleet(out: Path = Path("runs/bench-edge"), devices: int = 200, rounds: 
 
     ds = load_dataset("synthetic", seed=seed)
     sigma = noise_multiplier_for(8.0, rounds)
-    privacy = PrivacyConfig(clip_norm=0.5, noise_multiplier=sigma, epsilon_budget=8.0 + 1e-9)
+    privacy = PrivacyConfig(clip_norm=0.5, noise_multiplier=sigma, epsilon_budget=8.0)
     db = (out / "fleet.db").resolve()
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)

@@ -39,7 +39,8 @@ from fedpa.wire import (
     encode_groups,
 )
 
-__all__ = ["AggregatorClient", "Refused", "RetryPolicy", "ServerUnreachable", "StateDownload"]
+__all__ = ["ROTATE_AT", "AggregatorClient", "DeviceToken", "Refused", "RetryPolicy", "ServerUnreachable",
+           "StateDownload"]
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,23 @@ class StateDownload:
 
 
 _RETRY_STATUS = {408, 429, 500, 502, 503, 504}  # 408: the server timed out a slow body
+_REGISTER, _ROTATE = "/v1/devices", "/v1/devices/token"
+# A device token is rotated once this fraction of its lifetime has passed: early enough that a
+# device offline for a while still finds it valid, late enough not to rotate on every call.
+ROTATE_AT = 0.75
+
+
+@dataclass(frozen=True)
+class DeviceToken:
+    """A device's bearer token, when it was received and when the server stops accepting it."""
+
+    device_id: str
+    token: str
+    issued_at: float  # the device's clock when the token arrived
+    expires_at: float | None  # the server's ``expires_at`` (unix time); None: never
+
+    def rotation_due(self, now: float) -> bool:
+        return self.expires_at is not None and now >= self.issued_at + ROTATE_AT * (self.expires_at - self.issued_at)
 
 
 class AggregatorClient:
@@ -107,9 +125,16 @@ class AggregatorClient:
 
     def __init__(self, base_url: str, *, token: str | None = None, http: httpx.Client | None = None,
                  retry: RetryPolicy | None = None, timeout: float = 30.0,
-                 sleep: Callable[[float], None] = time.sleep, seed: int | None = None) -> None:
+                 sleep: Callable[[float], None] = time.sleep, seed: int | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
+        # Set by register()/rotate_token() or by a device restoring its store: with it, the client
+        # rotates the token before it expires and re-registers when the server says it expired.
+        self.identity: DeviceToken | None = None
+        self.model_id: str | None = None  # the model registered for (re-registration)
+        self.on_token: Callable[[DeviceToken], None] | None = None  # a device persists every new token
+        self._clock = clock
         self._own_http = http is None
         self.http = http or httpx.Client(timeout=timeout)
         self.retry = retry or RetryPolicy()
@@ -132,7 +157,29 @@ class AggregatorClient:
 
     def request(self, method: str, path: str, *, token: str | None = None, ok: tuple[int, ...] = (200,),
                 **kwargs: Any) -> httpx.Response:
-        """One call with retries; returns a response whose status is in ``ok`` or raises."""
+        """One call with retries; returns a response whose status is in ``ok`` or raises.
+
+        With the device's own token (``identity``): rotated first when 3/4 of its lifetime has
+        passed, and on 401 ``token_expired`` (the device was offline past ``expires_at``; an
+        expired token cannot rotate) the device registers again for its model and the call is
+        sent once more — where registration needs credentials the client does not hold
+        (enrollment keys, admin-issued tokens), that registration's refusal is raised.
+        """
+        own = token is None and self.identity is not None and self.token == self.identity.token
+        if own and path not in (_REGISTER, _ROTATE) and self.identity is not None \
+                and self.identity.rotation_due(self._clock()):
+            self.rotate_token()
+        try:
+            return self._send(method, path, token=token, ok=ok, **kwargs)
+        except Refused as exc:
+            if not (own and exc.code == ErrorCode.TOKEN_EXPIRED and self.model_id and path != _REGISTER):
+                raise
+            log.warning("device token expired (%s); registering again for model %s", exc.detail, self.model_id)
+            self.token = None  # the expired token is no credential for registering
+            self.register(self.model_id)
+            return self._send(method, path, token=None, ok=ok, **kwargs)
+
+    def _send(self, method: str, path: str, *, token: str | None, ok: tuple[int, ...], **kwargs: Any) -> httpx.Response:
         url = f"{self.base_url}{path}"
         headers = dict(kwargs.pop("headers", {}) or {})
         auth = token or self.token
@@ -180,9 +227,26 @@ class AggregatorClient:
 
     def register(self, model_id: str) -> tuple[str, str]:
         """A new device identity scoped to ``model_id``; stores the token for later calls."""
-        body = self.request_json("POST", "/v1/devices", json={"model_id": model_id}, ok=(200, 201))
-        self.token = body["token"]
-        return body["device_id"], body["token"]
+        body = self.request_json("POST", _REGISTER, json={"model_id": model_id}, ok=(200, 201))
+        self.model_id = model_id
+        identity = self._new_token(body)
+        return identity.device_id, identity.token
+
+    def rotate_token(self) -> DeviceToken:
+        """Replace the device token by a fresh one (``POST /v1/devices/token``, new ``expires_at``)."""
+        return self._new_token(self.request_json("POST", _ROTATE, ok=(200, 201)))
+
+    def _new_token(self, body: Mapping[str, Any]) -> DeviceToken:
+        try:
+            expires = body.get("expires_at")
+            identity = DeviceToken(device_id=str(body["device_id"]), token=str(body["token"]),
+                                   issued_at=self._clock(), expires_at=None if expires is None else float(expires))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SyncError(f"{self.base_url}: the token answer lacks device_id/token/expires_at ({exc!r})") from exc
+        self.token, self.identity = identity.token, identity
+        if self.on_token is not None:
+            self.on_token(identity)
+        return identity
 
     def manifest(self, model_id: str) -> dict[str, Any]:
         return self.request_json("GET", f"/v1/models/{model_id}")

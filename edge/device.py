@@ -8,7 +8,9 @@ A round on a device (docs/design.md §3, §4):
    accountant composes what this device actually applied to every upload it ever sent (the
    store's ledger), at the device's δ and budget (:class:`~fedpa.privacy.DevicePolicy`);
 3. train private adapter + gate + group adapters with the bundle's **training program**
-   (ExecuTorch runtime), mini-batches from :func:`fedpa.schedule.local_batches`;
+   (ExecuTorch runtime), mini-batches from :func:`fedpa.schedule.local_batches`; a run that
+   diverged (:func:`fedpa.schedule.diverged_run`) is discarded: the adapters stay as they were
+   and the round's update is zero (still clipped and noised, so it looks like any other);
 4. deltas of the shared tensors only → clip to C → noise (``fedpa.privacy.clip_and_noise``, a fresh
    OS-entropy generator per upload unless a simulation passes ``noise_seed``);
 5. stage the upload in the local store (ε charged here, once), then POST it; on 2xx the round's
@@ -36,7 +38,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from edge.client import AggregatorClient, Refused, ServerUnreachable
+from edge.client import AggregatorClient, DeviceToken, Refused, ServerUnreachable
 from edge.programs import LocalPrograms
 from edge.signals import item_vectors_for
 from edge.store import AppliedPrivacy, DeviceState, LocalStore, PendingUpload
@@ -44,7 +46,7 @@ from fedpa.errors import BundleError, ConfigError, PrivacyBudgetError, PrivacyPo
 from fedpa.manifest import Manifest, read_manifest
 from fedpa.privacy import UNBOUNDED, DevicePolicy, PrivacyConfig, clip_and_noise, report_example_count, secure_rng
 from fedpa.protocol import UpdateMeta, UpdatePrivacy
-from fedpa.schedule import LocalTraining, round_rng
+from fedpa.schedule import LocalTraining, diverged_run, round_rng
 from fedpa.signing import PublicKey, verify_bundle_signature
 from fedpa.wire import ALL_VALUES, MANIFEST_NAME, ErrorCode, encode_update
 
@@ -66,6 +68,7 @@ class RoundResult:
     bytes_down: int = 0
     clip_norm_before: float = float("nan")
     skipped_steps: int = 0  # local SGD steps not applied: non-finite loss or gradient
+    discarded: str = ""  # why the local run diverged and was not used (fedpa.schedule.diverged_run); "" if used
     receipt: dict[str, Any] = field(default_factory=dict)
     detail: str = ""
 
@@ -97,10 +100,26 @@ class Device:
         self._etag: str | None = None
         self._cached: tuple[int, str | None] | None = None  # (version, etag) in the store's shared.safetensors
         self._needs_setup = False
-        if store.state.token:
-            client.token = store.state.token
+        st = store.state
+        if st.token:
+            client.token = st.token
+            if st.device_id is not None:
+                # A store written before expiries were kept has no issue time: its token is never
+                # rotated, only replaced by registering again once the server says it expired.
+                issued = st.token_issued_at
+                client.identity = DeviceToken(st.device_id, st.token, 0.0 if issued is None else issued,
+                                              None if issued is None else st.token_expires_at)
+                client.model_id = st.model_id
+        client.on_token = self._token_changed
 
     # ------------------------------------------------------------------ setup
+
+    def _token_changed(self, token: DeviceToken) -> None:
+        """Persist a rotated (or re-registered) token at once: the old one stops working."""
+        st = self.store.state
+        st.device_id, st.token = token.device_id, token.token
+        st.token_issued_at, st.token_expires_at = token.issued_at, token.expires_at
+        self.store.commit()
 
     @property
     def state(self) -> DeviceState:
@@ -272,8 +291,17 @@ class Device:
         t = self.training
         round_index = self.state.rounds_completed + self.state.refused  # this device's n-th training round
         batches = t.batches(len(y), round=round_index)
-        trained, loss, skipped = self.programs.train({**self.private(), **shared}, x, y, batches, lr=t.lr,
+        start = {**self.private(), **shared}
+        trained, loss, skipped = self.programs.train(start, x, y, batches, lr=t.lr,
                                                      item_vector=self.item_vectors(x))
+        discarded = diverged_run(loss, skipped, trained)
+        if discarded is not None:
+            # Keep the previous adapters and send a zero change. Under LDP it is still clipped and
+            # noised like any upload: the server cannot tell it apart (skipping the upload would
+            # reveal a data-dependent event the accountant does not cover), and ε is charged as usual.
+            log.warning("device %s: local run diverged (%s); previous adapters kept, zero update sent",
+                        self.state.device_id, discarded)
+            trained = start
         deltas = spec.from_params({p: trained[p] - shared[p] for p in shared}, groups=self.state.groups)
         rng = (round_rng(self.noise_seed, t.client, round_index, stream=1) if self.noise_seed is not None
                else secure_rng())
@@ -283,8 +311,7 @@ class Device:
                           base_version=base_version, groups=self.state.groups,
                           example_count=report_example_count(len(y)), nonce=nonce, privacy=privacy)
         body = encode_update(upload, meta)
-        private_names = set(self.private())
-        new_private = {p: v for p, v in trained.items() if p in private_names}
+        new_private = {p: trained[p] for p in start if p not in shared}
         # without LDP there is no finite ε to claim: the device records it as infinite
         spent = eps if applied is not None and applied.mechanism != "none" else math.inf
         record: AppliedPrivacy = {"mechanism": privacy.mechanism, "noise_multiplier": privacy.noise_multiplier,
@@ -294,6 +321,7 @@ class Device:
         self.store.stage_upload(pending, body, new_private)
         result = self._send_pending()
         result.loss, result.clip_norm_before, result.skipped_steps = loss, norm, skipped
+        result.discarded = discarded or ""
         return result
 
     def _applied(self) -> PrivacyConfig | None:

@@ -113,6 +113,8 @@ class DeviceState:
     model_version: int | None = None
     device_id: str | None = None
     token: str | None = None
+    token_issued_at: float | None = None  # this device's clock when the token arrived
+    token_expires_at: float | None = None  # the server's expiry of the token (None: never, or not known)
     rounds_completed: int = 0  # rounds whose upload the server accepted
     uploads_sent: int = 0  # noised updates that left the device (the accountant's count)
     epsilon_spent: float = 0.0  # at the δ the device accounted with when it last uploaded

@@ -107,9 +107,20 @@ class PrivacySettings(BaseModel):
         """A bundle's request that devices apply ``config`` over ``rounds`` uploads (None: no LDP)."""
         if config is None:
             return cls(mechanism="none", noise_multiplier=0.0, rounds=rounds)
+        budget = config.epsilon_budget
         return cls(mechanism=config.mechanism, clip_norm=config.clip_norm,
                    noise_multiplier=config.upload.noise_multiplier, delta=config.delta,
-                   epsilon_budget=config.epsilon_budget, rounds=rounds)
+                   epsilon_budget=None if budget is None else _stated_budget(budget), rounds=rounds)
+
+
+def _stated_budget(epsilon: float) -> float:
+    """An ε budget as a person states it: 6 significant digits.
+
+    A budget is a policy number (8, 0.5, 1.25), not a measurement; float arithmetic on the way to
+    the bundle (a tolerance factor, a unit conversion) must not turn a request for ε = 8 into
+    8.000000008 in the manifest. σ and C are not rounded: the device applies them exactly.
+    """
+    return float(f"{epsilon:.6g}")
 
 
 class Manifest(BaseModel):

@@ -15,13 +15,18 @@ Usage: ``for idx in LocalTraining(client=7).batches(n, round=3): ...``.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from fedpa.errors import ConfigError
 
-__all__ = ["LocalTraining", "local_batches", "round_rng"]
+__all__ = ["DIVERGED_LOSS", "LocalTraining", "diverged_run", "local_batches", "round_rng"]
+
+# A local run's mean loss (binary cross-entropy, nats) above this means it diverged: its average
+# probability for the true label is below e^-10, far worse than a constant guess (ln 2 ≈ 0.69).
+DIVERGED_LOSS = 10.0
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,25 @@ class LocalTraining:
         """This client's mini-batches of ``n`` rows in round ``round`` (:func:`local_batches`)."""
         return local_batches(n, batch_size=self.batch_size, epochs=self.epochs, seed=self.seed, client=self.client,
                              round=round)
+
+
+def diverged_run(loss: float, skipped_steps: int, tensors: Mapping[str, np.ndarray]) -> str | None:
+    """Why a local run's result must not be used, or None when it may.
+
+    A run diverged when any step met a non-finite loss or gradient (the trainer skipped it: the
+    tensors had already left the region where SGD at this lr is stable), when its mean loss is not
+    finite or above :data:`DIVERGED_LOSS`, or when a trained tensor is not finite. Such a run's
+    tensors are garbage for the device's own ranking and, as an upload, only noise the server
+    would average into every group member's state; the device keeps what it had (edge/device.py).
+    """
+    if skipped_steps:
+        return f"{skipped_steps} step(s) met a non-finite loss or gradient"
+    if not (math.isfinite(loss) and loss <= DIVERGED_LOSS):
+        return f"mean local loss {loss:.4g} is not finite or above {DIVERGED_LOSS:g} nats"
+    bad = sorted(name for name, a in tensors.items() if not np.isfinite(a).all())
+    if bad:
+        return f"trained tensor(s) {bad[:3]} hold NaN or infinite values"
+    return None
 
 
 def round_rng(seed: int, client: int, round: int, *, stream: int = 0) -> np.random.Generator:

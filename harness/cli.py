@@ -149,3 +149,7 @@ def distill(
 def main() -> None:
     """Entry point (``fedpa``); bad input becomes one ``error:`` line (see :mod:`fedpa.cli_common`)."""
     app()
+
+
+if __name__ == "__main__":  # `python -m harness.cli …`: the same command from a source tree
+    main()

@@ -137,9 +137,10 @@ def fleet(
         console.print(f"[yellow]{report.budget_refusals} device-rounds refused: those devices' ε budget is spent "
                       "(they keep it across runs; --fresh starts new devices)[/yellow]")
     if report.diverged_rounds:
-        console.print(f"[yellow]local training diverged in round(s) {report.diverged_rounds} (mean loss above "
-                      f"{DIVERGED_LOSS:g} or not finite): lower --lr, or raise --clip-norm or the ε budget so the "
-                      "shared state carries less noise[/yellow]")
+        console.print(f"[yellow]{report.discarded_runs} local run(s) diverged in round(s) {report.diverged_rounds} "
+                      f"(a non-finite step, or mean loss above {DIVERGED_LOSS:g}) and were discarded (adapters kept, "
+                      "zero update sent): lower --lr, or lower --clip-norm (the LDP noise added per upload is σ·C) "
+                      "or raise the ε budget so the shared state carries less noise[/yellow]")
     for line in report.errors[:10]:
         console.print(f"[yellow]{line}[/yellow]")
     if json_out:
@@ -154,3 +155,7 @@ app.callback()(device._main)
 app.command()(device.run)
 app.command()(fleet)
 app.command()(device.recommend)
+
+
+if __name__ == "__main__":  # `python -m harness.edge_cli …`: the same command from a source tree
+    app()

@@ -37,7 +37,7 @@ from fedpa.errors import BundleError, FedPAError, SyncError
 from fedpa.manifest import read_manifest
 from fedpa.metrics import evaluate
 from fedpa.privacy import DevicePolicy, PrivacyConfig
-from fedpa.schedule import LocalTraining
+from fedpa.schedule import DIVERGED_LOSS, LocalTraining  # DIVERGED_LOSS: re-exported for the CLI
 from fedpa.signing import PublicKey
 from fedpa.wire import MANIFEST_NAME
 
@@ -50,10 +50,6 @@ __all__ = ["DIVERGED_LOSS", "FleetConfig", "FleetReport", "ProgramCache", "build
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
-# A round's mean local loss (binary cross-entropy, nats) above this means training diverged: the
-# devices' average probability for the true label is below e^-10, far worse than a constant guess
-# (ln 2 ≈ 0.69). Reported as divergence rather than printed as a number.
-DIVERGED_LOSS = 10.0
 
 
 @dataclass(frozen=True)
@@ -88,7 +84,8 @@ class FleetReport:
     bytes_down: int = 0
     epsilon_max: float = 0.0
     failed_rounds: int = 0
-    diverged_rounds: list[int] = field(default_factory=list)  # mean loss non-finite or > DIVERGED_LOSS
+    diverged_rounds: list[int] = field(default_factory=list)  # rounds where some device's local run diverged
+    discarded_runs: int = 0  # device-rounds whose diverged local run the device discarded (zero update sent)
     budget_refusals: int = 0  # device-rounds not run because the device's ε budget was spent
     resumed: int = 0  # devices whose store was kept from an earlier run
     errors: list[str] = field(default_factory=list)
@@ -240,23 +237,26 @@ def run_fleet(ds: Dataset, root: str | Path, config: FleetConfig, *, http: httpx
                 if uploaded:  # nothing to wait for when every device refused (budget spent) or failed
                     status = _wait_for_version(observer, config.model_id, before, config.round_timeout_s)
                 statuses = [r_.status if isinstance(r_, RoundResult) else "error" for r_ in results]
-                losses = [x.loss for x in results if isinstance(x, RoundResult) and np.isfinite(x.loss)]
+                ran = [x for x in results if isinstance(x, RoundResult) and x.status != "skipped"]
+                discarded = [x for x in ran if x.discarded]
+                losses = [x.loss for x in ran if not x.discarded and np.isfinite(x.loss)]  # the runs that were used
                 row: dict[str, Any] = {
                     "round": r, "state_version": status["state_version"],
                     "closed": status["state_version"] > before,
                     "statuses": {s: statuses.count(s) for s in sorted(set(statuses))},
                     "loss": float(np.mean(losses)) if losses else float("nan"),  # nan: no device trained
                     "skipped_steps": sum(x.skipped_steps for x in results if isinstance(x, RoundResult)),
+                    "discarded_runs": len(discarded),
+                    "max_loss": max((x.loss for x in ran), default=float("nan")),  # diverged runs included
                 }
                 if not row["closed"] or row["statuses"].get("accepted", 0) == 0:
                     report.failed_rounds += 1
-                trained = [x.loss for x in results if isinstance(x, RoundResult) and x.status != "skipped"]
-                row["diverged"] = bool(trained) and not (bool(np.all(np.isfinite(trained)))
-                                                         and float(np.mean(trained)) <= DIVERGED_LOSS)
+                row["diverged"] = bool(discarded)  # each device judged its own run (fedpa.schedule.diverged_run)
+                report.discarded_runs += len(discarded)
                 if row["diverged"]:
                     report.diverged_rounds.append(r)
-                    log.warning("round %d: local training diverged (mean loss %s, %d steps skipped)", r,
-                                row["loss"], row["skipped_steps"])
+                    log.warning("round %d: %d local run(s) diverged and were discarded (max loss %s, %d steps "
+                                "skipped)", r, len(discarded), row["max_loss"], row["skipped_steps"])
                 if config.evaluate:
                     row.update(_evaluate(members, pool))
                     if row["val"]["auc"] > best_auc:

@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     # Per-device token bucket, held in the database so it is exact across workers; 0 disables.
     rate_limit_per_minute: float = Field(60.0, ge=0)
     rate_limit_burst: int = Field(10, ge=1)
+    # Per-device token bucket of item-table lookups, per worker (a read path: no database write); 0 disables.
+    # A device ranks up to 1,024 candidates per lookup; the fleet and the apps make a few per round.
+    lookup_rate_per_minute: float = Field(600.0, ge=0)
+    lookup_burst: int = Field(120, ge=1)
     # Device-token lookups are cached per worker this long; a revoked token lives at most this.
     token_cache_s: float = Field(10.0, ge=0)
 

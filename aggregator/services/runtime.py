@@ -18,6 +18,7 @@ from aggregator.services.catalog import Catalog
 from aggregator.services.devices import TokenCache
 from aggregator.services.intake import Intake, Limits
 from aggregator.services.items import ItemTableCache
+from aggregator.services.lookup_limits import LookupLimits
 from aggregator.services.rounds import aggregate_model, due_models, scrub_payloads
 from aggregator.services.scheduler import Scheduler
 
@@ -34,6 +35,7 @@ class Runtime:
     metrics: Metrics
     limits: Limits
     item_tables: ItemTableCache = field(default_factory=ItemTableCache)
+    lookup_limits: LookupLimits = field(default_factory=lambda: LookupLimits(per_minute=0, burst=1))
     scheduler: Scheduler = field(init=False)
     intake: Intake = field(init=False)
 
@@ -42,7 +44,9 @@ class Runtime:
         db = Database(settings)
         runtime = cls(settings=settings, db=db, catalog=Catalog(), tokens=TokenCache(db, ttl_s=settings.token_cache_s),
                       states=StateCache(), metrics=Metrics(),
-                      limits=Limits(per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst))
+                      limits=Limits(per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst),
+                      lookup_limits=LookupLimits(per_minute=settings.lookup_rate_per_minute,
+                                                 burst=settings.lookup_burst))
         runtime.intake = Intake(db, runtime.catalog, runtime.limits, max_batch=settings.intake_max_batch,
                                 committers=settings.intake_committers, max_queue=settings.intake_max_queue,
                                 max_queue_bytes=settings.intake_max_queue_bytes,

@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
-from agg_helpers import ADMIN, ADMIN_TOKEN, MODEL_ID, publish, register, write_bundle
+from agg_helpers import ADMIN, ADMIN_TOKEN, MODEL_ID, aggregator_process, make_update, publish, register, write_bundle
 
+from aggregator.core.config import Settings
 from aggregator.services.items import MAX_LOOKUP_BATCH
 from fedpa.data.schema import CategoricalFeature, FeatureSchema
 from fedpa.runtime.items import ItemColumn, ItemRows, ItemTableFile, ItemTableMeta, expected_columns
@@ -156,3 +158,35 @@ def test_edge_client_batches_and_caches_by_version(app_client, tmp_path: Path) -
     assert columns["item_code"].tolist() == [2]
     age2 = next(j for j, c in enumerate(expected_columns(SCHEMA)) if c.feature == "item_ctr_age" and c.group_value == 2)
     assert columns["item_ctr_age"].tolist() == [int(refreshed.codes[0, age2])]
+
+
+def test_a_device_flooding_lookups_gets_429_and_no_other_device_notices(sqlite_url, tmp_path: Path) -> None:
+    """Default settings, a real uvicorn server: a hostile device's lookup flood empties only its own
+    bucket; another device's lookups and uploads go through meanwhile, and the admin is not limited."""
+    defaults = Settings()
+    batch = [f"v{i % 5}" for i in range(MAX_LOOKUP_BATCH)]  # the largest lookup a device may send
+    env = {"FEDPA_RATE_LIMIT_PER_MINUTE": str(defaults.rate_limit_per_minute)}  # the default upload limit too
+    with aggregator_process(sqlite_url, env=env) as server, httpx.Client(base_url=server.url, timeout=30) as http:
+        publish_model(http, tmp_path / "b")
+        assert post_table(http, item_table(1)).status_code == 201
+        hostile, honest = register(http), register(http)
+        url = f"/v1/models/{MODEL_ID}/items/lookup"
+
+        answers: list[httpx.Response] = []
+        while len(answers) < 20 * defaults.lookup_burst and 429 not in [r.status_code for r in answers[-1:]]:
+            answers.append(http.post(url, json={"item_ids": batch}, headers=hostile))  # as fast as it can
+        lookups = [http.post(url, json={"item_ids": ["v2", "nope"]}, headers=honest) for _ in range(20)]
+        body, _ = make_update({"age": 1, "region": 0}, seed=1)
+        upload = http.post(f"/v1/models/{MODEL_ID}/updates", content=body, headers=honest)
+        admin = http.post(url, json={"item_ids": ["v2"]}, headers=ADMIN)
+
+    codes = [r.status_code for r in answers]
+    assert codes[: defaults.lookup_burst] == [200] * defaults.lookup_burst  # a generous burst first…
+    refused = answers[-1]  # …then the bucket refills at its rate only, and the flood outruns it
+    assert refused.status_code == 429, codes[-5:]
+    assert refused.json()["error"] == "rate_limited" and "item lookups/minute" in refused.json()["detail"]
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert [r.status_code for r in lookups] == [200] * 20
+    assert ItemRows.decode(lookups[-1].content).known.tolist() == [True, False]
+    assert upload.status_code == 202, upload.text
+    assert admin.status_code == 200

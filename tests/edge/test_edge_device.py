@@ -206,3 +206,35 @@ def test_noise_std_is_sigma_times_c_within_sampling_error(make_device, fake_serv
     assert abs(noise.std() - sigma * clip) < 4 * standard_error + bias
     assert abs(noise.mean()) < 4 * sigma * clip / np.sqrt(n) + bias
     assert len(read_manifest(device.bundle_dir).shared_state.tensors) > 0
+
+
+def test_a_new_token_is_persisted_at_once_and_restored_with_its_expiry(make_device, fake_server, tmp_path):
+    from edge.client import AggregatorClient, DeviceToken
+    from edge.device import Device
+    from tests.edge.conftest import FakePrograms
+
+    device = make_device()
+    rotated = DeviceToken(device_id=device.state.device_id, token="fpd_rotated", issued_at=1000.0, expires_at=2000.0)
+    device.client.on_token(rotated)  # what the client does after a rotation or a re-registration
+
+    reopened = Device(LocalStore.open(device.store.root), AggregatorClient("http://fake"), model_id="tiny",
+                      programs=FakePrograms)
+    assert reopened.client.token == "fpd_rotated" and reopened.client.identity == rotated
+    assert reopened.client.model_id == "tiny"
+    assert reopened.client.identity.rotation_due(1750.0) and not reopened.client.identity.rotation_due(1749.0)
+
+
+def test_a_store_without_token_times_is_never_rotated_but_can_re_register(make_device):
+    from edge.client import AggregatorClient
+    from edge.device import Device
+    from tests.edge.conftest import FakePrograms
+
+    device = make_device()
+    device.state.token_issued_at = device.state.token_expires_at = None  # as written before expiries were kept
+    device.store.commit()
+
+    reopened = Device(LocalStore.open(device.store.root), AggregatorClient("http://fake"), model_id="tiny",
+                      programs=FakePrograms)
+    identity = reopened.client.identity
+    assert identity is not None and identity.token == device.state.token and identity.expires_at is None
+    assert not identity.rotation_due(1e12) and reopened.client.model_id == "tiny"

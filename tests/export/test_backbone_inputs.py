@@ -13,8 +13,8 @@ from export.verify import verify_bundle
 from fedpa.errors import BundleError
 from fedpa.manifest import sha256_file
 from fedpa.model import FedPARecommender, ParamGroup, external_item_vectors, parameter_groups
-from fedpa.personalise import load_tensors
 from fedpa.payload import decode_tensors, encode_tensors
+from fedpa.personalise import load_tensors
 from fedpa.runtime import Bundle
 from fedpa.runtime.programs import OnnxScorer, PteScorer, Trainer
 from fedpa.wire import BACKBONE_FILE, INFERENCE_ONNX, INFERENCE_PTE, TRAINING_PTE

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -204,3 +206,28 @@ def test_an_upload_without_ldp_declares_no_bound():
     assert (declared.mechanism, declared.noise_multiplier) == ("none", 0.0)
     assert declared.clip_norm == declared.epsilon_spent == UNBOUNDED  # finite JSON, never a claim of ε = 0
     assert PrivacySettings.requesting(None) == PrivacySettings(mechanism="none", noise_multiplier=0.0)
+
+
+@pytest.mark.parametrize(("epsilon", "rounds"), [(8.0, 5), (1.0, 30), (0.5, 1), (3.25, 7)])
+def test_a_budget_sized_sigma_fits_its_rounds_and_the_bundle_states_the_budget_asked(epsilon, rounds):
+    """The σ found for (ε, rounds) spends at most ε over exactly those rounds (no tolerance factor is
+    needed on the budget), and the bundle's request carries ε as asked, as JSON, without float leftovers."""
+    from fedpa.manifest import PrivacySettings
+    from fedpa.privacy import noise_multiplier_for
+
+    config = PrivacyConfig(clip_norm=0.5, noise_multiplier=noise_multiplier_for(epsilon, rounds),
+                           epsilon_budget=epsilon)
+    assert config.check_budget(rounds - 1) <= epsilon  # the last planned upload is allowed…
+    with pytest.raises(PrivacyBudgetError):
+        config.check_budget(rounds)  # …and one more is not
+    written = json.loads(PrivacySettings.requesting(config, rounds=rounds).model_dump_json())
+    assert written["epsilon_budget"] == epsilon and repr(written["epsilon_budget"]) == repr(epsilon)
+    assert written["rounds"] == rounds and written["noise_multiplier"] == config.noise_multiplier
+
+
+def test_the_bundle_request_states_a_budget_without_float_leftovers():
+    from fedpa.manifest import PrivacySettings
+
+    leftover = PrivacyConfig(noise_multiplier=3.0, epsilon_budget=8.0 * (1 + 1e-9))  # 8.000000008
+    assert PrivacySettings.requesting(leftover).epsilon_budget == 8.0
+    assert PrivacySettings.requesting(PrivacyConfig(noise_multiplier=3.0, epsilon_budget=0.125)).epsilon_budget == 0.125

@@ -107,7 +107,7 @@ def test_http_path_matches_the_simulation(world, sqlite_server, tmp_path):
 @pytest.mark.postgres
 def test_ldp_fleet_on_postgresql(world, tmp_path):
     sigma = noise_multiplier_for(8.0, 2)
-    privacy = PrivacyConfig(clip_norm=0.5, noise_multiplier=sigma, epsilon_budget=8.0 + 1e-9)
+    privacy = PrivacyConfig(clip_norm=0.5, noise_multiplier=sigma, epsilon_budget=8.0)
     with temporary_postgres_database(POSTGRES) as url, AggregatorProcess(
             database_url=url, log_file=tmp_path / "agg.log", env={"FEDPA_RATE_LIMIT_PER_MINUTE": "0"}) as server:
         world.publish(server, "fleet-pg", {"round_size": 30, "min_reporters": 3, "enforce_privacy": True},

@@ -58,12 +58,16 @@ async def status(model_id: str, _: ReaderDep, runtime: RuntimeDep) -> ItemTableS
 
 
 @router.post("/v1/models/{model_id}/items/lookup",
-             responses={**error_responses(401, 403, 404, 400, 413, 422),
+             responses={**error_responses(401, 403, 404, 400, 413, 422, 429),
                         200: {**_SAFETENSORS, "description": "ItemRows safetensors, one row per id, in order"}})
-async def lookup(model_id: str, body: ItemLookup, _: ReaderDep, runtime: RuntimeDep) -> Response:
+async def lookup(model_id: str, body: ItemLookup, principal: ReaderDep, runtime: RuntimeDep) -> Response:
     """Rows for a batch of candidates; headers ``X-FedPA-Table-Version``, ``X-FedPA-Model-Version``.
 
-    400 ``invalid_json`` for a body that is not JSON (as on every JSON route)."""
+    400 ``invalid_json`` for a body that is not JSON (as on every JSON route); 429 ``rate_limited``
+    with ``Retry-After`` past the device's lookup bucket (``LOOKUP_RATE_PER_MINUTE``; the admin
+    is not limited)."""
+    if principal.device is not None:  # before any work: a flood costs the server a dict update per request
+        runtime.lookup_limits.take(principal.device.pk)
     if len(body.item_ids) > MAX_LOOKUP_BATCH:
         raise PayloadTooLarge(f"{len(body.item_ids)} item ids in one lookup; at most {MAX_LOOKUP_BATCH} — "
                               "split the candidates into batches", code=ErrorCode.LOOKUP_BATCH_TOO_LARGE)
