@@ -28,9 +28,9 @@ DATA = Path(os.environ.get("FEDPA_DATA_DIR", Path(__file__).resolve().parents[2]
 DIRS = {"kuaisar-r": DATA / "kuaisar-r", "kuairand": DATA / "kuairand-pure", "synthetic": None}
 
 
-def run(dataset: str, seed: int) -> dict:
+def run(dataset: str, seed: int, features: str) -> dict:
     t0 = time.perf_counter()
-    ds = load_dataset(dataset, DIRS[dataset], seed=seed)
+    ds = load_dataset(dataset, DIRS[dataset], seed=seed, features=features)
     t_load = time.perf_counter() - t0
     t1 = time.perf_counter()
     teacher = pretrain(ds, seed=seed)
@@ -44,7 +44,8 @@ def run(dataset: str, seed: int) -> dict:
         "dataset": dataset, "seed": seed, "load_s": t_load, "pretrain_s": t_pre, "distill_s": t_dist,
         "pretrain_plus_distill_s": t_pre + t_dist,
         "rows": {k: {"params": v["parameters"], "best_epoch": v["best_epoch"], "test": v["private_test"],
-                     "open_val_auc": v["open_val"]["auc"]} for k, v in rows.items()},
+                     "open_val_auc": v["open_val"]["auc"], "open_val_gauc": v["open_val"]["gauc"]}
+                 for k, v in rows.items()},
     }
 
 
@@ -52,9 +53,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=["kuaisar-r", "kuairand"])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--features", default="base", choices=["base", "full"],
+                        help="model inputs (docs/RESULTS.md §1 is the base inputs; §9 the full ones)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "core.json")
     args = parser.parse_args()
-    results = [run(d, s) for d in args.datasets for s in range(args.seeds)]
+    results = [run(d, s, args.features) for d in args.datasets for s in range(args.seeds)]
     lines = ["| dataset | model | params | test AUC | test GAUC | pretrain+distill s |", "|---|---|---|---|---|---|"]
     for d in args.datasets:
         runs = [r for r in results if r["dataset"] == d]
@@ -71,7 +74,7 @@ def main() -> None:
     args.out.write_text(json.dumps({
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
                    f"{torch.get_num_threads()} threads",
-        "results": results, "table": table}, indent=2, default=float))
+        "features": args.features, "results": results, "table": table}, indent=2, default=float))
     print(f"wrote {args.out}")
 
 

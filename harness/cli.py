@@ -44,7 +44,7 @@ DatasetOpt = Annotated[str, typer.Option(help="kuaisar-r | kuairand | csv | synt
 DataDirOpt = Annotated[Path | None, typer.Option(help="Directory with the dataset's files (not needed for synthetic).")]
 SplitOpt = Annotated[str, typer.Option(help="Open/private user split: 'attribute' (paper rule) or 'time'.")]
 SeedOpt = Annotated[int, typer.Option(help="Seed for splits, initialisation and batching.")]
-EpochsOpt = Annotated[int, typer.Option(help="Upper bound on epochs (early stopping on open-user validation AUC).")]
+EpochsOpt = Annotated[int, typer.Option(help="Upper bound on epochs (keeps the best open-validation GAUC epoch).")]
 FeaturesOpt = Annotated[str, typer.Option(help="Model inputs: 'full' (item statistics, item code, on-device "
                                                "history, as the dataset supports) or 'base' (feature tables only).")]
 WithoutOpt = Annotated[str, typer.Option(help="Input kinds to switch off with --features full, comma-separated: "

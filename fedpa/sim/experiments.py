@@ -112,7 +112,7 @@ def cached_student(ds: Any, *, seed: int, cache_dir: Path, rows: str = "open") -
 
     ``rows="everyone"`` trains teacher and student on open + private users' rows (:func:`everyone`).
     """
-    from fedpa.train import default_student_config, distill, load_checkpoint, pretrain, save_checkpoint
+    from fedpa.train import TrainConfig, default_student_config, distill, load_checkpoint, pretrain, save_checkpoint
 
     if rows not in ("open", "everyone"):
         raise ConfigError(f"rows must be 'open' or 'everyone', got {rows!r}")
@@ -122,10 +122,12 @@ def cached_student(ds: Any, *, seed: int, cache_dir: Path, rows: str = "open") -
     if rows == "everyone":
         tag += "-everyone"
     path = Path(cache_dir) / f"{ds.name}-seed{seed}-{tag}-student.pt"
+    recipe = dataclasses.asdict(TrainConfig())
     if path.is_file():
         ckpt = load_checkpoint(path)
-        # a student cached before an architecture change (e.g. the narrow signal embedding) is retrained
-        if ckpt.schema.to_dict() == ds.schema.to_dict() and ckpt.model.config == default_student_config(ds.schema):
+        # a student cached before an architecture or training-recipe change is retrained
+        if (ckpt.schema.to_dict() == ds.schema.to_dict() and ckpt.model.config == default_student_config(ds.schema)
+                and ckpt.metrics.get("recipe") == recipe):
             return ckpt.model
     if rows == "everyone":
         ds = everyone(ds)
@@ -134,7 +136,7 @@ def cached_student(ds: Any, *, seed: int, cache_dir: Path, rows: str = "open") -
                     kind="teacher", metrics=teacher.metrics)
     student = distill(ds, teacher.model, seed=seed)
     save_checkpoint(path, student.model, ds.schema, kind="student",
-                    metrics={**student.metrics, "teacher": teacher.metrics})
+                    metrics={**student.metrics, "teacher": teacher.metrics, "recipe": recipe})
     return student.model
 
 

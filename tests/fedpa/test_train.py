@@ -1,5 +1,6 @@
 """Pre-training, distillation, checkpoints and the `fedpa pretrain/distill` CLI on synthetic data."""
 
+import itertools
 import json
 
 import numpy as np
@@ -50,9 +51,45 @@ def test_pretrain_learns_and_reports_private_test_metrics(ds, teacher):
 
 def test_early_stopping_keeps_the_best_validation_epoch(ds, teacher):
     history = teacher.metrics["history"]
-    best = max(history, key=lambda h: h["val_auc"])
+    best = max(history, key=lambda h: h[f"val_{FAST.select}"])
     assert best["epoch"] == teacher.metrics["best_epoch"]
-    assert teacher.metrics["open_val"]["auc"] == pytest.approx(best["val_auc"], abs=1e-9)
+    assert teacher.metrics["open_val"][FAST.select] == pytest.approx(best[f"val_{FAST.select}"], abs=1e-9)
+
+
+@pytest.mark.parametrize("select", ["auc", "gauc"])
+def test_model_selection_follows_the_chosen_metric(ds, select):
+    # patience 1 with min_epochs 4: training runs 4 epochs even when the first one is best
+    result = pretrain(ds, train=TrainConfig(epochs=4, patience=1, min_epochs=4, select=select, ema=0.0), seed=0)
+    history = result.metrics["history"]
+    assert len(history) == 4
+    best = max(history, key=lambda h: (h[f"val_{select}"], -h["epoch"]))
+    assert result.metrics["best_epoch"] == best["epoch"]
+    assert result.metrics["open_val"][select] == pytest.approx(best[f"val_{select}"], abs=1e-9)
+
+
+def test_decay_steps_back_with_a_smaller_learning_rate(ds):
+    config = TrainConfig(epochs=8, patience=8, decay=0.5)
+    history = pretrain(ds, train=config, seed=0).metrics["history"]
+    best = -1.0
+    for prev, cur in itertools.pairwise(history):
+        improved = prev[f"val_{config.select}"] > best
+        best = max(best, prev[f"val_{config.select}"])
+        assert cur["lr"] == pytest.approx(prev["lr"] if improved else prev["lr"] * 0.5)
+    assert history[-1]["lr"] < config.lr  # 8 epochs on 200 users: some epoch did not improve
+
+
+def test_weight_average_is_what_gets_kept(ds):
+    # with ema the scored model is the running average: a different set of weights from the raw run's
+    plain = pretrain(ds, train=TrainConfig(epochs=2, patience=2, ema=0.0), seed=0).model
+    averaged = pretrain(ds, train=TrainConfig(epochs=2, patience=2, ema=0.9), seed=0).model
+    assert not np.allclose(predict(plain, ds.open_val.x), predict(averaged, ds.open_val.x))
+
+
+@pytest.mark.parametrize("bad", [{"select": "logloss"}, {"decay": 0.0}, {"decay": 1.5}, {"ema": 1.0},
+                                 {"min_epochs": 0}])
+def test_bad_recipe_is_refused(bad):
+    with pytest.raises(ConfigError):
+        TrainConfig(**bad)
 
 
 def test_distillation_matches_teacher_better_than_scratch(ds, teacher):

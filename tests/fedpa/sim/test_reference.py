@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import numpy as np
 import pytest
+import torch
 
 from fedpa.data import load_dataset
 from fedpa.errors import ConfigError
 from fedpa.sim.experiments import ExperimentConfig, cached_student, everyone, pick_inputs, run_trial
 from fedpa.sim.methods import get_method
 from fedpa.sim.runner import simulate
-from fedpa.train import save_checkpoint
+from fedpa.train import TrainConfig, load_checkpoint, save_checkpoint
 from tests.fedpa.sim.conftest import quick_student
 
 OPTIONS = {"n_users": 120, "n_items": 80, "interactions_per_user": 30}
@@ -50,13 +53,30 @@ def test_pick_inputs_chooses_the_best_validation_subset(tmp_path):
         ds = load_dataset("synthetic", None, seed=0, without=without, **OPTIONS)
         kinds = "-".join(ds.schema.signals["kinds"])
         student = quick_student(ds, seed=len(without))
-        save_checkpoint(tmp_path / f"synthetic-seed0-{kinds}-student.pt", student, ds.schema, kind="student")
+        save_checkpoint(tmp_path / f"synthetic-seed0-{kinds}-student.pt", student, ds.schema, kind="student",
+                        metrics={"recipe": asdict(TrainConfig())})
         expected[kinds.replace("-", "+")] = (simulate(ds, student, get_method("fm-only")).val["gauc"], without)
     # Execute
     picked, scores = pick_inputs("synthetic", None, config, tmp_path)
     # Assert: every candidate scored on validation, the best one picked
     assert scores == pytest.approx({k: v for k, (v, _) in expected.items()})
     assert picked == max(expected.values())[1]
+
+
+def test_cached_student_is_retrained_after_a_recipe_change(tmp_path, small_ds):
+    # Prepare: a cached student trained under another recipe (pooled-AUC selection)
+    stale = quick_student(small_ds, seed=0)
+    path = tmp_path / "synthetic-seed0-base-student.pt"
+    save_checkpoint(path, stale, small_ds.schema, kind="student",
+                    metrics={"recipe": asdict(TrainConfig(select="auc", patience=3, min_epochs=1))})
+    # Execute
+    fresh = cached_student(small_ds, seed=0, cache_dir=tmp_path)
+    # Assert: retrained with today's recipe, and the cache now records it (a second call loads it)
+    assert load_checkpoint(path).metrics["recipe"] == asdict(TrainConfig())
+    x = small_ds.private_val.x
+    assert not np.allclose(fresh(torch.from_numpy(x)).detach().numpy(), stale(torch.from_numpy(x)).detach().numpy())
+    again = cached_student(small_ds, seed=0, cache_dir=tmp_path)
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), fresh.state_dict().values(), strict=True))
 
 
 def test_pick_inputs_needs_the_full_inputs():
