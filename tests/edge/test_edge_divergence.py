@@ -19,9 +19,11 @@ import pytest
 from edge.client import AggregatorClient, RetryPolicy
 from edge.device import Device
 from edge.programs import LocalPrograms
+from edge.signals import learn_item_vectors
 from edge.store import LocalStore
 from fedpa.manifest import read_manifest
 from fedpa.privacy import PrivacyConfig
+from fedpa.runtime.items import ItemTableFile
 from fedpa.schedule import DIVERGED_LOSS, LocalTraining
 from fedpa.wire import decode_update
 from tests.edge.conftest import FakeAggregator
@@ -42,12 +44,25 @@ def _server(world, tmp_path: Path, *, noise: float) -> FakeAggregator:
     return server
 
 
+def _learn_item_vectors(world, server: FakeAggregator, store: LocalStore, rows: np.ndarray) -> None:
+    """The log's item vectors in the device's cache, as a lookup on the item table would leave them."""
+    if read_manifest(server.bundle).item_vectors is None:
+        return
+    from export.items import student_item_vectors, write_item_table
+
+    table = write_item_table(server.bundle, world.ds, store.root.parent / "items.safetensors", table_version=1,
+                             overwrite=True, code_vectors=student_item_vectors(world.student, server.bundle))
+    served = ItemTableFile.decode(table.path.read_bytes())
+    learn_item_vectors(store, served.lookup(world.ds.item_ids[np.unique(world.ds.private_train.item[rows])]))
+
+
 def _device(world, server: FakeAggregator, folder: Path, **kwargs) -> Device:
     ds = world.ds
     user = int(ds.private_users[USER])
     rows = ds.private_train.user == user
     store = LocalStore.open(folder)
     store.save_log(ds.private_train.x[rows], ds.private_train.y[rows], ds.private_train.ts[rows])
+    _learn_item_vectors(world, server, store, rows)
     client = AggregatorClient("http://fake", http=httpx.Client(transport=server.transport()),
                               retry=RetryPolicy(attempts=1), sleep=lambda s: None)
     device = Device(store, client, model_id="tiny", programs=LocalPrograms.open, noise_seed=0,
