@@ -223,6 +223,12 @@ public class FeedActivity extends Activity {
         if ("skipped".equals(r.status)) {
             return "Model ready. " + r.detail;
         }
+        if ("accepted".equals(r.status) && !r.discarded.isEmpty()) {
+            return String.format(Locale.ROOT,
+                    "Local training diverged (%s, mean loss %.4g): your adapters were kept and a zero update, "
+                    + "noised like any other, was sent (%d examples, base state v%d); ε spent now %.3f.",
+                    r.discarded, r.meanLoss, r.examples, r.baseVersion, r.epsilon);
+        }
         if ("accepted".equals(r.status)) {
             return String.format(Locale.ROOT,
                     "Update accepted (%d examples, base state v%d). Local loss %.4f → %.4f; your AUC on your own "

@@ -13,8 +13,9 @@ import org.json.JSONObject;
 /**
  * A phone's FedPA client (the Java twin of {@code edge.device.Device}): register, download and
  * verify the bundle, rank the feed, record taps and skips, and run a round —
- * fetch the gate + this user's group adapters, train them and the private adapter locally,
- * clip + noise the shared deltas, stage the upload in the store (epsilon charged once), send it.
+ * fetch the gate + this user's group adapters, train them and the private adapter locally
+ * (a run that diverged is discarded: {@link DivergedRun}), clip + noise the shared deltas, stage
+ * the upload in the store (epsilon charged once), send it.
  *
  * <p>Not thread-safe: the app calls it from one background thread at a time.
  */
@@ -39,6 +40,8 @@ public final class FedPAClient {
         public double aucBefore = Double.NaN; // this user's AUC on its own labels, before/after local training
         public double aucAfter = Double.NaN;
         public int skippedSteps; // local steps not applied: non-finite loss or gradient
+        public double meanLoss = Double.NaN; // mean loss of the applied local steps (what DivergedRun judges)
+        public String discarded = ""; // why the local run diverged and was not used (DivergedRun); "" if used
         public double epsilon;
         public double clipNormBefore = Double.NaN;
         public String updateId;
@@ -349,6 +352,7 @@ public final class FedPAClient {
         Map<String, Tensor> params = Model.copy(priv != null ? priv : mdl.bundle().privateInit());
         List<String> privateNames = new ArrayList<String>(params.keySet());
         params.putAll(SharedState.toParams(m, base, groups));
+        Map<String, Tensor> start = Model.copy(params); // what the round keeps if the run diverges
         final Progress p = progress;
         Model.Fit fit = mdl.fit(x, y, params, training, state.roundsCompleted + state.refused, new Model.StepListener() {
             @Override
@@ -357,6 +361,16 @@ public final class FedPAClient {
                         0.35 + 0.45 * done / total);
             }
         });
+        String discarded = DivergedRun.reason(fit, params);
+        if (discarded != null) {
+            // Keep the previous adapters and send a zero change (edge.device does the same). Under LDP
+            // it is still clipped and noised like any upload: the server cannot tell it apart (skipping
+            // the upload would reveal a data-dependent event the accountant does not cover), and
+            // epsilon is charged as usual.
+            params = start;
+            progress.update("local training diverged (" + discarded + "): previous adapters kept, zero update sent",
+                    0.8);
+        }
         Map<String, Tensor> deltas = SharedState.deltas(m, params, base, groups);
         Ldp.Result noised = Ldp.clipAndNoise(deltas, privacy, noise);
         String nonce = nonce();
@@ -375,10 +389,13 @@ public final class FedPAClient {
         progress.update("uploading " + body.length + " bytes", 0.85);
         store.stagePending(body, newPrivate, state);
         result.lossBefore = fit.lossBefore;
-        result.lossAfter = fit.lossAfter;
         result.aucBefore = fit.aucBefore;
-        result.aucAfter = fit.aucAfter;
+        // after a discarded run the adapters are the ones from before: so are their loss and AUC
+        result.lossAfter = discarded != null ? fit.lossBefore : fit.lossAfter;
+        result.aucAfter = discarded != null ? fit.aucBefore : fit.aucAfter;
         result.skippedSteps = fit.skippedSteps;
+        result.meanLoss = fit.meanLoss;
+        result.discarded = discarded != null ? discarded : "";
         result.clipNormBefore = noised.report.normBefore;
         return sendPending(result);
     }

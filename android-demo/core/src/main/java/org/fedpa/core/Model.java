@@ -96,14 +96,17 @@ public final class Model {
         public final float lossAfter;
         public final int steps;
         public final int skippedSteps; // not applied: non-finite loss or gradient (ModelRuntime.step)
+        public final double meanLoss; // mean loss of the applied steps (NaN: none applied), as edge.programs.train
         public final double aucBefore; // AUC of the training labels before / after (NaN: one class only)
         public final double aucAfter;
 
-        Fit(float lossBefore, float lossAfter, int steps, int skippedSteps, double aucBefore, double aucAfter) {
+        Fit(float lossBefore, float lossAfter, int steps, int skippedSteps, double meanLoss, double aucBefore,
+            double aucAfter) {
             this.lossBefore = lossBefore;
             this.lossAfter = lossAfter;
             this.steps = steps;
             this.skippedSteps = skippedSteps;
+            this.meanLoss = meanLoss;
             this.aucBefore = aucBefore;
             this.aucAfter = aucAfter;
         }
@@ -129,6 +132,8 @@ public final class Model {
         Random rng = new Random(seed);
         int done = 0;
         int skipped = 0;
+        double lossSum = 0; // of the applied steps (finite losses), for Fit.meanLoss
+        int applied = 0;
         for (int e = 0; e < cfg.epochs; e++) {
             int[] order = permutation(n, rng);
             for (int start = 0; start < n; start += cfg.batchSize) {
@@ -142,6 +147,10 @@ public final class Model {
                 }
                 float loss = runtime.step(bx, by, b, params, cfg.lr);
                 skipped += Float.isNaN(loss) ? 1 : 0;
+                if (!Float.isNaN(loss) && !Float.isInfinite(loss)) {
+                    lossSum += loss;
+                    applied++;
+                }
                 done++;
                 if (listener != null) {
                     listener.step(done, total, loss);
@@ -150,7 +159,8 @@ public final class Model {
         }
         float[] last = runtime.score(x, n, params);
         float after = Trainer.bceLoss(last, y);
-        return new Fit(before, after, done, skipped, Metrics.auc(y, first), Metrics.auc(y, last));
+        double mean = applied > 0 ? lossSum / applied : Double.NaN;
+        return new Fit(before, after, done, skipped, mean, Metrics.auc(y, first), Metrics.auc(y, last));
     }
 
     static int[] permutation(int n, Random rng) {

@@ -19,7 +19,9 @@ import java.util.Map;
  * corrupt a bundle file on its way to the phone. Records upload bodies to prove resends are verbatim,
  * and every request body (nothing on the wire may carry the history). For the item table: counts
  * the ids of every lookup, fails the next item requests on demand, and can pretend the server
- * serves a newer table version (the real answer with its {@code table_version} shifted).
+ * serves a newer table version (the real answer with its {@code table_version} shifted). It can also
+ * serve a fixed shared state in place of the server's (with the server's state-version header), so a
+ * test that needs a round to train is not at the mercy of the noise other tests' rounds aggregated.
  */
 final class FlakyProxy implements HttpHandler {
     enum Upload { PASS, FAIL_BEFORE, FAIL_AFTER }
@@ -35,6 +37,7 @@ final class FlakyProxy implements HttpHandler {
     volatile int itemFailStatus = 503;
     volatile String itemFailBody = "{\"error\": \"unavailable\", \"detail\": \"proxy dropped the request\"}";
     volatile int tableVersionShift; // added to the table_version the server reports
+    volatile byte[] stateBody; // served as the body of every 200 shared-state answer (the server's headers kept)
 
     FlakyProxy(String target) throws IOException {
         this.target = target;
@@ -107,6 +110,9 @@ final class FlakyProxy implements HttpHandler {
         }
         if (isItems && status == 200 && tableVersionShift != 0) {
             answer = shiftTableVersion(answer, path.endsWith("/lookup"));
+        }
+        if (stateBody != null && status == 200 && path.contains("/state?")) {
+            answer = stateBody.clone();
         }
         if (tamperFile != null && path.endsWith("/files/" + tamperFile) && answer.length > 10) {
             answer[answer.length / 2] ^= 1;
