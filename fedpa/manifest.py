@@ -33,7 +33,9 @@ __all__ = [
     "sha256_file",
 ]
 
-FORMAT_VERSION: Final = 1
+# 2: the programs take the frozen student (backbone.safetensors) and, with manifest.item_vectors,
+# the candidates' item vectors as inputs; a format-1 bundle holds its weights inside the programs.
+FORMAT_VERSION: Final = 2
 # Bundle files sit side by side; a name with a path in it could make a downloader write outside the bundle.
 _PLAIN_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -126,7 +128,7 @@ def _stated_budget(epsilon: float) -> float:
 class Manifest(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    format_version: Literal[1] = FORMAT_VERSION
+    format_version: Literal[2] = FORMAT_VERSION
     model_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
     model_version: int = Field(ge=1)
     created_at: str
@@ -175,6 +177,10 @@ def parse_manifest(raw: object, *, source: str = MANIFEST_NAME) -> Manifest:
     if not isinstance(raw, dict):
         raise BundleError(f"{source}: manifest must be a JSON object")
     version = raw.get("format_version")
+    if version == 1:
+        raise BundleError(f"{source}: format_version 1 is a bundle whose programs hold their own weights; this FedPA "
+                          f"reads format_version {FORMAT_VERSION} (backbone.safetensors, served item vectors): "
+                          "rebuild it with this version's fedpa-export build")
     if version != FORMAT_VERSION:
         raise BundleError(
             f"{source}: unknown format_version {version!r}; this FedPA reads format_version {FORMAT_VERSION}"

@@ -75,6 +75,15 @@ def test_unknown_format_version(bundle_copy):
         Bundle.open(bundle_copy)
 
 
+def test_format_1_bundle_is_refused_with_the_fix(bundle_copy):
+    # a bundle from before the programs took their weights and item vectors as inputs
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    manifest["format_version"] = 1
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"format_version 1 .* reads format_version 2 .*rebuild it"):
+        Bundle.open(bundle_copy)
+
+
 def test_manifest_not_json_or_absent(bundle_copy, tmp_path):
     (bundle_copy / "manifest.json").write_text("{not json")
     with pytest.raises(BundleError, match="not valid JSON"):

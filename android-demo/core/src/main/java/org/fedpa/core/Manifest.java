@@ -15,7 +15,7 @@ import org.json.JSONObject;
  * device needs: architecture, feature schema, shared-state layout, privacy defaults and hashes.
  */
 public final class Manifest {
-    public static final int FORMAT_VERSION = 1;
+    public static final int FORMAT_VERSION = 2; // 2: frozen weights and item vectors are program inputs
 
     /** One tensor of the shared bank ({@code fedpa.state.TensorSpec}). */
     public static final class SharedTensor {
@@ -142,6 +142,10 @@ public final class Manifest {
             throw new BundleException("manifest.json is not valid JSON: " + e.getMessage(), e);
         }
         int version = o.optInt("format_version", -1);
+        if (version == 1) {
+            throw new BundleException("manifest.json has format_version 1, a bundle whose programs hold their own"
+                    + " weights; this app reads format_version " + FORMAT_VERSION + ": rebuild it with fedpa-export build");
+        }
         if (version != FORMAT_VERSION) {
             throw new BundleException("manifest.json has unknown format_version " + o.opt("format_version")
                     + "; this app reads format_version " + FORMAT_VERSION);

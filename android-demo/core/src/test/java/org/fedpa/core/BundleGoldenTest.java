@@ -163,7 +163,7 @@ public class BundleGoldenTest {
     public void unknownFormatVersionIsRefused() throws Exception {
         File dir = copyBundle();
         File mf = new File(dir, Bundle.MANIFEST);
-        String json = new String(Bundle.readFile(mf), "UTF-8").replaceFirst("\"format_version\":\\s*1", "\"format_version\": 99");
+        String json = new String(Bundle.readFile(mf), "UTF-8").replaceFirst("\"format_version\":\\s*2", "\"format_version\": 99");
         FileOutputStream out = new FileOutputStream(mf);
         out.write(json.getBytes("UTF-8"));
         out.close();
