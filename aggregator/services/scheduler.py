@@ -38,6 +38,7 @@ class Scheduler:
         self._tick_s = tick_s
         self._wake = asyncio.Event()  # binds to the running loop on first use (Python ≥ 3.10)
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="fedpa-scheduler")
@@ -48,15 +49,22 @@ class Scheduler:
 
     async def stop(self) -> None:
         if self._task is not None:
+            self._stopping = True  # the loop also ends by itself, should the cancellation be lost
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
+            # asyncio.timeout, not asyncio.wait_for: on Python 3.11 wait_for swallows a cancel() that
+            # lands as the awaited wake-up completes (a notify() just before shutdown), and stop()
+            # then waited for this loop forever (seen once in CI as a 600 s hang at app shutdown)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._tick_s)
+                async with asyncio.timeout(self._tick_s):
+                    await self._wake.wait()
+            if self._stopping:
+                return
             self._wake.clear()
             try:
                 await to_thread.run_sync(self._check)
