@@ -15,6 +15,7 @@ from typing import Any
 
 from fedpa.data.schema import CategoricalFeature
 from fedpa.errors import BundleError
+from fedpa.manifest import PERSONALISATION_GROUPS
 from fedpa.runtime.bundle import Backend, Bundle
 from fedpa.runtime.parity import ParityReport, check_golden
 from fedpa.signing import PublicKey, verify_bundle_signature
@@ -83,7 +84,7 @@ def summarise(path: str | Path, *, verify: bool = True) -> dict[str, Any]:
     served = 0 if m.item_vectors is None else m.item_vectors.rows * m.item_vectors.dim
     frozen = (sum(cards[:n_wide]) * d + sum(cards[n_wide:]) * ds - served
               + sum(a * b + b for a, b in itertools.pairwise(sizes)))
-    personal = [t for t in m.programs["inference"].inputs if t.group in ("private", "group", "gate")]
+    personal = [t for t in m.programs["inference"].inputs if t.group in PERSONALISATION_GROUPS]
     per_device = {t.name: _numel(t.shape) for t in personal}
     by_group: dict[str, int] = {}
     for t in personal:

@@ -22,6 +22,7 @@ from fedpa.wire import MANIFEST_NAME, SIGNATURE_NAME
 
 __all__ = [
     "FORMAT_VERSION",
+    "PERSONALISATION_GROUPS",
     "FileEntry",
     "ItemVectorSpec",
     "Manifest",
@@ -36,6 +37,8 @@ __all__ = [
 # 2: the programs take the frozen student (backbone.safetensors) and, with manifest.item_vectors,
 # the candidates' item vectors as inputs; a format-1 bundle holds its weights inside the programs.
 FORMAT_VERSION: Final = 2
+# TensorIO groups a device sets per user: the personalisation inputs of the inference program
+PERSONALISATION_GROUPS: Final = ("private", "group", "gate")
 # Bundle files sit side by side; a name with a path in it could make a downloader write outside the bundle.
 _PLAIN_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from fedpa.errors import BundleError, PayloadError
-from fedpa.manifest import Manifest, ProgramSpec, read_manifest
+from fedpa.manifest import PERSONALISATION_GROUPS, Manifest, ProgramSpec, read_manifest
 from fedpa.payload import decode_tensors
 from fedpa.runtime.features import FeatureEncoder
 from fedpa.runtime.golden import Golden, read_golden
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 __all__ = ["Bundle"]
 
 Backend = Literal["pte", "onnx"]
-PERSONALISATION_GROUPS = ("private", "group", "gate")  # TensorIO groups a device sets per user
 
 
 class Bundle:

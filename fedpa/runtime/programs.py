@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 import numpy as np
 
 from fedpa.errors import BundleError
-from fedpa.manifest import ProgramSpec, TensorIO
+from fedpa.manifest import PERSONALISATION_GROUPS, ProgramSpec, TensorIO
 
 if TYPE_CHECKING:  # torch is imported where a program runs (a tensor container for ExecuTorch)
     import torch
@@ -144,7 +144,7 @@ class _ScorerBase(Generic[Prepared]):
         self.spec = spec
         self.cardinalities = tuple(cardinalities)
         self._item_vector = item_vector_spec(spec)
-        self._tensor_specs = tuple(t for t in spec.inputs if t.group in ("private", "group", "gate"))
+        self._tensor_specs = tuple(t for t in spec.inputs if t.group in PERSONALISATION_GROUPS)
         self._frozen = _frozen_inputs(spec, frozen)
         self.names = tuple(s.name for s in self._tensor_specs)
         self.max_batch = spec.max_batch
@@ -250,7 +250,7 @@ class Trainer:
         self.cardinalities = tuple(cardinalities)
         self.max_batch = spec.max_batch
         self._item_vector = item_vector_spec(spec)
-        self._shapes = {o.name: tuple(o.shape) for o in spec.outputs if o.group in ("private", "group", "gate")
+        self._shapes = {o.name: tuple(o.shape) for o in spec.outputs if o.group in PERSONALISATION_GROUPS
                         and not o.name.endswith(".grad")}
         try:
             with warnings.catch_warnings():
