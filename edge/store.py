@@ -172,7 +172,7 @@ class LocalStore:
         self.root = root
         self.state = state
         # the decoded item-vector cache and the file version it was decoded from: a ranking reads
-        # it on every call (learn, then score), and decoding the file costs ~1 ms each time
+        # it twice (learn, then score), and one decode costs up to ~1 ms (a full 2,049-code file)
         self._item_vectors: tuple[_FileKey, CodeVectors] | None = None
 
     @classmethod
@@ -241,7 +241,7 @@ class LocalStore:
         path = self.root / self.ITEM_VECTORS
         try:
             key = _file_key(path.stat())  # before reading: a file replaced in between is re-read next call
-        except FileNotFoundError:
+        except OSError:  # none yet (or unreachable): the next lookups write it
             self._item_vectors = None
             return None
         if self._item_vectors is not None and self._item_vectors[0] == key:
