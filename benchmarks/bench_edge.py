@@ -4,10 +4,20 @@
     python benchmarks/bench_edge.py ldp-sweep --data-dir ../shared/data/kuaisar-r
     python benchmarks/bench_edge.py ldp-sweep --dataset synthetic --data-dir . --tag synthetic
     python benchmarks/bench_edge.py count-sweep    # GAUC of each example_count report (synthetic)
+    python benchmarks/bench_edge.py rank --tag after   # one ranking of 256 candidates through the Device API
+    python benchmarks/bench_edge.py rank --n-items 4000 --tag after-4000   # a full 2,048-code cache
 
 ``demo-fleet`` writes benchmarks/results/edge.json: the demo's per-stage wall time and report, then
 a fresh aggregator (SQLite, default settings: rate limit on) serving the demo's bundle to 200
 simulated devices for 5 LDP rounds, with per-round timings and the count of failed rounds.
+
+``rank`` writes benchmarks/results/edge_rank-<tag>.json: the tests' world (synthetic, 200 users, a
+student with item vectors, exported), its bundle and item table served by a real aggregator
+(SQLite), one device ranking 256 candidates (``DeviceSignals.fill`` from the cached item rows,
+then ``Device.recommend``) many times: wall time per ranking, decodes of the item-vector cache
+per ranking, with the cache as a device has it (its log's and the candidates' items) and with
+every item of the table in it, and what one decode of such a file costs (also for a file at the
+2,048-code cap). Run it on two checkouts to compare (the figures name the commit).
 
 ``ldp-sweep`` (simulation harness, the same protocol as the HTTP path — tests/edge prove parity)
 writes benchmarks/results/ldp_sweep.{json,md,png}: KuaiSAR-R, method ``fedpa``, paper protocol
@@ -265,6 +275,138 @@ def ldp_sweep(data_dir: Annotated[Path, typer.Option(help="KuaiSAR-R folder")], 
     lines.append(f"| FM-only | – | – | – | {np.mean(fm):.4f} ± {np.std(fm):.4f} | | |")
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+@app.command("rank")
+def rank(out: Path = Path("runs/bench-edge-rank"), candidates: int = 256, rankings: int = 300, warmup: int = 10,
+         n_users: int = 200, n_items: int = 300, tag: str = "run", seed: int = 0) -> None:
+    """Rankings of ``candidates`` items through the Device API: wall time and item-vector cache decodes."""
+    import shutil
+    import statistics
+    import subprocess
+
+    import torch
+
+    from edge.client import AggregatorClient
+    from edge.device import Device
+    from edge.items import ItemTableClient, publish_item_table
+    from edge.signals import DeviceSignals
+    from edge.store import LocalStore
+    from export.bundle import build_bundle
+    from export.items import student_item_vectors, write_item_table
+    from fedpa.data import load_dataset
+    from fedpa.manifest import PrivacySettings
+    from fedpa.runtime.items import CodeVectors, ItemRows, ItemTableFile
+    from fedpa.train import TrainConfig, adapter_config_for, distill, pretrain
+    from harness.server_process import AggregatorProcess
+
+    torch.set_num_threads(1)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    # the tests' world (tests/conftest.py) by default; more items → more item codes (at most 2,048) in the cache
+    ds = load_dataset("synthetic", seed=seed, n_users=n_users, n_items=n_items, drift=3.0)
+    train = TrainConfig(epochs=30)
+    student = distill(ds, pretrain(ds, train=train, seed=seed).model, train=train, seed=seed).model
+    bundle = build_bundle(student, ds.schema, out / "bundle", model_id="bench-rank",
+                          adapter=adapter_config_for(ds.schema, gate_mode="residual"),
+                          privacy=PrivacySettings(mechanism="none", noise_multiplier=0.0), seed=seed,
+                          max_batch=candidates, max_train_batch=64).path
+    table = write_item_table(bundle, ds, out / "items.safetensors", table_version=1,
+                             code_vectors=student_item_vectors(student, bundle))
+    served = ItemTableFile.decode(table.path.read_bytes())
+    decodes = [0]  # the real decoder, counted: every read of a device's item_vectors.safetensors
+    real_decode = CodeVectors.decode.__func__  # type: ignore[attr-defined]
+
+    def counted(cls: type[CodeVectors], body: bytes, **kwargs: Any) -> CodeVectors:
+        decodes[0] += 1
+        return real_decode(cls, body, **kwargs)
+
+    CodeVectors.decode = classmethod(counted)  # type: ignore[method-assign,assignment]
+    user = int(ds.private_users[0])
+    pool = ds.private_test
+    rows = np.arange(min(candidates, len(pool.y)))
+    x = pool.x[rows].copy()
+    x[:, [j for j, f in enumerate(ds.schema.features) if f.source in ("item_table", "history")]] = 0
+    ids = ds.item_ids[pool.item[rows]]
+    cases: dict[str, Any] = {}
+    with AggregatorProcess(database_url=f"sqlite:///{(out / 'agg.db').resolve()}", log_file=out / "agg.log",
+                           env={"FEDPA_RATE_LIMIT_PER_MINUTE": "0"}) as server:
+        with AggregatorClient(server.url, token=server.admin_token) as admin:
+            admin.publish(bundle, config={"round_size": 1000})
+            publish_item_table(admin, "bench-rank", table.path)
+        for case in ("device", "all-items"):
+            store = LocalStore.open(out / f"device-{case}")
+            mine = ds.private_train.user == user
+            store.save_log(ds.private_train.x[mine], ds.private_train.y[mine], ds.private_train.ts[mine])
+            client = AggregatorClient(server.url)
+            device = Device(store, client, model_id="bench-rank", noise_seed=0)
+            device.setup(groups={a: int(v) for a, v in zip(ds.schema.group_attributes, ds.user_groups[user],
+                                                          strict=True)})
+            device.sync_state()  # the shared state rankings use offline
+            signals = DeviceSignals.open(store, ds.schema, items=ItemTableClient(client, "bench-rank",
+                                                                                 model_version=1))
+            learn = served.ids if case == "all-items" else ds.item_ids[np.unique(ds.private_train.item[mine])]
+            for start in range(0, len(learn), 1024):
+                signals.learn_vectors(learn[start:start + 1024])
+            times, item_vector_s, decoded = [], [], 0
+            for i in range(warmup + rankings):
+                before = decodes[0]
+                t0 = time.perf_counter()
+                full = signals.fill(x, ids)
+                device.recommend(full, k=10, offline=True)
+                times.append(time.perf_counter() - t0)
+                decoded += (decodes[0] - before) if i >= warmup else 0
+                t1 = time.perf_counter()
+                device.item_vectors(full)
+                item_vector_s.append(time.perf_counter() - t1)
+            times, item_vector_s = times[warmup:], item_vector_s[warmup:]
+            cache = store.root / "item_vectors.safetensors"
+            body = cache.read_bytes()
+            decode_s = []
+            for _ in range(200):  # one decode of this cache file: what each avoided read cost
+                t2 = time.perf_counter()
+                CodeVectors.decode(body)
+                decode_s.append(time.perf_counter() - t2)
+            cases[case] = {
+                "cached_codes": len(CodeVectors.decode(cache.read_bytes())), "cache_bytes": cache.stat().st_size,
+                "rankings": rankings, "candidates": len(rows),
+                "decodes_per_ranking": decoded / rankings,
+                "rank_ms_median": 1e3 * statistics.median(times),
+                "rank_ms_p10": 1e3 * float(np.percentile(times, 10)),
+                "rank_ms_p90": 1e3 * float(np.percentile(times, 90)),
+                "item_vectors_ms_median": 1e3 * statistics.median(item_vector_s),
+                "decode_ms_median": 1e3 * statistics.median(decode_s), "decode_ms_min": 1e3 * min(decode_s)}
+            client.close()
+            print(case, json.dumps(cases[case], indent=1, default=float))
+    # a cache at the item-code cap (fedpa.signals.SignalSpec.item_code_cap 2,048 + the OOV code), this
+    # student's dimension, random rows: the most a device's file can hold, decoded
+    d = served.meta.vector_dim
+    n_cap = 2049
+    rng = np.random.default_rng(seed)
+    full = CodeVectors(served.meta.vector_sha256, d)
+    full.learn(ItemRows(served.meta, np.arange(n_cap, dtype=np.int32),
+                        np.zeros((n_cap, len(served.meta.columns)), np.uint8), np.ones(n_cap, bool),
+                        rng.integers(-127, 128, (n_cap, d)).astype(np.int8),
+                        rng.random(n_cap).astype(np.float32)))
+    body = full.encode()
+    cap_s = []
+    for _ in range(200):
+        t2 = time.perf_counter()
+        CodeVectors.decode(body)
+        cap_s.append(time.perf_counter() - t2)
+    cases["cap-2049-codes"] = {"cached_codes": n_cap, "cache_bytes": len(body),
+                               "decode_ms_median": 1e3 * statistics.median(cap_s), "decode_ms_min": 1e3 * min(cap_s)}
+    print("cap-2049-codes", json.dumps(cases["cap-2049-codes"], default=float))
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    result = {"machine": _machine(), "tag": tag, "commit": commit or None, "threads": 1,
+              # which code ran (a checkout without git, e.g. `git archive` of the commit before, has no commit)
+              "store_keeps_item_vectors": hasattr(LocalStore, "load_item_vectors"),
+              "dataset": {"name": "synthetic", "n_users": n_users, "n_items": n_items, "seed": seed},
+              "note": "rank = DeviceSignals.fill (item rows cached in memory, no request) + Device.recommend "
+                      "(offline, ExecuTorch pte); item_vectors = Device.item_vectors of the same rows alone",
+              "cases": cases}
+    print(f"wrote {_write(f'edge_rank-{tag}.json', result)}")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ is the device's one place for both; the codes always go into ``x`` through
 * **item rows** come from :class:`edge.items.ItemTableClient` (batched, cached per table version).
   Their item vectors (item table format 2) are kept by item code in ``item_vectors.safetensors``
   (:class:`fedpa.runtime.items.CodeVectors`), so the logged rows train with the vectors they were
-  ranked with, also after a restart (:func:`item_vectors_for`).
+  ranked with, also after a restart (:func:`item_vectors_for`). The store keeps the decoded file
+  in memory while it is unchanged (:meth:`edge.store.LocalStore.load_item_vectors`): a ranking
+  reads it twice (learn the fetched rows, then score), a round once.
 
 A row's history codes use only rows strictly earlier in time, the rule the dataset pipeline
 trains with (:func:`fedpa.signals.visible_prefix`): rows logged at the same instant do not see
@@ -46,30 +48,20 @@ if TYPE_CHECKING:
 __all__ = ["HISTORY_FILE", "ITEM_VECTORS_FILE", "DeviceSignals", "item_vectors_for", "learn_item_vectors"]
 
 HISTORY_FILE = "history.json"
-ITEM_VECTORS_FILE = "item_vectors.safetensors"
-
-
-def _load_vectors(store: LocalStore) -> CodeVectors | None:
-    path = store.root / ITEM_VECTORS_FILE
-    if not path.is_file():
-        return None
-    try:
-        return CodeVectors.decode(path.read_bytes(), source=str(path))
-    except (OSError, PayloadError):
-        return None  # unreadable: refilled by the next lookups
+ITEM_VECTORS_FILE = LocalStore.ITEM_VECTORS
 
 
 def learn_item_vectors(store: LocalStore, rows: ItemRows) -> None:
     """Add the vectors of fetched item rows to the store's cache (another student's vectors start it over)."""
     if not rows.meta.vector_dim:
         return
-    book = _load_vectors(store)
+    book = store.load_item_vectors()  # the store's decoded copy: learnt into, then written back
     if book is None or book.digest != rows.meta.vector_sha256 or book.dim != rows.meta.vector_dim:
         book = CodeVectors(rows.meta.vector_sha256, rows.meta.vector_dim)
     before = len(book)
     book.learn(rows)
     if len(book) != before or before == 0:
-        atomic_write(store.root / ITEM_VECTORS_FILE, book.encode())
+        store.save_item_vectors(book)
 
 
 def item_vectors_for(store: LocalStore, x: np.ndarray, *, column: int, digest: str) -> np.ndarray:
@@ -78,7 +70,7 @@ def item_vectors_for(store: LocalStore, x: np.ndarray, *, column: int, digest: s
     ``digest`` is the bundle's ``manifest.item_vectors.sha256``: vectors of another student (an older
     model) are never used.
     """
-    book = _load_vectors(store)
+    book = store.load_item_vectors()
     if book is None or book.digest != digest:
         raise ConfigError(f"{store.root}: no item vectors of this model's student yet; rank (look up) "
                           "the items first: the item table serves them")

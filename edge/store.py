@@ -13,6 +13,8 @@ Layout of a store folder::
     private.safetensors       the private user adapter (parameter names); never leaves the device
     interactions.safetensors  the local interaction log (encoded x, labels, timestamps)
     shared.safetensors        the last downloaded gate + group adapters (for offline scoring)
+    item_vectors.safetensors  the item vectors of the items looked up, by item code (edge.signals);
+                              kept decoded in memory while the file is unchanged
     bundle/                   the verified model bundle
     pending-<nonce>.bin       an upload that was built (noised, ε charged) but not yet acknowledged
     pending-<nonce>.private.safetensors  the private adapter trained in that round (committed on 2xx)
@@ -36,8 +38,9 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import load_file, save
 
-from fedpa.errors import ConfigError
+from fedpa.errors import ConfigError, PayloadError
 from fedpa.privacy import Mechanism, Upload
+from fedpa.runtime.items import CodeVectors
 
 __all__ = ["AppliedPrivacy", "DeviceState", "LocalStore", "PendingUpload", "atomic_write"]
 
@@ -58,16 +61,30 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that readers (and crash survivors) see old or new, never half."""
+def atomic_write(path: str | Path, data: bytes) -> os.stat_result:
+    """Replace ``path`` with ``data`` so that readers (and crash survivors) see old or new, never half.
+
+    Returns the written file's stat (taken before the rename, which keeps inode, size and mtime):
+    the identity of exactly these bytes, even if another writer replaces the file right after.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     with open(tmp, "wb") as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
+        written = os.fstat(fh.fileno())
     os.replace(tmp, path)
     _fsync_dir(path.parent)
+    return written
+
+
+_FileKey = tuple[int, int, int, int]
+
+
+def _file_key(st: os.stat_result) -> _FileKey:
+    """Which version of a file: every atomic_write is a new inode, so a rewrite changes the key."""
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
 class AppliedPrivacy(TypedDict):
@@ -149,10 +166,14 @@ class LocalStore:
     PRIVATE = "private.safetensors"
     LOG = "interactions.safetensors"
     SHARED = "shared.safetensors"
+    ITEM_VECTORS = "item_vectors.safetensors"
 
     def __init__(self, root: Path, state: DeviceState) -> None:
         self.root = root
         self.state = state
+        # the decoded item-vector cache and the file version it was decoded from: a ranking reads
+        # it twice (learn, then score), and one decode costs up to ~1 ms (a full 2,049-code file)
+        self._item_vectors: tuple[_FileKey, CodeVectors] | None = None
 
     @classmethod
     def open(cls, root: str | Path) -> LocalStore:
@@ -210,6 +231,34 @@ class LocalStore:
             meta = fh.metadata() or {}
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}
         return tensors, int(meta.get("version", -1)), meta.get("etag") or None
+
+    def load_item_vectors(self) -> CodeVectors | None:
+        """The stored item vectors by item code (None: none yet, or unreadable — refilled by lookups).
+
+        Decoded once and kept while the file is unchanged; a rewrite (by this store, another
+        instance on the folder, or a restart) is a new inode, so it is decoded again.
+        """
+        path = self.root / self.ITEM_VECTORS
+        try:
+            key = _file_key(path.stat())  # before reading: a file replaced in between is re-read next call
+        except OSError:  # none yet (or unreachable): the next lookups write it
+            self._item_vectors = None
+            return None
+        if self._item_vectors is not None and self._item_vectors[0] == key:
+            return self._item_vectors[1]
+        self._item_vectors = None
+        try:
+            book = CodeVectors.decode(path.read_bytes(), source=str(path))
+        except (OSError, PayloadError):
+            return None
+        self._item_vectors = (key, book)
+        return book
+
+    def save_item_vectors(self, book: CodeVectors) -> None:
+        """Replace the stored item vectors with ``book``, which then is the in-memory copy."""
+        self._item_vectors = None  # a failed write leaves the next read to the file as it is
+        written = atomic_write(self.root / self.ITEM_VECTORS, book.encode())
+        self._item_vectors = (_file_key(written), book)
 
     def save_log(self, x: np.ndarray, y: np.ndarray, ts: np.ndarray | None = None) -> None:
         """Replace the interaction log (encoded feature codes ``[N, F]``, labels ``[N]``, timestamps)."""

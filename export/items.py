@@ -129,6 +129,7 @@ def write_item_table(bundle_dir: str | Path, ds: Dataset, out: str | Path, *, ta
                                       created_at=datetime.now(UTC).isoformat(timespec="seconds"), info=info,
                                       code_vectors=code_vectors)
     wire.check_schema(schema)
+    wire.check_vectors(manifest.item_vectors)  # what the aggregator checks on publish, before writing the file
     body = wire.encode()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")

@@ -174,6 +174,7 @@ class ErrorCode(StrEnum):
     NO_ITEM_TABLE = "no_item_table"
     TABLE_VERSION_NOT_NEWER = "table_version_not_newer"
     LOOKUP_BATCH_TOO_LARGE = "lookup_batch_too_large"
+    ITEM_VECTORS_MISMATCH = "item_vectors_mismatch"  # 422: the table's vectors are not the model's (dim, digest)
     # update uploads
     MODEL_ID_MISMATCH = "model_id_mismatch"
     MODEL_VERSION_MISMATCH = "model_version_mismatch"  # 409: the device runs an old bundle

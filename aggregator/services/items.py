@@ -6,8 +6,11 @@ parsed current table per worker (``ItemTableCache``): a lookup is one indexed re
 version, then a vectorised ``get_indexer`` over the cached ids — no per-item database work.
 
 Rules: a table must be for the model's *current* version and match its ``item_table`` features
-column for column; a refresh needs a higher ``table_version`` (409 otherwise); only the newest
-``KEEP_TABLES`` tables of a model stay stored.
+column for column; its item vectors must be the ones the model's programs take
+(``manifest.item_vectors``: same dim and digest, none when the manifest has none; 422
+``item_vectors_mismatch`` otherwise, ``ItemTableFile.check_vectors``); a refresh needs a higher
+``table_version`` (409 otherwise); only the newest ``KEEP_TABLES`` tables of a model stay stored.
+Every refusal leaves the stored tables as they were (one transaction).
 
 Usage: ``publish_item_table(db, "demo", body)``; ``cache.current(session, "demo").lookup(ids)``.
 """
@@ -23,7 +26,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from aggregator.core.errors import ConflictError, NotFoundError
+from aggregator.core.errors import ConflictError, NotFoundError, Unprocessable
 from aggregator.db import Database
 from aggregator.models import ItemTableVersion, Model
 from fedpa.data.schema import FeatureSchema
@@ -51,8 +54,7 @@ class ItemTableInfo:
     created_at: float
 
 
-def _schema(manifest_json: str, model_id: str) -> FeatureSchema:
-    manifest = Manifest.model_validate_json(manifest_json)
+def _schema(manifest: Manifest, model_id: str) -> FeatureSchema:
     try:
         schema = FeatureSchema.from_dict(manifest.feature_schema)
     except (DataError, KeyError, TypeError, ValueError) as exc:
@@ -81,8 +83,13 @@ def publish_item_table(db: Database, model_id: str, body: bytes) -> ItemTableInf
                 raise ConflictError(f"the item table matches model_version {meta.model_version}, but {model_id!r} "
                                     f"is at {row.model_version}; compute it against the current bundle",
                                     code=ErrorCode.MODEL_VERSION_MISMATCH)
-            schema = _schema(row.manifest_json, model_id)
-            table.check_schema(schema)
+            manifest = Manifest.model_validate_json(row.manifest_json)
+            table.check_schema(_schema(manifest, model_id))
+            try:
+                table.check_vectors(manifest.item_vectors)
+            except PayloadError as exc:
+                raise Unprocessable(f"{exc} (model {model_id!r} v{row.model_version})",
+                                    code=ErrorCode.ITEM_VECTORS_MISMATCH) from exc
             latest = session.execute(select(func.max(ItemTableVersion.table_version)).where(
                 ItemTableVersion.model_pk == row.id, ItemTableVersion.model_version == row.model_version)).scalar()
             if latest is not None and meta.table_version <= latest:

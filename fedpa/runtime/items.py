@@ -51,6 +51,7 @@ from fedpa.wire import read_metadata
 
 if TYPE_CHECKING:
     from fedpa.data.schema import FeatureSchema
+    from fedpa.manifest import ItemVectorSpec
     from fedpa.signals.items import ItemTable
 
 __all__ = [
@@ -574,3 +575,52 @@ class ItemTableFile:
             if top >= cards[c.feature]:
                 raise PayloadError(f"item table: column {c.feature!r} has code {top} outside the model's "
                                    f"0..{cards[c.feature] - 1}")
+
+    def check_vectors(self, spec: ItemVectorSpec | None) -> None:
+        """Refuse a table whose item vectors are not the ones the model's programs take.
+
+        ``spec`` is the bundle's ``manifest.item_vectors`` (None: the programs embed the item code
+        themselves, so the table must carry no vectors). The table's ``vector_dim`` and
+        ``vector_sha256`` must be the manifest's ``dim`` and ``sha256``, every row of one item code
+        must carry the same vector, and when the rows cover every item code (an exported table
+        does) their digest must be ``sha256`` — so metadata that names the right student over
+        another student's rows is refused too. Devices would otherwise rank with vectors the
+        programs were not built for, or fail on their first lookup.
+        """
+        meta, d = self.meta, self.meta.vector_dim
+        if spec is None:
+            if d:
+                raise PayloadError(f"item table: carries {d}-dimensional item vectors, but the model's programs "
+                                   "embed the item code themselves (its manifest has no item_vectors): recompute "
+                                   "the table for this bundle")
+            return
+        if not d:
+            raise PayloadError(f"item table: carries no item vectors, but the model's programs take "
+                               f"{spec.dim}-dimensional ones (manifest item_vectors, sha256 {spec.sha256[:12]}…): "
+                               "recompute it with `fedpa-export items --student …`")
+        if d != spec.dim:
+            raise PayloadError(f"item table: vector_dim {d} does not match the model's item_vectors dim {spec.dim}: "
+                               "it was computed for another student")
+        if meta.vector_sha256 != spec.sha256:
+            raise PayloadError(f"item table: vector_sha256 {meta.vector_sha256[:12]}… is not the model's "
+                               f"item_vectors sha256 {spec.sha256[:12]}…: its vectors are another student's "
+                               "(pass the bundle's own student to `fedpa-export items --student`)")
+        assert self.vector is not None and self.vector_scale is not None  # __post_init__: d > 0 has them
+        assert self.default_vector is not None and self.default_vector_scale is not None
+        codes = np.concatenate([[0], self.item_code.astype(np.int64)])  # the default row is the OOV code 0's
+        q = np.concatenate([self.default_vector, self.vector])
+        scale = np.concatenate([self.default_vector_scale, self.vector_scale])
+        if int(codes.max()) >= spec.rows:
+            raise PayloadError(f"item table: item_code {int(codes.max())} has no row in the model's "
+                               f"{spec.rows} item vectors")
+        unique, first, which = np.unique(codes, return_index=True, return_inverse=True)
+        same = (q == q[first][which]).all(axis=1) & (scale.view(np.uint32) == scale[first].view(np.uint32)[which])
+        if not same.all():
+            code = int(codes[int(np.flatnonzero(~same)[0])])
+            raise PayloadError(f"item table: item code {code} has rows with different vectors; one code has "
+                               "one vector")
+        if len(unique) == spec.rows:  # every code's row is here: the digest can be recomputed
+            digest = vectors_digest(q[first], scale[first])
+            if digest != spec.sha256:
+                raise PayloadError(f"item table: its vectors hash to {digest[:12]}…, not its vector_sha256 "
+                                   f"{spec.sha256[:12]}…: the rows are not the model's student's")

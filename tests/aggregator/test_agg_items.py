@@ -14,7 +14,16 @@ from agg_helpers import ADMIN, ADMIN_TOKEN, MODEL_ID, aggregator_process, make_u
 from aggregator.core.config import Settings
 from aggregator.services.items import MAX_LOOKUP_BATCH
 from fedpa.data.schema import CategoricalFeature, FeatureSchema
-from fedpa.runtime.items import ItemColumn, ItemRows, ItemTableFile, ItemTableMeta, expected_columns
+from fedpa.manifest import ItemVectorSpec
+from fedpa.runtime.items import (
+    ItemColumn,
+    ItemRows,
+    ItemTableFile,
+    ItemTableMeta,
+    expected_columns,
+    quantise_vectors,
+    vectors_digest,
+)
 
 SCHEMA = FeatureSchema(
     features=(
@@ -42,10 +51,12 @@ def item_table(table_version: int = 1, *, model_version: int = 1, seed: int = 0,
     return ItemTableFile.from_arrays(meta, IDS, np.arange(1, len(IDS) + 1), codes)
 
 
-def publish_model(client, root: Path, *, model_version: int = 1) -> None:
+def publish_model(client, root: Path, *, model_version: int = 1, item_vectors: ItemVectorSpec | None = None) -> None:
     write_bundle(root, model_version=model_version)
     manifest = json.loads((root / "manifest.json").read_text())
     manifest["feature_schema"] = SCHEMA.to_dict()
+    if item_vectors is not None:  # programs that take the item code's vector from the item table
+        manifest["item_vectors"] = item_vectors.model_dump()
     (root / "manifest.json").write_text(json.dumps(manifest))
     assert publish(client, root).status_code == 201
 
@@ -126,6 +137,86 @@ def test_new_model_version_needs_its_own_table(app_client, tmp_path: Path) -> No
     assert fresh.status_code == 201
 
 
+ITEM_CODES = 6  # SCHEMA's item_code cardinality: the student's item-code rows, OOV code 0 included
+VECTOR_IDS = ["v1", "v2", "10", "v4", "v5"]  # item codes 1..5: with the OOV row every code is in the table
+
+
+def student_rows(dim: int = 4, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A student's quantised item-code rows (int8 [ITEM_CODES, dim], float32 scale)."""
+    return quantise_vectors(np.random.default_rng(seed).normal(size=(ITEM_CODES, dim)).astype(np.float32))
+
+
+def vectors_spec(rows: tuple[np.ndarray, np.ndarray]) -> ItemVectorSpec:
+    """The manifest's item_vectors of a bundle built from the student with ``rows``."""
+    column = SCHEMA.names.index("item_code")
+    return ItemVectorSpec(feature="item_code", column=column, rows=ITEM_CODES, dim=rows[0].shape[1],
+                          sha256=vectors_digest(*rows))
+
+
+def vector_table(rows: tuple[np.ndarray, np.ndarray] | None, table_version: int = 1, *,
+                 item_code: list[int] | None = None) -> ItemTableFile:
+    """A format-2 table whose items carry the vectors of ``rows`` (None: a table without vectors)."""
+    meta = ItemTableMeta(model_id=MODEL_ID, model_version=1, table_version=table_version,
+                         columns=expected_columns(SCHEMA))
+    codes = np.zeros((len(VECTOR_IDS), len(meta.columns)), np.int64)
+    return ItemTableFile.from_arrays(meta, VECTOR_IDS, np.array(item_code or [1, 2, 3, 4, 5]), codes,
+                                     code_vectors=rows)
+
+
+def test_a_table_whose_vectors_are_not_the_models_is_refused(app_client, tmp_path: Path) -> None:
+    client = app_client()
+    ours = student_rows(4)
+    publish_model(client, tmp_path / "b", item_vectors=vectors_spec(ours))
+    device = register(client)
+    good = vector_table(ours)
+    theirs = vector_table(student_rows(4, seed=1))  # another student, same dimension
+    # the right digest in the metadata over another student's rows
+    relabelled = ItemTableFile(good.meta, good.ids, good.item_code, good.codes, good.default_codes,
+                               theirs.vector, theirs.vector_scale, theirs.default_vector, theirs.default_vector_scale)
+    twice = vector_table(ours, item_code=[1, 2, 3, 4, 4])
+    twice_vectors = twice.vector.copy()
+    twice_vectors[4] = ours[0][5]  # code 4's second row carries code 5's vector
+    two_vectors = ItemTableFile(twice.meta, twice.ids, twice.item_code, twice.codes, twice.default_codes,
+                                twice_vectors, twice.vector_scale, twice.default_vector, twice.default_vector_scale)
+
+    refused = {name: post_table(client, table) for name, table in {
+        "dim": vector_table(student_rows(3)), "digest": theirs, "none": vector_table(None),
+        "relabelled": relabelled, "two vectors": two_vectors}.items()}
+    before = client.get(f"/v1/models/{MODEL_ID}/items", headers=device)
+    published = post_table(client, good)  # table_version 1: no refusal took it
+    rows = ItemRows.decode(client.post(f"/v1/models/{MODEL_ID}/items/lookup", json={"item_ids": ["v4", "nope"]},
+                                       headers=device).content)
+
+    for name, r in refused.items():
+        assert r.status_code == 422, (name, r.text)
+        assert r.json()["error"] == "item_vectors_mismatch", name
+    assert "vector_dim 3 does not match the model's item_vectors dim 4" in refused["dim"].json()["detail"]
+    assert f"vector_sha256 {theirs.meta.vector_sha256[:12]}" in refused["digest"].json()["detail"]
+    assert "carries no item vectors" in refused["none"].json()["detail"]
+    assert "--student" in refused["none"].json()["detail"]
+    assert f"hash to {theirs.meta.vector_sha256[:12]}" in refused["relabelled"].json()["detail"]
+    assert "item code 4 has rows with different vectors" in refused["two vectors"].json()["detail"]
+    assert all(f"model {MODEL_ID!r} v1" in r.json()["detail"] for r in refused.values())
+    assert before.status_code == 404 and before.json()["error"] == "no_item_table"  # nothing was stored
+    assert published.status_code == 201, published.text
+    np.testing.assert_array_equal(rows.vectors()[0], (ours[0][4] * ours[1][4]).astype(np.float32))
+    np.testing.assert_array_equal(rows.vectors()[1], (ours[0][0] * ours[1][0]).astype(np.float32))  # OOV row
+
+
+def test_vectors_for_a_model_whose_programs_embed_item_codes_are_refused(app_client, tmp_path: Path) -> None:
+    client = app_client()
+    publish_model(client, tmp_path / "b")  # no manifest item_vectors
+    served = post_table(client, item_table(1))
+
+    refused = post_table(client, vector_table(student_rows(4), table_version=2))
+    status = client.get(f"/v1/models/{MODEL_ID}/items", headers=ADMIN).json()
+
+    assert refused.status_code == 422 and refused.json()["error"] == "item_vectors_mismatch"
+    assert "carries 4-dimensional item vectors" in refused.json()["detail"]
+    assert "no item_vectors" in refused.json()["detail"]
+    assert served.status_code == 201 and status["table_version"] == 1  # the table served is unchanged
+
+
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_edge_client_batches_and_caches_by_version(app_client, tmp_path: Path) -> None:
     from edge.client import AggregatorClient
@@ -190,3 +281,28 @@ def test_a_device_flooding_lookups_gets_429_and_no_other_device_notices(sqlite_u
     assert ItemRows.decode(lookups[-1].content).known.tolist() == [True, False]
     assert upload.status_code == 202, upload.text
     assert admin.status_code == 200
+
+
+def test_the_operator_publishing_another_students_table_gets_the_code(sqlite_url, tmp_path: Path) -> None:
+    """A real uvicorn server, the operator's client (edge.items.publish_item_table): the refusal arrives
+    as Refused with the exact code, and the stored table is unchanged."""
+    from edge.client import AggregatorClient, Refused
+    from edge.items import publish_item_table
+    from fedpa.wire import ErrorCode
+
+    ours = student_rows(4)
+    (tmp_path / "ours.safetensors").write_bytes(vector_table(ours).encode())
+    (tmp_path / "theirs.safetensors").write_bytes(vector_table(student_rows(4, seed=1), table_version=2).encode())
+    with aggregator_process(sqlite_url) as server, httpx.Client(base_url=server.url, timeout=30) as http:
+        publish_model(http, tmp_path / "b", item_vectors=vectors_spec(ours))
+        admin = AggregatorClient(server.url, token=ADMIN_TOKEN)
+        served = publish_item_table(admin, MODEL_ID, tmp_path / "ours.safetensors")
+        with pytest.raises(Refused) as refused:
+            publish_item_table(admin, MODEL_ID, tmp_path / "theirs.safetensors")
+        status = admin.request("GET", f"/v1/models/{MODEL_ID}/items").json()
+        admin.close()
+
+    assert served["table_version"] == 1
+    assert refused.value.status == 422 and refused.value.code == ErrorCode.ITEM_VECTORS_MISMATCH
+    assert "another student's" in refused.value.detail
+    assert status["table_version"] == 1 and status["sha256"] == served["sha256"]
