@@ -17,9 +17,9 @@ a published bank. The aggregator and the devices call the same checks.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from functools import cached_property
-import math
 from typing import Final, Literal, Self
 
 import numpy as np

@@ -3,9 +3,10 @@
 The bundle is checked by the one implementation of the format (``fedpa.manifest.read_manifest``:
 sizes, sha256, format version), and its ``shared_state.safetensors`` must hold exactly the stored
 tensors of the manifest's initial law; the bank stored as state version 0 is materialised from
-them and the law's seed (``fedpa.state.SharedStateSpec.initial_bank``), as every device does. A newer ``model_version`` of a known model replaces the bundle and
-the bank, and supersedes the updates still pending for the old version (they were trained on
-another architecture or state and cannot be averaged into the new one).
+them and the law's seed (``fedpa.state.SharedStateSpec.initial_bank``), as every device does.
+A newer ``model_version`` of a known model replaces the bundle and the bank, and supersedes
+the updates still pending for the old version (they were trained on another architecture or
+state and cannot be averaged into the new one).
 
 Usage: ``publish_bundle(db, Path("bundle/"), config={"round_size": 50}, defaults=settings.default_round)``.
 """
