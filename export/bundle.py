@@ -148,6 +148,8 @@ def build_bundle(student: Backbone, schema: FeatureSchema, out: str | Path, *, m
     if out.exists() and not overwrite:
         raise BundleError(f"{out} already exists (pass overwrite=True / --overwrite to replace it)")
     _check_identity(model_id, model_version)
+    if not 0 <= seed <= 0xFFFFFFFF:  # the initial bank's law and the golden perturbation hash a 32-bit seed
+        raise BundleError(f"seed {seed} is not a 32-bit unsigned integer (0..4294967295)")
     try:
         adapter = adapter or adapter_config_for(schema)
     except ConfigError as exc:
