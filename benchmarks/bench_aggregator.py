@@ -51,7 +51,7 @@ from aggregator.models import UNSCRUBBED
 from fedpa.manifest import FileEntry, Manifest, PrivacySettings, sha256_file
 from fedpa.payload import encode_tensors
 from fedpa.protocol import UpdateMeta, UpdatePrivacy
-from fedpa.state import SharedStateSpec
+from fedpa.state import InitialBank, SharedStateSpec
 from fedpa.wire import MANIFEST_NAME, SHARED_STATE_FILE, encode_update
 from harness.server_process import AggregatorProcess
 
@@ -67,15 +67,20 @@ SPEC = SharedStateSpec.build(
     group=[(f"layers.{i}.groups.{a}.lora_{m}", a, s) for i in range(2) for a in ("age", "region")
            for m, s in (("A", (4, 64)), ("B", (64, 4)))],
     cardinalities={"age": 5, "region": 4},
+    # as a bundle's law: the gates' w1 and the adapters' A drawn from the seed, the rest stored
+    initial=InitialBank(seed=0, drawn={**{f"layers.{i}.gate.w1": 0.125 for i in range(2)},
+                                       **{f"layers.{i}.groups.{a}.lora_A": 0.25 for i in range(2)
+                                          for a in ("age", "region")}}),
 )
 
 
 def write_bundle(root: Path, model_id: str) -> None:
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    bank = {t.name: (0.1 * rng.normal(size=t.shape)).astype(np.float32) for t in SPEC.tensors}
+    shapes = {t.param: t.shape for t in SPEC.tensors}
+    stored = {p: (0.1 * rng.normal(size=shapes[p])).astype(np.float32) for p in SPEC.stored_names}
     path = root / SHARED_STATE_FILE
-    path.write_bytes(encode_tensors(bank))
+    path.write_bytes(encode_tensors(stored))
     files = {SHARED_STATE_FILE: FileEntry(sha256=sha256_file(path), size=path.stat().st_size)}
     manifest = Manifest(model_id=model_id, model_version=1, created_at="2026-01-01T00:00:00Z", feature_schema={},
                         backbone={}, adapter={}, shared_state=SPEC, private_tensors=(),

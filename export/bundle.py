@@ -30,7 +30,7 @@ from fedpa.errors import BundleError, ConfigError
 from fedpa.manifest import FileEntry, ItemVectorSpec, Manifest, PrivacySettings, sha256_file
 from fedpa.model import AdapterConfig, Backbone, FedPARecommender, ParamGroup, external_item_vectors
 from fedpa.payload import encode_tensors
-from fedpa.personalise import initial_shared_state, load_tensors, read_tensors, shared_state_spec
+from fedpa.personalise import load_tensors, read_tensors, shared_state_spec, stored_tensors
 from fedpa.runtime.bundle import Bundle
 from fedpa.runtime.golden import write_golden
 from fedpa.runtime.items import ITEM_CODE, dequantise_vectors, item_table_features, quantise_vectors, vectors_digest
@@ -93,7 +93,8 @@ def _check_identity(model_id: str, model_version: int) -> None:
     try:
         Manifest.model_validate({"model_id": model_id, "model_version": model_version, "created_at": "",
                                  "feature_schema": {}, "backbone": {}, "adapter": {},
-                                 "shared_state": {"tensors": []}, "private_tensors": []})
+                                 "shared_state": {"tensors": [], "initial": {"seed": 0, "drawn": {}}},
+                                 "private_tensors": []})
     except ValueError as exc:  # pydantic's ValidationError
         raise BundleError(f"invalid model id {model_id!r} or version {model_version!r}: {exc}") from exc
 
@@ -147,6 +148,8 @@ def build_bundle(student: Backbone, schema: FeatureSchema, out: str | Path, *, m
     if out.exists() and not overwrite:
         raise BundleError(f"{out} already exists (pass overwrite=True / --overwrite to replace it)")
     _check_identity(model_id, model_version)
+    if not 0 <= seed <= 0xFFFFFFFF:  # the initial bank's law and the golden perturbation hash a 32-bit seed
+        raise BundleError(f"seed {seed} is not a 32-bit unsigned integer (0..4294967295)")
     try:
         adapter = adapter or adapter_config_for(schema)
     except ConfigError as exc:
@@ -166,8 +169,9 @@ def build_bundle(student: Backbone, schema: FeatureSchema, out: str | Path, *, m
     backbone, item_vectors, vectors = item_vector_source(copy.deepcopy(student).eval(), schema)
     torch.manual_seed(seed)
     model = FedPARecommender(backbone.eval(), adapter).eval()
-    spec = shared_state_spec(model)
-    bank = initial_shared_state(model, seed=seed)
+    spec = shared_state_spec(model, seed=seed)
+    stored = stored_tensors(model, spec)  # shared_state.safetensors; the rest of the bank is drawn from seed
+    bank = spec.initial_bank(stored)
     private = read_tensors(model, ParamGroup.PRIVATE)
     # The training program's built-in tensors: the initial ones for the OOV group values (clients
     # overwrite them with their own before training).
@@ -190,7 +194,7 @@ def build_bundle(student: Backbone, schema: FeatureSchema, out: str | Path, *, m
 
         meta = {"model_id": model_id, "model_version": str(model_version)}
         _write(tmp, BACKBONE_FILE, encode_tensors(frozen_tensors(model), metadata=meta))
-        _write(tmp, SHARED_STATE_FILE, encode_tensors(bank, metadata=meta))
+        _write(tmp, SHARED_STATE_FILE, encode_tensors(stored, metadata=meta))
         _write(tmp, PRIVATE_INIT_FILE, encode_tensors(private, metadata=meta))
         golden_groups = {a: min(1, n - 1) for a, n in zip(adapter.group_attributes, adapter.group_cardinalities,
                                                           strict=True)}

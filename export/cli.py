@@ -80,7 +80,8 @@ def build(
              "publisher.pub refuse anything else.")] = None,
     max_batch: Annotated[int, typer.Option(help="Most candidates one inference call takes.")] = 1024,
     max_train_batch: Annotated[int, typer.Option(help="Largest training batch.")] = 1024,
-    seed: Annotated[int, typer.Option(help="Seed for data split, training, initial adapters, golden vectors.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=0xFFFFFFFF, help="Seed for data split, training, initial "
+                                      "adapters (the bank's law), golden vectors.")] = 0,
     save_student: Annotated[Path | None, typer.Option(
         help="Also write the exported student as a checkpoint here: `fedpa-export items --student` needs it "
              "for the item vectors the item table serves.")] = None,

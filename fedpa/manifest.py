@@ -34,9 +34,12 @@ __all__ = [
     "sha256_file",
 ]
 
+# 3: the initial bank is a law (shared_state.initial: seed, drawn bounds) plus the stored tensors;
 # 2: the programs take the frozen student (backbone.safetensors) and, with manifest.item_vectors,
 # the candidates' item vectors as inputs; a format-1 bundle holds its weights inside the programs.
-FORMAT_VERSION: Final = 2
+FORMAT_VERSION: Final = 3
+_OLD_FORMATS: Final = {1: "whose programs hold their own weights",
+                       2: "that ships its whole initial bank (no shared_state.initial)"}
 # TensorIO groups a device sets per user: the personalisation inputs of the inference program
 PERSONALISATION_GROUPS: Final = ("private", "group", "gate")
 # Bundle files sit side by side; a name with a path in it could make a downloader write outside the bundle.
@@ -131,7 +134,7 @@ def _stated_budget(epsilon: float) -> float:
 class Manifest(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    format_version: Literal[2] = FORMAT_VERSION
+    format_version: Literal[3] = FORMAT_VERSION
     model_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
     model_version: int = Field(ge=1)
     created_at: str
@@ -146,6 +149,14 @@ class Manifest(BaseModel):
     files: dict[str, FileEntry] = {}
     metrics: dict[str, Any] = {}  # teacher / student test metrics at export time
     toolchain: dict[str, str] = {}  # versions that wrote the programs (torch, executorch, onnx opset, ...)
+
+    @field_validator("shared_state")
+    @classmethod
+    def _initial_law(cls, spec: SharedStateSpec) -> SharedStateSpec:
+        # without it no device or server could materialise the bank from shared_state.safetensors
+        if spec.initial is None:
+            raise ValueError("shared_state.initial (the initial bank's seed and drawn tensors) is required")
+        return spec
 
     @field_validator("files")
     @classmethod
@@ -180,10 +191,10 @@ def parse_manifest(raw: object, *, source: str = MANIFEST_NAME) -> Manifest:
     if not isinstance(raw, dict):
         raise BundleError(f"{source}: manifest must be a JSON object")
     version = raw.get("format_version")
-    if version == 1:
-        raise BundleError(f"{source}: format_version 1 is a bundle whose programs hold their own weights; this FedPA "
-                          f"reads format_version {FORMAT_VERSION} (backbone.safetensors, served item vectors): "
-                          "rebuild it with this version's fedpa-export build")
+    if version in _OLD_FORMATS:
+        raise BundleError(f"{source}: format_version {version} is a bundle {_OLD_FORMATS[version]}; this FedPA "
+                          f"reads format_version {FORMAT_VERSION} (backbone.safetensors, served item vectors, "
+                          "the initial bank drawn from a seed): rebuild it with this version's fedpa-export build")
     if version != FORMAT_VERSION:
         raise BundleError(
             f"{source}: unknown format_version {version!r}; this FedPA reads format_version {FORMAT_VERSION}"

@@ -5,6 +5,11 @@ of its grouping attribute. A device holds its model's parameters under their pla
 (``layers.0.groups.reco_active_level.lora_A``); on the wire and in the bank a group tensor is
 suffixed with the value (``…lora_A@3``). Nothing outside this module builds or parses those names.
 
+A bundle ships the bank's first version mostly as a formula (:class:`InitialBank`): the drawn
+tensors (LoRA's A per group value, the gate's first weight) are ``bound · counter_uniform(seed,
+position)``, and only the rest is stored. :meth:`SharedStateSpec.initial_bank` is the one
+materialisation (Java: ``SharedState.initialBank``).
+
 The spec is also the one judge of what is valid against a model: a device's groups, a download's
 group selection (``groups=attr:value,attr:*``, syntax in ``fedpa.wire``), an upload's tensors and
 a published bank. The aggregator and the devices call the same checks.
@@ -12,17 +17,22 @@ a published bank. The aggregator and the devices call the same checks.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from functools import cached_property
-from typing import Literal, Self
+from typing import Final, Literal, Self
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from fedpa.counter_rng import counter_uniform
 from fedpa.errors import PayloadError
 from fedpa.wire import ALL_VALUES, GroupSelection, decode_groups
 
-__all__ = ["SharedStateSpec", "TensorSpec", "wire_name"]
+__all__ = ["BANK_LAW", "InitialBank", "SharedStateSpec", "TensorSpec", "wire_name"]
+
+# value = bound · counter_uniform(seed, the tensor's position in SharedStateSpec.tensors), in float32
+BANK_LAW: Final = "counter-uniform"
 
 SharedRole = Literal["gate", "group"]
 
@@ -64,12 +74,49 @@ class TensorSpec(BaseModel):
         return self.attribute, self.value
 
 
+class InitialBank(BaseModel):
+    """How a bundle's initial bank follows from a seed and the few tensors it stores.
+
+    A *drawn* parameter's tensor at position ``k`` of ``SharedStateSpec.tensors`` is
+    ``float32(bound) · counter_uniform(seed, k)`` (float32; a different stream per tensor and group
+    value; uniform on ±bound, variance bound²/3). Every other parameter is *stored* once under its
+    parameter name: a gate tensor as it is, a group tensor as the value every group value starts
+    from (LoRA's B = 0). Why: most of the bank is random numbers a seed regenerates, and the
+    bundle's size budget is better spent elsewhere.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    law: Literal["counter-uniform"] = BANK_LAW
+    seed: int = Field(ge=0, le=0xFFFFFFFF)
+    drawn: dict[str, float]  # parameter name → bound, a float32 value (JSON keeps it exact)
+
+    @field_validator("drawn")
+    @classmethod
+    def _float32_bounds(cls, drawn: dict[str, float]) -> dict[str, float]:
+        for param, bound in drawn.items():
+            if not (math.isfinite(bound) and bound > 0 and float(np.float32(bound)) == bound):
+                raise ValueError(f"drawn bound of {param!r} must be a positive float32 value, got {bound!r}")
+        return drawn
+
+
 class SharedStateSpec(BaseModel):
     """The complete list of shared tensors plus the lookups the server and devices need."""
 
     model_config = ConfigDict(frozen=True)
 
     tensors: tuple[TensorSpec, ...]
+    # How the bundle's initial bank is made; a bundle manifest requires it, a simulation's or
+    # test's spec describes no bundle and may leave it out.
+    initial: InitialBank | None = None
+
+    @model_validator(mode="after")
+    def _drawn_params_exist(self) -> Self:
+        if self.initial is not None:
+            unknown = sorted(set(self.initial.drawn) - {t.param for t in self.tensors})
+            if unknown:
+                raise ValueError(f"initial.drawn names parameters the bank does not hold: {unknown[:5]}")
+        return self
 
     # These lookups are computed once per spec (it is frozen): the aggregator validates every
     # upload against the same spec, and rescanning a bank of hundreds of tensors each time showed.
@@ -152,6 +199,40 @@ class SharedStateSpec(BaseModel):
                 f"shared state does not match the manifest: missing {missing[:5]}, unexpected {unknown[:5]}")
         self._check_arrays(arrays, expected, what="shared tensor")
 
+    def _law(self) -> InitialBank:
+        if self.initial is None:
+            raise PayloadError("the shared-state spec has no initial law (initial.seed, initial.drawn)")
+        return self.initial
+
+    @property
+    def stored_names(self) -> tuple[str, ...]:
+        """What a bundle's ``shared_state.safetensors`` holds: each parameter that is not drawn, once."""
+        drawn = self._law().drawn
+        return tuple(dict.fromkeys(t.param for t in self.tensors if t.param not in drawn))
+
+    def initial_bank(self, stored: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The full initial bank (wire names, manifest order) from the stored tensors and the law.
+
+        Refuses stored tensors that are missing, unexpected, of another shape or dtype, or not
+        finite, so a damaged file never becomes a bank. Usage: ``spec.initial_bank(decode_tensors(blob))``.
+        """
+        law = self._law()
+        expected = {t.param: t for t in self.tensors if t.param not in law.drawn}
+        missing = [p for p in expected if p not in stored]
+        unknown = sorted(set(stored) - set(expected))
+        if missing or unknown:
+            raise PayloadError(f"stored initial tensors do not match the manifest's shared_state: missing "
+                               f"{missing[:5]}, unexpected {unknown[:5]} (drawn: {sorted(law.drawn)[:5]})")
+        self._check_arrays(stored, expected, what="stored initial tensor")
+        bank: dict[str, np.ndarray] = {}
+        for index, t in enumerate(self.tensors):
+            if t.param in law.drawn:
+                u = counter_uniform(law.seed, index, t.numel)
+                bank[t.name] = (u * np.float32(law.drawn[t.param])).astype(np.float32).reshape(t.shape)
+            else:
+                bank[t.name] = np.array(stored[t.param], dtype=np.float32)  # a copy per group value
+        return bank
+
     @staticmethod
     def _check_arrays(arrays: Mapping[str, np.ndarray], expected: Mapping[str, TensorSpec], *, what: str) -> None:
         for name, array in arrays.items():
@@ -177,11 +258,11 @@ class SharedStateSpec(BaseModel):
     @staticmethod
     def build(gate: Iterable[tuple[str, tuple[int, ...]]],
               group: Iterable[tuple[str, str, tuple[int, ...]]],
-              cardinalities: Mapping[str, int]) -> SharedStateSpec:
+              cardinalities: Mapping[str, int], *, initial: InitialBank | None = None) -> SharedStateSpec:
         """From (param, shape) gate tensors and (param, attribute, shape) group tensors."""
         tensors = [TensorSpec(name=p, param=p, shape=s, role="gate") for p, s in gate]
         for param, attribute, shape in group:
             for value in range(cardinalities[attribute]):
                 tensors.append(TensorSpec(name=wire_name(param, value), param=param, shape=shape,
                                           role="group", attribute=attribute, value=value))
-        return SharedStateSpec(tensors=tuple(tensors))
+        return SharedStateSpec(tensors=tuple(tensors), initial=initial)

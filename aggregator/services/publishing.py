@@ -1,10 +1,12 @@
 """Publishing a model: verify a bundle, store its files and its initial shared state (version 0).
 
 The bundle is checked by the one implementation of the format (``fedpa.manifest.read_manifest``:
-sizes, sha256, format version), and its ``shared_state.safetensors`` must hold exactly the
-manifest's shared tensors. A newer ``model_version`` of a known model replaces the bundle and
-the bank, and supersedes the updates still pending for the old version (they were trained on
-another architecture or state and cannot be averaged into the new one).
+sizes, sha256, format version), and its ``shared_state.safetensors`` must hold exactly the stored
+tensors of the manifest's initial law; the bank stored as state version 0 is materialised from
+them and the law's seed (``fedpa.state.SharedStateSpec.initial_bank``), as every device does.
+A newer ``model_version`` of a known model replaces the bundle and the bank, and supersedes
+the updates still pending for the old version (they were trained on another architecture or
+state and cannot be averaged into the new one).
 
 Usage: ``publish_bundle(db, Path("bundle/"), config={"round_size": 50}, defaults=settings.default_round)``.
 """
@@ -18,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
+import numpy as np
 from pydantic import ValidationError
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
@@ -82,11 +85,11 @@ def publish_bundle(db: Database, bundle_dir: Path, *, config: Mapping[str, objec
             raise BundleError(f"files not listed in the manifest: {extra[:5]}")
     if SHARED_STATE_FILE not in listed:
         raise BundleError(f"the manifest lists no {SHARED_STATE_FILE} (the initial shared state)")
-    state_blob = (bundle_dir / SHARED_STATE_FILE).read_bytes()
-    manifest.shared_state.validate_bank(decode_tensors(state_blob))
+    bank = manifest.shared_state.initial_bank(decode_tensors((bundle_dir / SHARED_STATE_FILE).read_bytes()))
+    manifest.shared_state.validate_bank(bank)
     round_config = merge_config(defaults, config)
     try:
-        _store(db, bundle_dir, manifest, state_blob, round_config)
+        _store(db, bundle_dir, manifest, bank, round_config)
     except IntegrityError as exc:  # a concurrent publish of the same new model id won the race
         raise ConflictError(f"model {manifest.model_id!r} was published concurrently; retry",
                             code=ErrorCode.MODEL_VERSION_NOT_NEWER) from exc
@@ -94,7 +97,8 @@ def publish_bundle(db: Database, bundle_dir: Path, *, config: Mapping[str, objec
                          config=round_config)
 
 
-def _store(db: Database, bundle_dir: Path, manifest: Manifest, state_blob: bytes, round_config: RoundConfig) -> None:
+def _store(db: Database, bundle_dir: Path, manifest: Manifest, bank: Mapping[str, np.ndarray],
+           round_config: RoundConfig) -> None:
     now = time.time()
     listed = set(manifest.files)
     with db.begin() as session:
@@ -128,7 +132,7 @@ def _store(db: Database, bundle_dir: Path, manifest: Manifest, state_blob: bytes
                                    size=len(content), content=content))
         info = ModelInfo(pk=row.id, model_id=row.model_id, model_version=row.model_version,
                          spec=manifest.shared_state, config=round_config, privacy=manifest.privacy)
-        store_bank(session, info, 0, {}, now=now, blob=state_blob)
+        store_bank(session, info, 0, bank, now=now)
         prune_bank(session, info, keep_from=0)
 
 

@@ -14,7 +14,10 @@
 4. ``perturbation.json``: ``fedpa.runtime.golden.perturbation`` and ``perturb`` (the golden
    vectors' personalisation formula) for a few seeds, indices and scales, as float32 bit patterns:
    the Java ``Golden.perturbation`` must reproduce every bit.
-5. ``history.json``: a feature schema with history columns (``fedpa.signals``), a sequence of
+5. ``initial_bank.json``: the manifest's ``shared_state`` (tensors + initial law) of small FedPA
+   models, random stored tensors, and the bank ``fedpa.state.SharedStateSpec.initial_bank`` makes
+   of them, as float32 bit patterns: the Java ``SharedState.initialBank`` must reproduce every bit.
+6. ``history.json``: a feature schema with history columns (``fedpa.signals``), a sequence of
    labelled rows and, before each is observed, ``HistoryState.codes`` of probe candidates, plus the
    final ``to_dict()``: the Java ``HistoryState`` must reproduce every code.
 
@@ -53,6 +56,26 @@ def perturbation_fixture() -> list[dict[str, object]]:
         cases.append({"seed": seed, "index": index, "scale": float(np.float32(scale)),
                       "noise_bits": bits(perturbation(seed, index, n)), "start_bits": bits(start),
                       "perturbed_bits": bits(perturb(tensors, seed=seed, scale=scale)["t"])})
+    return cases
+
+
+def initial_bank_fixture() -> list[dict[str, object]]:
+    """Initial-bank cases: (shared_state JSON, stored tensors) → the materialised bank, as float32 bits."""
+    from fedpa.personalise import shared_state_spec
+
+    def bits(a: np.ndarray) -> list[int]:
+        return [int(v) for v in np.asarray(a, dtype=np.float32).reshape(-1).view(np.int32)]
+
+    rng = np.random.default_rng(5)
+    cases = []
+    for seed, mode in ((7, "residual"), (4294967295, "paper")):
+        spec = shared_state_spec(build(mode, private_emb=False, seed=1), seed=seed)
+        shapes = {t.param: t.shape for t in spec.tensors}
+        stored = {p: rng.normal(0, 1, shapes[p]).astype(np.float32) for p in spec.stored_names}
+        bank = spec.initial_bank(stored)
+        cases.append({"shared_state": json.loads(spec.model_dump_json()),
+                      "stored": {p: {"shape": list(a.shape), "bits": bits(a)} for p, a in stored.items()},
+                      "bank": {n: bits(a) for n, a in bank.items()}})
     return cases
 
 
@@ -192,6 +215,7 @@ def main() -> int:
     (signing / "manifest.sig-other").write_bytes(sign_manifest(manifest, load_private_key(other)))
 
     (out / "perturbation.json").write_text(json.dumps(perturbation_fixture()))
+    (out / "initial_bank.json").write_text(json.dumps(initial_bank_fixture()))
     (out / "history.json").write_text(json.dumps(history_fixture(seed=7)))
     print(f"fixtures written to {out}")
     return 0

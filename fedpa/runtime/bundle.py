@@ -96,12 +96,16 @@ class Bundle:
             raise BundleError(f"{self.path / name}: {exc}") from exc
 
     def shared_state(self) -> dict[str, np.ndarray]:
-        """The initial shared bank, by wire name (gate once, each group tensor per group value)."""
-        bank = self._tensors(SHARED_STATE_FILE)
-        expected = {t.name for t in self.manifest.shared_state.tensors}
-        if set(bank) != expected:
-            raise BundleError(f"{SHARED_STATE_FILE}: tensors differ from the manifest's shared_state")
-        return bank
+        """The initial shared bank, by wire name (gate once, each group tensor per group value).
+
+        Materialised from ``shared_state.safetensors`` (the stored tensors) and the manifest's law
+        (``shared_state.initial``: seed and drawn tensors), :meth:`fedpa.state.SharedStateSpec.initial_bank`.
+        """
+        stored = self._tensors(SHARED_STATE_FILE)
+        try:
+            return self.manifest.shared_state.initial_bank(stored)
+        except PayloadError as exc:
+            raise BundleError(f"{self.path / SHARED_STATE_FILE}: {exc}") from exc
 
     @cached_property
     def frozen(self) -> dict[str, np.ndarray]:

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from fedpa.counter_rng import counter_uniform
 from fedpa.errors import BundleError
 
 __all__ = [
@@ -39,31 +40,14 @@ __all__ = [
 
 GOLDEN_FORMAT_VERSION = 2  # 2: the perturbed personalisation is a formula (seed, scale), not stored tensors
 
-_MASK = 0xFFFFFFFF
-
-
-def _mix32(v: np.ndarray) -> np.ndarray:
-    """A 32-bit integer hash (Wellons' "lowbias32"), on uint64 arrays holding uint32 values."""
-    v = v ^ (v >> np.uint64(16))
-    v = (v * np.uint64(0x7FEB352D)) & np.uint64(_MASK)
-    v = v ^ (v >> np.uint64(15))
-    v = (v * np.uint64(0x846CA68B)) & np.uint64(_MASK)
-    return v ^ (v >> np.uint64(16))
-
 
 def perturbation(seed: int, index: int, n: int) -> np.ndarray:
     """``n`` float32 values in [-1, 1) for the personalisation tensor at ``index`` (its input position).
 
-    Element ``i``: ``h = mix32((mix32((seed + 0x9E3779B9·(index+1)) mod 2³²) + i) mod 2³²)``, then
-    ``((h >> 8) - 2²³) · 2⁻²³`` — an integer below 2²⁴ times a power of two, so exact in float32.
-    Why a formula: the Java engine (``Golden.java``) computes the same values bit for bit, so
-    golden.json need not carry the perturbed tensors.
+    :func:`fedpa.counter_rng.counter_uniform` (documented there): the Java engine (``Golden.java``)
+    computes the same values bit for bit, so golden.json need not carry the perturbed tensors.
     """
-    if not 0 <= seed <= _MASK:
-        raise BundleError(f"golden perturbation seed {seed} is not a 32-bit unsigned integer")
-    base = _mix32(np.asarray([(seed + 0x9E3779B9 * (index + 1)) & _MASK], dtype=np.uint64))
-    h = _mix32((base + np.arange(n, dtype=np.uint64)) & np.uint64(_MASK))
-    return ((h >> np.uint64(8)).astype(np.int64) - (1 << 23)).astype(np.float32) * np.float32(2.0 ** -23)
+    return counter_uniform(seed, index, n)
 
 
 def perturb(start: Mapping[str, np.ndarray], *, seed: int, scale: float) -> dict[str, np.ndarray]:

@@ -21,7 +21,7 @@ from aggregator.schemas import RoundConfig
 from fedpa.manifest import FileEntry, Manifest, PrivacySettings
 from fedpa.payload import encode_tensors
 from fedpa.protocol import UpdateMeta, UpdatePrivacy
-from fedpa.state import SharedStateSpec
+from fedpa.state import InitialBank, SharedStateSpec
 from fedpa.wire import UPDATE_META_KEY
 from harness.server_process import AggregatorProcess
 
@@ -36,26 +36,35 @@ SPEC = SharedStateSpec.build(
     group=[("layers.0.groups.age.lora_A", "age", (2, 4)), ("layers.0.groups.region.lora_A", "region", (2, 4))],
     cardinalities={"age": 3, "region": 2},
 )
+# the bundle's law: w1 and the adapters' A drawn from the seed, b1 stored (bounds are float32 values)
+DRAWN = {"layers.0.gate.w1": 0.5, "layers.0.groups.age.lora_A": 0.75, "layers.0.groups.region.lora_A": 0.75}
 
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def bundle_spec(seed: int) -> SharedStateSpec:
+    """SPEC with the initial law of a bundle built with ``seed``."""
+    return SharedStateSpec(tensors=SPEC.tensors, initial=InitialBank(seed=seed, drawn=DRAWN))
+
+
 def write_bundle(root: Path, *, model_id: str = MODEL_ID, model_version: int = 1, seed: int = 0,
                  privacy: PrivacySettings = PRIVACY) -> dict[str, np.ndarray]:
-    """A verifiable bundle dir (manifest + shared state + a stand-in program); returns the bank."""
+    """A verifiable bundle dir (manifest + stored shared state + a stand-in program); returns the initial bank."""
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    bank = {t.name: rng.normal(size=t.shape).astype(np.float32) for t in SPEC.tensors}
-    blobs = {"shared_state.safetensors": encode_tensors(bank),
+    spec = bundle_spec(seed)
+    stored = {name: rng.normal(size=spec.by_name()[name].shape).astype(np.float32) for name in spec.stored_names}
+    bank = spec.initial_bank(stored)
+    blobs = {"shared_state.safetensors": encode_tensors(stored),
              "inference.onnx": b"stand-in program bytes " + bytes([seed % 256]) * 64}
     files = {}
     for name, data in blobs.items():
         (root / name).write_bytes(data)
         files[name] = FileEntry(sha256=sha256(data), size=len(data))
     manifest = Manifest(model_id=model_id, model_version=model_version, created_at="2026-01-01T00:00:00Z",
-                        feature_schema={}, backbone={}, adapter={}, shared_state=SPEC, private_tensors=(),
+                        feature_schema={}, backbone={}, adapter={}, shared_state=spec, private_tensors=(),
                         privacy=privacy, files=files)
     (root / "manifest.json").write_text(manifest.to_json())
     return bank

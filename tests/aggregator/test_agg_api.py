@@ -5,9 +5,21 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from agg_helpers import ADMIN, MODEL_ID, SPEC, make_update, publish, reference_step, register, wait_for, write_bundle
+from agg_helpers import (
+    ADMIN,
+    DRAWN,
+    MODEL_ID,
+    SPEC,
+    make_update,
+    publish,
+    reference_step,
+    register,
+    sha256,
+    wait_for,
+    write_bundle,
+)
 
-from fedpa.payload import decode_tensors
+from fedpa.payload import decode_tensors, encode_tensors
 
 
 def test_health_metrics_and_openapi(app_client):
@@ -75,6 +87,49 @@ def test_state_download_for_groups_and_whole_bank(app_client, bundle):
         f"layers.0.groups.age.lora_A@{v}" for v in range(3)}
     assert set(decode_tensors(whole.content)) == set(bank)
     assert no_groups.status_code == 422 and no_groups.json()["error"] == "invalid_payload"
+
+
+def test_publish_stores_the_bank_its_law_makes(app_client, bundle):
+    # Prepare: the bundle ships b1 only; w1 and every group value's A follow from the seed
+    client = app_client()
+    root, bank = bundle
+    stored = decode_tensors((root / "shared_state.safetensors").read_bytes())
+    # Execute
+    publish(client, root)
+    whole = decode_tensors(client.get(f"/v1/models/{MODEL_ID}/state", headers=ADMIN).content)
+    # Assert: state version 0 is the materialised bank, byte for byte
+    assert set(stored) == {"layers.0.gate.b1"}
+    assert set(whole) == {t.name for t in SPEC.tensors}
+    assert all(whole[n].tobytes() == bank[n].tobytes() for n in bank)
+    for t in SPEC.tensors:
+        if t.param in DRAWN:  # uniform on ±bound, a different draw per group value
+            assert 0 < np.abs(whole[t.name]).max() <= DRAWN[t.param]
+    a = [whole[f"layers.0.groups.age.lora_A@{v}"] for v in range(3)]
+    assert not np.array_equal(a[0], a[1]) and not np.array_equal(a[1], a[2])
+
+
+def test_publish_refuses_a_damaged_stored_state(app_client, bundle):
+    client = app_client()
+    root, _ = bundle
+    stored = decode_tensors((root / "shared_state.safetensors").read_bytes())
+    cases = {
+        "missing": ({}, r"missing ['layers.0.gate.b1']"),
+        "reshaped": ({"layers.0.gate.b1": np.zeros(4, np.float32)}, "has shape (4,), expected (3,)"),
+        "whole bank": ({**stored, "layers.0.gate.w1": np.zeros((4, 3), np.float32)},
+                       "unexpected ['layers.0.gate.w1']"),
+    }
+    for name, (tensors, message) in cases.items():
+        blob = encode_tensors(tensors)
+        (root / "shared_state.safetensors").write_bytes(blob)
+        manifest = json.loads((root / "manifest.json").read_text())
+        manifest["files"]["shared_state.safetensors"] = {"sha256": sha256(blob), "size": len(blob)}
+        (root / "manifest.json").write_text(json.dumps(manifest))
+
+        r = publish(client, root)
+
+        assert r.status_code == 422, (name, r.text)
+        assert message in r.json()["detail"], (name, r.json())
+    assert client.get(f"/v1/models/{MODEL_ID}", headers=ADMIN).status_code == 404  # nothing published
 
 
 def test_upload_status_and_admin_aggregate_give_the_numpy_mean(app_client, bundle):

@@ -28,7 +28,7 @@ from fedpa.aggregation import ClientUpdate, aggregate_bank
 from fedpa.manifest import FileEntry, Manifest, TensorIO, sha256_file
 from fedpa.model import AdapterConfig, Backbone, BackboneConfig, FedPARecommender, ParamGroup
 from fedpa.payload import encode_tensors
-from fedpa.personalise import initial_shared_state, read_tensors, shared_state_spec
+from fedpa.personalise import read_tensors, shared_state_spec, stored_tensors
 from fedpa.protocol import UpdateMeta
 from fedpa.wire import (
     MANIFEST_NAME,
@@ -50,7 +50,8 @@ def tiny_bundle(folder: Path) -> Manifest:
     backbone = Backbone(BackboneConfig(cardinalities=(3, 4, 5), n_user_features=2, embedding_dim=4, hidden=(8, 4)))
     model = FedPARecommender(backbone, AdapterConfig(group_attributes=("age", "region"), group_cardinalities=(3, 4)))
     folder.mkdir(parents=True, exist_ok=True)
-    save_file(initial_shared_state(model, seed=1), str(folder / "shared_state.safetensors"))
+    spec = shared_state_spec(model, seed=1)
+    save_file(stored_tensors(model, spec), str(folder / "shared_state.safetensors"))
     private = read_tensors(model, ParamGroup.PRIVATE)
     save_file(private, str(folder / "private_init.safetensors"))
     files = {n: FileEntry(sha256=sha256_file(folder / n), size=(folder / n).stat().st_size)
@@ -59,7 +60,7 @@ def tiny_bundle(folder: Path) -> Manifest:
         model_id="tiny", model_version=1, created_at="2024-01-01T00:00:00Z",
         feature_schema={"features": [], "group_attributes": ["age", "region"]},
         backbone=backbone.config.to_dict(), adapter=model.config.to_dict(),
-        shared_state=shared_state_spec(model),
+        shared_state=spec,
         private_tensors=tuple(TensorIO(name=k, shape=v.shape, dtype="float32", group="private")
                               for k, v in private.items()),
         files=files,
@@ -118,7 +119,7 @@ class FakeAggregator:
         from fedpa.manifest import read_manifest
 
         self.manifest = read_manifest(self.bundle)
-        self.bank = dict(load_file(self.bundle / SHARED_STATE_FILE))
+        self.bank = self.manifest.shared_state.initial_bank(load_file(self.bundle / SHARED_STATE_FILE))
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handle)

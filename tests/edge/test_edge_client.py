@@ -120,9 +120,10 @@ def _manifest_server(files: dict[str, bytes], listed: dict[str, bytes]):
     import hashlib
 
     from fedpa.manifest import FileEntry, Manifest
-    from fedpa.state import SharedStateSpec
+    from fedpa.state import InitialBank, SharedStateSpec
 
-    spec = SharedStateSpec.build(gate=[("layers.0.gate.b1", (3,))], group=[], cardinalities={})
+    spec = SharedStateSpec.build(gate=[("layers.0.gate.b1", (3,))], group=[], cardinalities={},
+                                 initial=InitialBank(seed=0, drawn={}))
     entries = {n: FileEntry(sha256=hashlib.sha256(b).hexdigest(), size=len(b)) for n, b in listed.items()}
     manifest = Manifest(model_id="m", model_version=1, created_at="2026-01-01T00:00:00Z", feature_schema={},
                         backbone={}, adapter={}, shared_state=spec, private_tensors=(), files=entries)

@@ -101,6 +101,9 @@ def test_existing_output_and_bad_model_id_fail_before_lowering(student, dataset,
         build_bundle(student, dataset.schema, bundle_copy.parent / "new", model_id="bad id!")
     with pytest.raises(BundleError, match="invalid model id"):
         build_bundle(student, dataset.schema, bundle_copy.parent / "new", model_id="ok", model_version=0)
+    with pytest.raises(BundleError, match=r"seed -1 is not a 32-bit unsigned integer"):
+        build_bundle(student, dataset.schema, bundle_copy.parent / "new", model_id="ok", seed=-1)
+    assert not (bundle_copy.parent / "new").exists()
 
 
 def test_failed_self_check_leaves_nothing(stub_lowering, monkeypatch, student, dataset, tmp_path):

@@ -75,12 +75,16 @@ def test_unknown_format_version(bundle_copy):
         Bundle.open(bundle_copy)
 
 
-def test_format_1_bundle_is_refused_with_the_fix(bundle_copy):
-    # a bundle from before the programs took their weights and item vectors as inputs
+@pytest.mark.parametrize(("version", "why"), [
+    (1, "programs hold their own weights"),  # before the programs took weights and item vectors as inputs
+    (2, "ships its whole initial bank"),  # before the bank became a law plus stored tensors
+])
+def test_older_format_bundle_is_refused_with_the_fix(bundle_copy, version, why):
     manifest = json.loads((bundle_copy / "manifest.json").read_text())
-    manifest["format_version"] = 1
+    manifest["format_version"] = version
     (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(BundleError, match=r"format_version 1 .* reads format_version 2 .*rebuild it"):
+    with pytest.raises(BundleError, match=rf"format_version {version} .*{why}.* reads format_version 3 .*"
+                                          r"rebuild it with this version's fedpa-export build"):
         Bundle.open(bundle_copy)
 
 

@@ -65,7 +65,9 @@ def test_min_reporters_keeps_small_groups_unchanged_in_the_harness(small_ds, sma
     # Assert
     assert result.curve[1]["skipped_groups"]
     assert "skipped_groups" not in low.curve[1]
-    assert result.test["gauc"] != low.test["gauc"]
+    # the predictions differ (logloss sees every one; GAUC only a flipped pair, and 2 rounds on
+    # this tiny set can leave every within-user order as it was)
+    assert result.test["logloss"] != low.test["logloss"]
 
 
 def test_robust_rules_run_through_aggregate_bank(small_ds, small_student):

@@ -91,9 +91,16 @@ public final class Bundle {
         return FrozenWeights.fromBackbone(safetensors(BACKBONE).tensors(), manifest, file(BACKBONE).toString());
     }
 
-    /** The initial shared bank (all group values), by wire name. */
+    /**
+     * The initial shared bank (all group values), by wire name: {@code shared_state.safetensors} holds only
+     * the tensors that are not drawn; the rest follow from the manifest's seed ({@link SharedState#initialBank}).
+     */
     public Map<String, Tensor> sharedState() throws BundleException {
-        return safetensors(SHARED_STATE).tensors();
+        try {
+            return SharedState.initialBank(manifest.sharedTensors, manifest.initialBank, safetensors(SHARED_STATE).tensors());
+        } catch (PayloadException e) {
+            throw new BundleException(file(SHARED_STATE) + ": " + e.getMessage(), e);
+        }
     }
 
     /** The initial private tensors, by parameter name. */

@@ -293,29 +293,12 @@ public final class Golden {
         return out;
     }
 
-    /** Wellons' "lowbias32" integer hash (32-bit wrap-around arithmetic, unsigned shifts). */
-    static int mix32(int v) {
-        v ^= v >>> 16;
-        v *= 0x7FEB352D;
-        v ^= v >>> 15;
-        v *= 0x846CA68B;
-        v ^= v >>> 16;
-        return v;
-    }
-
     /**
      * {@code n} floats in [-1, 1) for the personalisation tensor at input position {@code index}:
-     * element i is {@code ((h >>> 8) - 2^23) * 2^-23} with
-     * {@code h = mix32(mix32(seed + 0x9E3779B9 * (index + 1)) + i)}, exact in float32 (docs/export.md).
+     * {@link CounterRng#uniform} (docs/export.md), as Python's {@code fedpa.runtime.golden.perturbation}.
      */
     public static float[] perturbation(int seed, int index, int n) {
-        int base = mix32(seed + 0x9E3779B9 * (index + 1));
-        float[] out = new float[n];
-        for (int i = 0; i < n; i++) {
-            int h = mix32(base + i);
-            out[i] = ((h >>> 8) - (1 << 23)) * 0x1p-23f;
-        }
-        return out;
+        return CounterRng.uniform(seed, index, n);
     }
 
     private static Map<String, Tensor> tensors(JSONObject o) throws JSONException, BundleException {

@@ -15,7 +15,11 @@ import org.json.JSONObject;
  * device needs: architecture, feature schema, shared-state layout, privacy defaults and hashes.
  */
 public final class Manifest {
-    public static final int FORMAT_VERSION = 2; // 2: frozen weights and item vectors are program inputs
+    // 3: the initial bank is a law (shared_state.initial) plus the stored tensors;
+    // 2: frozen weights and item vectors are program inputs
+    public static final int FORMAT_VERSION = 3;
+    /** The one initial-bank law ({@code fedpa.state.BANK_LAW}). */
+    public static final String BANK_LAW = "counter-uniform";
 
     /** One tensor of the shared bank ({@code fedpa.state.TensorSpec}). */
     public static final class SharedTensor {
@@ -33,6 +37,21 @@ public final class Manifest {
             this.role = role;
             this.attribute = attribute;
             this.value = value;
+        }
+    }
+
+    /**
+     * How the bundle's initial bank follows from a seed and its stored tensors ({@code fedpa.state.InitialBank}):
+     * a drawn parameter's tensor at bank position k is {@code bound * CounterRng.uniform(seed, k)}; every
+     * other parameter is stored once under its name in {@code shared_state.safetensors}.
+     */
+    public static final class InitialBank {
+        public final int seed; // unsigned 32-bit value held in an int
+        public final Map<String, Float> drawn; // parameter name -> bound
+
+        InitialBank(int seed, Map<String, Float> drawn) {
+            this.seed = seed;
+            this.drawn = drawn;
         }
     }
 
@@ -79,6 +98,7 @@ public final class Manifest {
     public final ModelConfig config;
     public final List<Feature> features;
     public final List<SharedTensor> sharedTensors;
+    public final InitialBank initialBank;
     public final Map<String, int[]> privateTensors; // parameter name -> shape
     public final Privacy privacy;
     public final Map<String, String> fileSha256;
@@ -99,16 +119,9 @@ public final class Manifest {
                     + config.embeddingDim);
         }
         this.features = parseFeatures(o.optJSONObject("feature_schema"));
-        List<SharedTensor> shared = new ArrayList<SharedTensor>();
-        JSONArray tensors = o.getJSONObject("shared_state").getJSONArray("tensors");
-        for (int i = 0; i < tensors.length(); i++) {
-            JSONObject t = tensors.getJSONObject(i);
-            String role = t.getString("role");
-            shared.add(new SharedTensor(t.getString("name"), t.getString("param"), ints(t.getJSONArray("shape")), role,
-                    "group".equals(role) ? t.getString("attribute") : null,
-                    "group".equals(role) ? t.getInt("value") : -1));
-        }
-        this.sharedTensors = Collections.unmodifiableList(shared);
+        JSONObject sharedState = o.getJSONObject("shared_state");
+        this.sharedTensors = sharedTensors(sharedState);
+        this.initialBank = initialBank(sharedState, sharedTensors);
         Map<String, int[]> priv = new LinkedHashMap<String, int[]>();
         JSONArray pt = o.getJSONArray("private_tensors");
         for (int i = 0; i < pt.length(); i++) {
@@ -142,9 +155,10 @@ public final class Manifest {
             throw new BundleException("manifest.json is not valid JSON: " + e.getMessage(), e);
         }
         int version = o.optInt("format_version", -1);
-        if (version == 1) {
-            throw new BundleException("manifest.json has format_version 1, a bundle whose programs hold their own"
-                    + " weights; this app reads format_version " + FORMAT_VERSION + ": rebuild it with fedpa-export build");
+        if (version == 1 || version == 2) {
+            throw new BundleException("manifest.json has format_version " + version + ", a bundle "
+                    + (version == 1 ? "whose programs hold their own weights" : "that ships its whole initial bank")
+                    + "; this app reads format_version " + FORMAT_VERSION + ": rebuild it with fedpa-export build");
         }
         if (version != FORMAT_VERSION) {
             throw new BundleException("manifest.json has unknown format_version " + o.opt("format_version")
@@ -220,6 +234,61 @@ public final class Manifest {
         } catch (JSONException e) {
             throw new BundleException("manifest.json is not valid JSON: " + e.getMessage(), e);
         }
+    }
+
+    /** The bank's tensors ({@code shared_state.tensors}), in manifest order. */
+    static List<SharedTensor> sharedTensors(JSONObject sharedState) throws JSONException {
+        List<SharedTensor> shared = new ArrayList<SharedTensor>();
+        JSONArray tensors = sharedState.getJSONArray("tensors");
+        for (int i = 0; i < tensors.length(); i++) {
+            JSONObject t = tensors.getJSONObject(i);
+            String role = t.getString("role");
+            shared.add(new SharedTensor(t.getString("name"), t.getString("param"), ints(t.getJSONArray("shape")), role,
+                    "group".equals(role) ? t.getString("attribute") : null,
+                    "group".equals(role) ? t.getInt("value") : -1));
+        }
+        return Collections.unmodifiableList(shared);
+    }
+
+    /** {@code shared_state.initial}, checked as Python's pydantic model checks it. */
+    static InitialBank initialBank(JSONObject sharedState, List<SharedTensor> tensors)
+            throws JSONException, BundleException {
+        JSONObject o = sharedState.optJSONObject("initial");
+        if (o == null) {
+            throw new BundleException("manifest.json: shared_state.initial (the initial bank's seed and drawn "
+                    + "tensors) is required");
+        }
+        String law = o.optString("law", BANK_LAW);
+        if (!BANK_LAW.equals(law)) {
+            throw new BundleException("manifest.json: shared_state.initial.law '" + law + "' is unknown; this app "
+                    + "knows '" + BANK_LAW + "'");
+        }
+        long seed = o.getLong("seed");
+        if (seed < 0 || seed > 0xFFFFFFFFL) {
+            throw new BundleException("manifest.json: shared_state.initial.seed " + seed
+                    + " is not a 32-bit unsigned integer");
+        }
+        java.util.Set<String> params = new java.util.HashSet<String>();
+        for (SharedTensor t : tensors) {
+            params.add(t.param);
+        }
+        Map<String, Float> drawn = new LinkedHashMap<String, Float>();
+        JSONObject d = o.getJSONObject("drawn");
+        Iterator<String> names = d.keys();
+        while (names.hasNext()) {
+            String param = names.next();
+            double bound = d.getDouble(param);
+            if (!(bound > 0) || Double.isInfinite(bound) || (double) (float) bound != bound) {
+                throw new BundleException("manifest.json: drawn bound of '" + param
+                        + "' must be a positive float32 value, got " + bound);
+            }
+            if (!params.contains(param)) {
+                throw new BundleException("manifest.json: shared_state.initial.drawn names parameter '" + param
+                        + "' the bank does not hold");
+            }
+            drawn.put(param, (float) bound);
+        }
+        return new InitialBank((int) seed, Collections.unmodifiableMap(drawn));
     }
 
     private static List<Feature> parseFeatures(JSONObject schema) throws JSONException, BundleException {

@@ -37,15 +37,7 @@ public final class SharedState {
             if (v == null) {
                 throw new PayloadException("missing tensor '" + t.name + "' for groups " + groups);
             }
-            if (!Tensor.F32.equals(v.dtype()) || !v.sameShape(t.shape)) {
-                throw new PayloadException("tensor '" + t.name + "' is " + v + ", expected F32 "
-                        + java.util.Arrays.toString(t.shape));
-            }
-            for (float f : v.data()) {
-                if (Float.isNaN(f) || Float.isInfinite(f)) {
-                    throw new PayloadException("tensor '" + t.name + "' contains NaN or infinite values");
-                }
-            }
+            checkTensor("tensor", t.name, v, t.shape);
         }
         if (wire.size() != expected.size()) {
             for (String name : wire.keySet()) {
@@ -86,6 +78,68 @@ public final class SharedState {
             out.put(t.name, v);
         }
         return out;
+    }
+
+    /**
+     * The full initial bank by wire name, in manifest order ({@code fedpa.state.SharedStateSpec.initial_bank}):
+     * drawn parameters from the manifest's seed, the rest copied from {@code stored} (each parameter not
+     * drawn, once, by parameter name). Stored tensors that are missing, unexpected, of another shape or
+     * dtype, or not finite are refused, so a damaged file never becomes a bank.
+     */
+    public static Map<String, Tensor> initialBank(List<Manifest.SharedTensor> tensors, Manifest.InitialBank law,
+                                                  Map<String, Tensor> stored) throws PayloadException {
+        Map<String, int[]> expected = new LinkedHashMap<String, int[]>();
+        for (Manifest.SharedTensor t : tensors) {
+            if (!law.drawn.containsKey(t.param)) {
+                expected.put(t.param, t.shape);
+            }
+        }
+        List<String> missing = new java.util.ArrayList<String>();
+        for (String p : expected.keySet()) {
+            if (!stored.containsKey(p)) {
+                missing.add(p);
+            }
+        }
+        List<String> unknown = new java.util.ArrayList<String>();
+        for (String p : stored.keySet()) {
+            if (!expected.containsKey(p)) {
+                unknown.add(p);
+            }
+        }
+        if (!missing.isEmpty() || !unknown.isEmpty()) {
+            throw new PayloadException("stored initial tensors do not match the manifest's shared_state: missing "
+                    + missing + ", unexpected " + unknown + " (drawn: " + law.drawn.keySet() + ")");
+        }
+        for (Map.Entry<String, int[]> e : expected.entrySet()) {
+            checkTensor("stored initial tensor", e.getKey(), stored.get(e.getKey()), e.getValue());
+        }
+        Map<String, Tensor> bank = new LinkedHashMap<String, Tensor>();
+        for (int k = 0; k < tensors.size(); k++) {
+            Manifest.SharedTensor t = tensors.get(k);
+            Float bound = law.drawn.get(t.param);
+            if (bound == null) {
+                bank.put(t.name, stored.get(t.param).copy()); // a copy per group value
+                continue;
+            }
+            float[] u = CounterRng.uniform(law.seed, k, Tensor.numel(t.shape));
+            float b = bound;
+            for (int i = 0; i < u.length; i++) {
+                u[i] = u[i] * b;
+            }
+            bank.put(t.name, Tensor.of(u, t.shape));
+        }
+        return bank;
+    }
+
+    private static void checkTensor(String what, String name, Tensor v, int[] shape) throws PayloadException {
+        if (!Tensor.F32.equals(v.dtype()) || !v.sameShape(shape)) {
+            throw new PayloadException(what + " '" + name + "' is " + v + ", expected F32 " + java.util.Arrays.toString(shape));
+        }
+        for (float f : v.data()) {
+            if (Float.isNaN(f) || Float.isInfinite(f)) {
+                throw new PayloadException(what + " '" + name + "' contains NaN or infinite values");
+            }
+        }
     }
 
     /** Deltas {@code trained - base} of the shared parameters, keyed by wire name. */

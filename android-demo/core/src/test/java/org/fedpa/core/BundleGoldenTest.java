@@ -163,7 +163,7 @@ public class BundleGoldenTest {
     public void unknownFormatVersionIsRefused() throws Exception {
         File dir = copyBundle();
         File mf = new File(dir, Bundle.MANIFEST);
-        String json = new String(Bundle.readFile(mf), "UTF-8").replaceFirst("\"format_version\":\\s*2", "\"format_version\": 99");
+        String json = new String(Bundle.readFile(mf), "UTF-8").replaceFirst("\"format_version\":\\s*3", "\"format_version\": 99");
         FileOutputStream out = new FileOutputStream(mf);
         out.write(json.getBytes("UTF-8"));
         out.close();
@@ -172,6 +172,55 @@ public class BundleGoldenTest {
             fail("opened format_version 99");
         } catch (BundleException e) {
             assertTrue(e.getMessage(), e.getMessage().contains("format_version 99"));
+        }
+    }
+
+    @Test
+    public void format2BundleIsRefusedWithTheFix() throws Exception {
+        File dir = copyBundle();
+        File mf = new File(dir, Bundle.MANIFEST);
+        String json = new String(Bundle.readFile(mf), "UTF-8").replaceFirst("\"format_version\":\\s*3", "\"format_version\": 2");
+        FileOutputStream out = new FileOutputStream(mf);
+        out.write(json.getBytes("UTF-8"));
+        out.close();
+        try {
+            Bundle.open(dir);
+            fail("opened format_version 2");
+        } catch (BundleException e) {
+            assertTrue(e.getMessage(), e.getMessage().contains("format_version 2, a bundle that ships its whole initial bank")
+                    && e.getMessage().contains("rebuild it with fedpa-export build"));
+        }
+    }
+
+    @Test
+    public void bankIsTheStoredTensorsPlusTheDrawnOnes() throws Exception {
+        Bundle b = Bundle.open(Fixtures.bundleDir());
+        Manifest m = b.manifest();
+        Map<String, Tensor> stored = b.safetensors(Bundle.SHARED_STATE).tensors();
+        Map<String, Tensor> bank = b.sharedState();
+        assertEquals(m.sharedTensors.size(), bank.size());
+        assertTrue("lora_A and gate w1 drawn", m.initialBank.drawn.size() > 0);
+        for (Manifest.SharedTensor t : m.sharedTensors) {
+            assertEquals(t.name, !m.initialBank.drawn.containsKey(t.param), stored.containsKey(t.param));
+        }
+    }
+
+    @Test
+    public void sharedStateWithoutADrawnEntryIsRefusedNamingTheFile() throws Exception {
+        File dir = copyBundle();
+        File mf = new File(dir, Bundle.MANIFEST);
+        org.json.JSONObject o = new org.json.JSONObject(new String(Bundle.readFile(mf), "UTF-8"));
+        org.json.JSONObject drawn = o.getJSONObject("shared_state").getJSONObject("initial").getJSONObject("drawn");
+        String param = (String) drawn.keys().next();
+        drawn.remove(param);
+        FileOutputStream out = new FileOutputStream(mf);
+        out.write(o.toString().getBytes("UTF-8"));
+        out.close();
+        try {
+            Bundle.open(dir).sharedState();
+            fail("materialised a bank whose file lacks " + param);
+        } catch (BundleException e) {
+            assertTrue(e.getMessage(), e.getMessage().contains(Bundle.SHARED_STATE) && e.getMessage().contains("missing [" + param));
         }
     }
 }
