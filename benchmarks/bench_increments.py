@@ -12,6 +12,9 @@ and the FedPA rows with the share of the open-only → everyone gap they close. 
 (item statistics counted over every user, research only) is the all-input FM-only row with
 ``stats_from=all``. FedPA's settings (lr, local epochs, server lr; the LDP clip norm) are chosen on
 seed 0's **validation** GAUC, its best round on validation GAUC; test is read once per setting.
+With ``--refit`` a second FedPA row scores test after re-running the picked number of rounds on
+train + validation rows (``SimConfig.refit``: what a device has seen by the test period), and the
+LDP row is run that way.
 
 Usage: ``python benchmarks/bench_increments.py --dataset kuairand --data-dir ../shared/data/kuairand-pure``.
 """
@@ -54,9 +57,10 @@ CLIPS = (0.01, 0.1, 1.0)  # LDP clip norms tried on seed 0's validation split
 
 
 def _fedpa(ds: Any, student: Any, trial: dict[str, Any], rounds: int, seed: int,
-           privacy: PrivacyConfig | None = None) -> SimResult:
+           privacy: PrivacyConfig | None = None, refit: bool = False) -> SimResult:
     # the round is picked on validation GAUC, the headline metric (pooled AUC mostly rewards per-user bias)
     config = SimConfig(rounds=rounds, seed=seed, privacy=privacy, local_epochs=trial["epochs"], select="gauc",
+                       refit=refit,
                        aggregation=AggregationConfig(server_lr=trial["server_lr"]))
     return simulate(ds, student, get_method("fedpa", lr=trial["lr"]), config)
 
@@ -98,6 +102,8 @@ def main() -> None:
     p.add_argument("--grid", type=json.loads, default=GRID, help="FedPA trials as a JSON list (lr, epochs, server_lr)")
     p.add_argument("--clips", default=",".join(map(str, CLIPS)),
                    help="LDP clip norms to pick from on validation; empty: no LDP row")
+    p.add_argument("--refit", action="store_true",
+                   help="score test after re-running the picked rounds on train + validation rows (SimConfig.refit)")
     p.add_argument("--no-base-fedpa", action="store_true", help="skip the FedPA-on-base-inputs reference row")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = p.parse_args()
@@ -112,7 +118,7 @@ def main() -> None:
     scores: dict[str, list[SimResult]] = {}
     tuned: dict[str, Any] = {}
     start = time.perf_counter()
-    picked_row = ref_row = fed_row = ldp_row = ""
+    picked_row = ref_row = fed_row = refit_row = ldp_row = ""
     for seed in range(args.seeds):
         loaded: dict[str, tuple[Any, Any]] = {}
         for key in keys:
@@ -131,7 +137,9 @@ def main() -> None:
             picked_row = SETTINGS[picked][0]
             ref_row = f"reference: central training on everyone's rows ({picked} inputs)"
             fed_row = f"+ FedPA adapters ({picked} inputs)"
-            ldp_row = f"+ LDP (ε = {args.epsilon:g})"
+            # with --refit the LDP row builds on the refit FedPA row (the setting it is reported for)
+            refit_row = "+ FedPA adapters, refit on train + validation rows" if args.refit else ""
+            ldp_row = f"+ LDP (ε = {args.epsilon:g})" + (", refit" if args.refit else "")
             print("picked inputs", tuned, flush=True)
         ds, student = loaded[tuned["inputs"]]
         ref = cached_student(ds, seed=seed, cache_dir=cache, rows="everyone")
@@ -152,9 +160,12 @@ def main() -> None:
             print("tuned", tuned, flush=True)
         base_ds, base_student = loaded["base"]
         extra = {fed_row: _fedpa(ds, student, trial, args.rounds, seed)}
+        if args.refit:
+            extra[refit_row] = _fedpa(ds, student, trial, args.rounds, seed, refit=True)
         if clip_norms:
             extra[ldp_row] = _fedpa(ds, student, trial, args.rounds, seed,
-                                    PrivacyConfig(clip_norm=tuned["clip_norm"], noise_multiplier=sigma))
+                                    PrivacyConfig(clip_norm=tuned["clip_norm"], noise_multiplier=sigma),
+                                    refit=args.refit)
         if not args.no_base_fedpa:
             extra["reference: FedPA adapters on base inputs"] = _fedpa(base_ds, base_student, trial, args.rounds, seed)
         for row, r in extra.items():
@@ -164,7 +175,7 @@ def main() -> None:
     base_row = SETTINGS["base"][0]
     against = {SETTINGS[k][0]: base_row for k in keys if k not in ("base", "ceiling")}
     against.update({  # each row's paired Δ is against the row it builds on
-        fed_row: picked_row, ldp_row: fed_row, ref_row: picked_row,
+        fed_row: picked_row, ldp_row: refit_row or fed_row, ref_row: picked_row, refit_row: picked_row,
         SETTINGS["ceiling"][0]: SETTINGS["all"][0] if "all" in keys else picked_row,
         "reference: FedPA adapters on base inputs": base_row,
     })
@@ -182,14 +193,15 @@ def main() -> None:
             ci = gauc_delta_ci([(r.test_user, r.test_y, r.test_scores, f.test_scores)
                                 for r, f in zip(runs, scores[base_row], strict=True)])
             entry["vs_base"] = {"delta": ci.delta, "low": ci.low, "high": ci.high}
-        if row in (fed_row, ldp_row):  # the share of the open-only → central gap this row closes
+        if row in (fed_row, refit_row, ldp_row):  # the share of the open-only → central gap this row closes
             entry["gap_closed"] = _gap_closed(runs, scores[picked_row], scores[ref_row])
         eps = [r.info.get("epsilon") for r in runs if r.info.get("epsilon") is not None]
         if eps:
             entry["epsilon"] = max(eps)
         rows.append(entry)
     result = {"dataset": args.dataset, "options": options, "seeds": args.seeds, "rounds": args.rounds,
-              "tuned_on_seed0_val": tuned, "rows": rows, "wall_seconds": time.perf_counter() - start}
+              "refit": args.refit, "tuned_on_seed0_val": tuned, "rows": rows,
+              "wall_seconds": time.perf_counter() - start}
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"increments-{args.dataset}.json"
     path.write_text(json.dumps(result, indent=1, default=float))

@@ -1,10 +1,13 @@
 """Rounds, selection, best-validation reporting, baselines and the planted-drift end-to-end run."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from fedpa.data import load_dataset
+from fedpa.data.dataset import Interactions
 from fedpa.metrics import evaluate
 from fedpa.privacy import PrivacyConfig
 from fedpa.sim.engine import Population
@@ -24,6 +27,25 @@ def test_reports_test_metrics_of_the_best_validation_round(small_ds, small_stude
     best = rounds[int(np.argmax(vals))]
     assert result.best_round == best["round"]
     assert result.test == best["test"] and result.val == best["val"]
+
+
+def test_refit_scores_test_after_the_picked_rounds_on_train_plus_validation_rows(small_ds, small_student):
+    method, config = get_method("fedpa", lr=2.0), SimConfig(rounds=4, select="gauc")
+    plain = simulate(small_ds, small_student, method, config)
+    refit = simulate(small_ds, small_student, method, dataclasses.replace(config, refit=True))
+    # the pick is made on validation exactly as without refit; only the test scores change
+    assert refit.best_round == plain.best_round > 0 and refit.val == plain.val
+    assert [(p["val"], p["test"]) for p in refit.curve] == [(p["val"], p["test"]) for p in plain.curve]
+    assert refit.info["refit"] == {"rounds": plain.best_round, "test_without_refit": plain.test}
+    assert refit.test != plain.test
+    # ... and they are those of an ordinary run whose private train rows include validation rows
+    tr, va = small_ds.private_train, small_ds.private_val
+    seen = Interactions(user=np.r_[tr.user, va.user], item=np.r_[tr.item, va.item], x=np.r_[tr.x, va.x],
+                        y=np.r_[tr.y, va.y], ts=np.r_[tr.ts, va.ts])
+    longer = simulate(dataclasses.replace(small_ds, private_train=seen), small_student, method,
+                      dataclasses.replace(config, rounds=plain.best_round))
+    for k in ("auc", "gauc", "logloss"):
+        assert refit.test[k] == pytest.approx(longer.curve[-1]["test"][k], abs=1e-6)
 
 
 def test_client_selection_is_a_seeded_fraction():
