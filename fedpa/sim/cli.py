@@ -29,6 +29,9 @@ FeaturesOpt = Annotated[str, typer.Option(help="Model inputs: 'full' (item stati
                                                "history, as the dataset supports) or 'base' (feature tables only).")]
 WithoutOpt = Annotated[str, typer.Option(help="Input kinds to switch off with --features full, comma-separated: "
                                               "item_stats, item_code, history.")]
+RefitOpt = Annotated[bool, typer.Option(
+    help="Score test after re-running the validation-picked rounds on train + validation rows (what a device "
+         "has seen by the test period; docs/simulation.md).")]
 OptionOpt = Annotated[list[str] | None, typer.Option("--option", help="Dataset option KEY=VALUE (repeatable), "
                                                                       "e.g. n_users=1000 for synthetic.")]
 
@@ -65,6 +68,7 @@ def simulate(
     student: Annotated[Path | None, typer.Option(help="Student checkpoint (default: trained and cached).")] = None,
     features: FeaturesOpt = "full",
     without: WithoutOpt = "",
+    refit: RefitOpt = False,
     out: Annotated[Path, typer.Option(help="Result JSON.")] = Path("runs/simulate.json"),
 ) -> None:
     """Run one method for R rounds and write its result JSON (metrics at the best validation round)."""
@@ -90,7 +94,7 @@ def simulate(
                        aggregation=AggregationConfig(strategy=strategy, trim_beta=trim_beta, server_lr=server_lr,
                                                      min_reporters=min_reporters, norm_bound=norm_bound,
                                                      weight_cap=weight_cap),
-                       wire_dtype=wire_dtype, packed=packed)  # type: ignore[arg-type]
+                       wire_dtype=wire_dtype, packed=packed, refit=refit)  # type: ignore[arg-type]
     with console.status(f"loading {dataset}…"):
         ds = load_dataset(dataset, data_dir, seed=seed, features=features, without=without,
                           **parse_dataset_options(option))
@@ -137,6 +141,7 @@ def experiments(
     pick_inputs: Annotated[bool, typer.Option(
         help="Pick the input kinds (with --features full) on seed 0's validation GAUC of FM-only: one student "
              "per subset of kinds; the pick replaces --without.")] = False,
+    refit: RefitOpt = False,
     out_dir: Annotated[Path, typer.Option(help="Results folder (markdown, JSON, PNG, cached students).")] = Path(
         "runs/experiments"),
 ) -> None:
@@ -149,7 +154,7 @@ def experiments(
     config = ExperimentConfig(rounds=rounds, fraction=fraction, local_epochs=local_epochs, seeds=tuple(range(seeds)),
                               methods=chosen, tune=tune, dataset_options=parse_dataset_options(option),
                               features=features, without=tuple(w.strip() for w in without.split(",") if w.strip()),
-                              pick_inputs=pick_inputs)
+                              pick_inputs=pick_inputs, refit=refit)
     # The bar counts finished trials (one per seed and method); tuning runs show as status only.
     trial_starts = tuple(f"seed {s}: {m} " for s in config.seeds for m in chosen)
     started = 0

@@ -78,6 +78,7 @@ class ExperimentConfig:
     # pick the input kinds on seed seeds[0]'s private validation GAUC of FM-only (one student per
     # candidate subset of the dataset's kinds); replaces ``without`` for every seed
     pick_inputs: bool = False
+    refit: bool = False  # SimConfig.refit for every trainable run (tuning reads validation only: unaffected)
 
     def __post_init__(self) -> None:
         from fedpa.signals import select_kinds
@@ -182,7 +183,7 @@ def run_trial(ds: Any, student: Backbone, method: str, trial: dict[str, Any], co
     overrides = {k: v for k, v in trial.items() if k not in ("server_lr", "local_epochs")}
     epochs = int(trial.get("local_epochs", config.local_epochs))
     sim = SimConfig(rounds=config.rounds, fraction=config.fraction, local_epochs=epochs, seed=seed,
-                    aggregation=AggregationConfig(server_lr=float(trial.get("server_lr", 1.0))))
+                    aggregation=AggregationConfig(server_lr=float(trial.get("server_lr", 1.0))), refit=config.refit)
     return simulate(ds, student, get_method(method, **overrides), sim)
 
 
@@ -194,7 +195,8 @@ def _tune(ds: Any, student: Backbone, method: str, config: ExperimentConfig, see
     trials: list[dict[str, Any]] = []
     for trial in grid:
         say(f"tuning {method} {trial}")
-        r = run_trial(ds, student, method, trial, config, seed=seed)
+        # tuning reads validation only, which refit does not change: skip its second run
+        r = run_trial(ds, student, method, trial, dataclasses.replace(config, refit=False), seed=seed)
         trials.append({"trial": trial, "val_gauc": r.val["gauc"], "val_auc": r.val["auc"], "best_round": r.best_round})
     best = max(trials, key=lambda t: float(np.nan_to_num(t["val_gauc"], nan=-1.0)))
     chosen: dict[str, Any] = best["trial"]

@@ -32,6 +32,20 @@ def test_simulate_writes_the_result_json(tmp_path, small_ds, small_student):
     assert 0 < data["upload_bytes_per_client_round"] < data["download_bytes_per_client_round"]
 
 
+def test_simulate_refit_reports_the_refit_test_and_the_train_only_one(tmp_path, small_ds, small_student):
+    ckpt = save_checkpoint(tmp_path / "student.pt", small_student, small_ds.schema, kind="student")
+    out = tmp_path / "result.json"
+    result = runner.invoke(app, ["simulate", "--dataset", "synthetic", *OPTIONS, "--method", "fedpa", "--lr", "2.0",
+                                 "--rounds", "3", "--student", str(ckpt), "--features", "base", "--refit",
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    refit = data["info"]["refit"]
+    assert refit["rounds"] == data["best_round"] > 0
+    # the reported test is the refit one; the curve keeps the train-only test of the picked round
+    assert refit["test_without_refit"] == data["curve"][data["best_round"]]["test"] != data["test"]
+
+
 def test_simulate_refuses_a_student_of_other_features(tmp_path, small_ds, small_student):
     ckpt = save_checkpoint(tmp_path / "student.pt", small_student, small_ds.schema, kind="student")
     result = runner.invoke(app, ["simulate", "--dataset", "synthetic", *OPTIONS, "--rounds", "1",
