@@ -81,6 +81,18 @@ public class BundleGoldenTest {
         return copy;
     }
 
+    /** A copy of the bundle whose manifest declares another format_version. */
+    private File copyWithFormatVersion(int version) throws Exception {
+        File dir = copyBundle();
+        File mf = new File(dir, Bundle.MANIFEST);
+        String json = new String(Bundle.readFile(mf), "UTF-8")
+                .replaceFirst("\"format_version\":\\s*3", "\"format_version\": " + version);
+        FileOutputStream out = new FileOutputStream(mf);
+        out.write(json.getBytes("UTF-8"));
+        out.close();
+        return dir;
+    }
+
     @Test
     public void flippedByteIsRefusedNamingTheFile() throws Exception {
         File dir = copyBundle();
@@ -161,12 +173,7 @@ public class BundleGoldenTest {
 
     @Test
     public void unknownFormatVersionIsRefused() throws Exception {
-        File dir = copyBundle();
-        File mf = new File(dir, Bundle.MANIFEST);
-        String json = new String(Bundle.readFile(mf), "UTF-8").replaceFirst("\"format_version\":\\s*3", "\"format_version\": 99");
-        FileOutputStream out = new FileOutputStream(mf);
-        out.write(json.getBytes("UTF-8"));
-        out.close();
+        File dir = copyWithFormatVersion(99);
         try {
             Bundle.open(dir);
             fail("opened format_version 99");
@@ -177,12 +184,7 @@ public class BundleGoldenTest {
 
     @Test
     public void format2BundleIsRefusedWithTheFix() throws Exception {
-        File dir = copyBundle();
-        File mf = new File(dir, Bundle.MANIFEST);
-        String json = new String(Bundle.readFile(mf), "UTF-8").replaceFirst("\"format_version\":\\s*3", "\"format_version\": 2");
-        FileOutputStream out = new FileOutputStream(mf);
-        out.write(json.getBytes("UTF-8"));
-        out.close();
+        File dir = copyWithFormatVersion(2);
         try {
             Bundle.open(dir);
             fail("opened format_version 2");
