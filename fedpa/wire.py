@@ -175,6 +175,8 @@ class ErrorCode(StrEnum):
     TABLE_VERSION_NOT_NEWER = "table_version_not_newer"
     LOOKUP_BATCH_TOO_LARGE = "lookup_batch_too_large"
     ITEM_VECTORS_MISMATCH = "item_vectors_mismatch"  # 422: the table's vectors are not the model's (dim, digest)
+    # 409: the model was published by an older server in a manifest format this one no longer reads
+    MODEL_FORMAT_OUTDATED = "model_format_outdated"
     # update uploads
     MODEL_ID_MISMATCH = "model_id_mismatch"
     MODEL_VERSION_MISMATCH = "model_version_mismatch"  # 409: the device runs an old bundle

@@ -18,11 +18,12 @@ from sqlalchemy.orm import Session
 from aggregator.core.errors import ConflictError, NotFoundError
 from aggregator.models import Model
 from aggregator.schemas import RoundConfig
-from fedpa.manifest import Manifest, PrivacySettings
+from fedpa.errors import BundleError
+from fedpa.manifest import Manifest, PrivacySettings, parse_manifest
 from fedpa.state import SharedStateSpec, TensorSpec
 from fedpa.wire import ErrorCode
 
-__all__ = ["Catalog", "ModelInfo", "model_version_conflict", "round_config_json"]
+__all__ = ["Catalog", "ModelInfo", "model_version_conflict", "round_config_json", "stored_manifest"]
 
 _MAX_ENTRIES = 64
 
@@ -43,8 +44,22 @@ class ModelInfo:
         return self.spec.by_name()
 
 
+def stored_manifest(manifest_json: str, model_id: str) -> Manifest:
+    """The manifest a model was published with, or 409 ``model_format_outdated`` if this server can't read it.
+
+    Why: after an upgrade that bumps the manifest format, models published before it are still in the
+    database; their endpoints must say what to do (publish again) instead of failing with a 500, and
+    every other model keeps working.
+    """
+    try:
+        return parse_manifest(json.loads(manifest_json), source=f"model {model_id!r}")
+    except (BundleError, ValueError) as exc:
+        raise ConflictError(f"{exc} — publish the model again, built with this version",
+                            code=ErrorCode.MODEL_FORMAT_OUTDATED) from exc
+
+
 def _parse(row: Model) -> ModelInfo:
-    manifest = Manifest.model_validate_json(row.manifest_json)
+    manifest = stored_manifest(row.manifest_json, row.model_id)
     return ModelInfo(pk=row.id, model_id=row.model_id, model_version=row.model_version,
                      spec=manifest.shared_state, config=RoundConfig.model_validate_json(row.config_json),
                      privacy=manifest.privacy)

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from aggregator.core.errors import ConflictError, NotFoundError, Unprocessable
 from aggregator.db import Database
 from aggregator.models import ItemTableVersion, Model
+from aggregator.services.catalog import stored_manifest
 from fedpa.data.schema import FeatureSchema
 from fedpa.errors import DataError, PayloadError
 from fedpa.manifest import Manifest
@@ -83,7 +84,7 @@ def publish_item_table(db: Database, model_id: str, body: bytes) -> ItemTableInf
                 raise ConflictError(f"the item table matches model_version {meta.model_version}, but {model_id!r} "
                                     f"is at {row.model_version}; compute it against the current bundle",
                                     code=ErrorCode.MODEL_VERSION_MISMATCH)
-            manifest = Manifest.model_validate_json(row.manifest_json)
+            manifest = stored_manifest(row.manifest_json, model_id)
             table.check_schema(_schema(manifest, model_id))
             try:
                 table.check_vectors(manifest.item_vectors)

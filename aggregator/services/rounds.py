@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 from sqlalchemy import ColumnElement, func, select, text, update
 from sqlalchemy.orm import Session
 
+from aggregator.core.errors import ConflictError
 from aggregator.db import Database
 from aggregator.models import UNSCRUBBED, Aggregation, Model, Update
 from aggregator.schemas import AggregationInfo
@@ -44,6 +45,7 @@ from fedpa.aggregation import (
     make_strategy,
 )
 from fedpa.payload import decode_tensors
+from fedpa.wire import ErrorCode
 
 if TYPE_CHECKING:
     from sqlalchemy import CursorResult
@@ -129,7 +131,13 @@ def due_models(db: Database, catalog: Catalog, *, now: float) -> list[tuple[int,
         for pk, version, round_, n, n_devices, first_at in rows:
             pending.setdefault(pk, []).append((version, round_, n, n_devices, first_at))
         for pk, groups in pending.items():
-            info = catalog.by_pk(session, pk)
+            try:
+                info = catalog.by_pk(session, pk)
+            except ConflictError as exc:  # published by an older server: its round waits for a re-publish
+                if exc.code != ErrorCode.MODEL_FORMAT_OUTDATED:
+                    raise
+                log.warning("not aggregating model pk %d: %s", pk, exc)
+                continue
             if any(v != info.model_version for v, *_ in groups):
                 outdated.append(info)
             current = [g for g in groups if g[0] == info.model_version]
