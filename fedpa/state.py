@@ -12,7 +12,8 @@ materialisation (Java: ``SharedState.initialBank``).
 
 The spec is also the one judge of what is valid against a model: a device's groups, a download's
 group selection (``groups=attr:value,attr:*``, syntax in ``fedpa.wire``), an upload's tensors and
-a published bank. The aggregator and the devices call the same checks.
+a published initial bank (:meth:`SharedStateSpec.initial_bank`). The aggregator and the devices call
+the same checks.
 """
 
 from __future__ import annotations
@@ -188,16 +189,6 @@ class SharedStateSpec(BaseModel):
         if missing:
             raise PayloadError(f"missing tensors: {missing[:5]}")
         self._check_arrays(arrays, expected, what="tensor")
-
-    def validate_bank(self, arrays: Mapping[str, np.ndarray]) -> None:
-        """The whole bank (a published ``shared_state.safetensors``) is exactly these tensors, float32, finite."""
-        expected = self._by_name
-        missing = sorted(set(expected) - set(arrays))
-        unknown = sorted(set(arrays) - set(expected))
-        if missing or unknown:
-            raise PayloadError(
-                f"shared state does not match the manifest: missing {missing[:5]}, unexpected {unknown[:5]}")
-        self._check_arrays(arrays, expected, what="shared tensor")
 
     def _law(self) -> InitialBank:
         if self.initial is None:

@@ -85,8 +85,8 @@ def publish_bundle(db: Database, bundle_dir: Path, *, config: Mapping[str, objec
             raise BundleError(f"files not listed in the manifest: {extra[:5]}")
     if SHARED_STATE_FILE not in listed:
         raise BundleError(f"the manifest lists no {SHARED_STATE_FILE} (the initial shared state)")
+    # initial_bank checks the stored tensors (names, shapes, dtype, finite) and draws the rest: a valid bank
     bank = manifest.shared_state.initial_bank(decode_tensors((bundle_dir / SHARED_STATE_FILE).read_bytes()))
-    manifest.shared_state.validate_bank(bank)
     round_config = merge_config(defaults, config)
     try:
         _store(db, bundle_dir, manifest, bank, round_config)

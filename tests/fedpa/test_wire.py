@@ -16,7 +16,7 @@ import pytest
 from fedpa import wire
 from fedpa.errors import PayloadError
 from fedpa.payload import encode_tensors
-from fedpa.state import SharedStateSpec
+from fedpa.state import InitialBank, SharedStateSpec
 from fedpa.wire import (
     ALL_VALUES,
     UPDATE_META_KEY,
@@ -98,14 +98,17 @@ def test_an_upload_may_not_use_the_all_values_wildcard():
 
 
 def test_the_bank_must_be_exactly_the_spec():
-    bank = {t.name: np.zeros(t.shape, np.float32) for t in SPEC.tensors}
-    SPEC.validate_bank(bank)
+    spec = SharedStateSpec(tensors=SPEC.tensors, initial=InitialBank(seed=0, drawn={"lora_A": 0.5}))
+    stored = {"gate.w": np.zeros((2, 3), np.float32), "lora_B": np.zeros(2, np.float32)}
+    bank = spec.initial_bank(stored)
+    assert list(bank) == [t.name for t in SPEC.tensors]
+    assert all(bank[t.name].shape == t.shape and bank[t.name].dtype == np.float32 for t in SPEC.tensors)
     with pytest.raises(PayloadError, match=r"missing \['gate.w'\]"):
-        SPEC.validate_bank({k: v for k, v in bank.items() if k != "gate.w"})
+        spec.initial_bank({k: v for k, v in stored.items() if k != "gate.w"})
     with pytest.raises(PayloadError, match="dtype float64"):
-        SPEC.validate_bank({**bank, "gate.w": np.zeros((2, 3))})
+        spec.initial_bank({**stored, "gate.w": np.zeros((2, 3))})
     with pytest.raises(PayloadError, match="NaN or infinite"):
-        SPEC.validate_bank({**bank, "lora_A@0": np.full(4, np.inf, np.float32)})
+        spec.initial_bank({**stored, "lora_B": np.full(2, np.inf, np.float32)})
 
 
 def test_error_codes_are_their_wire_strings():
