@@ -36,9 +36,7 @@ public class BaseFeaturesTest {
 
     @Before
     public void setUp() throws Exception {
-        root = File.createTempFile("base", "");
-        root.delete();
-        root.mkdirs();
+        root = Fixtures.tempDir("base");
     }
 
     @After

@@ -70,9 +70,7 @@ public class BundleGoldenTest {
     }
 
     private File copyBundle() throws Exception {
-        copy = File.createTempFile("bundle", "");
-        copy.delete();
-        copy.mkdirs();
+        copy = Fixtures.tempDir("bundle");
         for (File f : Fixtures.bundleDir().listFiles()) {
             FileOutputStream out = new FileOutputStream(new File(copy, f.getName()));
             out.write(Bundle.readFile(f));

@@ -33,9 +33,7 @@ public class DivergedRunTest {
     @Before
     public void setUp() throws Exception {
         proxy = new FlakyProxy(Fixtures.optional("fedpa.server"));
-        root = File.createTempFile("diverged", "");
-        root.delete();
-        root.mkdirs();
+        root = Fixtures.tempDir("diverged");
     }
 
     @After

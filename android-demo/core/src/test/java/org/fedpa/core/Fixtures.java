@@ -17,6 +17,15 @@ final class Fixtures {
     }
 
     /** Reference files written by tools/make_fixtures.py. */
+    /** A new, empty directory under the system's temporary folder (the caller deletes it). */
+    static File tempDir(String prefix) throws IOException {
+        File dir = File.createTempFile(prefix, "");
+        if (!dir.delete() || !dir.mkdirs()) {
+            throw new IOException("cannot create a temporary directory at " + dir);
+        }
+        return dir;
+    }
+
     static File fixture(String name) {
         return new File(required("fedpa.fixtures"), name);
     }

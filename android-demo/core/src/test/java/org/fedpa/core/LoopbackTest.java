@@ -31,9 +31,7 @@ public class LoopbackTest {
     public void setUp() throws Exception {
         server = Fixtures.optional("fedpa.server");
         modelId = Fixtures.required("fedpa.model");
-        root = File.createTempFile("phones", "");
-        root.delete();
-        root.mkdirs();
+        root = Fixtures.tempDir("phones");
     }
 
     @After

@@ -32,9 +32,7 @@ public class ResilienceTest {
         server = Fixtures.optional("fedpa.server");
         modelId = Fixtures.required("fedpa.model");
         proxy = new FlakyProxy(server);
-        root = File.createTempFile("resilience", "");
-        root.delete();
-        root.mkdirs();
+        root = Fixtures.tempDir("resilience");
     }
 
     @After

@@ -33,9 +33,7 @@ public class SignalsGoldenTest {
     public void setUp() throws Exception {
         golden = new JSONObject(new String(Bundle.readFile(new File(Fixtures.optional("fedpa.signals"))), UTF8));
         proxy = new FlakyProxy(Fixtures.optional("fedpa.server"));
-        root = File.createTempFile("signals", "");
-        root.delete();
-        root.mkdirs();
+        root = Fixtures.tempDir("signals");
     }
 
     @After
